@@ -1,0 +1,1 @@
+"""Flywheel: a data flywheel for ML models on Dagster software-defined assets."""

@@ -1,0 +1,159 @@
+"""Read landing files (Parquet, JSON Lines, CSV; plain or gzip) as string batches.
+
+Every value is kept as text and every row keeps its line (or row) number, so that the
+contract's SQL can type the good rows and say exactly where a bad one came from. A row
+that cannot even be parsed (broken JSON, a CSV line with the wrong number of fields)
+still becomes a row, with `_parse_error` set, so it is quarantined and never lost.
+Memory is bounded by the batch size, not the file size.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+BATCH_ROWS = 50_000
+META_COLUMNS = ("_row", "_parse_error")
+
+
+class LandingFileError(ValueError):
+    """A landing file that cannot be read at all (not one bad row: the whole file)."""
+
+
+def file_format(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for suffix, fmt in ((".parquet", "parquet"), (".jsonl", "jsonl"), (".ndjson", "jsonl"),
+                        (".json", "jsonl"), (".csv", "csv")):
+        if name.endswith(suffix):
+            return fmt
+    raise LandingFileError(
+        f"{path}: unknown landing file format (expected .parquet, .jsonl[.gz], .csv[.gz])"
+    )
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True)
+    return str(value)
+
+
+def _batch(columns: list[str], rows: list[list], row_numbers: list[int],
+           errors: list[str | None]) -> pa.Table:
+    data = {c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(columns)}
+    data["_row"] = pa.array(row_numbers, pa.int64())
+    data["_parse_error"] = pa.array(errors, pa.string())
+    return pa.table(data)
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
+    return open(path, "rt", encoding="utf-8", errors="replace", newline="")
+
+
+def _read_jsonl(path: Path, columns: list[str]) -> Iterator[pa.Table]:
+    rows, numbers, errors = [], [], []
+    with _open_text(path) as fh:
+        for line_no, line in enumerate(fh, start=1):
+            stripped = line.strip()
+            if not stripped:
+                continue  # a blank line carries no record, as in CSV
+            error = None
+            record: dict = {}
+            try:
+                parsed = json.loads(stripped)
+                if isinstance(parsed, dict):
+                    record = parsed
+                else:
+                    error = f"not a JSON object: {stripped[:40]!r}"
+            except json.JSONDecodeError as exc:
+                error = f"invalid JSON: {exc.msg} at column {exc.colno}"
+            rows.append([_text(record.get(c)) for c in columns])
+            numbers.append(line_no)
+            errors.append(error)
+            if len(rows) >= BATCH_ROWS:
+                yield _batch(columns, rows, numbers, errors)
+                rows, numbers, errors = [], [], []
+    if rows:
+        yield _batch(columns, rows, numbers, errors)
+
+
+def _read_csv(path: Path, columns: list[str]) -> Iterator[pa.Table]:
+    rows, numbers, errors = [], [], []
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return
+        header = [h.strip() for h in header]
+        index = {name: i for i, name in enumerate(header)}
+        for values in reader:
+            # Line numbers count the header as line 1, as a spreadsheet shows them.
+            line_no = reader.line_num
+            if not values:
+                continue  # a blank line in CSV carries no record
+            error = None
+            if len(values) != len(header):
+                error = f"expected {len(header)} fields, found {len(values)}"
+                values = []
+            rows.append([
+                (values[index[c]] if c in index and index[c] < len(values) else None) or None
+                for c in columns
+            ])
+            numbers.append(line_no)
+            errors.append(error)
+            if len(rows) >= BATCH_ROWS:
+                yield _batch(columns, rows, numbers, errors)
+                rows, numbers, errors = [], [], []
+    if rows:
+        yield _batch(columns, rows, numbers, errors)
+
+
+def _read_parquet(path: Path, columns: list[str]) -> Iterator[pa.Table]:
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise LandingFileError(f"{path}: not a readable Parquet file ({exc})") from exc
+    present = [c for c in columns if c in pf.schema_arrow.names]
+    start = 1
+    for record_batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=present or None):
+        n = record_batch.num_rows
+        data = {}
+        for c in columns:
+            if c in present:
+                col = record_batch.column(c)
+                if pa.types.is_timestamp(col.type):
+                    # ISO-8601 with an explicit offset, whatever the writer's unit.
+                    col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S%z") if col.type.tz \
+                        else pc.strftime(col, format="%Y-%m-%dT%H:%M:%S")
+                data[c] = pc.cast(col, pa.string())
+            else:
+                data[c] = pa.nulls(n, pa.string())
+        data["_row"] = pa.array(range(start, start + n), pa.int64())
+        data["_parse_error"] = pa.nulls(n, pa.string())
+        start += n
+        yield pa.table(data)
+
+
+def read_landing_file(path: Path, columns: list[str]) -> Iterator[pa.Table]:
+    """Yield string-typed batches of ``columns`` (+ ``_row``, ``_parse_error``)."""
+    fmt = file_format(path)
+    reader = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[fmt]
+    try:
+        yield from reader(path, columns)
+    except (OSError, EOFError, UnicodeError, csv.Error) as exc:
+        raise LandingFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc

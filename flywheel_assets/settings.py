@@ -1,0 +1,110 @@
+"""One settings object: every path and knob of the product comes from here.
+
+Paths derive from ``FLYWHEEL_DATA_DIR`` (default: ``data/`` next to the project's
+``pyproject.toml``), never from the current directory, so two flywheels can run side by
+side in different data directories.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEV_PSEUDONYM_SECRET = "flywheel-development-secret-do-not-use-in-production"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def _default_data_dir() -> Path:
+    project_root = PACKAGE_DIR.parent
+    if (project_root / "pyproject.toml").exists():
+        return project_root / "data"
+    return Path.home() / ".flywheel" / "data"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Paths, the pseudonymisation secret and the thresholds of one flywheel."""
+
+    data_dir: Path
+    pseudonym_secret: str = DEV_PSEUDONYM_SECRET
+    # First day of the daily partitions (the simulated world starts here too).
+    start_date: dt.date = dt.date(2026, 1, 1)
+    # Days of curated feedback a candidate learns from.
+    training_window_days: int = 7
+    # Training rows are sampled down to this many (deterministically) to bound memory.
+    max_training_rows: int = 250_000
+    # A stream whose share of quarantined rows in a partition exceeds this fails its
+    # blocking check.
+    max_quarantine_share: float = 0.05
+    # Streams that must have a _SUCCESS marker before a day can be ingested.
+    required_streams: tuple[str, ...] = ("impressions", "interactions")
+    duckdb_memory_limit: str = "4GB"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, data_dir: str | os.PathLike | None = None, **overrides) -> "Settings":
+        """Settings from the environment; ``data_dir`` overrides ``FLYWHEEL_DATA_DIR``."""
+        chosen = data_dir or os.environ.get("FLYWHEEL_DATA_DIR") or _default_data_dir()
+        secret = os.environ.get("FLYWHEEL_PSEUDONYM_SECRET", DEV_PSEUDONYM_SECRET)
+        start = os.environ.get("FLYWHEEL_START_DATE")
+        values = dict(data_dir=Path(chosen).expanduser().resolve(), pseudonym_secret=secret)
+        if start:
+            values["start_date"] = dt.date.fromisoformat(start)
+        values.update(overrides)
+        return cls(**values)
+
+    def with_overrides(self, **overrides) -> "Settings":
+        return replace(self, **overrides)
+
+    # --- paths -------------------------------------------------------------------
+    @property
+    def warehouse_path(self) -> Path:
+        return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.data_dir / "landing"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.data_dir / "reports"
+
+    @property
+    def labeling_dir(self) -> Path:
+        return self.data_dir / "labeling"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.data_dir / "dagster_home"
+
+    @property
+    def duckdb_temp_dir(self) -> Path:
+        return self.data_dir / "tmp" / "duckdb"
+
+    def warn_if_development_secret(self) -> bool:
+        """Warn loudly when user ids are hashed with the public development key."""
+        if self.pseudonym_secret == DEV_PSEUDONYM_SECRET:
+            warnings.warn(
+                "FLYWHEEL_PSEUDONYM_SECRET is not set: user ids are pseudonymised with the "
+                "public development key. Anyone can re-identify them. Set a secret before "
+                "ingesting real users' data.",
+                stacklevel=2,
+            )
+            return True
+        return False
+
+    def ensure_dagster_home(self) -> Path:
+        """Create DAGSTER_HOME with the project's instance config if it has none."""
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        target = self.dagster_home / "dagster.yaml"
+        if not target.exists():
+            shutil.copyfile(PACKAGE_DIR / "dagster.yaml", target)
+        return self.dagster_home
