@@ -1,0 +1,44 @@
+"""``flywheel``: the flywheel without the UI.
+
+Built-in commands operate the product; commands that live outside it (the simulated
+world's ``demo``) register through the ``flywheel.commands`` entry-point group, so the
+product never imports them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib.metadata import entry_points
+
+from flywheel_assets.settings import Settings
+
+
+def _champion(args: argparse.Namespace) -> int:
+    from flywheel_assets.core import model_store
+
+    pointer = model_store.read_champion(Settings.from_env(args.data_dir).models_dir)
+    print(json.dumps(pointer, indent=2) if pointer else "no champion yet (serving: popularity)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flywheel", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("champion", help="show the champion pointer")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=_champion)
+    for ep in entry_points(group="flywheel.commands"):
+        ep.load()(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Ranking and prediction metrics over logged slates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+
+def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
+    """Mean NDCG@k over groups (requests) with at least one positive label.
+
+    Gain 2^label - 1, discount log2(rank + 1); ties in score keep the input order.
+    """
+    frame = pd.DataFrame({"g": groups, "y": labels.astype("float64"), "s": scores})
+    frame["gain"] = np.exp2(frame["y"]) - 1.0
+    frame = frame[frame.groupby("g")["gain"].transform("max") > 0]
+    if frame.empty:
+        return float("nan")
+    frame["_i"] = np.arange(len(frame))
+    by_score = frame.sort_values(["g", "s", "_i"], ascending=[True, False, True], kind="stable")
+    by_label = frame.sort_values(["g", "gain"], ascending=[True, False], kind="stable")
+
+    def dcg(sorted_frame: pd.DataFrame) -> pd.Series:
+        rank = sorted_frame.groupby("g").cumcount() + 1
+        contrib = np.where(rank <= k, sorted_frame["gain"] / np.log2(rank + 1), 0.0)
+        return pd.Series(contrib, index=sorted_frame.index).groupby(sorted_frame["g"]).sum()
+
+    return float((dcg(by_score) / dcg(by_label)).mean())
+
+
+def auc(labels_binary: np.ndarray, scores: np.ndarray) -> float:
+    if len(np.unique(labels_binary)) < 2:
+        return float("nan")
+    return float(roc_auc_score(labels_binary, scores))
+
+
+def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10) -> dict[str, float]:
+    """Holdout metrics of one model's scores on a training-set frame."""
+    y = frame["label_grade"].to_numpy()
+    return {
+        f"ndcg_at_{k}": ndcg_at_k(frame["request_id"].to_numpy(), y, scores, k),
+        "auc_complete_or_better": auc(y >= 2, scores),
+        "rmse_grade": float(np.sqrt(np.mean((scores - y) ** 2))),
+    }

@@ -1,0 +1,84 @@
+"""The training set: a rolling window of curated feedback with graded labels.
+
+Rows carry the raw attributes the model's features derive from (user and item
+snapshots as of the training day), a graded label from the signal hierarchy, a weight
+and a split. The holdout is the training day itself (new to the champion and the
+candidate alike); on the very first day, when there is nothing earlier, it is the last
+fifth of the day by time. Training rows are capped by a deterministic hash sample.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import duckdb
+import pandas as pd
+
+from flywheel_assets.core import warehouse
+from flywheel_assets.core.curate import latest_snapshot_date
+from flywheel_assets.core.signals import DEFAULT_HIERARCHY, grade_sql
+
+FIRST_DAY_HOLDOUT_SHARE = 0.2
+
+
+def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, window_days: int,
+                       max_training_rows: int,
+                       hierarchy: dict[str, int] = DEFAULT_HIERARCHY) -> dict:
+    day = dt.date.fromisoformat(partition_date)
+    window_start = (day - dt.timedelta(days=window_days - 1)).isoformat()
+    users_date = latest_snapshot_date(conn, "raw.users", partition_date)
+    items_date = latest_snapshot_date(conn, "raw.items", partition_date)
+    with warehouse.transaction(conn):
+        conn.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _window AS
+            SELECT DATE '{partition_date}' AS partition_date, f.partition_date AS source_date,
+                   f.impression_id, f.request_id, f.ts, f.user_key, f.item_id, f.position,
+                   f.propensity, f.device, u.country, u.age_band, u.signup_date,
+                   it.category, it.published_date, it.duration_s, it.popularity,
+                   it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
+                   {grade_sql(hierarchy)} AS label_grade, 1.0 AS weight
+            FROM curated.curated_feedback f
+            JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = $ud
+            JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = $id
+            WHERE f.partition_date BETWEEN $ws AND $d""",
+                     {"ud": users_date, "id": items_date, "ws": window_start, "d": partition_date})
+        earlier = conn.execute(f"SELECT count(*) FROM _window WHERE source_date < DATE "
+                               f"'{partition_date}'").fetchone()[0]
+        if earlier:
+            holdout = f"source_date = DATE '{partition_date}'"
+        else:
+            cutoff = conn.execute(f"SELECT quantile_disc(ts, {1 - FIRST_DAY_HOLDOUT_SHARE}) "
+                                  "FROM _window").fetchone()[0]
+            holdout = f"ts >= TIMESTAMPTZ '{cutoff.isoformat()}'" if cutoff else "FALSE"
+        rows = warehouse.replace_partition(conn, "ml.training_set", partition_date, f"""
+            SELECT *, 'holdout' AS split FROM _window WHERE {holdout}
+            UNION ALL
+            (SELECT *, 'train' AS split FROM _window WHERE NOT ({holdout})
+             ORDER BY hash(impression_id), impression_id LIMIT {int(max_training_rows)})""")
+        stats = conn.execute("""
+            SELECT count(*) FILTER (WHERE split = 'train'), count(*) FILTER (WHERE split = 'holdout'),
+                   (SELECT count(*) FROM _window), min(source_date), max(source_date),
+                   avg(label_grade)
+            FROM ml.training_set WHERE partition_date = ?""", [partition_date]).fetchone()
+        grades = dict(conn.execute("SELECT label_grade, count(*) FROM ml.training_set WHERE "
+                                   "partition_date = ? GROUP BY 1 ORDER BY 1",
+                                   [partition_date]).fetchall())
+        conn.execute("DROP TABLE _window")
+    return {"rows": rows, "train_rows": stats[0], "holdout_rows": stats[1],
+            "window_rows": stats[2], "window_start": str(stats[3]), "window_end": str(stats[4]),
+            "mean_grade": float(stats[5] or 0.0), "grade_counts": {int(k): v for k, v in grades.items()},
+            "holdout_rule": "training day" if earlier else "last 20% of the first day"}
+
+
+def read_split(conn: duckdb.DuckDBPyConnection, partition_date: str, split: str) -> pd.DataFrame:
+    return conn.execute("SELECT * FROM ml.training_set WHERE partition_date = ? AND split = ? "
+                        "ORDER BY request_id, position, impression_id",
+                        [partition_date, split]).df()
+
+
+def fingerprint(conn: duckdb.DuckDBPyConnection, partition_date: str) -> str:
+    """What a model learns from, in one string: same rows and labels → same string."""
+    n, h = conn.execute("SELECT count(*), sum(hash(impression_id, label_grade, weight)) "
+                        "FROM ml.training_set WHERE partition_date = ? AND split = 'train'",
+                        [partition_date]).fetchone()
+    return f"{partition_date}:{n}:{h}"

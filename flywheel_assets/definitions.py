@@ -1,0 +1,28 @@
+"""The product's code location: the flywheel's assets, checks, jobs and schedule."""
+
+import dagster as dg
+
+from flywheel_assets.defs.curate import assets as curate_assets
+from flywheel_assets.defs.evaluate import assets as evaluate_assets
+from flywheel_assets.defs.ingest import assets as ingest_assets
+from flywheel_assets.defs.ingest import checks as ingest_checks
+from flywheel_assets.defs.jobs import daily_rotation_job, daily_rotation_schedule
+from flywheel_assets.defs.resources import FlywheelResource
+from flywheel_assets.defs.train import assets as train_assets
+
+
+def build_definitions(data_dir: str | None = None) -> dg.Definitions:
+    """Definitions for the flywheel whose data lives in ``data_dir`` (default:
+    ``FLYWHEEL_DATA_DIR``)."""
+    return dg.Definitions(
+        assets=[*ingest_assets.landing_specs,
+                *dg.load_assets_from_modules([ingest_assets, curate_assets, train_assets,
+                                              evaluate_assets])],
+        asset_checks=dg.load_asset_checks_from_modules([ingest_checks, train_assets]),
+        jobs=[daily_rotation_job],
+        schedules=[daily_rotation_schedule],
+        resources={"flywheel": FlywheelResource(data_dir=data_dir)},
+    )
+
+
+defs = build_definitions()

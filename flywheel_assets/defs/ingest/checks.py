@@ -1,0 +1,92 @@
+"""Blocking checks on ingestion: nothing lost, not too much rejected, stored rows valid."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from flywheel_assets.core import expectations
+from flywheel_assets.core.ingest import quarantine_examples
+from flywheel_assets.core.landing_contract import default_contracts
+from flywheel_assets.defs.ingest.assets import RAW_TABLES
+from flywheel_assets.defs.resources import FlywheelResource
+
+CONTRACTS = {c.stream: c for c in default_contracts()}
+
+
+def _specs(name: str, description: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
+            for asset in RAW_TABLES.values()]
+
+
+@dg.multi_asset_check(specs=_specs(
+    "rows_reconcile",
+    "Rows read from the landing files = rows accepted + rows quarantined, per stream."))
+def rows_reconcile(context: dg.AssetCheckExecutionContext,
+                   flywheel: FlywheelResource) -> Iterator[dg.AssetCheckResult]:
+    day = context.partition_key
+    with flywheel.warehouse() as conn:
+        for stream, asset in RAW_TABLES.items():
+            contract = CONTRACTS[stream]
+            read, accepted, quarantined = conn.execute(f"""
+                SELECT (SELECT coalesce(sum(rows_read), 0) FROM raw.landing_files
+                        WHERE partition_date = $d AND stream = $s),
+                       (SELECT count(*) FROM {contract.table} WHERE partition_date = $d),
+                       (SELECT count(*) FROM raw.quarantined_events
+                        WHERE partition_date = $d AND stream = $s)""",
+                                                       {"d": day, "s": stream}).fetchone()
+            yield dg.AssetCheckResult(
+                asset_key=asset, check_name="rows_reconcile", passed=read == accepted + quarantined,
+                metadata={"rows_read": read, "accepted": accepted, "quarantined": quarantined,
+                          "unaccounted": read - accepted - quarantined})
+
+
+@dg.multi_asset_check(specs=_specs(
+    "quarantine_share_below_threshold",
+    "The share of quarantined rows stays below the threshold (FLYWHEEL settings "
+    "`max_quarantine_share`); the failure names the file, the column and an example."))
+def quarantine_share_below_threshold(context: dg.AssetCheckExecutionContext,
+                                     flywheel: FlywheelResource) -> Iterator[dg.AssetCheckResult]:
+    day = context.partition_key
+    limit = flywheel.settings.max_quarantine_share
+    with flywheel.warehouse() as conn:
+        for stream, asset in RAW_TABLES.items():
+            read, quarantined = conn.execute("""
+                SELECT (SELECT coalesce(sum(rows_read), 0) FROM raw.landing_files
+                        WHERE partition_date = $d AND stream = $s),
+                       (SELECT count(*) FROM raw.quarantined_events
+                        WHERE partition_date = $d AND stream = $s)""",
+                                             {"d": day, "s": stream}).fetchone()
+            share = quarantined / read if read else 0.0
+            examples = quarantine_examples(conn, day, stream)
+            description = None
+            if share > limit and examples:
+                e = examples[0]
+                description = (f"{stream}: {share:.1%} of rows quarantined (limit {limit:.0%}); "
+                               f"most common: column {e['column'] or '(whole row)'}: {e['reason']} "
+                               f"— e.g. {e['file']} row {e['row']} ({e['count']} rows like it)")
+            yield dg.AssetCheckResult(
+                asset_key=asset, check_name="quarantine_share_below_threshold",
+                passed=share <= limit, description=description,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={"quarantine_share": round(share, 5), "limit": limit,
+                          "top_reasons": dg.MetadataValue.json(examples)})
+
+
+@dg.multi_asset_check(specs=_specs(
+    "accepted_rows_expectations",
+    "Great Expectations suite generated from the landing contract, run on the stored "
+    "rows: types, ranges, allowed values, unique ids, hashed user ids, ts in the day."))
+def accepted_rows_expectations(context: dg.AssetCheckExecutionContext,
+                               flywheel: FlywheelResource) -> Iterator[dg.AssetCheckResult]:
+    day = context.partition_key
+    for stream, asset in RAW_TABLES.items():
+        contract = CONTRACTS[stream]
+        with flywheel.warehouse() as conn:
+            frame = conn.execute(f"SELECT * EXCLUDE (partition_date, source_file, source_row) "
+                                 f"FROM {contract.table} WHERE partition_date = ?", [day]).df()
+        result = expectations.validate(frame, contract, day)
+        yield dg.AssetCheckResult(
+            asset_key=asset, check_name="accepted_rows_expectations", passed=result.success,
+            metadata={"expectations_evaluated": result.evaluated,
+                      "expectations_failed": len(result.failed),
+                      "failures": dg.MetadataValue.json(result.failed)})

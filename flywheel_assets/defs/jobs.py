@@ -1,0 +1,20 @@
+import dagster as dg
+
+from flywheel_assets.defs.partitions import daily_partitions
+
+ROTATION_GROUPS = ("ingest", "curate", "train", "evaluate")
+
+# One turn of the wheel for one day: landing files → champion decision.
+daily_rotation_job = dg.define_asset_job(
+    "daily_rotation_job",
+    selection=dg.AssetSelection.groups(*ROTATION_GROUPS) - dg.AssetSelection.assets(
+        *[f"landing_{s}" for s in ("impressions", "interactions", "users", "items")]),
+    partitions_def=daily_partitions,
+    description="One rotation of the flywheel for one day's partition.",
+)
+
+# 02:00 UTC, for yesterday's partition. Stopped by default: turn it on in the UI once
+# the product's landing files arrive every day.
+daily_rotation_schedule = dg.build_schedule_from_partitioned_job(
+    daily_rotation_job, hour_of_day=2, minute_of_hour=0, name="daily_rotation_schedule",
+    default_status=dg.DefaultScheduleStatus.STOPPED)

@@ -1,0 +1,36 @@
+"""The one resource every asset uses: settings plus the DuckDB warehouse."""
+
+import contextlib
+from typing import Iterator
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+
+from flywheel_assets.core import warehouse
+from flywheel_assets.settings import Settings
+
+
+class FlywheelResource(dg.ConfigurableResource):
+    """Paths and thresholds (from ``FLYWHEEL_DATA_DIR`` unless ``data_dir`` is set) and
+    short-lived connections to the warehouse through dagster-duckdb."""
+
+    data_dir: str | None = None
+    warehouse_db: DuckDBResource | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.data_dir)
+
+    def _duckdb(self) -> DuckDBResource:
+        return self.warehouse_db or DuckDBResource(database=str(self.settings.warehouse_path))
+
+    @contextlib.contextmanager
+    def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection with the schema in place; closed when the block ends."""
+        s = self.settings
+        s.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._duckdb().get_connection() as conn:
+            warehouse.prepare(conn, s.duckdb_temp_dir, s.duckdb_memory_limit)
+            warehouse.create_schema(conn)
+            yield conn

@@ -1,0 +1,95 @@
+"""Knobs and scenarios of the simulated world."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from dataclasses import dataclass, field
+
+SCENARIOS = ("taste_drift", "catalog_drop", "bot_attack", "broken_client")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A scenario switched on from ``first_day`` to ``last_day`` (1-based, inclusive).
+
+    ``taste_drift`` and ``catalog_drop`` change the world for good from their first day
+    (tastes do not change back; dropped items stay in the catalogue).
+    """
+
+    name: str
+    first_day: int
+    last_day: int | None = None
+
+    def active(self, day: int) -> bool:
+        return self.first_day <= day and (self.last_day is None or day <= self.last_day)
+
+    @classmethod
+    def parse(cls, text: str) -> "Scenario":
+        """``name@N`` (day N only; from N on for drift and drops) or ``name@N-M``."""
+        name, _, days = text.partition("@")
+        if name not in SCENARIOS:
+            raise ValueError(f"unknown scenario {name!r}; expected one of {SCENARIOS}, "
+                             "e.g. 'bot_attack@3-4'")
+        if not days:
+            raise ValueError(f"scenario {text!r} needs a day, e.g. '{name}@3' or '{name}@3-5'")
+        first, _, last = days.partition("-")
+        first_day = int(first)
+        last_day = int(last) if last else (None if name in ("taste_drift", "catalog_drop")
+                                            else first_day)
+        if first_day < 1 or (last_day is not None and last_day < first_day):
+            raise ValueError(f"scenario {text!r}: days must be 1-based and ordered")
+        return cls(name, first_day, last_day)
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    seed: int = 7
+    start_date: dt.date = dt.date(2026, 1, 1)
+    n_users: int = 5000
+    n_items: int = 2000
+    requests_per_day: int = 20000
+    slate_size: int = 10
+    pool_size: int = 50
+    latent_dim: int = 8
+    n_categories: int = 12
+    popularity_skew: float = 1.0
+    position_bias_exponent: float = 1.0
+    exploration_rate: float = 0.1
+    bot_fraction: float = 0.03
+    # Bots are this many times as active as an average user.
+    bot_activity: float = 3.0
+    explicit_feedback_rate: float = 0.05
+    # Share of examined-and-rejected items for which the client logs an explicit skip;
+    # the rest are silent, indistinguishable in the logs from items never looked at.
+    skip_log_rate: float = 0.5
+    new_items_per_day: int = 10
+    catalog_drop_size: int = 500
+    consent_rate: float = 0.95
+    duplicate_rate: float = 0.002
+    broken_client_rate: float = 0.04
+    annotator_accuracy: float = 0.9
+    oracle_requests: int = 2000
+    scenarios: tuple[Scenario, ...] = field(default_factory=tuple)
+
+    def active(self, name: str, day: int) -> bool:
+        return any(s.name == name and s.active(day) for s in self.scenarios)
+
+    def day_index(self, date: dt.date | str) -> int:
+        date = dt.date.fromisoformat(date) if isinstance(date, str) else date
+        day = (date - self.start_date).days + 1
+        if day < 1:
+            raise ValueError(f"{date} is before the world's first day {self.start_date}")
+        return day
+
+    def date_of(self, day: int) -> dt.date:
+        return self.start_date + dt.timedelta(days=day - 1)
+
+    def replace(self, **changes) -> "WorldConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["start_date"] = self.start_date.isoformat()
+        out["scenarios"] = [dataclasses.asdict(s) for s in self.scenarios]
+        return out

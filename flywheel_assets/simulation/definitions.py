@@ -1,0 +1,86 @@
+"""The world's code location: simulated traffic in, the champion against the truth out.
+
+Remove this location from ``workspace.yaml`` and point the product at real landing
+files: nothing in the product changes.
+"""
+
+import dagster as dg
+
+from flywheel_assets.core.serving import current_policy
+from flywheel_assets.defs.partitions import daily_partitions
+from flywheel_assets.settings import Settings
+from flywheel_assets.simulation import world
+from flywheel_assets.simulation.config import Scenario
+
+
+class WorldResource(dg.ConfigurableResource):
+    """Where the world lives (``FLYWHEEL_DATA_DIR`` unless ``data_dir`` is set); its
+    knobs are saved in ``data/world/config.json`` by the run that created it."""
+
+    data_dir: str | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.data_dir)
+
+
+class SimulatedTrafficConfig(dg.Config):
+    """Scenarios to switch on for this run, e.g. ``["taste_drift@1"]`` (days count from
+    the partition's day number in the world)."""
+
+    scenarios: list[str] = []
+
+
+@dg.asset(group_name="simulation", partitions_def=daily_partitions, kinds={"python"},
+          deps=[dg.AssetKey("champion_model")])
+def simulated_traffic(context: dg.AssetExecutionContext, config: SimulatedTrafficConfig,
+                      world_env: WorldResource):
+    """One day of the simulated product: users and bots send requests, the current
+    champion (popularity before the first promotion) ranks candidate pools with
+    exploration and logs propensities, users examine and react. Writes the landing files
+    of the day with `_SUCCESS` markers and keeps the hidden truth under `data/world/`."""
+    s = world_env.settings
+    directory = world.world_dir(s.data_dir)
+    cfg = world.load_config(directory)
+    if config.scenarios:
+        cfg = cfg.replace(scenarios=cfg.scenarios + tuple(Scenario.parse(x) for x in config.scenarios))
+    policy = current_policy(s.models_dir)
+    stats = world.run_day(s.data_dir, s.landing_dir, cfg, context.partition_key, policy)
+    day = cfg.day_index(context.partition_key)
+    return dg.MaterializeResult(metadata={
+        "impressions": stats["impressions"], "interactions": stats["interactions"],
+        "served_by": stats["policy_version"], "malformed_rows": stats["broken_rows"],
+        "world_day": day,
+        "active_scenarios": ", ".join(s.name for s in cfg.scenarios if s.active(day)) or "none"})
+
+
+@dg.asset(group_name="simulation", partitions_def=daily_partitions, kinds={"python"},
+          deps=[dg.AssetKey("champion_model"), simulated_traffic])
+def oracle_evaluation(context: dg.AssetExecutionContext, world_env: WorldResource):
+    """The champion after the day's rotation, measured against the hidden truth: NDCG@10
+    of its ranking vs the ideal ranking by true expected grade, and regret, on a fixed
+    panel of users; the popularity policy alongside as the baseline."""
+    s = world_env.settings
+    cfg = world.load_config(world.world_dir(s.data_dir))
+    record = world.oracle_day(s.data_dir, cfg, context.partition_key, current_policy(s.models_dir))
+    return dg.MaterializeResult(metadata={
+        k: v for k, v in record.items() if k != "date"})
+
+
+simulated_traffic_job = dg.define_asset_job(
+    "simulated_traffic_job", selection=[simulated_traffic], partitions_def=daily_partitions,
+    description="Land one simulated day of traffic served by the current champion.")
+oracle_evaluation_job = dg.define_asset_job(
+    "oracle_evaluation_job", selection=[oracle_evaluation], partitions_def=daily_partitions,
+    description="Measure the current champion against the world's hidden truth.")
+
+
+def build_world_definitions(data_dir: str | None = None) -> dg.Definitions:
+    return dg.Definitions(
+        assets=[simulated_traffic, oracle_evaluation],
+        jobs=[simulated_traffic_job, oracle_evaluation_job],
+        resources={"world_env": WorldResource(data_dir=data_dir)},
+    )
+
+
+defs = build_world_definitions()

@@ -1,0 +1,141 @@
+"""The world's hidden truth: users' tastes, items' latent vectors and quality, bots.
+
+Everything is a deterministic function of the seed and the day, built in independent
+seeded blocks, so day 9 of a run is the same whether or not days 1-8 ran in the same
+process. Pipeline code never sees this module's outputs except through landing files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from flywheel_assets.simulation.config import WorldConfig
+
+COUNTRIES = ("DE", "FR", "GB", "US", "BR", "IN", "JP", "NG")
+AGE_BANDS = ("13-17", "18-24", "25-34", "35-54", "55+")
+DEVICES = ("mobile", "desktop", "tv")
+# Grade thresholds of the ordinal outcome model: grade >= g when z + noise >= t_g.
+GRADE_THRESHOLDS = np.array([0.0, 1.5, 3.0])
+TASTE_WEIGHT = 1.2
+QUALITY_WEIGHT = 0.8
+BIAS = -0.8
+
+
+def _rng(config: WorldConfig, *key: int) -> np.random.Generator:
+    return np.random.default_rng([config.seed, *key])
+
+
+@dataclass
+class Catalogue:
+    items: pd.DataFrame      # observable attributes, as the product's items snapshot
+    latent: np.ndarray       # n×d hidden taste vectors
+    quality: np.ndarray      # n hidden quality
+
+
+@dataclass
+class Population:
+    users: pd.DataFrame      # observable attributes, as the product's users snapshot
+    taste: np.ndarray        # n×d hidden preferences
+    activity: np.ndarray     # n relative request rates
+    is_bot: np.ndarray       # n bool
+    bot_targets: np.ndarray  # item indices the bot ring pushes
+
+
+def _centres(config: WorldConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = _rng(config, 0)
+    d = config.latent_dim
+    return (rng.normal(0, 1.0, (config.n_categories, d)),
+            rng.normal(0, 0.8, (len(COUNTRIES), d)),
+            rng.normal(0, 0.4, (len(AGE_BANDS), d)))
+
+
+def _item_block(config: WorldConfig, n: int, key: tuple[int, ...], published: np.ndarray,
+                popularity_scale: float) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    rng = _rng(config, *key)
+    cat_centres, _, _ = _centres(config)
+    weights = rng.dirichlet(np.full(config.n_categories, 2.0))
+    category = rng.choice(config.n_categories, n, p=weights)
+    latent = cat_centres[category] + rng.normal(0, 0.6, (n, config.latent_dim))
+    quality = rng.normal(0, 1, n)
+    content = latent[:, :6] + rng.normal(0, 0.3, (n, 6))
+    hype = config.popularity_skew * (0.8 * quality + 0.6 * rng.normal(0, 1, n))
+    popularity = np.round(popularity_scale * np.exp(hype)).astype("int64")
+    frame = pd.DataFrame({
+        "category": [f"cat_{c:02d}" for c in category],
+        "published_date": published,
+        "duration_s": np.round(np.exp(rng.normal(5.5, 0.6, n)), 1),
+        "popularity": popularity,
+        **{f"c{i}": np.round(content[:, i], 5) for i in range(6)},
+    })
+    return frame, latent, quality
+
+
+def catalogue(config: WorldConfig, day: int) -> Catalogue:
+    """Every item published on or before ``day`` (base catalogue, daily news, drops)."""
+    start = np.datetime64(config.start_date, "D")
+    rng = _rng(config, 1, 0)
+    age = rng.integers(1, 700, config.n_items)
+    blocks = [_item_block(config, config.n_items, (1, 1), start - age, 40.0)]
+    for d in range(1, day + 1):
+        published = np.full(config.new_items_per_day, start + (d - 1))
+        if config.new_items_per_day:
+            blocks.append(_item_block(config, config.new_items_per_day, (2, d), published, 2.0))
+        if any(s.name == "catalog_drop" and s.first_day == d for s in config.scenarios):
+            dropped = np.full(config.catalog_drop_size, start + (d - 1))
+            blocks.append(_item_block(config, config.catalog_drop_size, (3, d), dropped, 2.0))
+    items = pd.concat([b[0] for b in blocks], ignore_index=True)
+    items.insert(0, "item_id", [f"item_{i:06d}" for i in range(len(items))])
+    items["published_date"] = pd.to_datetime(items["published_date"])
+    return Catalogue(items=items, latent=np.vstack([b[1] for b in blocks]),
+                     quality=np.concatenate([b[2] for b in blocks]))
+
+
+def population(config: WorldConfig, day: int) -> Population:
+    """Users with their hidden tastes as of ``day`` (after any taste drift)."""
+    rng = _rng(config, 4)
+    _, country_means, age_means = _centres(config)
+    n = config.n_users
+    country = rng.choice(len(COUNTRIES), n, p=[.14, .12, .12, .2, .12, .15, .08, .07])
+    age = rng.choice(len(AGE_BANDS), n, p=[.08, .25, .3, .27, .1])
+    noise = rng.normal(0, 0.5, (n, config.latent_dim))
+    activity = np.exp(rng.normal(0, 1.0, n))
+    consent = rng.random(n) < config.consent_rate
+    signup = np.datetime64(config.start_date, "D") - rng.integers(1, 1500, n)
+    is_bot = np.zeros(n, bool)
+    is_bot[rng.permutation(n)[: int(round(config.bot_fraction * n))]] = True
+    bot_targets = rng.choice(config.n_items, 5, replace=False)
+    drift_day = min((s.first_day for s in config.scenarios if s.name == "taste_drift"),
+                    default=None)
+    if drift_day is not None and day >= drift_day:
+        # Tastes move: every country takes on another country's preferences.
+        country_means = country_means[_rng(config, 5).permutation(len(COUNTRIES))]
+    taste = country_means[country] + age_means[age] + noise
+    users = pd.DataFrame({
+        "user_id": [f"user_{i:06d}" for i in range(n)],
+        "country": [COUNTRIES[c] for c in country],
+        "age_band": [AGE_BANDS[a] for a in age],
+        "signup_date": pd.to_datetime(signup),
+        "consent_training": consent,
+    })
+    return Population(users=users, taste=taste, activity=activity, is_bot=is_bot,
+                      bot_targets=bot_targets)
+
+
+def utility(config: WorldConfig, taste: np.ndarray, latent: np.ndarray,
+            quality: np.ndarray) -> np.ndarray:
+    """The latent utility z of a user for an item (broadcasts over leading axes)."""
+    affinity = np.einsum("...d,...d->...", taste, latent) / np.sqrt(config.latent_dim)
+    return TASTE_WEIGHT * affinity + QUALITY_WEIGHT * quality + BIAS
+
+
+def expected_grade(z: np.ndarray) -> np.ndarray:
+    """E[grade | examined] under the ordinal logistic model: sum_g P(grade >= g)."""
+    return (1.0 / (1.0 + np.exp(-(z[..., None] - GRADE_THRESHOLDS)))).sum(axis=-1)
+
+
+def examination_curve(config: WorldConfig) -> np.ndarray:
+    """P(examined | position k) for k = 1..slate size."""
+    return np.arange(1, config.slate_size + 1) ** -config.position_bias_exponent

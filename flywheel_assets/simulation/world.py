@@ -1,0 +1,89 @@
+"""The world as a feedback source: its config and hidden truth live in ``world_dir``
+(``data/world/``), its output goes to the landing zone, like a real product's."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flywheel_assets.core.serving import RankingPolicy, popularity_policy
+from flywheel_assets.simulation import truth
+from flywheel_assets.simulation.config import Scenario, WorldConfig
+from flywheel_assets.simulation.landing_writer import write_day
+from flywheel_assets.simulation.oracle import evaluate_policies
+from flywheel_assets.simulation.traffic import simulate_day
+
+
+def world_dir(data_dir: Path) -> Path:
+    return data_dir / "world"
+
+
+def save_config(directory: Path, config: WorldConfig) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+
+
+def load_config(directory: Path) -> WorldConfig:
+    """The world's config as saved by the run that created it (defaults if none)."""
+    path = directory / "config.json"
+    if not path.exists():
+        return WorldConfig()
+    raw = json.loads(path.read_text())
+    raw["start_date"] = dt.date.fromisoformat(raw["start_date"])
+    raw["scenarios"] = tuple(Scenario(**s) for s in raw["scenarios"])
+    return WorldConfig(**raw)
+
+
+def _write_truth(directory: Path, config: WorldConfig, date: str, traffic) -> None:
+    day = config.day_index(date)
+    out = directory / "truth" / f"date={date}"
+    out.mkdir(parents=True, exist_ok=True)
+    pop = truth.population(config, day)
+    cat = truth.catalogue(config, day)
+    pd.DataFrame({"user_id": pop.users["user_id"], "is_bot": pop.is_bot,
+                  "activity": pop.activity,
+                  **{f"taste_{i}": pop.taste[:, i] for i in range(config.latent_dim)}}
+                 ).to_parquet(out / "users.parquet", index=False)
+    pd.DataFrame({"item_id": cat.items["item_id"], "quality": cat.quality,
+                  "bot_target": np.isin(np.arange(len(cat.quality)), pop.bot_targets),
+                  **{f"latent_{i}": cat.latent[:, i] for i in range(config.latent_dim)}}
+                 ).to_parquet(out / "items.parquet", index=False)
+    (out / "day.json").write_text(json.dumps({
+        "date": date, "day": day,
+        "examination_curve": truth.examination_curve(config).tolist(),
+        "active_scenarios": [s.name for s in config.scenarios if s.active(day)],
+        "policy_version": traffic.policy_version,
+    }, indent=2))
+
+
+def run_day(data_dir: Path, landing_dir: Path, config: WorldConfig, date: str,
+            policy: RankingPolicy) -> dict:
+    """Serve one day with ``policy``, land its files, record the truth behind them."""
+    directory = world_dir(data_dir)
+    save_config(directory, config)
+    traffic = simulate_day(config, dt.date.fromisoformat(date), policy)
+    counts = write_day(landing_dir, date, traffic)
+    _write_truth(directory, config, date, traffic)
+    return {**counts, "policy_version": policy.version,
+            "broken_rows": len(traffic.broken_impressions) + len(traffic.broken_interactions),
+            "bots": len(traffic.bot_user_ids)}
+
+
+def oracle_day(data_dir: Path, config: WorldConfig, date: str, champion: RankingPolicy) -> dict:
+    """The champion and the popularity baseline against the hidden truth; saved to
+    ``world/oracle/date=…/oracle.json``."""
+    result = evaluate_policies(config, dt.date.fromisoformat(date),
+                               {"champion": champion, "popularity": popularity_policy()})
+    record = {"date": date,
+              "champion_version": champion.version,
+              "oracle_ndcg_at_10": result["champion"]["ndcg_at_10"],
+              "oracle_regret_at_10": result["champion"]["regret_at_10"],
+              "popularity_oracle_ndcg_at_10": result["popularity"]["ndcg_at_10"]}
+    out = world_dir(data_dir) / "oracle" / f"date={date}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "oracle.json").write_text(json.dumps(record, indent=2))
+    return record
