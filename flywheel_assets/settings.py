@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -89,17 +88,14 @@ class Settings:
     def duckdb_temp_dir(self) -> Path:
         return self.data_dir / "tmp" / "duckdb"
 
-    def warn_if_development_secret(self) -> bool:
-        """Warn loudly when user ids are hashed with the public development key."""
-        if self.pseudonym_secret == DEV_PSEUDONYM_SECRET:
-            warnings.warn(
-                "FLYWHEEL_PSEUDONYM_SECRET is not set: user ids are pseudonymised with the "
-                "public development key. Anyone can re-identify them. Set a secret before "
-                "ingesting real users' data.",
-                stacklevel=2,
-            )
-            return True
-        return False
+    @property
+    def uses_development_secret(self) -> bool:
+        return self.pseudonym_secret == DEV_PSEUDONYM_SECRET
+
+    DEVELOPMENT_SECRET_WARNING = (
+        "FLYWHEEL_PSEUDONYM_SECRET is not set: user ids are pseudonymised with the public "
+        "development key, so anyone can re-identify them. Set a secret before ingesting "
+        "real users' data.")
 
     def ensure_dagster_home(self) -> Path:
         """Create DAGSTER_HOME with the project's instance config if it has none."""

@@ -36,10 +36,24 @@ def auc(labels_binary: np.ndarray, scores: np.ndarray) -> float:
 
 
 def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10) -> dict[str, float]:
-    """Holdout metrics of one model's scores on a training-set frame."""
+    """Holdout metrics of one model's scores on a training-set frame.
+
+    The primary metric, ``ndcg_at_10``, ranks only the *examined* impressions of each
+    logged slate: those with any logged interaction, a skip included. Logged slates
+    were ordered by the policy in service, and top positions are examined more, so on
+    all impressions "no interaction" mostly means "shown low": the policy that ordered
+    the slates would win by construction. Once examined, an item's grade no longer
+    depends on its position (the examination hypothesis), so this comparison is fair to
+    a challenger. ``ndcg_at_10_all_logged`` keeps the biased figure for reference.
+    """
     y = frame["label_grade"].to_numpy()
+    groups = frame["request_id"].to_numpy()
+    examined = frame["n_interactions"].to_numpy() > 0 if "n_interactions" in frame else None
+    primary = (ndcg_at_k(groups[examined], y[examined], scores[examined], k)
+               if examined is not None else ndcg_at_k(groups, y, scores, k))
     return {
-        f"ndcg_at_{k}": ndcg_at_k(frame["request_id"].to_numpy(), y, scores, k),
+        f"ndcg_at_{k}": primary,
+        f"ndcg_at_{k}_all_logged": ndcg_at_k(groups, y, scores, k),
         "auc_complete_or_better": auc(y >= 2, scores),
         "rmse_grade": float(np.sqrt(np.mean((scores - y) ** 2))),
     }

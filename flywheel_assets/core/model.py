@@ -11,7 +11,7 @@ from sklearn.preprocessing import OrdinalEncoder
 
 from flywheel_assets.core.features import CATEGORICAL_FEATURES, NUMERIC_FEATURES, feature_frame
 
-DEFAULT_PARAMS = dict(max_iter=120, learning_rate=0.1, max_leaf_nodes=31,
+DEFAULT_PARAMS = dict(max_iter=80, learning_rate=0.15, max_leaf_nodes=31,
                       min_samples_leaf=40, l2_regularization=1.0)
 
 

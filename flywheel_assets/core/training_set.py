@@ -35,7 +35,7 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                    f.impression_id, f.request_id, f.ts, f.user_key, f.item_id, f.position,
                    f.propensity, f.device, u.country, u.age_band, u.signup_date,
                    it.category, it.published_date, it.duration_s, it.popularity,
-                   it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
+                   it.c0, it.c1, it.c2, it.c3, it.c4, it.c5, f.n_interactions,
                    {grade_sql(hierarchy)} AS label_grade, 1.0 AS weight
             FROM curated.curated_feedback f
             JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = $ud

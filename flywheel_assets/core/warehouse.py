@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS ml.training_set (
     propensity DOUBLE, device VARCHAR, country VARCHAR, age_band VARCHAR,
     signup_date DATE, category VARCHAR, published_date DATE, duration_s DOUBLE,
     popularity BIGINT, c0 DOUBLE, c1 DOUBLE, c2 DOUBLE, c3 DOUBLE, c4 DOUBLE,
-    c5 DOUBLE, label_grade INTEGER, weight DOUBLE, split VARCHAR);
+    c5 DOUBLE, n_interactions INTEGER, label_grade INTEGER, weight DOUBLE,
+    split VARCHAR);
 CREATE TABLE IF NOT EXISTS ml.model_registry (
     version VARCHAR, partition_date DATE, created_at TIMESTAMPTZ, path VARCHAR,
     parent_version VARCHAR, train_rows BIGINT, window_start DATE, window_end DATE,

@@ -31,6 +31,11 @@ class FlywheelResource(dg.ConfigurableResource):
         s = self.settings
         s.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
         with self._duckdb().get_connection() as conn:
-            warehouse.prepare(conn, s.duckdb_temp_dir, s.duckdb_memory_limit)
-            warehouse.create_schema(conn)
-            yield conn
+            # DuckDBResource closes the connection only when the block succeeds; a
+            # failed step would leave the file open and lock out the next connection.
+            try:
+                warehouse.prepare(conn, s.duckdb_temp_dir, s.duckdb_memory_limit)
+                warehouse.create_schema(conn)
+                yield conn
+            finally:
+                conn.close()

@@ -157,18 +157,25 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
               f"{'candidate':<18} {'promoted':<8} {'champion':<18} {'oracle NDCG@10':>14}")
     records: list[dict] = []
     tags = {"flywheel/demo": "true"}
+    # The full event log is in the instance (make ui); the console gets warnings only.
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    if settings.uses_development_secret:
+        print(f"  warning: {settings.DEVELOPMENT_SECRET_WARNING}")
     with dg.DagsterInstance.get() as instance, \
             tqdm(total=days, disable=not progress, unit="day", leave=False) as bar:
         bar.write(header)
         for day in range(1, days + 1):
             date = config.date_of(day).isoformat()
             bar.set_description(f"{date}: traffic")
-            traffic_job.execute_in_process(partition_key=date, instance=instance, tags=tags)
+            traffic_job.execute_in_process(partition_key=date, instance=instance, tags=tags,
+                                           run_config=quiet)
             bar.set_description(f"{date}: rotation")
             rotated = rotation.execute_in_process(partition_key=date, instance=instance,
-                                                  tags=tags, raise_on_error=False)
+                                                  tags=tags, run_config=quiet,
+                                                  raise_on_error=False)
             bar.set_description(f"{date}: oracle")
-            oracle_job.execute_in_process(partition_key=date, instance=instance, tags=tags)
+            oracle_job.execute_in_process(partition_key=date, instance=instance, tags=tags,
+                                          run_config=quiet)
             oracle = json.loads((world.world_dir(data_dir) / "oracle" / f"date={date}" /
                                  "oracle.json").read_text())
             record = _day_record(settings, date, oracle, rotated.success)

@@ -80,12 +80,14 @@ def _request_schedule(config: WorldConfig, rng: np.random.Generator, pop: truth.
     human_seconds = rng.uniform(0, DAY_SECONDS - 600, n_human)
     bots = np.flatnonzero(pop.is_bot)
     if n_bot and len(bots):
-        bot_users = np.resize(bots, n_bot)
-        per_bot = np.bincount(np.searchsorted(bots, bot_users), minlength=len(bots))
-        # Each bot fires at a fixed interval with a tiny jitter: regular, machine-like.
+        # Requests shared out evenly; each bot fires at its own fixed interval with a
+        # jitter under a second: regular, machine-like.
+        per_bot = np.full(len(bots), n_bot // len(bots))
+        per_bot[: n_bot % len(bots)] += 1
+        bot_users = np.repeat(bots, per_bot)
         order = np.concatenate([np.arange(c) for c in per_bot])
-        interval = (DAY_SECONDS - 600) / np.maximum(per_bot[np.searchsorted(bots, bot_users)], 1)
-        offset = rng.uniform(0, 60, len(bots))[np.searchsorted(bots, bot_users)]
+        interval = np.repeat((DAY_SECONDS - 600) / np.maximum(per_bot, 1), per_bot)
+        offset = np.repeat(rng.uniform(0, 60, len(bots)), per_bot)
         bot_seconds = offset + order * interval + rng.normal(0, 0.5, n_bot).clip(-1, 1)
     else:
         bot_users, bot_seconds = np.empty(0, np.int64), np.empty(0)

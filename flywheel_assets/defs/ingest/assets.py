@@ -53,9 +53,8 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """Read one complete landing day, validate every row against the landing contract,
     and write accepted rows and quarantined rows in a single transaction."""
     s = flywheel.settings
-    if s.warn_if_development_secret():
-        context.log.warning("FLYWHEEL_PSEUDONYM_SECRET is not set: user ids are hashed with "
-                            "the public development key.")
+    if s.uses_development_secret:
+        context.log.warning(s.DEVELOPMENT_SECRET_WARNING)
     day = context.partition_key
     try:
         with flywheel.warehouse() as conn:

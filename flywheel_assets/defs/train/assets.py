@@ -76,7 +76,9 @@ def candidate_model(context: dg.AssetExecutionContext, flywheel: FlywheelResourc
         rows = ts_lib.read_split(conn, day, "train")
         fingerprint = ts_lib.fingerprint(conn, day)
     pipeline = model_lib.train(rows)
-    version = model_store.model_version(day, fingerprint)
+    # Same rows, labels and parameters → same version; change any of them → new one.
+    version = model_store.model_version(
+        day, f"{fingerprint}:{json.dumps(model_lib.DEFAULT_PARAMS, sort_keys=True)}")
     parent = model_store.champion_version(s.models_dir)
     card = {
         "partition_date": day, "features": FEATURES, "label": "label_grade (0..3)",

@@ -1,0 +1,35 @@
+# The two commands a new user needs: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DAYS ?= 14
+export FLYWHEEL_DATA_DIR ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 3000
+
+.PHONY: install demo ui test clean
+
+# Re-install only when the dependency list changes.
+$(BIN)/flywheel: pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) (Python 3.11); set PYTHON=..."; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $@
+
+install: $(BIN)/flywheel
+
+demo: install
+	$(BIN)/flywheel demo --days $(DAYS)
+
+ui: install
+	@mkdir -p $(DAGSTER_HOME)
+	@test -e $(DAGSTER_HOME)/dagster.yaml || cp flywheel_assets/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h $(UI_HOST) -p $(UI_PORT)
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
