@@ -75,3 +75,67 @@ def test_the_product_runs_without_the_world(demo_dir, tmp_path):
         assert result.success
     finally:
         shutil.move(str(hidden), demo_dir / "world")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_ui_shows_lineage_and_runs_of_the_demo(demo_dir):
+    """`make ui`'s webserver on the demo's instance: both code locations, lineage from
+    landing files to the champion and on into the world, and the demo's runs."""
+    import signal
+    import time
+    import urllib.request
+
+    root = Path(__file__).resolve().parents[1]
+    port = _free_port()
+    env = {**os.environ, "FLYWHEEL_DATA_DIR": str(demo_dir),
+           "DAGSTER_HOME": str(demo_dir / "dagster_home")}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dagster-webserver")), "-w", "workspace.yaml",
+         "-h", "127.0.0.1", "-p", str(port)], cwd=root, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "webserver did not start"
+                assert server.poll() is None, "webserver exited"
+                time.sleep(1)
+        query = ("{ assetNodes { assetKey { path } groupName dependencyKeys { path } "
+                 "repository { location { name } } } "
+                 "runsOrError { ... on Runs { results { jobName } } } }")
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query}).encode(),
+            headers={"Content-Type": "application/json"})
+        data = json.loads(urllib.request.urlopen(request, timeout=60).read())["data"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+    nodes = {n["assetKey"]["path"][0]: n for n in data["assetNodes"]}
+    deps = {k: {d["path"][0] for d in n["dependencyKeys"]} for k, n in nodes.items()}
+    locations = {n["repository"]["location"]["name"] for n in nodes.values()}
+    assert locations == {"flywheel", "world"}
+    # Walk upstream from the champion: the lineage reaches the landing files.
+    seen, frontier = set(), {"champion_model"}
+    while frontier:
+        key = frontier.pop()
+        seen.add(key)
+        frontier |= deps.get(key, set()) - seen
+    assert {"landing_impressions", "raw_impressions", "curated_feedback", "training_set",
+            "candidate_model", "model_evaluation"} <= seen
+    assert "champion_model" in deps["simulated_traffic"]
+    jobs = [r["jobName"] for r in data["runsOrError"]["results"]]
+    assert jobs.count("daily_rotation_job") == 3
