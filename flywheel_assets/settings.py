@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 DEV_PSEUDONYM_SECRET = "flywheel-development-secret-do-not-use-in-production"
@@ -42,7 +42,6 @@ class Settings:
     # Streams that must have a _SUCCESS marker before a day can be ingested.
     required_streams: tuple[str, ...] = ("impressions", "interactions")
     duckdb_memory_limit: str = "4GB"
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, data_dir: str | os.PathLike | None = None, **overrides) -> "Settings":

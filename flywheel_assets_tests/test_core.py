@@ -1,6 +1,5 @@
 """Core library, plain Python: metrics, labels, promotion rule, model store, hashing."""
 
-import json
 
 import duckdb
 import numpy as np

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest

@@ -15,7 +15,7 @@ import duckdb
 import pandas as pd
 
 from flywheel_assets.core import warehouse
-from flywheel_assets.core.landing_contract import StreamContract, rejection_sql, typed_expr, _q
+from flywheel_assets.core.landing_contract import StreamContract, quote_ident, rejection_sql, typed_expr
 from flywheel_assets.core.landing_reader import file_format, read_landing_file
 from flywheel_assets.core.pseudonymise import key_map
 
@@ -34,7 +34,6 @@ class StreamReport:
     accepted: int = 0
     quarantined: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
-    present: bool = False
 
     @property
     def quarantine_share(self) -> float:
@@ -60,7 +59,7 @@ def is_day_complete(landing_dir: Path, stream: str, partition_date: str) -> bool
 def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: list[Path],
            landing_dir: Path, report: StreamReport) -> None:
     cols = contract.names
-    col_defs = ", ".join(f"{_q(c)} VARCHAR" for c in cols)
+    col_defs = ", ".join(f"{quote_ident(c)} VARCHAR" for c in cols)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _stage ({col_defs}, _file VARCHAR, "
                  f"_row BIGINT, _parse_error VARCHAR)")
     for path in files:
@@ -68,7 +67,7 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
         n = 0
         for batch in read_landing_file(path, cols):
             conn.register("_batch", batch)
-            conn.execute(f"INSERT INTO _stage SELECT {', '.join(_q(c) for c in cols)}, "
+            conn.execute(f"INSERT INTO _stage SELECT {', '.join(quote_ident(c) for c in cols)}, "
                          f"?, _row, _parse_error FROM _batch", [rel])
             conn.unregister("_batch")
             n += batch.num_rows
@@ -82,11 +81,11 @@ def _pseudonymise(conn: duckdb.DuckDBPyConnection, contract: StreamContract, sec
         if not f.pseudonymise:
             continue
         ids = [r[0] for r in conn.execute(
-            f"SELECT DISTINCT {_q(f.name)} FROM _stage WHERE {_q(f.name)} IS NOT NULL").fetchall()]
+            f"SELECT DISTINCT {quote_ident(f.name)} FROM _stage WHERE {quote_ident(f.name)} IS NOT NULL").fetchall()]
         mapping = pd.DataFrame(list(key_map(ids, secret).items()), columns=["raw", "key"])
         conn.register("_keys", mapping)
-        conn.execute(f"UPDATE _stage SET {_q(f.name)} = _keys.key FROM _keys "
-                     f"WHERE _stage.{_q(f.name)} = _keys.raw")
+        conn.execute(f"UPDATE _stage SET {quote_ident(f.name)} = _keys.key FROM _keys "
+                     f"WHERE _stage.{quote_ident(f.name)} = _keys.raw")
         conn.unregister("_keys")
 
 
@@ -96,7 +95,7 @@ def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partiti
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS "
                  f"SELECT *, {bad_col} AS _bad_column, {reason} AS _reason FROM _stage")
     for id_field in contract.id_fields:
-        idq = _q(id_field)
+        idq = quote_ident(id_field)
         # Replays of an id already accepted in this partition are rejected; the first
         # occurrence (by file, then row) is kept.
         conn.execute(f"""
@@ -117,13 +116,13 @@ def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partiti
 
 def _write(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_date: str,
            report: StreamReport) -> None:
-    typed = ", ".join(f"{typed_expr(f)} AS {_q(f.column)}" for f in contract.fields)
+    typed = ", ".join(f"{typed_expr(f)} AS {quote_ident(f.column)}" for f in contract.fields)
     report.accepted = warehouse.replace_partition(
         conn, contract.table, partition_date,
         f"SELECT DATE '{partition_date}' AS partition_date, {typed}, "
         f"_file AS source_file, _row AS source_row FROM _checked WHERE _reason IS NULL")
     record = "to_json(struct_pack(" + ", ".join(
-        f"{_q(f.column)} := {_q(f.name)}" for f in contract.fields) + "))"
+        f"{quote_ident(f.column)} := {quote_ident(f.name)}" for f in contract.fields) + "))"
     conn.execute(
         f"INSERT INTO raw.quarantined_events SELECT DATE '{partition_date}', "
         f"'{contract.stream}', _file, _row, _bad_column, _reason, "
@@ -163,7 +162,6 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
         for contract in contracts:
             report = StreamReport(contract.stream)
             files = landing_files(landing_dir, contract.stream, partition_date)
-            report.present = bool(files) or is_day_complete(landing_dir, contract.stream, partition_date)
             _stage(conn, contract, files, landing_dir, report)
             _pseudonymise(conn, contract, secret)
             _classify(conn, contract, partition_date)

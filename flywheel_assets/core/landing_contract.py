@@ -7,7 +7,7 @@ definition serves the parser, the validator, the quarantine and the docs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DEFAULT_SIGNALS = ("skip", "partial", "complete", "save", "thumbs_up", "thumbs_down")
 
@@ -46,7 +46,7 @@ class StreamContract:
         return [f.name for f in self.fields]
 
 
-def _q(name: str) -> str:
+def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -57,7 +57,7 @@ def _shown(expr: str) -> str:
 
 def typed_expr(f: Field) -> str:
     """SQL that turns the raw string of ``f`` into its typed value (NULL if absent)."""
-    raw = _q(f.name)
+    raw = quote_ident(f.name)
     return {
         "id": f"nullif(trim({raw}), '')",
         "string": f"nullif(trim({raw}), '')",
@@ -72,7 +72,7 @@ def typed_expr(f: Field) -> str:
 
 def _checks(f: Field) -> list[tuple[str, str]]:
     """(condition that marks the row bad, SQL string expression of the reason)."""
-    raw = _q(f.name)
+    raw = quote_ident(f.name)
     present = f"nullif(trim({raw}), '') IS NOT NULL"
     out: list[tuple[str, str]] = []
     if f.required:
@@ -118,7 +118,7 @@ def rejection_sql(contract: StreamContract, partition_date: str) -> tuple[str, s
     for f in contract.fields:
         rules += [(cond, f"'{f.name}'", reason) for cond, reason in _checks(f)]
     if contract.ts_in_partition:
-        ts_raw = _q("ts")
+        ts_raw = quote_ident("ts")
         shown = _shown(ts_raw)
         rules.append((f"CAST(TRY_CAST({ts_raw} AS TIMESTAMPTZ) AS DATE) <> DATE '{partition_date}'",
                       "'ts'", f"'outside partition {partition_date} (UTC): ' || {shown}"))

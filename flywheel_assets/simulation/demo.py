@@ -121,7 +121,7 @@ def _chart(days: list[dict], path: Path) -> None:
     ax.set_ylabel("oracle NDCG@10")
     ax.set_title("Champion quality against the hidden truth")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="center right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -13,6 +13,15 @@ from flywheel_assets.defs.resources import FlywheelResource
 CONTRACTS = {c.stream: c for c in default_contracts()}
 
 
+def _read_and_quarantined(conn, day: str, stream: str) -> tuple[int, int]:
+    """Rows read from a stream's landing files, and rows of it in quarantine."""
+    return conn.execute("""
+        SELECT (SELECT coalesce(sum(rows_read), 0) FROM raw.landing_files
+                WHERE partition_date = $d AND stream = $s),
+               (SELECT count(*) FROM raw.quarantined_events
+                WHERE partition_date = $d AND stream = $s)""", {"d": day, "s": stream}).fetchone()
+
+
 def _specs(name: str, description: str) -> list[dg.AssetCheckSpec]:
     return [dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
             for asset in RAW_TABLES.values()]
@@ -26,14 +35,9 @@ def rows_reconcile(context: dg.AssetCheckExecutionContext,
     day = context.partition_key
     with flywheel.warehouse() as conn:
         for stream, asset in RAW_TABLES.items():
-            contract = CONTRACTS[stream]
-            read, accepted, quarantined = conn.execute(f"""
-                SELECT (SELECT coalesce(sum(rows_read), 0) FROM raw.landing_files
-                        WHERE partition_date = $d AND stream = $s),
-                       (SELECT count(*) FROM {contract.table} WHERE partition_date = $d),
-                       (SELECT count(*) FROM raw.quarantined_events
-                        WHERE partition_date = $d AND stream = $s)""",
-                                                       {"d": day, "s": stream}).fetchone()
+            read, quarantined = _read_and_quarantined(conn, day, stream)
+            accepted = conn.execute(f"SELECT count(*) FROM {CONTRACTS[stream].table} "
+                                    "WHERE partition_date = ?", [day]).fetchone()[0]
             yield dg.AssetCheckResult(
                 asset_key=asset, check_name="rows_reconcile", passed=read == accepted + quarantined,
                 metadata={"rows_read": read, "accepted": accepted, "quarantined": quarantined,
@@ -50,12 +54,7 @@ def quarantine_share_below_threshold(context: dg.AssetCheckExecutionContext,
     limit = flywheel.settings.max_quarantine_share
     with flywheel.warehouse() as conn:
         for stream, asset in RAW_TABLES.items():
-            read, quarantined = conn.execute("""
-                SELECT (SELECT coalesce(sum(rows_read), 0) FROM raw.landing_files
-                        WHERE partition_date = $d AND stream = $s),
-                       (SELECT count(*) FROM raw.quarantined_events
-                        WHERE partition_date = $d AND stream = $s)""",
-                                             {"d": day, "s": stream}).fetchone()
+            read, quarantined = _read_and_quarantined(conn, day, stream)
             share = quarantined / read if read else 0.0
             examples = quarantine_examples(conn, day, stream)
             description = None
