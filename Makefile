@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install demo ui test clean
+.PHONY: install demo ui test benchmark-signal clean
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -30,6 +30,10 @@ ui: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Full loop vs the naive loop (--no-ips --no-filters) on the same world; ~2 x 4 minutes.
+benchmark-signal: install
+	$(BIN)/flywheel benchmark signal --days $(DAYS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -11,9 +11,11 @@ from flywheel_assets.defs.resources import FlywheelResource
 from flywheel_assets.defs.train import assets as train_assets
 
 
-def build_definitions(data_dir: str | None = None) -> dg.Definitions:
+def build_definitions(data_dir: str | None = None, use_filters: bool | None = None,
+                      use_ips: bool | None = None) -> dg.Definitions:
     """Definitions for the flywheel whose data lives in ``data_dir`` (default:
-    ``FLYWHEEL_DATA_DIR``)."""
+    ``FLYWHEEL_DATA_DIR``); the switches turn curation filters and IPS off for
+    experiments."""
     return dg.Definitions(
         assets=[*ingest_assets.landing_specs,
                 *dg.load_assets_from_modules([ingest_assets, curate_assets, train_assets,
@@ -21,7 +23,8 @@ def build_definitions(data_dir: str | None = None) -> dg.Definitions:
         asset_checks=dg.load_asset_checks_from_modules([ingest_checks, train_assets]),
         jobs=[daily_rotation_job],
         schedules=[daily_rotation_schedule],
-        resources={"flywheel": FlywheelResource(data_dir=data_dir)},
+        resources={"flywheel": FlywheelResource(data_dir=data_dir, use_filters=use_filters,
+                                                use_ips=use_ips)},
     )
 
 

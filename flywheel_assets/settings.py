@@ -42,6 +42,16 @@ class Settings:
     # Streams that must have a _SUCCESS marker before a day can be ingested.
     required_streams: tuple[str, ...] = ("impressions", "interactions")
     duckdb_memory_limit: str = "4GB"
+    # Curation filters (bots, contradictions, caps, label noise); off = dedupe only.
+    use_filters: bool = True
+    # Inverse-propensity weights from the estimated position bias; off = weight 1.
+    use_ips: bool = True
+    # IPS weights are clipped at this level (1 / examination of position 10 is ~10).
+    ips_clip: float = 10.0
+    # Position bias is stable; a long window keeps its estimate precise.
+    position_bias_window_days: int = 28
+    # At most this share of judged rows is removed as label noise.
+    max_label_issue_share: float = 0.02
 
     @classmethod
     def from_env(cls, data_dir: str | os.PathLike | None = None, **overrides) -> "Settings":
@@ -49,6 +59,9 @@ class Settings:
         chosen = data_dir or os.environ.get("FLYWHEEL_DATA_DIR") or _default_data_dir()
         secret = os.environ.get("FLYWHEEL_PSEUDONYM_SECRET", DEV_PSEUDONYM_SECRET)
         start = os.environ.get("FLYWHEEL_START_DATE")
+        for switch, field_name in (("FLYWHEEL_FILTERS", "use_filters"), ("FLYWHEEL_IPS", "use_ips")):
+            if os.environ.get(switch) is not None:
+                overrides.setdefault(field_name, os.environ[switch].lower() not in ("0", "false", "off", "no"))
         values = dict(data_dir=Path(chosen).expanduser().resolve(), pseudonym_secret=secret)
         if start:
             values["start_date"] = dt.date.fromisoformat(start)

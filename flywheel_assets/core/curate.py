@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import duckdb
 
+import pandas as pd
+
 from flywheel_assets.core import warehouse
+from flywheel_assets.core.filters import FilterRules, flag_bots, removal_sql
+from flywheel_assets.core.label_noise import flag_label_issues
 from flywheel_assets.core.landing_contract import DEFAULT_SIGNALS
+from flywheel_assets.core.signals import grade_sql
 
 _FLAGS = ",\n".join(f"bool_or(signal = '{s}') AS has_{s}" for s in DEFAULT_SIGNALS)
 _FLAG_COLUMNS = ", ".join(f"coalesce(e.has_{s}, FALSE) AS has_{s}" for s in DEFAULT_SIGNALS)
@@ -65,22 +70,58 @@ def build_feedback_events(conn: duckdb.DuckDBPyConnection, partition_date: str) 
             "orphan_interactions": orphans, "users_snapshot": str(users_date)}
 
 
-def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str) -> dict:
-    """Remove double-logged impressions (same request and item): the first one stays."""
+def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
+                           use_filters: bool = True, rules: FilterRules = FilterRules(),
+                           max_label_issue_share: float = 0.02) -> dict:
+    """Feedback fit to learn from. Always: double-logged impressions (same request and
+    item) removed, the first kept. With filters on: bot and spam users, contradictory
+    and low-information signals, the per-user cap, and label noise (cleanlab)."""
+    counts: dict[str, int] = {}
     with warehouse.transaction(conn):
         conn.execute("DELETE FROM curated.feedback_removals WHERE partition_date = ? "
                      "AND stage = 'curated_feedback'", [partition_date])
         conn.execute("""
-            CREATE OR REPLACE TEMP TABLE _ranked AS
+            CREATE OR REPLACE TEMP TABLE _day AS
             SELECT *, row_number() OVER (PARTITION BY request_id, item_id
                                          ORDER BY ts, position, impression_id) AS _copy
             FROM curated.feedback_events WHERE partition_date = ?""", [partition_date])
+        conn.execute("CREATE OR REPLACE TEMP TABLE _removed (impression_id VARCHAR, reason VARCHAR)")
+        steps = [("duplicate impression of the same request and item",
+                  "SELECT impression_id FROM _day WHERE _copy > 1")]
+        flagged = flag_bots(conn, partition_date, rules)
+        if use_filters:
+            steps += removal_sql(partition_date, rules)
+        for reason, select in steps:
+            counts[reason] = conn.execute(f"""
+                INSERT INTO _removed SELECT impression_id, ? FROM ({select}) s
+                WHERE impression_id NOT IN (SELECT impression_id FROM _removed)""",
+                                          [reason]).fetchone()[0]
+        if use_filters and max_label_issue_share > 0:
+            judged = conn.execute(f"""
+                SELECT d.*, {grade_sql()} AS label_grade, u.country, u.age_band, u.signup_date,
+                       it.category, it.published_date, it.duration_s, it.popularity,
+                       it.c0, it.c1, it.c2, it.c3, it.c4, it.c5
+                FROM _day d
+                JOIN raw.users u ON u.user_key = d.user_key AND u.partition_date = $ud
+                JOIN raw.items it ON it.item_id = d.item_id AND it.partition_date = $id
+                WHERE d.n_interactions > 0
+                  AND d.impression_id NOT IN (SELECT impression_id FROM _removed)""", {
+                "ud": latest_snapshot_date(conn, "raw.users", partition_date),
+                "id": latest_snapshot_date(conn, "raw.items", partition_date)}).df()
+            noisy = flag_label_issues(judged, max_label_issue_share)
+            reason = "label issue (confident learning on out-of-fold predictions)"
+            conn.register("_noisy", pd.DataFrame({"impression_id": noisy}, dtype=object))
+            counts[reason] = conn.execute("INSERT INTO _removed SELECT impression_id, ? FROM _noisy",
+                                          [reason]).fetchall()[0][0]
+            conn.unregister("_noisy")
         conn.execute("""INSERT INTO curated.feedback_removals
-            SELECT partition_date, impression_id, 'curated_feedback',
-                   'duplicate impression of the same request and item'
-            FROM _ranked WHERE _copy > 1""")
-        rows = warehouse.replace_partition(conn, "curated.curated_feedback", partition_date,
-                                           "SELECT * EXCLUDE (_copy) FROM _ranked WHERE _copy = 1")
-        removed = conn.execute("SELECT count(*) FROM _ranked WHERE _copy > 1").fetchone()[0]
-        conn.execute("DROP TABLE _ranked")
-    return {"rows": rows, "removed_duplicates": removed}
+            SELECT DATE '{d}', impression_id, 'curated_feedback', reason FROM _removed""".format(
+            d=partition_date))
+        rows = warehouse.replace_partition(conn, "curated.curated_feedback", partition_date, """
+            SELECT * EXCLUDE (_copy) FROM _day
+            WHERE impression_id NOT IN (SELECT impression_id FROM _removed)""")
+        total = conn.execute("SELECT count(*) FROM _day").fetchone()[0]
+        for temp in ("_day", "_removed", "_user_features"):
+            conn.execute(f"DROP TABLE IF EXISTS {temp}")
+    return {"rows": rows, "input_rows": total, "removed": counts, "flagged_users": flagged,
+            "filters": "on" if use_filters else "off (dedupe only)"}

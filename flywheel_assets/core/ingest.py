@@ -1,8 +1,9 @@
 """Landing day → typed raw tables + quarantine, in one DuckDB transaction.
 
-Rows read = rows accepted + rows quarantined, for every file, by construction: each
-staged row goes to exactly one of the two tables. User ids are replaced by a keyed hash
-while the rows are still in a temporary table, before anything is stored.
+Rows read = rows accepted + rows quarantined + rows erased, for every file, by
+construction: each staged row goes to exactly one of the two tables, unless it belongs
+to a user who asked for erasure. User ids are replaced by a keyed hash while the rows
+are still in a temporary table, before anything is stored.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class StreamReport:
     rows_read: int = 0
     accepted: int = 0
     quarantined: int = 0
+    erased: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -89,6 +91,29 @@ def _pseudonymise(conn: duckdb.DuckDBPyConnection, contract: StreamContract, sec
         conn.unregister("_keys")
 
 
+def _erase(conn: duckdb.DuckDBPyConnection, contract: StreamContract, report: StreamReport) -> None:
+    """Rows of users with a deletion request never enter the warehouse, and neither do
+    interactions on their impressions. Erased rows are counted per file, not kept."""
+    key = next((f.name for f in contract.fields if f.pseudonymise), None)
+    if contract.stream == "deletions":
+        return
+    if key is not None:
+        condition = f"{quote_ident(key)} IN (SELECT user_key FROM raw.deletion_requests)"
+    elif "impression_id" in contract.names:
+        condition = "impression_id IN (SELECT impression_id FROM _erased_impressions)"
+    else:
+        return
+    if contract.stream == "impressions":
+        conn.execute(f"INSERT INTO _erased_impressions SELECT impression_id FROM _stage "
+                     f"WHERE {condition} AND impression_id IS NOT NULL")
+    per_file = dict(conn.execute(f"SELECT _file, count(*) FROM _stage WHERE {condition} "
+                                 "GROUP BY _file").fetchall())
+    conn.execute(f"DELETE FROM _stage WHERE {condition}")
+    for f in report.files:
+        f["erased"] = per_file.get(f["file"], 0)
+    report.erased = sum(per_file.values())
+
+
 def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_date: str) -> None:
     """Give each staged row its rejection (NULL when accepted), duplicates included."""
     bad_col, reason = rejection_sql(contract, partition_date)
@@ -137,8 +162,9 @@ def _write(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_
     conn.execute("DELETE FROM raw.landing_files WHERE partition_date = ? AND stream = ?",
                  [partition_date, contract.stream])
     for f in report.files:
-        conn.execute("INSERT INTO raw.landing_files VALUES (?, ?, ?, ?, ?, ?)",
-                     [partition_date, contract.stream, f["file"], f["format"], f["rows"], f["bytes"]])
+        conn.execute("INSERT INTO raw.landing_files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     [partition_date, contract.stream, f["file"], f["format"], f["rows"],
+                      f["bytes"], f.get("erased", 0)])
 
 
 def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partition_date: str,
@@ -159,16 +185,18 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
     reports: dict[str, StreamReport] = {}
     with warehouse.transaction(conn):
         conn.execute("DELETE FROM raw.quarantined_events WHERE partition_date = ?", [partition_date])
+        conn.execute("CREATE OR REPLACE TEMP TABLE _erased_impressions (impression_id VARCHAR)")
         for contract in contracts:
             report = StreamReport(contract.stream)
             files = landing_files(landing_dir, contract.stream, partition_date)
             _stage(conn, contract, files, landing_dir, report)
             _pseudonymise(conn, contract, secret)
+            _erase(conn, contract, report)
             _classify(conn, contract, partition_date)
             _write(conn, contract, partition_date, report)
             reports[contract.stream] = report
-        conn.execute("DROP TABLE IF EXISTS _stage")
-        conn.execute("DROP TABLE IF EXISTS _checked")
+        for temp in ("_stage", "_checked", "_erased_impressions"):
+            conn.execute(f"DROP TABLE IF EXISTS {temp}")
     return reports
 
 

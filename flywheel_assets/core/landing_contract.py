@@ -198,5 +198,20 @@ ITEMS = StreamContract(
 )
 
 
+DELETIONS = StreamContract(
+    stream="deletions",
+    table="raw.deletion_requests",
+    id_fields=("user_id",),
+    description="Users who asked for their data to be erased. The stored keyed hashes "
+                "are the tombstones: those users' rows are erased from every table and "
+                "never ingested again.",
+    fields=(
+        _f("user_id", "id", pseudonymise=True, stored_name="user_key"),
+        _f("requested_at", "timestamp", required=False),
+    ),
+)
+
+
 def default_contracts(signals: tuple[str, ...] = DEFAULT_SIGNALS) -> tuple[StreamContract, ...]:
-    return (IMPRESSIONS, interactions_contract(signals), USERS, ITEMS)
+    # Deletions first: today's erasure requests apply to today's rows too.
+    return (DELETIONS, IMPRESSIONS, interactions_contract(signals), USERS, ITEMS)

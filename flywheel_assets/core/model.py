@@ -34,12 +34,13 @@ def build_pipeline(random_state: int = 0, **params) -> Pipeline:
     return Pipeline([("encode", encode), ("model", model)])
 
 
-def train(rows: pd.DataFrame, label: str = "label_grade", weight: str = "weight",
+def train(rows: pd.DataFrame, label: str = "label_grade", weight: str | None = "weight",
           random_state: int = 0, **params) -> Pipeline:
     """Fit on raw training rows (features are derived here, as at serving time)."""
     pipeline = build_pipeline(random_state=random_state, **params)
-    pipeline.fit(feature_frame(rows), rows[label].to_numpy(dtype="float64"),
-                 model__sample_weight=rows[weight].to_numpy(dtype="float64"))
+    fit_params = {} if weight is None else {
+        "model__sample_weight": rows[weight].to_numpy(dtype="float64")}
+    pipeline.fit(feature_frame(rows), rows[label].to_numpy(dtype="float64"), **fit_params)
     return pipeline
 
 

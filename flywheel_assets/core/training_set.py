@@ -22,12 +22,23 @@ FIRST_DAY_HOLDOUT_SHARE = 0.2
 
 
 def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, window_days: int,
-                       max_training_rows: int,
+                       max_training_rows: int, use_ips: bool = True, ips_clip: float = 10.0,
                        hierarchy: dict[str, int] = DEFAULT_HIERARCHY) -> dict:
+    """Window rows with labels, weights and the learning target.
+
+    With IPS on, ``weight`` = min(1 / examination(position), ``ips_clip``) from the
+    day's ``curated.position_bias`` and ``target`` = ``label_grade`` × ``weight``. A
+    silent row at position k is silent partly because nobody looked: the observed grade
+    has expectation examination(k) × grade-if-examined, so dividing by examination(k)
+    gives an unbiased target for the grade a person would give (clipping trades a
+    little bias for variance). With IPS off, weight 1 and target = grade.
+    """
     day = dt.date.fromisoformat(partition_date)
     window_start = (day - dt.timedelta(days=window_days - 1)).isoformat()
     users_date = latest_snapshot_date(conn, "raw.users", partition_date)
     items_date = latest_snapshot_date(conn, "raw.items", partition_date)
+    weight = (f"least(1.0 / greatest(coalesce(pb.examination, 1.0), 1e-6), {float(ips_clip)})"
+              if use_ips else "1.0")
     with warehouse.transaction(conn):
         conn.execute(f"""
             CREATE OR REPLACE TEMP TABLE _window AS
@@ -36,8 +47,10 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                    f.propensity, f.device, u.country, u.age_band, u.signup_date,
                    it.category, it.published_date, it.duration_s, it.popularity,
                    it.c0, it.c1, it.c2, it.c3, it.c4, it.c5, f.n_interactions,
-                   {grade_sql(hierarchy)} AS label_grade, 1.0 AS weight
+                   {grade_sql(hierarchy)} AS label_grade, {weight} AS weight
             FROM curated.curated_feedback f
+            LEFT JOIN curated.position_bias pb
+                   ON pb.partition_date = $d AND pb.position = f.position
             JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = $ud
             JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = $id
             WHERE f.partition_date BETWEEN $ws AND $d""",
@@ -51,15 +64,21 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                                   "FROM _window").fetchone()[0]
             holdout = f"ts >= TIMESTAMPTZ '{cutoff.isoformat()}'" if cutoff else "FALSE"
         rows = warehouse.replace_partition(conn, "ml.training_set", partition_date, f"""
-            SELECT *, 'holdout' AS split FROM _window WHERE {holdout}
+            SELECT *, label_grade * weight AS target, 'holdout' AS split FROM _window WHERE {holdout}
             UNION ALL
-            (SELECT *, 'train' AS split FROM _window WHERE NOT ({holdout})
+            (SELECT *, label_grade * weight AS target, 'train' AS split FROM _window
+             WHERE NOT ({holdout})
              ORDER BY hash(impression_id), impression_id LIMIT {int(max_training_rows)})""")
         stats = conn.execute("""
             SELECT count(*) FILTER (WHERE split = 'train'), count(*) FILTER (WHERE split = 'holdout'),
                    (SELECT count(*) FROM _window), min(source_date), max(source_date),
                    avg(label_grade)
             FROM ml.training_set WHERE partition_date = ?""", [partition_date]).fetchone()
+        ips = conn.execute(f"""
+            SELECT sum(weight) ^ 2 / nullif(sum(weight ^ 2), 0), count(*),
+                   avg((weight >= {float(ips_clip)} - 1e-9)::INTEGER), max(weight)
+            FROM ml.training_set WHERE partition_date = ? AND split = 'train'""",
+                           [partition_date]).fetchone()
         grades = dict(conn.execute("SELECT label_grade, count(*) FROM ml.training_set WHERE "
                                    "partition_date = ? GROUP BY 1 ORDER BY 1",
                                    [partition_date]).fetchall())
@@ -67,7 +86,12 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
     return {"rows": rows, "train_rows": stats[0], "holdout_rows": stats[1],
             "window_rows": stats[2], "window_start": str(stats[3]), "window_end": str(stats[4]),
             "mean_grade": float(stats[5] or 0.0), "grade_counts": {int(k): v for k, v in grades.items()},
-            "holdout_rule": "training day" if earlier else "last 20% of the first day"}
+            "holdout_rule": "training day" if earlier else "last 20% of the first day",
+            "ips": "on" if use_ips else "off", "ips_clip": float(ips_clip),
+            "clipped_share": float(ips[2] or 0.0) if use_ips else 0.0,
+            "max_weight": float(ips[3] or 0.0),
+            "effective_sample_size": float(ips[0] or 0.0),
+            "effective_sample_share": float((ips[0] or 0.0) / ips[1]) if ips[1] else 0.0}
 
 
 def read_split(conn: duckdb.DuckDBPyConnection, partition_date: str, split: str) -> pd.DataFrame:
@@ -78,7 +102,7 @@ def read_split(conn: duckdb.DuckDBPyConnection, partition_date: str, split: str)
 
 def fingerprint(conn: duckdb.DuckDBPyConnection, partition_date: str) -> str:
     """What a model learns from, in one string: same rows and labels → same string."""
-    n, h = conn.execute("SELECT count(*), sum(hash(impression_id, label_grade, weight)) "
+    n, h = conn.execute("SELECT count(*), sum(hash(impression_id, label_grade, weight, target)) "
                         "FROM ml.training_set WHERE partition_date = ? AND split = 'train'",
                         [partition_date]).fetchone()
     return f"{partition_date}:{n}:{h}"

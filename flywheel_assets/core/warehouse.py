@@ -19,7 +19,10 @@ SCHEMAS = ("raw", "curated", "ml", "monitor")
 TABLES_DDL = """
 CREATE TABLE IF NOT EXISTS raw.landing_files (
     partition_date DATE, stream VARCHAR, source_file VARCHAR, format VARCHAR,
-    rows_read BIGINT, bytes BIGINT);
+    rows_read BIGINT, bytes BIGINT, rows_erased BIGINT);
+CREATE TABLE IF NOT EXISTS raw.deletion_requests (
+    partition_date DATE, user_key VARCHAR, requested_at TIMESTAMPTZ,
+    source_file VARCHAR, source_row BIGINT);
 CREATE TABLE IF NOT EXISTS raw.impressions (
     partition_date DATE, impression_id VARCHAR, request_id VARCHAR, ts TIMESTAMPTZ,
     user_key VARCHAR, item_id VARCHAR, position INTEGER, propensity DOUBLE,
@@ -48,6 +51,13 @@ CREATE TABLE IF NOT EXISTS curated.curated_feedback AS
     SELECT * FROM curated.feedback_events WITH NO DATA;
 CREATE TABLE IF NOT EXISTS curated.feedback_removals (
     partition_date DATE, impression_id VARCHAR, stage VARCHAR, reason VARCHAR);
+CREATE TABLE IF NOT EXISTS curated.flagged_users (
+    partition_date DATE, user_key VARCHAR, reasons VARCHAR, n_requests BIGINT,
+    gap_cv DOUBLE, median_reaction_s DOUBLE, n_saves BIGINT, top_item_save_share DOUBLE);
+CREATE TABLE IF NOT EXISTS curated.position_bias (
+    partition_date DATE, position INTEGER, examination DOUBLE, ci_low DOUBLE,
+    ci_high DOUBLE, clicks BIGINT, impressions BIGINT, explored_requests BIGINT,
+    window_start DATE, method VARCHAR);
 CREATE TABLE IF NOT EXISTS ml.training_set (
     partition_date DATE, source_date DATE, impression_id VARCHAR, request_id VARCHAR,
     ts TIMESTAMPTZ, user_key VARCHAR, item_id VARCHAR, position INTEGER,
@@ -55,7 +65,7 @@ CREATE TABLE IF NOT EXISTS ml.training_set (
     signup_date DATE, category VARCHAR, published_date DATE, duration_s DOUBLE,
     popularity BIGINT, c0 DOUBLE, c1 DOUBLE, c2 DOUBLE, c3 DOUBLE, c4 DOUBLE,
     c5 DOUBLE, n_interactions INTEGER, label_grade INTEGER, weight DOUBLE,
-    split VARCHAR);
+    target DOUBLE, split VARCHAR);
 CREATE TABLE IF NOT EXISTS ml.model_registry (
     version VARCHAR, partition_date DATE, created_at TIMESTAMPTZ, path VARCHAR,
     parent_version VARCHAR, train_rows BIGINT, window_start DATE, window_end DATE,
@@ -127,9 +137,11 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, partition_dat
     """
     conn.execute(f"DELETE FROM {table} WHERE partition_date = ?", [partition_date])
     conn.execute(f"INSERT INTO {table} BY NAME {select_sql}", params or [])
+    # fetchall, not fetchone: DuckDB refuses some calls (unregister) while a result is
+    # only partly fetched.
     return conn.execute(
         f"SELECT count(*) FROM {table} WHERE partition_date = ?", [partition_date]
-    ).fetchone()[0]
+    ).fetchall()[0][0]
 
 
 def table_count(conn: duckdb.DuckDBPyConnection, table: str, partition_date: str) -> int:

@@ -1,5 +1,6 @@
 import dagster as dg
 
+from flywheel_assets.defs.ingest.assets import LANDING_STREAMS
 from flywheel_assets.defs.partitions import daily_partitions
 
 ROTATION_GROUPS = ("ingest", "curate", "train", "evaluate")
@@ -8,7 +9,7 @@ ROTATION_GROUPS = ("ingest", "curate", "train", "evaluate")
 daily_rotation_job = dg.define_asset_job(
     "daily_rotation_job",
     selection=dg.AssetSelection.groups(*ROTATION_GROUPS) - dg.AssetSelection.assets(
-        *[f"landing_{s}" for s in ("impressions", "interactions", "users", "items")]),
+        *[f"landing_{s}" for s in LANDING_STREAMS]),
     partitions_def=daily_partitions,
     description="One rotation of the flywheel for one day's partition.",
 )

@@ -17,10 +17,15 @@ class FlywheelResource(dg.ConfigurableResource):
 
     data_dir: str | None = None
     warehouse_db: DuckDBResource | None = None
+    # Experiment switches (None: FLYWHEEL_FILTERS / FLYWHEEL_IPS, default on).
+    use_filters: bool | None = None
+    use_ips: bool | None = None
 
     @property
     def settings(self) -> Settings:
-        return Settings.from_env(self.data_dir)
+        overrides = {k: v for k, v in (("use_filters", self.use_filters),
+                                       ("use_ips", self.use_ips)) if v is not None}
+        return Settings.from_env(self.data_dir, **overrides)
 
     def _duckdb(self) -> DuckDBResource:
         return self.warehouse_db or DuckDBResource(database=str(self.settings.warehouse_path))

@@ -69,6 +69,8 @@ class WorldConfig:
     duplicate_rate: float = 0.002
     broken_client_rate: float = 0.04
     annotator_accuracy: float = 0.9
+    # Users who ask for their data to be erased each day; they leave the product.
+    deletion_requests_per_day: int = 2
     oracle_requests: int = 2000
     scenarios: tuple[Scenario, ...] = field(default_factory=tuple)
 

@@ -55,16 +55,19 @@ def simulated_traffic(context: dg.AssetExecutionContext, config: SimulatedTraffi
 
 
 @dg.asset(group_name="simulation", partitions_def=daily_partitions, kinds={"python"},
-          deps=[dg.AssetKey("champion_model"), simulated_traffic])
+          pool="duckdb", deps=[dg.AssetKey("champion_model"), simulated_traffic])
 def oracle_evaluation(context: dg.AssetExecutionContext, world_env: WorldResource):
     """The champion after the day's rotation, measured against the hidden truth: NDCG@10
     of its ranking vs the ideal ranking by true expected grade, and regret, on a fixed
-    panel of users; the popularity policy alongside as the baseline."""
+    panel of users; the popularity policy alongside as the baseline. Also the validity
+    of the signal the product learnt from: bot filter precision and recall against the
+    known bots, the estimated position-bias curve's worst relative error against the
+    true curve, and the effective sample size of the training weights."""
     s = world_env.settings
     cfg = world.load_config(world.world_dir(s.data_dir))
-    record = world.oracle_day(s.data_dir, cfg, context.partition_key, current_policy(s.models_dir))
+    record = world.oracle_day(s, cfg, context.partition_key, current_policy(s.models_dir))
     return dg.MaterializeResult(metadata={
-        k: v for k, v in record.items() if k != "date"})
+        k: v for k, v in record.items() if k != "date" and v is not None})
 
 
 simulated_traffic_job = dg.define_asset_job(

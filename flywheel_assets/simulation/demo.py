@@ -37,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", action="append", default=[], metavar="NAME@DAY[-DAY]",
                    help="switch a scenario on, e.g. bot_attack@3-4, taste_drift@8 "
                         "(repeatable; one of taste_drift, catalog_drop, bot_attack, broken_client)")
+    p.add_argument("--no-ips", action="store_true",
+                   help="train on raw graded labels (no inverse-propensity weights)")
+    p.add_argument("--no-filters", action="store_true",
+                   help="curate by dedupe only (no bot, contradiction, cap or label-noise filters)")
     p.add_argument("--data-dir", help="defaults to FLYWHEEL_DATA_DIR, else ./data of the project")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)
@@ -48,7 +52,8 @@ def _main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"flywheel demo: {exc}", file=sys.stderr)
         return 2
-    settings = Settings.from_env(args.data_dir)
+    settings = Settings.from_env(args.data_dir, use_ips=not args.no_ips,
+                                 use_filters=not args.no_filters)
     config = WorldConfig(seed=args.seed, start_date=settings.start_date,
                          requests_per_day=args.requests_per_day, n_users=args.users,
                          n_items=args.items, exploration_rate=args.epsilon, scenarios=scenarios)
@@ -98,6 +103,8 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
         "popularity_oracle_ndcg_at_10": oracle["popularity_oracle_ndcg_at_10"],
         "candidate_holdout_ndcg_at_10": metrics.get("candidate", {}).get("ndcg_at_10"),
         "champion_holdout_ndcg_at_10": metrics.get("champion", {}).get("ndcg_at_10"),
+        **{k: oracle.get(k) for k in ("bot_filter_precision", "bot_filter_recall",
+                                      "position_bias_max_rel_error", "effective_sample_size")},
         "decision": json.loads(promo[3]) if promo else ["rotation did not reach the gate"],
         "rotation_succeeded": run_ok,
     }
@@ -142,7 +149,8 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
     reset_generated(data_dir)
     os.environ["DAGSTER_HOME"] = str(settings.ensure_dagster_home())
     world.save_config(world.world_dir(data_dir), config)
-    product = build_definitions(str(data_dir))
+    product = build_definitions(str(data_dir), use_filters=settings.use_filters,
+                                use_ips=settings.use_ips)
     simulation = build_world_definitions(str(data_dir))
     rotation = product.resolve_job_def("daily_rotation_job")
     traffic_job = simulation.resolve_job_def("simulated_traffic_job")
@@ -150,7 +158,8 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
 
     print(f"Flywheel demo: {days} simulated days from {config.start_date} in {data_dir}")
     print(f"  world: {config.n_users} users, {config.n_items} items, {config.requests_per_day} "
-          f"requests/day, slate {config.slate_size}, exploration {config.exploration_rate}"
+          f"requests/day, slate {config.slate_size}, exploration {config.exploration_rate}; "
+          f"filters {'on' if settings.use_filters else 'off'}, IPS {'on' if settings.use_ips else 'off'}"
           + (f", scenarios {', '.join(f'{s.name}@{s.first_day}' for s in config.scenarios)}"
              if config.scenarios else ""))
     header = (f"{'date':<10} {'impr':>7} {'inter':>6} {'accepted':>8} {'quarant':>7} "
@@ -197,6 +206,7 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
     first, last = (records[0], records[-1]) if records else ({}, {})
     summary = {
         "data_dir": str(data_dir), "world": config.to_dict(), "wall_seconds": round(wall, 1),
+        "use_filters": settings.use_filters, "use_ips": settings.use_ips,
         "chart": str(chart),
         "final_champion": last.get("champion_version"),
         "promotions": sum(r["promoted"] for r in records),

@@ -40,7 +40,8 @@ def _jsonl_gz(records, path: Path) -> None:
 
 def write_day(landing_dir: Path, date: str, traffic: DayTraffic) -> dict[str, int]:
     """Land one day: impressions (Parquet), interactions (JSON Lines, gzip), users and
-    items snapshots (CSV), plus the broken client's JSON Lines when it is switched on."""
+    items snapshots and erasure requests (CSV), plus the broken client's JSON Lines when
+    it is switched on."""
     counts = {}
     imp_dir = _day_dir(landing_dir, "impressions", date)
     imp = traffic.impressions.copy()
@@ -62,7 +63,10 @@ def write_day(landing_dir: Path, date: str, traffic: DayTraffic) -> dict[str, in
     if traffic.broken_interactions:
         _jsonl_gz(traffic.broken_interactions, int_dir / "part-broken-client.jsonl.gz")
 
-    for stream, frame in (("users", traffic.users), ("items", traffic.items)):
+    snapshots = [("users", traffic.users), ("items", traffic.items)]
+    if traffic.deletions is not None:
+        snapshots.append(("deletions", traffic.deletions))
+    for stream, frame in snapshots:
         folder = _day_dir(landing_dir, stream, date)
         out = frame.copy()
         for c in out.columns:
@@ -73,6 +77,6 @@ def write_day(landing_dir: Path, date: str, traffic: DayTraffic) -> dict[str, in
         _publish(tmp)
         counts[stream] = len(out)
 
-    for stream in ("impressions", "interactions", "users", "items"):
+    for stream in ("impressions", "interactions", *(name for name, _ in snapshots)):
         (landing_dir / stream / f"date={date}" / SUCCESS_MARKER).touch()
     return counts

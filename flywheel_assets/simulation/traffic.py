@@ -31,6 +31,7 @@ class DayTraffic:
     broken_impressions: list[dict] = field(default_factory=list)
     broken_interactions: list[dict] = field(default_factory=list)
     bot_user_ids: list[str] = field(default_factory=list)
+    deletions: pd.DataFrame | None = None
     policy_version: str = ""
 
 
@@ -155,9 +156,13 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy) -> D
                                  logged_skip.ravel(), np.repeat(bot_req, k),
                                  items["duration_s"].to_numpy()[shown.ravel()], day_start)
     imp, interactions = _duplicates(rng, config, imp, interactions)
-    traffic = DayTraffic(impressions=imp, interactions=interactions, users=users, items=items,
+    deletions = pd.DataFrame({
+        "user_id": users["user_id"].to_numpy()[pop.deleted_today],
+        "requested_at": (day_start + pd.Timedelta(hours=23)).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    traffic = DayTraffic(impressions=imp, interactions=interactions,
+                         users=users[~pop.gone].reset_index(drop=True), items=items,
                          bot_user_ids=list(users["user_id"].to_numpy()[pop.is_bot]),
-                         policy_version=policy.version)
+                         policy_version=policy.version, deletions=deletions)
     if config.active("broken_client", day):
         _break_client(rng, config, traffic)
     return traffic

@@ -37,11 +37,13 @@ class Catalogue:
 
 @dataclass
 class Population:
-    users: pd.DataFrame      # observable attributes, as the product's users snapshot
+    users: pd.DataFrame      # observable attributes of users still in the product
     taste: np.ndarray        # n×d hidden preferences
     activity: np.ndarray     # n relative request rates
     is_bot: np.ndarray       # n bool
     bot_targets: np.ndarray  # item indices the bot ring pushes
+    deleted_today: np.ndarray  # indices of users who ask for erasure today
+    gone: np.ndarray         # bool: users who asked for erasure before today
 
 
 def _centres(config: WorldConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,8 +122,17 @@ def population(config: WorldConfig, day: int) -> Population:
         "signup_date": pd.to_datetime(signup),
         "consent_training": consent,
     })
-    return Population(users=users, taste=taste, activity=activity, is_bot=is_bot,
-                      bot_targets=bot_targets)
+    deletions = [_rng(config, 6, d).choice(np.flatnonzero(~is_bot),
+                                           config.deletion_requests_per_day, replace=False)
+                 for d in range(1, day + 1)] if config.deletion_requests_per_day else []
+    gone = np.zeros(n, bool)
+    for earlier in deletions[:-1]:
+        gone[earlier] = True
+    # Someone who already left cannot ask again: today's requests are new users only.
+    deleted_today = np.setdiff1d(deletions[-1], np.flatnonzero(gone)) if deletions else np.empty(0, int)
+    return Population(users=users, taste=taste, activity=np.where(gone, 0.0, activity),
+                      is_bot=is_bot, bot_targets=bot_targets, deleted_today=deleted_today,
+                      gone=gone)
 
 
 def utility(config: WorldConfig, taste: np.ndarray, latent: np.ndarray,

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from flywheel_assets.core.serving import RankingPolicy, popularity_policy
-from flywheel_assets.simulation import truth
+from flywheel_assets.settings import Settings
+from flywheel_assets.simulation import signal_quality, truth
 from flywheel_assets.simulation.config import Scenario, WorldConfig
 from flywheel_assets.simulation.landing_writer import write_day
 from flywheel_assets.simulation.oracle import evaluate_policies
@@ -73,12 +74,14 @@ def run_day(data_dir: Path, landing_dir: Path, config: WorldConfig, date: str,
             "bots": len(traffic.bot_user_ids)}
 
 
-def oracle_day(data_dir: Path, config: WorldConfig, date: str, champion: RankingPolicy) -> dict:
-    """The champion and the popularity baseline against the hidden truth; saved to
-    ``world/oracle/date=…/oracle.json``."""
+def oracle_day(settings: Settings, config: WorldConfig, date: str,
+               champion: RankingPolicy) -> dict:
+    """The champion and the popularity baseline against the hidden truth, and the
+    validity of the day's training signal; saved to ``world/oracle/date=…/oracle.json``."""
+    data_dir = settings.data_dir
     result = evaluate_policies(config, dt.date.fromisoformat(date),
                                {"champion": champion, "popularity": popularity_policy()})
-    record = {"date": date,
+    record = {"date": date, **signal_quality.measure(settings, config, date),
               "champion_version": champion.version,
               "oracle_ndcg_at_10": result["champion"]["ndcg_at_10"],
               "oracle_regret_at_10": result["champion"]["regret_at_10"],

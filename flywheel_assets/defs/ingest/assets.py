@@ -2,13 +2,13 @@
 
 import dagster as dg
 
-from flywheel_assets.core import ingest
+from flywheel_assets.core import erasure, ingest
 from flywheel_assets.core.landing_contract import default_contracts
 from flywheel_assets.core.landing_reader import LandingFileError
 from flywheel_assets.defs.partitions import daily_partitions
 from flywheel_assets.defs.resources import FlywheelResource
 
-LANDING_STREAMS = ("impressions", "interactions", "users", "items")
+LANDING_STREAMS = ("impressions", "interactions", "users", "items", "deletions")
 
 landing_specs = [
     dg.AssetSpec(
@@ -22,7 +22,8 @@ landing_specs = [
 ]
 
 RAW_TABLES = {"impressions": "raw_impressions", "interactions": "raw_interactions",
-              "users": "raw_users", "items": "raw_items"}
+              "users": "raw_users", "items": "raw_items",
+              "deletions": "deletion_requests"}
 
 
 @dg.multi_asset(
@@ -38,6 +39,10 @@ RAW_TABLES = {"impressions": "raw_impressions", "interactions": "raw_interaction
         dg.AssetSpec("raw_items", deps=["landing_items"], kinds={"duckdb"},
                      description="The day's catalogue snapshot (`raw.items`) with content "
                                  "features."),
+        dg.AssetSpec("deletion_requests", deps=["landing_deletions"], kinds={"duckdb"},
+                     description="Erasure requests (`raw.deletion_requests`): keyed hashes of "
+                                 "users whose data must go. They are the tombstones: those "
+                                 "users' rows are erased everywhere and never ingested again."),
         dg.AssetSpec("quarantined_events", deps=[f"landing_{s}" for s in LANDING_STREAMS],
                      kinds={"duckdb"},
                      description="Every rejected landing row of the day "
@@ -68,15 +73,34 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
             "dagster/row_count": r.accepted,
             "rows_read": r.rows_read,
             "rows_quarantined": r.quarantined,
+            "rows_erased": r.erased,
             "quarantine_share": round(r.quarantine_share, 5),
             "files": dg.MetadataValue.json(r.files),
         })
     total_q = sum(r.quarantined for r in reports.values())
-    lines = ["| stream | read | accepted | quarantined |", "|---|---|---|---|"]
-    lines += [f"| {k} | {r.rows_read} | {r.accepted} | {r.quarantined} |" for k, r in reports.items()]
+    lines = ["| stream | read | accepted | quarantined | erased |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {r.rows_read} | {r.accepted} | {r.quarantined} | {r.erased} |"
+              for k, r in reports.items()]
     reasons = {f"{k}.{reason}": n for k, r in reports.items() for reason, n in r.reasons.items()}
     yield dg.MaterializeResult(asset_key="quarantined_events", metadata={
         "dagster/row_count": total_q,
         "by_stream": dg.MetadataValue.md("\n".join(lines)),
         "reasons": dg.MetadataValue.json(reasons),
     })
+
+
+@dg.asset(group_name="ingest", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
+          deps=["deletion_requests", *RAW_TABLES.values()])
+def user_erasure(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
+    """Every user with a deletion request, erased from every warehouse table and every
+    partition: raw, curated and training tables, the quarantine's records, and the
+    interactions on their impressions. Only the keyed hash stays, in
+    `raw.deletion_requests`, as the tombstone that stops re-ingestion. Models trained
+    before the request are not retrained by this asset; every later training set
+    excludes the user."""
+    with flywheel.warehouse() as conn:
+        erased = erasure.erase_deleted_users(conn)
+        tombstones = erasure.tombstone_count(conn)
+    return dg.MaterializeResult(metadata={
+        "tombstones": tombstones, "rows_erased": sum(erased.values()),
+        "rows_erased_by_table": dg.MetadataValue.json(erased)})

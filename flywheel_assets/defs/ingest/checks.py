@@ -14,9 +14,10 @@ CONTRACTS = {c.stream: c for c in default_contracts()}
 
 
 def _read_and_quarantined(conn, day: str, stream: str) -> tuple[int, int]:
-    """Rows read from a stream's landing files, and rows of it in quarantine."""
+    """Rows read from a stream's landing files (less rows erased on a deletion request,
+    which are not kept anywhere), and rows of it in quarantine."""
     return conn.execute("""
-        SELECT (SELECT coalesce(sum(rows_read), 0) FROM raw.landing_files
+        SELECT (SELECT coalesce(sum(rows_read - rows_erased), 0) FROM raw.landing_files
                 WHERE partition_date = $d AND stream = $s),
                (SELECT count(*) FROM raw.quarantined_events
                 WHERE partition_date = $d AND stream = $s)""", {"d": day, "s": stream}).fetchone()
@@ -29,7 +30,8 @@ def _specs(name: str, description: str) -> list[dg.AssetCheckSpec]:
 
 @dg.multi_asset_check(specs=_specs(
     "rows_reconcile",
-    "Rows read from the landing files = rows accepted + rows quarantined, per stream."))
+    "Rows read from the landing files = rows accepted + rows quarantined + rows erased "
+    "on a deletion request, per stream."))
 def rows_reconcile(context: dg.AssetCheckExecutionContext,
                    flywheel: FlywheelResource) -> Iterator[dg.AssetCheckResult]:
     day = context.partition_key
@@ -38,9 +40,12 @@ def rows_reconcile(context: dg.AssetCheckExecutionContext,
             read, quarantined = _read_and_quarantined(conn, day, stream)
             accepted = conn.execute(f"SELECT count(*) FROM {CONTRACTS[stream].table} "
                                     "WHERE partition_date = ?", [day]).fetchone()[0]
+            erased = conn.execute("SELECT coalesce(sum(rows_erased), 0) FROM raw.landing_files "
+                                  "WHERE partition_date = ? AND stream = ?", [day, stream]).fetchone()[0]
             yield dg.AssetCheckResult(
                 asset_key=asset, check_name="rows_reconcile", passed=read == accepted + quarantined,
-                metadata={"rows_read": read, "accepted": accepted, "quarantined": quarantined,
+                metadata={"rows_read": read + erased, "accepted": accepted,
+                          "quarantined": quarantined, "erased": erased,
                           "unaccounted": read - accepted - quarantined})
 
 

@@ -16,17 +16,19 @@ MIN_HOLDOUT_REQUESTS = 50
 
 
 @dg.asset(group_name="train", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
-          deps=["curated_feedback", "raw_users", "raw_items"])
+          deps=["curated_feedback", "position_bias", "raw_users", "raw_items"])
 def training_set(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """Rows of the last `training_window_days` of curated feedback (`ml.training_set`),
     joined with the user and item snapshots of the day, with graded labels from the
     signal hierarchy (save/thumbs_up 3 > complete 2 > partial 1 > skip/thumbs_down/none 0),
-    a weight, and a split: `holdout` is the training day itself, `train` the days before
-    (capped at `max_training_rows` by a deterministic hash sample)."""
+    a clipped inverse-propensity weight from `position_bias`, the learning target
+    (grade × weight) and a split: `holdout` is the training day itself, `train` the days
+    before (capped at `max_training_rows` by a deterministic hash sample). Metadata: the
+    clip level, the share of clipped weights and the effective sample size."""
     s = flywheel.settings
     with flywheel.warehouse() as conn:
         stats = ts_lib.build_training_set(conn, context.partition_key, s.training_window_days,
-                                          s.max_training_rows)
+                                          s.max_training_rows, s.use_ips, s.ips_clip)
     grades = stats.pop("grade_counts")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": stats.pop("rows"), **stats,
@@ -75,13 +77,14 @@ def candidate_model(context: dg.AssetExecutionContext, flywheel: FlywheelResourc
     with flywheel.warehouse() as conn:
         rows = ts_lib.read_split(conn, day, "train")
         fingerprint = ts_lib.fingerprint(conn, day)
-    pipeline = model_lib.train(rows)
+    pipeline = model_lib.train(rows, label="target", weight=None)
     # Same rows, labels and parameters → same version; change any of them → new one.
     version = model_store.model_version(
         day, f"{fingerprint}:{json.dumps(model_lib.DEFAULT_PARAMS, sort_keys=True)}")
     parent = model_store.champion_version(s.models_dir)
     card = {
-        "partition_date": day, "features": FEATURES, "label": "label_grade (0..3)",
+        "partition_date": day, "features": FEATURES,
+        "label": "target = label_grade (0..3) x clipped inverse examination propensity",
         "params": model_lib.DEFAULT_PARAMS, "train_rows": len(rows),
         "window_start": str(rows["source_date"].min()), "window_end": str(rows["source_date"].max()),
         "source_partitions": sorted(str(d) for d in rows["source_date"].unique()),

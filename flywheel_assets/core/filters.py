@@ -1,0 +1,104 @@
+"""Curation filters: what should not be learnt from, each removal with its reason.
+
+Bots and spam are found from behaviour per user and day (regular request intervals,
+reactions faster than a person, bursts of saves on a few items, an inhuman request
+rate); signals that contradict themselves or carry no information are dropped; heavy
+users are capped so no single user dominates the training data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class FilterRules:
+    # A user whose requests come at near-constant intervals (coefficient of variation
+    # of the gaps below this, over at least `min_gaps` gaps) is a machine.
+    # (People's gaps vary: with 4 gaps a few thousand users yield CVs under 0.1 by chance;
+    # with 6+ gaps under 0.05 it takes a machine.)
+    max_gap_cv: float = 0.05
+    min_gaps: int = 6
+    # People need time to look: median seconds from impression to first reaction.
+    human_reaction_floor_s: float = 1.8
+    min_reactions: int = 5
+    # Saves concentrated on one item.
+    min_saves_for_burst: int = 10
+    max_top_item_save_share: float = 0.8
+    max_requests_per_day: int = 400
+    # Impressions of one user kept per day.
+    per_user_cap: int = 300
+    # A lone "partial" below this watch fraction carries no information.
+    min_partial_value: float = 0.05
+
+
+USER_FEATURES_SQL = """
+CREATE OR REPLACE TEMP TABLE _user_features AS
+WITH requests AS (
+    SELECT user_key, request_id, min(ts) AS ts FROM _day WHERE _copy = 1 GROUP BY ALL),
+gaps AS (
+    SELECT user_key, epoch(ts) - epoch(lag(ts) OVER (PARTITION BY user_key ORDER BY ts)) AS gap
+    FROM requests),
+gap_stats AS (
+    SELECT user_key, count(gap) AS n_gaps, stddev_samp(gap) / nullif(avg(gap), 0) AS gap_cv
+    FROM gaps GROUP BY user_key),
+activity AS (
+    SELECT user_key, count(DISTINCT request_id) AS n_requests, count(*) AS n_impressions,
+           count(*) FILTER (WHERE n_interactions > 0) AS n_reactions,
+           median(epoch(first_interaction_ts) - epoch(ts)) FILTER (WHERE n_interactions > 0)
+               AS median_reaction_s
+    FROM _day WHERE _copy = 1 GROUP BY user_key),
+saves AS (
+    SELECT user_key, sum(n) AS n_saves, max(n) / sum(n) AS top_item_save_share
+    FROM (SELECT user_key, item_id, count(*) AS n FROM _day WHERE _copy = 1 AND has_save
+          GROUP BY ALL) GROUP BY user_key)
+SELECT a.*, g.n_gaps, g.gap_cv, coalesce(s.n_saves, 0) AS n_saves, s.top_item_save_share
+FROM activity a LEFT JOIN gap_stats g USING (user_key) LEFT JOIN saves s USING (user_key)
+"""
+
+
+def flag_bots(conn: duckdb.DuckDBPyConnection, partition_date: str, rules: FilterRules) -> int:
+    """Write ``curated.flagged_users`` for the day from ``_day``; return how many."""
+    conn.execute(USER_FEATURES_SQL)
+    reasons = f"""list_filter([
+        CASE WHEN n_gaps >= {rules.min_gaps} AND gap_cv < {rules.max_gap_cv}
+             THEN 'regular request intervals (gap CV ' || round(gap_cv, 3) || ')' END,
+        CASE WHEN n_reactions >= {rules.min_reactions}
+                  AND median_reaction_s < {rules.human_reaction_floor_s}
+             THEN 'reacts faster than a person (median ' || round(median_reaction_s, 2) || ' s)' END,
+        CASE WHEN n_saves >= {rules.min_saves_for_burst}
+                  AND top_item_save_share > {rules.max_top_item_save_share}
+             THEN 'burst of saves on one item (' || round(100 * top_item_save_share) || '%)' END,
+        CASE WHEN n_requests > {rules.max_requests_per_day}
+             THEN 'request rate ' || n_requests || '/day' END], lambda x: x IS NOT NULL)"""
+    conn.execute("DELETE FROM curated.flagged_users WHERE partition_date = ?", [partition_date])
+    conn.execute(f"""
+        INSERT INTO curated.flagged_users
+        SELECT DATE '{partition_date}', user_key, array_to_string({reasons}, '; '),
+               n_requests, gap_cv, median_reaction_s, n_saves, top_item_save_share
+        FROM _user_features WHERE len({reasons}) > 0""")
+    return conn.execute("SELECT count(*) FROM curated.flagged_users WHERE partition_date = ?",
+                        [partition_date]).fetchone()[0]
+
+
+def removal_sql(partition_date: str, rules: FilterRules) -> list[tuple[str, str]]:
+    """(reason, SQL selecting impression_id from ``_day``) for each row-level filter,
+    in the order they apply: a row removed by one is not counted again by the next."""
+    return [
+        ("bot or spam user", f"""SELECT d.impression_id FROM _day d JOIN curated.flagged_users f
+            ON f.user_key = d.user_key AND f.partition_date = DATE '{partition_date}'"""),
+        ("contradictory signals (thumbs down with a save, thumbs up or complete)",
+         "SELECT impression_id FROM _day WHERE has_thumbs_down AND (has_save OR has_thumbs_up "
+         "OR has_complete)"),
+        (f"low information (a lone partial under {rules.min_partial_value:g} watched)",
+         f"SELECT impression_id FROM _day WHERE has_partial AND NOT (has_complete OR has_save "
+         f"OR has_thumbs_up) AND coalesce(max_value, 0) < {rules.min_partial_value}"),
+        (f"per-user cap ({rules.per_user_cap} impressions a day)", f"""
+            SELECT impression_id FROM (
+                SELECT impression_id, row_number() OVER (PARTITION BY user_key
+                    ORDER BY ts, position, impression_id) AS n
+                FROM _day WHERE _copy = 1 AND impression_id NOT IN (SELECT impression_id FROM _removed))
+            WHERE n > {rules.per_user_cap}"""),
+    ]

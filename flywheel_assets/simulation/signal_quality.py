@@ -1,0 +1,43 @@
+"""How valid the product's training signal is, judged with the world's hidden truth:
+bot filter precision and recall against the known bots, the estimated position-bias
+curve against the true examination curve, and the effective sample size of the
+training weights. Reads the warehouse (read-only); the product never reads this."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flywheel_assets.core import warehouse
+from flywheel_assets.core.pseudonymise import user_key
+from flywheel_assets.settings import Settings
+from flywheel_assets.simulation import truth
+from flywheel_assets.simulation.config import WorldConfig
+
+
+def measure(settings: Settings, config: WorldConfig, date: str) -> dict:
+    day = config.day_index(date)
+    pop = truth.population(config, day)
+    bots = {user_key(u, settings.pseudonym_secret)
+            for u in pop.users["user_id"].to_numpy()[pop.is_bot]}
+    true_curve = truth.examination_curve(config)
+    with warehouse.connect(settings.warehouse_path) as conn:
+        # The filter's input: users whose feedback reached curation (consent given).
+        active = {r[0] for r in conn.execute(
+            "SELECT DISTINCT user_key FROM curated.feedback_events WHERE partition_date = ?",
+            [date]).fetchall()}
+        flagged = {r[0] for r in conn.execute(
+            "SELECT user_key FROM curated.flagged_users WHERE partition_date = ?", [date]).fetchall()}
+        curve = dict(conn.execute("SELECT position, examination FROM curated.position_bias "
+                                  "WHERE partition_date = ?", [date]).fetchall())
+        ess = conn.execute("SELECT sum(weight) ^ 2 / nullif(sum(weight ^ 2), 0) FROM ml.training_set "
+                           "WHERE partition_date = ? AND split = 'train'", [date]).fetchone()[0]
+    active_bots = bots & active
+    estimated = np.array([curve.get(k, np.nan) for k in range(1, len(true_curve) + 1)])
+    rel_error = np.abs(estimated - true_curve) / true_curve
+    return {
+        "bot_filter_precision": len(flagged & bots) / len(flagged) if flagged else None,
+        "bot_filter_recall": len(flagged & active_bots) / len(active_bots) if active_bots else None,
+        "bots_active": len(active_bots), "users_flagged": len(flagged),
+        "position_bias_max_rel_error": float(np.nanmax(rel_error)) if curve else None,
+        "effective_sample_size": float(ess) if ess is not None else None,
+    }
