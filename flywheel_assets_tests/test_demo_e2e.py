@@ -14,7 +14,9 @@ import pytest
 from flywheel_assets.definitions import build_definitions
 
 DAY_KEYS = {"date", "impressions", "interactions", "accepted", "quarantined",
-            "candidate_version", "promoted", "champion_version", "oracle_ndcg_at_10"}
+            "candidate_version", "promoted", "champion_version", "oracle_ndcg_at_10",
+            "bot_filter_precision", "bot_filter_recall", "position_bias_max_rel_error",
+            "effective_sample_size"}
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +38,10 @@ def test_demo_writes_its_record_and_chart(demo_dir):
     for day in summary["days"]:
         assert DAY_KEYS <= set(day)
         assert day["impressions"] > 0 and day["accepted"] > 0
-        assert day["accepted"] + day["quarantined"] == day["impressions"] + day["interactions"]
+        # Rows of users who asked for erasure are neither accepted nor quarantined.
+        assert day["accepted"] + day["quarantined"] <= day["impressions"] + day["interactions"]
+        assert day["accepted"] + day["quarantined"] + day["erased"] == \
+            day["impressions"] + day["interactions"]
     assert summary["days"][0]["promoted"], "the first candidate is promoted"
     png = demo_dir / "reports" / "demo_quality.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -80,6 +80,9 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
             GROUP BY stream""", [date]).fetchall())
         accepted = sum(conn.execute(f"SELECT count(*) FROM raw.{t} WHERE partition_date = ?",
                                     [date]).fetchone()[0] for t in ("impressions", "interactions"))
+        erased = conn.execute(
+            "SELECT coalesce(sum(rows_erased), 0) FROM raw.landing_files WHERE partition_date = ? "
+            "AND stream IN ('impressions', 'interactions')", [date]).fetchone()[0]
         quarantined = conn.execute(
             "SELECT count(*) FROM raw.quarantined_events WHERE partition_date = ? "
             "AND stream IN ('impressions', 'interactions')", [date]).fetchone()[0]
@@ -95,6 +98,7 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
         "interactions": int(counts.get("interactions", 0)),
         "accepted": int(accepted),
         "quarantined": int(quarantined),
+        "erased": int(erased),
         "candidate_version": promo[0] if promo else None,
         "promoted": bool(promo[1]) if promo else False,
         "champion_version": oracle["champion_version"],

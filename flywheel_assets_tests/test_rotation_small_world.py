@@ -1,0 +1,128 @@
+"""Full rotations of the product on a small simulated world, on a real DuckDB file and
+Dagster: deletion and tombstones, IPS weights and switches, bots filtered."""
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from flywheel_assets.core import warehouse
+from flywheel_assets.core.pseudonymise import user_key
+from flywheel_assets.core.serving import current_policy
+from flywheel_assets.definitions import build_definitions
+from flywheel_assets.settings import Settings
+from flywheel_assets.simulation import world
+from flywheel_assets.simulation.config import WorldConfig
+
+DAYS = ["2026-01-01", "2026-01-02"]
+CONFIG = WorldConfig(n_users=400, n_items=300, requests_per_day=1500, pool_size=20,
+                     bot_fraction=0.05, deletion_requests_per_day=3)
+
+
+def _rotate(data_dir, day, instance, **switches):
+    settings = Settings.from_env(data_dir)
+    world.run_day(settings.data_dir, settings.landing_dir, CONFIG, day,
+                  current_policy(settings.models_dir))
+    job = build_definitions(str(data_dir), **switches).resolve_job_def("daily_rotation_job")
+    result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
+    assert result.success, [str(e.event_specific_data.error) for e in result.all_events
+                            if e.is_step_failure]
+    return result
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("rotation")
+    instance = dg.DagsterInstance.ephemeral()
+    results = [_rotate(data_dir, day, instance) for day in DAYS]
+    return data_dir, results
+
+
+def _text_columns(conn):
+    return conn.execute("""
+        SELECT table_schema || '.' || table_name, column_name FROM information_schema.columns
+        WHERE table_schema IN ('raw', 'curated', 'ml', 'monitor') AND data_type = 'VARCHAR'
+    """).fetchall()
+
+
+def _deleted_users(data_dir):
+    frames = [pd.read_csv(data_dir / "landing" / "deletions" / f"date={d}" / "deletions.csv")
+              for d in DAYS]
+    return list(pd.concat(frames)["user_id"])
+
+
+def test_deleted_users_are_nowhere_but_the_tombstone(rotated):
+    data_dir, _ = rotated
+    settings = Settings.from_env(data_dir)
+    deleted = _deleted_users(data_dir)
+    assert len(deleted) == 2 * CONFIG.deletion_requests_per_day
+    keys = {user_key(u, settings.pseudonym_secret) for u in deleted}
+    with warehouse.connect(settings.warehouse_path) as conn:
+        # They were active before asking: their day-1 rows did land.
+        landed = pd.read_parquet(data_dir / "landing/impressions/date=2026-01-01/part-0000.parquet")
+        assert landed["user_id"].isin(deleted).any()
+        hits = []
+        for table, column in _text_columns(conn):
+            for needle in [*keys, *deleted]:
+                n = conn.execute(f'SELECT count(*) FROM {table} WHERE contains("{column}", ?)',
+                                 [needle]).fetchone()[0]
+                if n and table != "raw.deletion_requests":
+                    hits.append((table, column, needle, n))
+        assert not hits, hits
+        tombstones = {r[0] for r in conn.execute("SELECT user_key FROM raw.deletion_requests").fetchall()}
+        assert keys <= tombstones
+
+
+def test_tombstones_stop_deleted_users_coming_back(rotated):
+    data_dir, _ = rotated
+    settings = Settings.from_env(data_dir)
+    keys = [user_key(u, settings.pseudonym_secret) for u in _deleted_users(data_dir)]
+    job = build_definitions(str(data_dir)).resolve_job_def("daily_rotation_job")
+    # Day 1 is re-ingested from its landing files, which still hold the users' rows.
+    result = job.execute_in_process(partition_key=DAYS[0], instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    with warehouse.connect(settings.warehouse_path) as conn:
+        placeholders = ", ".join("?" for _ in keys)
+        assert conn.execute(f"SELECT count(*) FROM raw.impressions WHERE user_key IN ({placeholders})",
+                            keys).fetchone()[0] == 0
+        erased = conn.execute("SELECT sum(rows_erased) FROM raw.landing_files WHERE partition_date = ? "
+                              "AND stream = 'impressions'", [DAYS[0]]).fetchone()[0]
+        assert erased > 0
+    reconcile = [e for e in result.get_asset_check_evaluations() if e.check_name == "rows_reconcile"]
+    assert reconcile and all(e.passed for e in reconcile)
+
+
+def test_ips_weights_follow_the_estimated_curve(rotated):
+    data_dir, _ = rotated
+    settings = Settings.from_env(data_dir)
+    with warehouse.connect(settings.warehouse_path) as conn:
+        rows = conn.execute("""
+            SELECT t.position, any_value(t.weight), any_value(pb.examination),
+                   bool_and(abs(t.target - t.label_grade * t.weight) < 1e-9)
+            FROM ml.training_set t JOIN curated.position_bias pb
+              ON pb.partition_date = t.partition_date AND pb.position = t.position
+            WHERE t.partition_date = ? GROUP BY t.position ORDER BY 1""", [DAYS[1]]).fetchall()
+    assert len(rows) == CONFIG.slate_size
+    for position, weight, examination, target_ok in rows:
+        assert weight == pytest.approx(min(1 / examination, settings.ips_clip))
+        assert target_ok
+    assert rows[0][1] == pytest.approx(1.0)
+
+
+def test_switches_turn_ips_and_filters_off(tmp_path):
+    _rotate(tmp_path, DAYS[0], dg.DagsterInstance.ephemeral(), use_ips=False, use_filters=False)
+    with warehouse.connect(Settings.from_env(tmp_path).warehouse_path) as conn:
+        weights = conn.execute("SELECT min(weight), max(weight) FROM ml.training_set").fetchone()
+        reasons = {r[0] for r in conn.execute("SELECT DISTINCT reason FROM curated.feedback_removals").fetchall()}
+    assert weights == (1.0, 1.0)
+    assert reasons <= {"duplicate impression of the same request and item", "no training consent"}
+
+
+def test_bots_are_filtered_with_high_precision_and_recall(rotated):
+    data_dir, _ = rotated
+    settings = Settings.from_env(data_dir)
+    from flywheel_assets.simulation import signal_quality
+
+    quality = signal_quality.measure(settings, CONFIG, DAYS[1])
+    assert quality["bots_active"] > 5
+    assert quality["bot_filter_precision"] >= 0.9
+    assert quality["bot_filter_recall"] >= 0.9
