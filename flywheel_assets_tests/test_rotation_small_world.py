@@ -102,7 +102,7 @@ def test_ips_weights_follow_the_estimated_curve(rotated):
               ON pb.partition_date = t.partition_date AND pb.position = t.position
             WHERE t.partition_date = ? GROUP BY t.position ORDER BY 1""", [DAYS[1]]).fetchall()
     assert len(rows) == CONFIG.slate_size
-    for position, weight, examination, target_ok in rows:
+    for _position, weight, examination, target_ok in rows:
         assert weight == pytest.approx(min(1 / examination, settings.ips_clip))
         assert target_ok
     assert rows[0][1] == pytest.approx(1.0)
