@@ -105,7 +105,9 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
                 JOIN raw.users u ON u.user_key = d.user_key AND u.partition_date = $ud
                 JOIN raw.items it ON it.item_id = d.item_id AND it.partition_date = $id
                 WHERE d.n_interactions > 0
-                  AND d.impression_id NOT IN (SELECT impression_id FROM _removed)""", {
+                  AND d.impression_id NOT IN (SELECT impression_id FROM _removed)
+                -- A fixed row order: cross-validation folds (and so the flags) follow it.
+                ORDER BY d.impression_id""", {
                 "ud": latest_snapshot_date(conn, "raw.users", partition_date),
                 "id": latest_snapshot_date(conn, "raw.items", partition_date)}).df()
             noisy = flag_label_issues(judged, max_label_issue_share)

@@ -34,7 +34,8 @@ def explored_clicks(conn: duckdb.DuckDBPyConnection, partition_date: str,
         explored AS (SELECT request_id FROM window_rows GROUP BY request_id
                      HAVING bool_or(propensity < {EXPLORED_PROPENSITY_BELOW}))
         SELECT request_id, position, (n_interactions > 0)::INTEGER AS clicked
-        FROM window_rows JOIN explored USING (request_id)""",
+        FROM window_rows JOIN explored USING (request_id)
+        ORDER BY request_id, position""",
                         {"s": start, "d": partition_date}).df()
 
 
