@@ -89,10 +89,6 @@ class Settings:
         return self.data_dir / "reports"
 
     @property
-    def labeling_dir(self) -> Path:
-        return self.data_dir / "labeling"
-
-    @property
     def dagster_home(self) -> Path:
         return self.data_dir / "dagster_home"
 

@@ -47,13 +47,16 @@ def test_signal_hierarchy_grades():
 
 
 def test_promotion_rule():
-    better = promotion.decide({"ndcg_at_10": 0.8}, {"ndcg_at_10": 0.7}, True)
-    worse = promotion.decide({"ndcg_at_10": 0.7}, {"ndcg_at_10": 0.8}, True)
-    first = promotion.decide({"ndcg_at_10": 0.1}, None, True)
-    blocked = promotion.decide({"ndcg_at_10": 0.9}, None, False)
-    assert better.promote and not worse.promote and first.promote and not blocked.promote
+    better = promotion.decide({"ndcg_at_10": 0.8}, {"ndcg_at_10": 0.7})
+    worse = promotion.decide({"ndcg_at_10": 0.7}, {"ndcg_at_10": 0.8})
+    first = promotion.decide({"ndcg_at_10": 0.1}, None)
+    blocked = promotion.decide({"ndcg_at_10": 0.9}, None, ["raw_impressions:rows_reconcile failed"])
+    stale = promotion.decide({"ndcg_at_10": 0.9}, {"ndcg_at_10": 0.1}, older_than_champion="older")
+    assert better.promote and not worse.promote and first.promote
+    assert not blocked.promote and "rows_reconcile" in blocked.reasons[0]
+    assert not stale.promote
     assert "not better" in worse.reasons[0]
-    assert not promotion.decide({"ndcg_at_10": 0.71}, {"ndcg_at_10": 0.7}, True, min_effect=0.02).promote
+    assert not promotion.decide({"ndcg_at_10": 0.71}, {"ndcg_at_10": 0.7}, min_effect=0.02).promote
 
 
 def test_keyed_hash_depends_on_the_secret():

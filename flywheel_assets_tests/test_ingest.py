@@ -54,6 +54,7 @@ def _write_day(landing: Path, impressions_parquet, impressions_jsonl, interactio
 
 
 # Each bad row and the (column, reason prefix) it must be quarantined with.
+# (A position beyond any integer type must be one quarantined row, not a failed day.)
 BAD_IMPRESSIONS_JSONL = [
     (_imp(10, position="first"), ("position", "not a number")),
     (_imp(11, propensity=0), ("propensity", "out of range")),
@@ -63,6 +64,7 @@ BAD_IMPRESSIONS_JSONL = [
     (_imp(15, ts="2026-01-02T01:00:00Z"), ("ts", "outside partition")),
     (_imp(16, user_id=None), ("user_id", "missing")),
     (_imp(17, position=2.5), ("position", "not an integer")),
+    (_imp(19, position=3e19), ("position", "out of range")),
     ('{"impression_id": "i18", ', (None, "invalid JSON")),
     ("[1, 2]", (None, "not a JSON object")),
     (_imp(1), ("impression_id", "duplicate impression_id")),  # replay of the parquet row
@@ -127,18 +129,31 @@ def test_exactly_the_bad_rows_are_quarantined_with_reasons(mixed_day):
                    for e in result.get_asset_check_evaluations()}
     reconcile = evaluations[("raw_impressions", "rows_reconcile")]
     assert reconcile.passed
-    assert reconcile.metadata["rows_read"].value == len(GOOD_PARQUET) + len(BAD_IMPRESSIONS_JSONL)
-    assert reconcile.metadata["quarantined"].value == 10
+    assert reconcile.metadata["rows_read_less_erased"].value == len(GOOD_PARQUET) + len(BAD_IMPRESSIONS_JSONL)
+    assert reconcile.metadata["quarantined"].value == 11
     assert all(e.passed for e in evaluations.values())
 
 
-def test_user_ids_never_reach_the_warehouse(mixed_day):
+def test_user_ids_never_reach_the_warehouse(tmp_path):
+    tricky = [
+        _imp(400, user_id="  person-1 "),   # padded: the same person as person-1
+        _imp(401, user_id="   "),            # blank: missing, not a user
+        '["person-402", 1]',                # not an object, but holds an id
+    ]
+    _write_day(tmp_path / "landing", GOOD_PARQUET, tricky, INTERACTIONS[:2])
+    mixed_day = tmp_path
     _materialize(mixed_day)
+    keys = {r[0]: r[1] for r in _query(mixed_day, "SELECT impression_id, user_key FROM raw.impressions")}
+    assert keys["i400"] == keys["i1"] == user_key("person-1", DEV_PSEUDONYM_SECRET)
+    assert "i401" not in keys
+    assert _query(mixed_day, "SELECT column_name, reason FROM raw.quarantined_events "
+                             "WHERE record LIKE '%i401%'") == [("user_id", "missing")]
     keys = {r[0] for r in _query(mixed_day, "SELECT user_key FROM raw.impressions")}
     assert user_key("person-1", DEV_PSEUDONYM_SECRET) in keys
     dump = " ".join(str(r) for r in _query(mixed_day, "SELECT * FROM raw.quarantined_events"))
     dump += " ".join(str(r) for r in _query(mixed_day, "SELECT * FROM raw.impressions"))
     assert "person-" not in dump
+    assert len(_query(mixed_day, "SELECT * FROM raw.quarantined_events")) == 2
 
 
 def test_gx_suite_runs_on_accepted_rows_and_blocks(mixed_day):
@@ -198,10 +213,18 @@ def test_an_interrupted_ingest_leaves_the_previous_partition(mixed_day, monkeypa
     before = _query(mixed_day, "SELECT count(*) FROM raw.impressions")
     from flywheel_assets.core import ingest
 
-    def explode(*args, **kwargs):
-        raise RuntimeError("killed half-way")
+    real_write = ingest._write
 
-    monkeypatch.setattr(ingest, "_write", explode)
+    def write_then_die_on_interactions(conn, contract, day, report):
+        if contract.stream == "interactions":  # impressions are already written by now
+            raise RuntimeError("killed half-way")
+        return real_write(conn, contract, day, report)
+
+    monkeypatch.setattr(ingest, "_write", write_then_die_on_interactions)
+    # A new landing file for the day: a complete run would change the impressions.
+    extra = mixed_day / "landing" / "impressions" / f"date={DAY}" / "part-2.parquet"
+    pq.write_table(pa.Table.from_pylist([_imp(900)]), extra)
     result = _materialize(mixed_day)
     assert not result.success
     assert _query(mixed_day, "SELECT count(*) FROM raw.impressions") == before
+    assert _query(mixed_day, "SELECT count(*) FROM raw.impressions WHERE impression_id = 'i900'") == [(0,)]

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from flywheel_assets.core import warehouse
+from flywheel_assets.core import model_store, warehouse
 from flywheel_assets.core.pseudonymise import user_key
 from flywheel_assets.core.serving import current_policy
 from flywheel_assets.definitions import build_definitions
@@ -70,6 +70,14 @@ def test_deleted_users_are_nowhere_but_the_tombstone(rotated):
         assert not hits, hits
         tombstones = {r[0] for r in conn.execute("SELECT user_key FROM raw.deletion_requests").fetchall()}
         assert keys <= tombstones
+        # Day 1's rows erased on day 2 are counted: the day still reconciles.
+        for stream, table in (("impressions", "raw.impressions"), ("interactions", "raw.interactions")):
+            read, erased = conn.execute("SELECT sum(rows_read), sum(rows_erased) FROM raw.landing_files "
+                                        "WHERE partition_date = ? AND stream = ?", [DAYS[0], stream]).fetchone()
+            kept = conn.execute(f"SELECT count(*) FROM {table} WHERE partition_date = ?", [DAYS[0]]).fetchone()[0]
+            quarantined = conn.execute("SELECT count(*) FROM raw.quarantined_events WHERE partition_date = ? "
+                                       "AND stream = ?", [DAYS[0], stream]).fetchone()[0]
+            assert erased > 0 and read - erased == kept + quarantined
 
 
 def test_tombstones_stop_deleted_users_coming_back(rotated):
@@ -77,9 +85,12 @@ def test_tombstones_stop_deleted_users_coming_back(rotated):
     settings = Settings.from_env(data_dir)
     keys = [user_key(u, settings.pseudonym_secret) for u in _deleted_users(data_dir)]
     job = build_definitions(str(data_dir)).resolve_job_def("daily_rotation_job")
+    champion = model_store.champion_version(settings.models_dir)
     # Day 1 is re-ingested from its landing files, which still hold the users' rows.
     result = job.execute_in_process(partition_key=DAYS[0], instance=dg.DagsterInstance.ephemeral())
     assert result.success
+    # Re-running an old day does not roll the champion back to that day's model.
+    assert model_store.champion_version(settings.models_dir) == champion
     with warehouse.connect(settings.warehouse_path) as conn:
         placeholders = ", ".join("?" for _ in keys)
         assert conn.execute(f"SELECT count(*) FROM raw.impressions WHERE user_key IN ({placeholders})",
@@ -139,3 +150,28 @@ def test_a_rotation_is_reproducible(tmp_path):
             version = conn.execute("SELECT version FROM ml.model_registry").fetchall()
         outcomes.append((removals, version))
     assert outcomes[0][0] and outcomes[0] == outcomes[1]
+
+
+def test_the_gate_reads_the_days_checks_even_when_run_alone(rotated):
+    """Materialising champion_model on its own must not skip a failed blocking check."""
+    data_dir, _ = rotated
+    settings = Settings.from_env(data_dir)
+    before = model_store.champion_version(settings.models_dir)
+    with warehouse.connect(settings.warehouse_path) as conn:
+        warehouse.record_check(conn, DAYS[1], "raw_impressions", "rows_reconcile", False,
+                               "planted failure")
+        conn.execute("DELETE FROM ml.promotions")
+    from flywheel_assets.defs.evaluate.assets import champion_model
+    from flywheel_assets.defs.resources import FlywheelResource
+
+    model_store.set_champion(settings.models_dir, model_store.read_champion(settings.models_dir)["previous"]
+                             or before, "test: step back", "test")
+    stepped_back = model_store.champion_version(settings.models_dir)
+    result = dg.materialize([champion_model], partition_key=DAYS[1],
+                            resources={"flywheel": FlywheelResource(data_dir=str(data_dir))})
+    assert result.success
+    assert model_store.champion_version(settings.models_dir) == stepped_back
+    with warehouse.connect(settings.warehouse_path) as conn:
+        promoted, reasons = conn.execute("SELECT promoted, reasons FROM ml.promotions "
+                                         "WHERE partition_date = ?", [DAYS[1]]).fetchone()
+    assert not promoted and "planted failure" in reasons

@@ -82,8 +82,9 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
                      "AND stage = 'curated_feedback'", [partition_date])
         conn.execute("""
             CREATE OR REPLACE TEMP TABLE _day AS
+            -- Of copies of one impression, keep the one the outcomes were logged against.
             SELECT *, row_number() OVER (PARTITION BY request_id, item_id
-                                         ORDER BY ts, position, impression_id) AS _copy
+                ORDER BY n_interactions DESC, ts, position, impression_id) AS _copy
             FROM curated.feedback_events WHERE partition_date = ?""", [partition_date])
         conn.execute("CREATE OR REPLACE TEMP TABLE _removed (impression_id VARCHAR, reason VARCHAR)")
         steps = [("duplicate impression of the same request and item",

@@ -25,27 +25,40 @@ def _tables_with(conn: duckdb.DuckDBPyConnection, column: str) -> list[str]:
     return [r[0] for r in rows if r[0] != TOMBSTONES]
 
 
+def _delete(conn: duckdb.DuckDBPyConnection, table: str, condition: str,
+            landing_rows: set[str]) -> int:
+    """Delete matching rows; rows that came from a landing file are added to that
+    file's ``rows_erased``, so the day's read = accepted + quarantined + erased holds."""
+    if table in landing_rows:
+        conn.execute(f"""
+            UPDATE raw.landing_files SET rows_erased = rows_erased + gone.n
+            FROM (SELECT partition_date, source_file, count(*) AS n FROM {table}
+                  WHERE {condition} GROUP BY ALL) gone
+            WHERE raw.landing_files.partition_date = gone.partition_date
+              AND raw.landing_files.source_file = gone.source_file""")
+    return conn.execute(f"DELETE FROM {table} WHERE {condition}").fetchall()[0][0]
+
+
 def erase_deleted_users(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Delete every row that belongs to a tombstoned user; rows erased per table."""
     erased: dict[str, int] = {}
     keyed = _tables_with(conn, "user_key")
-    by_impression = [t for t in _tables_with(conn, "impression_id") if t not in keyed]
+    with_impressions = _tables_with(conn, "impression_id")
+    by_impression = [t for t in with_impressions if t not in keyed]
+    landing_rows = set(_tables_with(conn, "source_file")) - {"raw.landing_files"}
+    gone = "impression_id IN (SELECT impression_id FROM _gone_impressions)"
     with warehouse.transaction(conn):
         conn.execute("CREATE OR REPLACE TEMP TABLE _gone_impressions AS " + " UNION ".join(
             f"SELECT impression_id FROM {t} WHERE user_key IN {TOMBSTONE_KEYS}"
-            for t in keyed if t in _tables_with(conn, "impression_id")))
+            for t in keyed if t in with_impressions))
         for table in by_impression:
-            erased[table] = conn.execute(
-                f"DELETE FROM {table} WHERE impression_id IN "
-                f"(SELECT impression_id FROM _gone_impressions)").fetchone()[0]
-        erased["raw.quarantined_events"] = conn.execute(f"""
-            DELETE FROM raw.quarantined_events
-            WHERE json_extract_string(record, '$.user_key') IN {TOMBSTONE_KEYS}
-               OR json_extract_string(record, '$.impression_id') IN
-                  (SELECT impression_id FROM _gone_impressions)""").fetchone()[0]
+            erased[table] = _delete(conn, table, gone, landing_rows)
+        erased["raw.quarantined_events"] = _delete(conn, "raw.quarantined_events", f"""
+            json_extract_string(record, '$.user_key') IN {TOMBSTONE_KEYS}
+            OR json_extract_string(record, '$.impression_id') IN
+               (SELECT impression_id FROM _gone_impressions)""", landing_rows)
         for table in keyed:
-            erased[table] = conn.execute(
-                f"DELETE FROM {table} WHERE user_key IN {TOMBSTONE_KEYS}").fetchone()[0]
+            erased[table] = _delete(conn, table, f"user_key IN {TOMBSTONE_KEYS}", landing_rows)
         conn.execute("DROP TABLE _gone_impressions")
     return erased
 

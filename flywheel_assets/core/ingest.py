@@ -78,6 +78,15 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
         report.rows_read += n
 
 
+def _trim(conn: duckdb.DuckDBPyConnection, contract: StreamContract) -> None:
+    """Ids and strings are trimmed (blank = missing) before they are hashed, compared
+    for duplicates or matched against tombstones: ' user_1' is 'user_1'."""
+    text = [f.name for f in contract.fields if f.kind in ("id", "string")]
+    if text:
+        conn.execute("UPDATE _stage SET " + ", ".join(
+            f"{quote_ident(c)} = nullif(trim({quote_ident(c)}), '')" for c in text))
+
+
 def _pseudonymise(conn: duckdb.DuckDBPyConnection, contract: StreamContract, secret: str) -> None:
     for f in contract.fields:
         if not f.pseudonymise:
@@ -190,6 +199,7 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
             report = StreamReport(contract.stream)
             files = landing_files(landing_dir, contract.stream, partition_date)
             _stage(conn, contract, files, landing_dir, report)
+            _trim(conn, contract)
             _pseudonymise(conn, contract, secret)
             _erase(conn, contract, report)
             _classify(conn, contract, partition_date)

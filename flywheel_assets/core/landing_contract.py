@@ -38,7 +38,6 @@ class StreamContract:
     id_fields: tuple[str, ...] = ()
     # Event streams: `ts` must fall inside the partition's UTC day.
     ts_in_partition: bool = False
-    # Event streams must carry a _SUCCESS marker; snapshots may be skipped for a day.
     description: str = ""
 
     @property
@@ -90,6 +89,9 @@ def _checks(f: Field) -> list[tuple[str, str]]:
         if f.kind == "int":
             out.append((f"{present} AND {as_double} <> round({as_double})",
                         f"'not an integer: ' || {_shown(raw)}"))
+            # Beyond BIGINT the cast on insert would fail the whole day, not one row.
+            out.append((f"{present} AND abs({as_double}) >= 9.2e18",
+                        f"'out of range for an integer: ' || {_shown(raw)}"))
         if f.min is not None:
             op = "<=" if f.min_exclusive else "<"
             word = ">" if f.min_exclusive else ">="
@@ -143,7 +145,7 @@ IMPRESSIONS = StreamContract(
         _f("ts", "timestamp"),
         _f("user_id", "id", pseudonymise=True, stored_name="user_key"),
         _f("item_id", "id"),
-        _f("position", "int", min=1),
+        _f("position", "int", min=1, max=10_000),
         _f("propensity", "float", min=0, min_exclusive=True, max=1),
         _f("policy_version", "string"),
         _f("device", "string", required=False),

@@ -21,7 +21,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 BATCH_ROWS = 50_000
-META_COLUMNS = ("_row", "_parse_error")
 
 
 class LandingFileError(ValueError):
@@ -79,7 +78,8 @@ def _read_jsonl(path: Path, columns: list[str]) -> Iterator[pa.Table]:
                 if isinstance(parsed, dict):
                     record = parsed
                 else:
-                    error = f"not a JSON object: {stripped[:40]!r}"
+                    # Name the type, never echo the line: it may hold a raw user id.
+                    error = f"not a JSON object (a JSON {type(parsed).__name__})"
             except json.JSONDecodeError as exc:
                 error = f"invalid JSON: {exc.msg} at column {exc.colno}"
             rows.append([_text(record.get(c)) for c in columns])

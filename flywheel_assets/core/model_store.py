@@ -98,6 +98,16 @@ def champion_version(models_dir: Path) -> str | None:
     return pointer["version"] if pointer else None
 
 
+def champion_before(models_dir: Path, version: str) -> str | None:
+    """The champion that ``version`` competes with: the one in service, or, when
+    ``version`` itself is in service (a re-run after its promotion), the one it
+    replaced. Keeps re-runs comparing with the same model as the first run."""
+    pointer = read_champion(models_dir)
+    if pointer is None:
+        return None
+    return pointer["previous"] if pointer["version"] == version else pointer["version"]
+
+
 def set_champion(models_dir: Path, version: str, reason: str, actor: str) -> dict:
     """Point the champion at ``version`` (atomically) and return the new pointer."""
     if not (models_dir / version / "model.skops").exists():

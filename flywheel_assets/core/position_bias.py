@@ -7,30 +7,39 @@ theta_k / theta_1 = rate_k / rate_1, with no model of relevance at all. Any inte
 counts, a skip included: it shows the item was examined. Uncertainty: a Poisson
 bootstrap over requests.
 
-Explored requests are recognised by their logged propensities: under the slate-level
+Input: impressions of the window, less users flagged as bots (bots look at every
+position). Explored requests are recognised by their logged propensities: under the slate-level
 epsilon-greedy policy (epsilon < 0.5) a greedy slate has every propensity above 0.5,
 a random one has propensities of epsilon / pool size.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-
 import duckdb
 import numpy as np
 import pandas as pd
+
+from flywheel_assets.core.warehouse import window_start
 
 EXPLORED_PROPENSITY_BELOW = 0.5
 METHOD = "randomisation (explored slates), Poisson bootstrap over requests"
 
 
 def explored_clicks(conn: duckdb.DuckDBPyConnection, partition_date: str,
-                    window_days: int) -> pd.DataFrame:
-    start = (dt.date.fromisoformat(partition_date) - dt.timedelta(days=window_days - 1)).isoformat()
+                    window_days: int, exclude_flagged_users: bool = True) -> pd.DataFrame:
+    """Explored slates of the window from ``feedback_events``, less flagged bots.
+
+    Not from ``curated_feedback``: its row filters (contradictions, label noise) remove
+    only rows with interactions, and would skew the click rate by position.
+    """
+    start = window_start(partition_date, window_days)
+    bots = ("AND NOT EXISTS (SELECT 1 FROM curated.flagged_users b WHERE "
+            "b.partition_date = f.partition_date AND b.user_key = f.user_key)"
+            if exclude_flagged_users else "")
     return conn.execute(f"""
         WITH window_rows AS (
             SELECT request_id, position, propensity, n_interactions
-            FROM curated.curated_feedback WHERE partition_date BETWEEN $s AND $d),
+            FROM curated.feedback_events f WHERE partition_date BETWEEN $s AND $d {bots}),
         explored AS (SELECT request_id FROM window_rows GROUP BY request_id
                      HAVING bool_or(propensity < {EXPLORED_PROPENSITY_BELOW}))
         SELECT request_id, position, (n_interactions > 0)::INTEGER AS clicked

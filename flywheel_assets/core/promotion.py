@@ -13,13 +13,18 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
 
 
-def decide(candidate: dict, champion: dict | None, upstream_checks_passed: bool,
-           min_effect: float = 0.0, metric: str = PRIMARY_METRIC) -> Decision:
+def decide(candidate: dict, champion: dict | None, blocking_problems: list[str] = (),
+           min_effect: float = 0.0, metric: str = PRIMARY_METRIC,
+           older_than_champion: str | None = None) -> Decision:
     """Promote when every blocking check passed and the candidate beats the champion's
     primary metric by more than ``min_effect`` on the same holdout; with no champion
-    yet, the first candidate whose checks passed is promoted."""
-    if not upstream_checks_passed:
-        return Decision(False, ["a blocking check upstream failed"])
+    yet, the first candidate whose checks passed is promoted. A candidate trained on
+    older data than the champion in service is never promoted by the gate (a re-run
+    of an old day must not roll the model back; that is the operator's call)."""
+    if blocking_problems:
+        return Decision(False, ["blocking checks upstream did not pass: " + "; ".join(blocking_problems)])
+    if older_than_champion:
+        return Decision(False, [older_than_champion])
     if champion is None:
         return Decision(True, ["no champion yet: the first candidate that passes the data "
                                "checks is promoted"])

@@ -9,8 +9,6 @@ fifth of the day by time. Training rows are capped by a deterministic hash sampl
 
 from __future__ import annotations
 
-import datetime as dt
-
 import duckdb
 import pandas as pd
 
@@ -33,8 +31,7 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
     gives an unbiased target for the grade a person would give (clipping trades a
     little bias for variance). With IPS off, weight 1 and target = grade.
     """
-    day = dt.date.fromisoformat(partition_date)
-    window_start = (day - dt.timedelta(days=window_days - 1)).isoformat()
+    first_day = warehouse.window_start(partition_date, window_days)
     users_date = latest_snapshot_date(conn, "raw.users", partition_date)
     items_date = latest_snapshot_date(conn, "raw.items", partition_date)
     weight = (f"least(1.0 / greatest(coalesce(pb.examination, 1.0), 1e-6), {float(ips_clip)})"
@@ -51,10 +48,12 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
             FROM curated.curated_feedback f
             LEFT JOIN curated.position_bias pb
                    ON pb.partition_date = $d AND pb.position = f.position
+            -- Consent as of the training day: a withdrawal stops all later training sets.
             JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = $ud
+                            AND u.consent_training
             JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = $id
             WHERE f.partition_date BETWEEN $ws AND $d""",
-                     {"ud": users_date, "id": items_date, "ws": window_start, "d": partition_date})
+                     {"ud": users_date, "id": items_date, "ws": first_day, "d": partition_date})
         earlier = conn.execute(f"SELECT count(*) FROM _window WHERE source_date < DATE "
                                f"'{partition_date}'").fetchone()[0]
         if earlier:
@@ -75,10 +74,10 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                    avg(label_grade)
             FROM ml.training_set WHERE partition_date = ?""", [partition_date]).fetchone()
         ips = conn.execute(f"""
-            SELECT sum(weight) ^ 2 / nullif(sum(weight ^ 2), 0), count(*),
-                   avg((weight >= {float(ips_clip)} - 1e-9)::INTEGER), max(weight)
+            SELECT count(*), avg((weight >= {float(ips_clip)} - 1e-9)::INTEGER), max(weight)
             FROM ml.training_set WHERE partition_date = ? AND split = 'train'""",
                            [partition_date]).fetchone()
+        ess = effective_sample_size(conn, partition_date)
         grades = dict(conn.execute("SELECT label_grade, count(*) FROM ml.training_set WHERE "
                                    "partition_date = ? GROUP BY 1 ORDER BY 1",
                                    [partition_date]).fetchall())
@@ -88,10 +87,18 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
             "mean_grade": float(stats[5] or 0.0), "grade_counts": {int(k): v for k, v in grades.items()},
             "holdout_rule": "training day" if earlier else "last 20% of the first day",
             "ips": "on" if use_ips else "off", "ips_clip": float(ips_clip),
-            "clipped_share": float(ips[2] or 0.0) if use_ips else 0.0,
-            "max_weight": float(ips[3] or 0.0),
-            "effective_sample_size": float(ips[0] or 0.0),
-            "effective_sample_share": float((ips[0] or 0.0) / ips[1]) if ips[1] else 0.0}
+            "clipped_share": float(ips[1] or 0.0) if use_ips else 0.0,
+            "max_weight": float(ips[2] or 0.0),
+            "effective_sample_size": ess,
+            "effective_sample_share": ess / ips[0] if ips[0] else 0.0}
+
+
+def effective_sample_size(conn: duckdb.DuckDBPyConnection, partition_date: str) -> float:
+    """(sum w)^2 / sum w^2 of the training rows' weights: how many unweighted rows the
+    weighted sample is worth."""
+    value = conn.execute("SELECT sum(weight) ^ 2 / nullif(sum(weight ^ 2), 0) FROM ml.training_set "
+                         "WHERE partition_date = ? AND split = 'train'", [partition_date]).fetchone()[0]
+    return float(value or 0.0)
 
 
 def read_split(conn: duckdb.DuckDBPyConnection, partition_date: str, split: str) -> pd.DataFrame:

@@ -8,6 +8,7 @@ partition is idempotent and a run killed half-way leaves the previous state behi
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from pathlib import Path
 from typing import Iterator
 
@@ -74,6 +75,9 @@ CREATE TABLE IF NOT EXISTS ml.model_evaluations (
     partition_date DATE, candidate_version VARCHAR, champion_version VARCHAR,
     holdout_rows BIGINT, holdout_requests BIGINT, metrics VARCHAR,
     report_path VARCHAR, evaluated_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS monitor.check_results (
+    partition_date DATE, asset VARCHAR, check_name VARCHAR, passed BOOLEAN,
+    description VARCHAR, checked_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS ml.promotions (
     decided_at TIMESTAMPTZ, partition_date DATE, candidate_version VARCHAR,
     previous_champion VARCHAR, new_champion VARCHAR, promoted BOOLEAN,
@@ -144,7 +148,33 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, partition_dat
     ).fetchall()[0][0]
 
 
-def table_count(conn: duckdb.DuckDBPyConnection, table: str, partition_date: str) -> int:
-    return conn.execute(
-        f"SELECT count(*) FROM {table} WHERE partition_date = ?", [partition_date]
-    ).fetchone()[0]
+def window_start(partition_date: str, days: int) -> str:
+    """First day of a window of ``days`` days ending on ``partition_date``."""
+    return (dt.date.fromisoformat(partition_date) - dt.timedelta(days=days - 1)).isoformat()
+
+
+def record_check(conn: duckdb.DuckDBPyConnection, partition_date: str, asset: str,
+                 check_name: str, passed: bool, description: str | None = None) -> None:
+    """Keep the latest result of a blocking check per partition, so that the promotion
+    gate can see it even when it runs in another run than the check."""
+    with transaction(conn):
+        conn.execute("DELETE FROM monitor.check_results WHERE partition_date = ? AND asset = ? "
+                     "AND check_name = ?", [partition_date, asset, check_name])
+        conn.execute("INSERT INTO monitor.check_results VALUES (?, ?, ?, ?, ?, ?)",
+                     [partition_date, asset, check_name, bool(passed), description,
+                      dt.datetime.now(dt.timezone.utc)])
+
+
+def failed_or_missing_checks(conn: duckdb.DuckDBPyConnection, partition_date: str,
+                             expected: list[tuple[str, str]]) -> list[str]:
+    """Blocking checks of the partition that failed, or that never ran."""
+    results = {(a, c): (p, d) for a, c, p, d in conn.execute(
+        "SELECT asset, check_name, passed, description FROM monitor.check_results "
+        "WHERE partition_date = ?", [partition_date]).fetchall()}
+    problems = []
+    for asset, check in expected:
+        if (asset, check) not in results:
+            problems.append(f"{asset}:{check} has not run for {partition_date}")
+        elif not results[(asset, check)][0]:
+            problems.append(f"{asset}:{check} failed: {results[(asset, check)][1] or 'see the UI'}")
+    return problems

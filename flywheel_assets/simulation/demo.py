@@ -138,6 +138,10 @@ def _chart(days: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool = True) -> dict:
     """Run ``days`` rotations and return the summary (also written to reports/)."""
     import dagster as dg
@@ -224,7 +228,12 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
         print(f"  oracle NDCG@10: popularity policy on day 1 {first['popularity_oracle_ndcg_at_10']:.4f}"
               f" -> champion on day {len(records)} {last['oracle_ndcg_at_10']:.4f}")
         print(f"  rows: {sum(r['accepted'] for r in records)} accepted, "
-              f"{sum(r['quarantined'] for r in records)} quarantined")
+              f"{sum(r['quarantined'] for r in records)} quarantined, "
+              f"{sum(r['erased'] for r in records)} erased on deletion requests")
+        print(f"  signal on day {len(records)}: bot filter precision "
+              f"{_fmt(last['bot_filter_precision'])} recall {_fmt(last['bot_filter_recall'])}, "
+              f"position-bias max error {_fmt(last['position_bias_max_rel_error'])}, "
+              f"effective sample size {_fmt(last['effective_sample_size'], 0)}")
     print(f"  record: {reports / 'demo_summary.json'}")
     print(f"  chart:  {chart}")
     print(f"  runs, lineage and metadata: make ui  (DAGSTER_HOME={settings.dagster_home})")

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from flywheel_assets.core.ingest import SUCCESS_MARKER
 from flywheel_assets.simulation.traffic import DayTraffic
-
-SUCCESS_MARKER = "_SUCCESS"
 
 
 def _day_dir(landing_dir: Path, stream: str, date: str) -> Path:

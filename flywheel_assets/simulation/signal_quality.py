@@ -9,6 +9,7 @@ import numpy as np
 
 from flywheel_assets.core import warehouse
 from flywheel_assets.core.pseudonymise import user_key
+from flywheel_assets.core.training_set import effective_sample_size
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import truth
 from flywheel_assets.simulation.config import WorldConfig
@@ -29,8 +30,7 @@ def measure(settings: Settings, config: WorldConfig, date: str) -> dict:
             "SELECT user_key FROM curated.flagged_users WHERE partition_date = ?", [date]).fetchall()}
         curve = dict(conn.execute("SELECT position, examination FROM curated.position_bias "
                                   "WHERE partition_date = ?", [date]).fetchall())
-        ess = conn.execute("SELECT sum(weight) ^ 2 / nullif(sum(weight ^ 2), 0) FROM ml.training_set "
-                           "WHERE partition_date = ? AND split = 'train'", [date]).fetchone()[0]
+        ess = effective_sample_size(conn, date)
     active_bots = bots & active
     estimated = np.array([curve.get(k, np.nan) for k in range(1, len(true_curve) + 1)])
     rel_error = np.abs(estimated - true_curve) / true_curve
@@ -39,5 +39,5 @@ def measure(settings: Settings, config: WorldConfig, date: str) -> dict:
         "bot_filter_recall": len(flagged & active_bots) / len(active_bots) if active_bots else None,
         "bots_active": len(active_bots), "users_flagged": len(flagged),
         "position_bias_max_rel_error": float(np.nanmax(rel_error)) if curve else None,
-        "effective_sample_size": float(ess) if ess is not None else None,
+        "effective_sample_size": ess or None,
     }

@@ -47,18 +47,20 @@ def curated_feedback(context: dg.AssetExecutionContext, flywheel: FlywheelResour
 def position_bias(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """Examination probability per position relative to position 1
     (`curated.position_bias`), estimated from the explored (randomised) slates of the
-    last `position_bias_window_days` of curated feedback: on a random slate, the rate
+    last `position_bias_window_days` of feedback, less flagged bots: on a random slate, the rate
     of any interaction at position k is proportional to the chance position k is
     looked at. With a 95% bootstrap interval per position. No hard-coded curve."""
     s = flywheel.settings
     day = context.partition_key
     with flywheel.warehouse() as conn:
-        rows = pb.explored_clicks(conn, day, s.position_bias_window_days)
+        rows = pb.explored_clicks(conn, day, s.position_bias_window_days,
+                                  exclude_flagged_users=s.use_filters)
         slate_size = int(rows["position"].max()) if len(rows) else 10
         curve = pb.estimate(rows, slate_size)
-        window_start = (dt.date.fromisoformat(day) - dt.timedelta(days=s.position_bias_window_days - 1))
-        curve = curve.assign(partition_date=dt.date.fromisoformat(day), window_start=window_start,
-                             method=pb.METHOD)
+        curve = curve.assign(
+            partition_date=dt.date.fromisoformat(day),
+            window_start=dt.date.fromisoformat(warehouse.window_start(day, s.position_bias_window_days)),
+            method=pb.METHOD)
         with warehouse.transaction(conn):
             conn.register("_curve", curve)
             warehouse.replace_partition(conn, "curated.position_bias", day, "SELECT * FROM _curve")

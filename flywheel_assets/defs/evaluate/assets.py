@@ -5,8 +5,9 @@ import json
 
 import dagster as dg
 
-from flywheel_assets.core import evaluation, model_store, promotion
+from flywheel_assets.core import evaluation, model_store, promotion, warehouse
 from flywheel_assets.core import training_set as ts_lib
+from flywheel_assets.defs.ingest.checks import BLOCKING_CHECKS as INGEST_CHECKS
 from flywheel_assets.defs.partitions import daily_partitions
 from flywheel_assets.defs.resources import FlywheelResource
 
@@ -20,13 +21,7 @@ def _candidate_version(flywheel: FlywheelResource, day: str) -> str:
     return row[0]
 
 
-def _baseline_champion(models_dir, candidate: str) -> str | None:
-    """The champion to compare with: the one in service before this candidate (so a
-    re-run after promotion compares with the same model as the first run did)."""
-    pointer = model_store.read_champion(models_dir)
-    if pointer is None:
-        return None
-    return pointer["previous"] if pointer["version"] == candidate else pointer["version"]
+BLOCKING_CHECKS = [*INGEST_CHECKS, ("training_set", "training_set_is_usable")]
 
 
 @dg.asset(group_name="evaluate", partitions_def=daily_partitions, pool="duckdb",
@@ -39,7 +34,7 @@ def model_evaluation(context: dg.AssetExecutionContext, flywheel: FlywheelResour
     s = flywheel.settings
     day = context.partition_key
     candidate = _candidate_version(flywheel, day)
-    champion = _baseline_champion(s.models_dir, candidate)
+    champion = model_store.champion_before(s.models_dir, candidate)
     models = {"candidate": model_store.load_model(s.models_dir, candidate)}
     if champion:
         models["champion"] = model_store.load_model(s.models_dir, champion)
@@ -50,7 +45,7 @@ def model_evaluation(context: dg.AssetExecutionContext, flywheel: FlywheelResour
               "champion_version": champion, "holdout_rows": len(holdout),
               "holdout_requests": int(holdout["request_id"].nunique()), "metrics": results}
     report = evaluation.write_report(s.reports_dir, day, record)
-    with flywheel.warehouse() as conn:
+    with flywheel.warehouse() as conn, warehouse.transaction(conn):
         conn.execute("DELETE FROM ml.model_evaluations WHERE partition_date = ?", [day])
         conn.execute("INSERT INTO ml.model_evaluations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                      [day, candidate, champion, len(holdout), record["holdout_requests"],
@@ -68,9 +63,11 @@ def model_evaluation(context: dg.AssetExecutionContext, flywheel: FlywheelResour
           kinds={"sklearn"}, deps=[model_evaluation])
 def champion_model(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """The model in service: a pointer (`data/models/champion.json`), not a copy. The
-    day's candidate replaces it only when it beats it on the holdout (or when there is
-    no champion yet); this asset runs only when every blocking check upstream passed.
-    Every decision and its reasons go to `ml.promotions`."""
+    day's candidate replaces it only when every blocking check of the day passed (as
+    recorded in `monitor.check_results`, whichever run executed them) and it beats the
+    champion on the holdout, or when there is no champion yet; a candidate trained for
+    an earlier day than the champion is never promoted by the gate. Every decision and
+    its reasons go to `ml.promotions`, in the same transaction as the pointer move."""
     s = flywheel.settings
     day = context.partition_key
     with flywheel.warehouse() as conn:
@@ -78,19 +75,29 @@ def champion_model(context: dg.AssetExecutionContext, flywheel: FlywheelResource
             "SELECT candidate_version, champion_version, metrics FROM ml.model_evaluations "
             "WHERE partition_date = ?", [day]).fetchone()
     results = json.loads(metrics_json)
-    # Blocking checks stop the run before this asset, so reaching here means they passed.
-    decision = promotion.decide(results["candidate"], results.get("champion"),
-                                upstream_checks_passed=True)
     current = model_store.champion_version(s.models_dir)
-    if decision.promote and current != candidate:
-        model_store.set_champion(s.models_dir, candidate, "; ".join(decision.reasons),
-                                 actor=f"dagster:{context.run_id}")
-    new_champion = model_store.champion_version(s.models_dir)
     with flywheel.warehouse() as conn:
+        # Read from the warehouse, not from this run: materialising this asset alone
+        # must not skip the checks that guard promotion.
+        problems = warehouse.failed_or_missing_checks(conn, day, BLOCKING_CHECKS)
+    older = None
+    if current and current != candidate:
+        trained_on = model_store.load_card(s.models_dir, current).get("partition_date", "")
+        if trained_on > day:
+            older = (f"the candidate was trained for {day}, before the champion in service "
+                     f"({current}, trained for {trained_on})")
+    decision = promotion.decide(results["candidate"], results.get("champion"), problems,
+                                older_than_champion=older)
+    with flywheel.warehouse() as conn, warehouse.transaction(conn):
+        # The audit row and the pointer move together: if the move fails, the row rolls back.
+        new_champion = candidate if decision.promote else current
         conn.execute("DELETE FROM ml.promotions WHERE partition_date = ? AND actor = 'gate'", [day])
         conn.execute("INSERT INTO ml.promotions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                      [dt.datetime.now(dt.timezone.utc), day, candidate, champion, new_champion,
                       decision.promote, "gate", json.dumps(decision.reasons)])
+        if decision.promote and current != candidate:
+            model_store.set_champion(s.models_dir, candidate, "; ".join(decision.reasons),
+                                     actor=f"dagster:{context.run_id}")
     return dg.MaterializeResult(metadata={
         "champion_version": new_champion or "none", "candidate_version": candidate,
         "promoted": decision.promote, "previous_champion": champion or "none",

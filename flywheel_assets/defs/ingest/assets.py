@@ -90,7 +90,7 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
 
 
 @dg.asset(group_name="ingest", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
-          deps=["deletion_requests", *RAW_TABLES.values()])
+          deps=list(RAW_TABLES.values()))
 def user_erasure(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """Every user with a deletion request, erased from every warehouse table and every
     partition: raw, curated and training tables, the quarantine's records, and the

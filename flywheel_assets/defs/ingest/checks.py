@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from flywheel_assets.core import expectations
+from flywheel_assets.core import expectations, warehouse
 from flywheel_assets.core.ingest import quarantine_examples
 from flywheel_assets.core.landing_contract import default_contracts
 from flywheel_assets.defs.ingest.assets import RAW_TABLES
@@ -21,6 +21,11 @@ def _read_and_quarantined(conn, day: str, stream: str) -> tuple[int, int]:
                 WHERE partition_date = $d AND stream = $s),
                (SELECT count(*) FROM raw.quarantined_events
                 WHERE partition_date = $d AND stream = $s)""", {"d": day, "s": stream}).fetchone()
+
+
+BLOCKING_CHECKS = [(asset, check) for asset in RAW_TABLES.values()
+                   for check in ("rows_reconcile", "quarantine_share_below_threshold",
+                                 "accepted_rows_expectations")]
 
 
 def _specs(name: str, description: str) -> list[dg.AssetCheckSpec]:
@@ -40,12 +45,12 @@ def rows_reconcile(context: dg.AssetCheckExecutionContext,
             read, quarantined = _read_and_quarantined(conn, day, stream)
             accepted = conn.execute(f"SELECT count(*) FROM {CONTRACTS[stream].table} "
                                     "WHERE partition_date = ?", [day]).fetchone()[0]
-            erased = conn.execute("SELECT coalesce(sum(rows_erased), 0) FROM raw.landing_files "
-                                  "WHERE partition_date = ? AND stream = ?", [day, stream]).fetchone()[0]
+            passed = read == accepted + quarantined
+            warehouse.record_check(conn, day, asset, "rows_reconcile", passed)
             yield dg.AssetCheckResult(
-                asset_key=asset, check_name="rows_reconcile", passed=read == accepted + quarantined,
-                metadata={"rows_read": read + erased, "accepted": accepted,
-                          "quarantined": quarantined, "erased": erased,
+                asset_key=asset, check_name="rows_reconcile", passed=passed,
+                metadata={"rows_read_less_erased": read, "accepted": accepted,
+                          "quarantined": quarantined,
                           "unaccounted": read - accepted - quarantined})
 
 
@@ -68,6 +73,8 @@ def quarantine_share_below_threshold(context: dg.AssetCheckExecutionContext,
                 description = (f"{stream}: {share:.1%} of rows quarantined (limit {limit:.0%}); "
                                f"most common: column {e['column'] or '(whole row)'}: {e['reason']} "
                                f"— e.g. {e['file']} row {e['row']} ({e['count']} rows like it)")
+            warehouse.record_check(conn, day, asset, "quarantine_share_below_threshold",
+                                   share <= limit, description)
             yield dg.AssetCheckResult(
                 asset_key=asset, check_name="quarantine_share_below_threshold",
                 passed=share <= limit, description=description,
@@ -89,6 +96,9 @@ def accepted_rows_expectations(context: dg.AssetCheckExecutionContext,
             frame = conn.execute(f"SELECT * EXCLUDE (partition_date, source_file, source_row) "
                                  f"FROM {contract.table} WHERE partition_date = ?", [day]).df()
         result = expectations.validate(frame, contract, day)
+        with flywheel.warehouse() as conn:
+            warehouse.record_check(conn, day, asset, "accepted_rows_expectations", result.success,
+                                   f"{len(result.failed)} expectations failed" if result.failed else None)
         yield dg.AssetCheckResult(
             asset_key=asset, check_name="accepted_rows_expectations", passed=result.success,
             metadata={"expectations_evaluated": result.evaluated,

@@ -6,7 +6,9 @@ import json
 import dagster as dg
 
 from flywheel_assets.core import model as model_lib
-from flywheel_assets.core import model_store, training_set as ts_lib
+from flywheel_assets.core import model_store, warehouse
+from flywheel_assets.core import training_set as ts_lib
+from flywheel_assets.core.signals import MAX_GRADE
 from flywheel_assets.core.features import FEATURES
 from flywheel_assets.defs.partitions import daily_partitions
 from flywheel_assets.defs.resources import FlywheelResource
@@ -46,20 +48,23 @@ def training_set_is_usable(context: dg.AssetCheckExecutionContext,
             SELECT count(*) FILTER (WHERE split = 'train'),
                    count(DISTINCT label_grade) FILTER (WHERE split = 'train'),
                    count(DISTINCT request_id) FILTER (WHERE split = 'holdout'),
-                   count(*) FILTER (WHERE label_grade NOT BETWEEN 0 AND 3 OR label_grade IS NULL),
+                   count(*) FILTER (WHERE label_grade NOT BETWEEN 0 AND $max OR label_grade IS NULL),
                    count(*) FILTER (WHERE NOT weight > 0 OR weight IS NULL)
-            FROM ml.training_set WHERE partition_date = ?""", [context.partition_key]).fetchone()
-    problems = []
-    if train < MIN_TRAIN_ROWS:
-        problems.append(f"only {train} training rows (need {MIN_TRAIN_ROWS})")
-    if grades < 2:
-        problems.append("training labels have a single grade: nothing to learn")
-    if holdout_requests < MIN_HOLDOUT_REQUESTS:
-        problems.append(f"only {holdout_requests} holdout requests (need {MIN_HOLDOUT_REQUESTS})")
-    if bad_labels:
-        problems.append(f"{bad_labels} labels outside 0..3")
-    if bad_weights:
-        problems.append(f"{bad_weights} weights not > 0")
+            FROM ml.training_set WHERE partition_date = $d""",
+            {"d": context.partition_key, "max": MAX_GRADE}).fetchone()
+        problems: list[str] = []
+        if train < MIN_TRAIN_ROWS:
+            problems.append(f"only {train} training rows (need {MIN_TRAIN_ROWS})")
+        if grades < 2:
+            problems.append("training labels have a single grade: nothing to learn")
+        if holdout_requests < MIN_HOLDOUT_REQUESTS:
+            problems.append(f"only {holdout_requests} holdout requests (need {MIN_HOLDOUT_REQUESTS})")
+        if bad_labels:
+            problems.append(f"{bad_labels} labels outside 0..{MAX_GRADE}")
+        if bad_weights:
+            problems.append(f"{bad_weights} weights not > 0")
+        warehouse.record_check(conn, context.partition_key, "training_set", "training_set_is_usable",
+                               not problems, "; ".join(problems) or None)
     return dg.AssetCheckResult(passed=not problems, description="; ".join(problems) or None,
                                metadata={"train_rows": train, "distinct_grades": grades,
                                          "holdout_requests": holdout_requests})
@@ -81,7 +86,7 @@ def candidate_model(context: dg.AssetExecutionContext, flywheel: FlywheelResourc
     # Same rows, labels and parameters → same version; change any of them → new one.
     version = model_store.model_version(
         day, f"{fingerprint}:{json.dumps(model_lib.DEFAULT_PARAMS, sort_keys=True)}")
-    parent = model_store.champion_version(s.models_dir)
+    parent = model_store.champion_before(s.models_dir, version)
     card = {
         "partition_date": day, "features": FEATURES,
         "label": "target = label_grade (0..3) x clipped inverse examination propensity",
@@ -91,7 +96,7 @@ def candidate_model(context: dg.AssetExecutionContext, flywheel: FlywheelResourc
         "parent_version": parent, "fingerprint": fingerprint,
     }
     path = model_store.save_model(s.models_dir, version, pipeline, card)
-    with flywheel.warehouse() as conn:
+    with flywheel.warehouse() as conn, warehouse.transaction(conn):
         conn.execute("DELETE FROM ml.model_registry WHERE version = ?", [version])
         conn.execute("INSERT INTO ml.model_registry VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      [version, day, dt.datetime.now(dt.timezone.utc), str(path), parent,
