@@ -23,6 +23,36 @@ def _champion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _actor() -> str:
+    import getpass
+
+    return f"operator:{getpass.getuser()}"
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from flywheel_assets.core import operator
+
+    try:
+        pointer = operator.promote(Settings.from_env(args.data_dir), args.version, args.reason, _actor())
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"flywheel promote: {exc}", file=sys.stderr)
+        return 2
+    print(f"champion is now {pointer['version']} (was {pointer['previous'] or 'none'})")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    from flywheel_assets.core import operator
+
+    try:
+        pointer = operator.rollback(Settings.from_env(args.data_dir), args.reason, _actor())
+    except (ValueError, RuntimeError) as exc:
+        print(f"flywheel rollback: {exc}", file=sys.stderr)
+        return 2
+    print(f"champion is now {pointer['version']} (was {pointer['previous']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -30,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("champion", help="show the champion pointer")
     p.add_argument("--data-dir")
     p.set_defaults(func=_champion)
+    p = sub.add_parser("promote", help="put a model version in service (audited override)")
+    p.add_argument("--version", required=True)
+    p.add_argument("--reason", required=True)
+    p.add_argument("--data-dir")
+    p.set_defaults(func=_promote)
+    p = sub.add_parser("rollback", help="put the previous champion back in service (audited)")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--data-dir")
+    p.set_defaults(func=_rollback)
     for ep in entry_points(group="flywheel.commands"):
         ep.load()(sub)
     return parser

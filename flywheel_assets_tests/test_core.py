@@ -10,6 +10,7 @@ from flywheel_assets.core import metrics, model_store, promotion
 from flywheel_assets.core.model import score, train
 from flywheel_assets.core.pseudonymise import user_key
 from flywheel_assets.core.signals import DEFAULT_HIERARCHY, grade_sql
+from flywheel_assets_tests.helpers import tiny_training_rows
 
 
 def test_ndcg_orders_perfect_reversed_and_ignores_requests_without_gain():
@@ -65,19 +66,8 @@ def test_keyed_hash_depends_on_the_secret():
     assert "alice" not in user_key("alice", "s1")
 
 
-def _tiny_rows(n=400, seed=0):
-    rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "ts": pd.Timestamp("2026-01-01", tz="UTC"), "device": rng.choice(["mobile", "tv"], n),
-        "country": rng.choice(["DE", "FR"], n), "age_band": "18-24",
-        "signup_date": pd.Timestamp("2025-01-01"), "category": rng.choice(["a", "b"], n),
-        "published_date": pd.Timestamp("2025-06-01"), "duration_s": 100.0,
-        "popularity": rng.integers(0, 100, n), **{f"c{i}": rng.normal(size=n) for i in range(6)},
-        "label_grade": rng.integers(0, 4, n), "weight": 1.0})
-
-
 def test_model_store_round_trip_pointer_and_refusal_of_foreign_types(tmp_path):
-    rows = _tiny_rows()
+    rows = tiny_training_rows()
     pipe = train(rows, max_iter=5)
     model_store.save_model(tmp_path, "m1", pipe, {"note": "first"})
     model_store.save_model(tmp_path, "m2", pipe, {"note": "second"})

@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 
 CHAMPION_POINTER = "champion.json"
+# Versions in the order they went into service; a rollback steps back along it.
+CHAMPION_HISTORY = "champion_history.json"
 # The only non-default types a model artifact may contain (found with
 # skops.io.get_untrusted_types on our pipeline). Anything else is refused at load.
 ALLOWED_TYPES = frozenset({
@@ -108,11 +110,21 @@ def champion_before(models_dir: Path, version: str) -> str | None:
     return pointer["previous"] if pointer["version"] == version else pointer["version"]
 
 
-def set_champion(models_dir: Path, version: str, reason: str, actor: str) -> dict:
+def champion_history(models_dir: Path) -> list[str]:
+    path = models_dir / CHAMPION_HISTORY
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def set_champion(models_dir: Path, version: str, reason: str, actor: str,
+                 _history: list[str] | None = None) -> dict:
     """Point the champion at ``version`` (atomically) and return the new pointer."""
     if not (models_dir / version / "model.skops").exists():
         raise FileNotFoundError(f"cannot promote {version}: no such model in {models_dir}")
     previous = read_champion(models_dir)
+    history = _history if _history is not None else [*champion_history(models_dir), version]
+    # History first: a crash between the two writes leaves a history one step ahead,
+    # which the next promotion or rollback rewrites, never a pointer without history.
+    _atomic_write_text(models_dir / CHAMPION_HISTORY, json.dumps(history))
     pointer = {
         "version": version,
         "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -122,3 +134,15 @@ def set_champion(models_dir: Path, version: str, reason: str, actor: str) -> dic
     }
     _atomic_write_text(models_dir / CHAMPION_POINTER, json.dumps(pointer, indent=2))
     return pointer
+
+
+def rollback_champion(models_dir: Path, reason: str, actor: str) -> dict:
+    """Put the champion before the current one back in service (atomically)."""
+    history = champion_history(models_dir)
+    current = champion_version(models_dir)
+    if current is None or len(history) < 2:
+        raise RuntimeError(f"nothing to roll back to: champion history is {history or 'empty'}")
+    if history[-1] != current:
+        history.append(current)  # the pointer moved outside set_champion: trust the pointer
+    target = history[-2]
+    return set_champion(models_dir, target, reason, actor, _history=history[:-1])
