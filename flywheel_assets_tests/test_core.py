@@ -96,3 +96,13 @@ def test_model_versions_are_stable_and_sensitive():
     assert model_store.model_version("2026-01-02", "x") == model_store.model_version("2026-01-02", "x")
     assert model_store.model_version("2026-01-02", "x") != model_store.model_version("2026-01-02", "y")
     assert model_store.model_version("2026-01-02", "x").startswith("m20260102-")
+
+
+def test_exposure_gini_and_coverage():
+    assert metrics.exposure_gini(np.full(50, 7)) == pytest.approx(0.0)
+    one_takes_all = np.zeros(100)
+    one_takes_all[3] = 1000
+    assert metrics.exposure_gini(one_takes_all) == pytest.approx(0.99)
+    # Unexposed items count: the same exposures over a bigger catalogue are less even.
+    assert metrics.exposure_gini(np.r_[np.ones(10), np.zeros(90)]) > metrics.exposure_gini(np.ones(10))
+    assert metrics.catalog_coverage(np.array([[1, 2], [2, 3]]), 10) == pytest.approx(0.3)

@@ -57,3 +57,20 @@ def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10) -> dict
         "auc_complete_or_better": auc(y >= 2, scores),
         "rmse_grade": float(np.sqrt(np.mean((scores - y) ** 2))),
     }
+
+
+def exposure_gini(exposures: np.ndarray) -> float:
+    """Gini coefficient of exposure counts over the whole catalogue, items never shown
+    included (pass their zeros): 0 = every item equally exposed, toward 1 = a few
+    items take everything."""
+    x = np.sort(np.asarray(exposures, dtype="float64"))
+    n = len(x)
+    if n == 0 or x.sum() == 0:
+        return 0.0
+    ranks = np.arange(1, n + 1)
+    return float((2 * (ranks * x).sum()) / (n * x.sum()) - (n + 1) / n)
+
+
+def catalog_coverage(shown_items: np.ndarray, catalogue_size: int) -> float:
+    """Share of the catalogue that appears at least once in the given top-k lists."""
+    return len(np.unique(shown_items)) / catalogue_size if catalogue_size else 0.0

@@ -108,7 +108,8 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
         "candidate_holdout_ndcg_at_10": metrics.get("candidate", {}).get("ndcg_at_10"),
         "champion_holdout_ndcg_at_10": metrics.get("champion", {}).get("ndcg_at_10"),
         **{k: oracle.get(k) for k in ("bot_filter_precision", "bot_filter_recall",
-                                      "position_bias_max_rel_error", "effective_sample_size")},
+                                      "position_bias_max_rel_error", "effective_sample_size",
+                                      "exposure_gini", "catalog_coverage")},
         "decision": json.loads(promo[3]) if promo else ["rotation did not reach the gate"],
         "rotation_succeeded": run_ok,
     }

@@ -3,7 +3,9 @@
 A fixed panel of human users (the same every day) each gets a candidate pool drawn
 from that day's catalogue; a policy ranks it; NDCG@10 compares the policy's top 10
 with the ideal top 10 under the true expected grade E[grade | examined] (linear gain,
-log2 discount). Regret is the ideal DCG minus the policy's, per request.
+log2 discount). Regret is the ideal DCG minus the policy's, per request. Exposure Gini
+(over the whole catalogue, unexposed items included) and catalogue coverage describe
+how concentrated the policy's top 10s are on the same panel.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
+from flywheel_assets.core import metrics
 from flywheel_assets.core.serving import RankingPolicy
 from flywheel_assets.simulation import truth
 from flywheel_assets.simulation.config import WorldConfig
@@ -48,7 +51,11 @@ def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, Ra
         scores = policy.score(candidates).reshape(pools.shape)
         order = np.argsort(-scores, axis=1, kind="stable")
         dcg = _dcg(np.take_along_axis(gains, order, axis=1), k)
+        top_items = np.take_along_axis(pools, order[:, :k], axis=1)
+        exposures = np.bincount(top_items.ravel(), minlength=len(cat.items))
         out[name] = {"ndcg_at_10": float(np.mean(dcg / ideal)),
                      "regret_at_10": float(np.mean(ideal - dcg)),
+                     "exposure_gini": metrics.exposure_gini(exposures),
+                     "catalog_coverage": metrics.catalog_coverage(top_items, len(cat.items)),
                      "policy_version": policy.version}
     return out

@@ -85,6 +85,8 @@ def oracle_day(settings: Settings, config: WorldConfig, date: str,
               "champion_version": champion.version,
               "oracle_ndcg_at_10": result["champion"]["ndcg_at_10"],
               "oracle_regret_at_10": result["champion"]["regret_at_10"],
+              "exposure_gini": result["champion"]["exposure_gini"],
+              "catalog_coverage": result["champion"]["catalog_coverage"],
               "popularity_oracle_ndcg_at_10": result["popularity"]["ndcg_at_10"]}
     out = world_dir(data_dir) / "oracle" / f"date={date}"
     out.mkdir(parents=True, exist_ok=True)
