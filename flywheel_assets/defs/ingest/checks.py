@@ -4,9 +4,10 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from flywheel_assets.core import expectations, warehouse
+from flywheel_assets.core import expectations
 from flywheel_assets.core.ingest import quarantine_examples
 from flywheel_assets.core.landing_contract import default_contracts
+from flywheel_assets.defs.check_results import recorded_result
 from flywheel_assets.defs.ingest.assets import RAW_TABLES
 from flywheel_assets.defs.resources import FlywheelResource
 
@@ -45,10 +46,8 @@ def rows_reconcile(context: dg.AssetCheckExecutionContext,
             read, quarantined = _read_and_quarantined(conn, day, stream)
             accepted = conn.execute(f"SELECT count(*) FROM {CONTRACTS[stream].table} "
                                     "WHERE partition_date = ?", [day]).fetchone()[0]
-            passed = read == accepted + quarantined
-            warehouse.record_check(conn, day, asset, "rows_reconcile", passed)
-            yield dg.AssetCheckResult(
-                asset_key=asset, check_name="rows_reconcile", passed=passed,
+            yield recorded_result(
+                conn, day, asset, "rows_reconcile", read == accepted + quarantined,
                 metadata={"rows_read_less_erased": read, "accepted": accepted,
                           "quarantined": quarantined,
                           "unaccounted": read - accepted - quarantined})
@@ -73,12 +72,8 @@ def quarantine_share_below_threshold(context: dg.AssetCheckExecutionContext,
                 description = (f"{stream}: {share:.1%} of rows quarantined (limit {limit:.0%}); "
                                f"most common: column {e['column'] or '(whole row)'}: {e['reason']} "
                                f"— e.g. {e['file']} row {e['row']} ({e['count']} rows like it)")
-            warehouse.record_check(conn, day, asset, "quarantine_share_below_threshold",
-                                   share <= limit, description)
-            yield dg.AssetCheckResult(
-                asset_key=asset, check_name="quarantine_share_below_threshold",
-                passed=share <= limit, description=description,
-                severity=dg.AssetCheckSeverity.ERROR,
+            yield recorded_result(
+                conn, day, asset, "quarantine_share_below_threshold", share <= limit, description,
                 metadata={"quarantine_share": round(share, 5), "limit": limit,
                           "top_reasons": dg.MetadataValue.json(examples)})
 
@@ -97,10 +92,9 @@ def accepted_rows_expectations(context: dg.AssetCheckExecutionContext,
                                  f"FROM {contract.table} WHERE partition_date = ?", [day]).df()
         result = expectations.validate(frame, contract, day)
         with flywheel.warehouse() as conn:
-            warehouse.record_check(conn, day, asset, "accepted_rows_expectations", result.success,
-                                   f"{len(result.failed)} expectations failed" if result.failed else None)
-        yield dg.AssetCheckResult(
-            asset_key=asset, check_name="accepted_rows_expectations", passed=result.success,
-            metadata={"expectations_evaluated": result.evaluated,
-                      "expectations_failed": len(result.failed),
-                      "failures": dg.MetadataValue.json(result.failed)})
+            yield recorded_result(
+                conn, day, asset, "accepted_rows_expectations", result.success,
+                f"{len(result.failed)} expectations failed" if result.failed else None,
+                metadata={"expectations_evaluated": result.evaluated,
+                          "expectations_failed": len(result.failed),
+                          "failures": dg.MetadataValue.json(result.failed)})

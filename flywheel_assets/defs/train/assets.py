@@ -10,6 +10,7 @@ from flywheel_assets.core import model_store, warehouse
 from flywheel_assets.core import training_set as ts_lib
 from flywheel_assets.core.signals import MAX_GRADE
 from flywheel_assets.core.features import FEATURES
+from flywheel_assets.defs.check_results import recorded_result
 from flywheel_assets.defs.partitions import daily_partitions
 from flywheel_assets.defs.resources import FlywheelResource
 
@@ -63,9 +64,9 @@ def training_set_is_usable(context: dg.AssetCheckExecutionContext,
             problems.append(f"{bad_labels} labels outside 0..{MAX_GRADE}")
         if bad_weights:
             problems.append(f"{bad_weights} weights not > 0")
-        warehouse.record_check(conn, context.partition_key, "training_set", "training_set_is_usable",
-                               not problems, "; ".join(problems) or None)
-    return dg.AssetCheckResult(passed=not problems, description="; ".join(problems) or None,
+        return recorded_result(conn, context.partition_key, "training_set",
+                               "training_set_is_usable", not problems,
+                               "; ".join(problems) or None,
                                metadata={"train_rows": train, "distinct_grades": grades,
                                          "holdout_requests": holdout_requests})
 
