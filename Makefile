@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install demo ui test benchmark-signal clean
+.PHONY: install browser demo ui test benchmark-signal clean
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -28,7 +28,20 @@ ui: install
 	@test -e $(DAGSTER_HOME)/dagster.yaml || cp flywheel_assets/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h $(UI_HOST) -p $(UI_PORT)
 
-test: install
+# The browser tests drive Debian's Chromium through Playwright; Playwright's own browser
+# download is never used (it needs the internet).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "the browser tests need Chromium at /usr/bin/chromium (Debian's 'chromium' package); install it and run make again"; exit 1; }; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "the browser tests need Debian's chromium: run 'apt-get install chromium' as root, then make again"; exit 1; fi; \
+	  echo "installing Debian's chromium (browser tests)"; \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+	@/usr/bin/chromium --version
+
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Full loop vs the naive loop (--no-ips --no-filters) on the same world; ~2 x 4 minutes.

@@ -12,7 +12,8 @@ from flywheel_assets.defs.train import assets as train_assets
 
 
 def build_definitions(data_dir: str | None = None, use_filters: bool | None = None,
-                      use_ips: bool | None = None) -> dg.Definitions:
+                      use_ips: bool | None = None,
+                      serving_diversity: float | None = None) -> dg.Definitions:
     """Definitions for the flywheel whose data lives in ``data_dir`` (default:
     ``FLYWHEEL_DATA_DIR``); the switches turn curation filters and IPS off for
     experiments."""
@@ -20,11 +21,13 @@ def build_definitions(data_dir: str | None = None, use_filters: bool | None = No
         assets=[*ingest_assets.landing_specs,
                 *dg.load_assets_from_modules([ingest_assets, curate_assets, train_assets,
                                               evaluate_assets])],
-        asset_checks=dg.load_asset_checks_from_modules([ingest_checks, train_assets]),
+        asset_checks=dg.load_asset_checks_from_modules([ingest_checks, train_assets,
+                                                        evaluate_assets]),
         jobs=[daily_rotation_job],
         schedules=[daily_rotation_schedule],
         resources={"flywheel": FlywheelResource(data_dir=data_dir, use_filters=use_filters,
-                                                use_ips=use_ips)},
+                                                use_ips=use_ips,
+                                                serving_diversity=serving_diversity)},
     )
 
 

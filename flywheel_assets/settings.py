@@ -24,6 +24,10 @@ def _default_data_dir() -> Path:
     return Path.home() / ".flywheel" / "data"
 
 
+# Maximal-marginal-relevance trade-off of the serving system (0 = plain top-k).
+DEFAULT_SERVING_DIVERSITY = 0.15
+
+
 @dataclass(frozen=True)
 class Settings:
     """Paths, the pseudonymisation secret and the thresholds of one flywheel."""
@@ -52,6 +56,34 @@ class Settings:
     position_bias_window_days: int = 28
     # At most this share of judged rows is removed as label noise.
     max_label_issue_share: float = 0.02
+    # The promotion gate (DESIGN §7). Primary metric: the off-policy (doubly robust)
+    # DCG@10 of the candidate's ranking minus the champion's, on the day's logged
+    # requests; the lower end of its paired bootstrap interval at this confidence must
+    # clear the minimum effect (absolute DCG@10 units).
+    promotion_confidence: float = 0.95
+    promotion_min_effect: float = 0.0
+    # Guards: the candidate's catalogue coverage may not fall below (1 - tolerance) ×
+    # the champion's; its exposure Gini may not rise by more than the tolerance; no
+    # slice (new items, new users, devices) may lose more NDCG@10 than the tolerance.
+    coverage_tolerance: float = 0.15
+    concentration_tolerance: float = 0.05
+    # ... unless the candidate stays within these healthy levels anyway.
+    healthy_coverage: float = 0.5
+    healthy_exposure_gini: float = 0.6
+    slice_tolerance: float = 0.03
+    min_slice_requests: int = 200
+    # Off-policy evaluation reads at most this many logged requests (a hash sample),
+    # and is trusted only when the logging policy could show what the candidate
+    # chooses (support); below that the gate falls back to the holdout.
+    max_ope_requests: int = 20_000
+    # Holdout metrics and slices read at most this many requests (a hash sample).
+    max_holdout_requests: int = 8_000
+    # How the serving system re-ranks for diversity (maximal marginal relevance over
+    # categories, 0 = plain top-k; FLYWHEEL_SERVING_DIVERSITY): evaluation values each
+    # model as it would be served.
+    serving_diversity: float = DEFAULT_SERVING_DIVERSITY
+    min_ope_support: float = 0.99
+    ope_bootstrap_samples: int = 200
 
     @classmethod
     def from_env(cls, data_dir: str | os.PathLike | None = None, **overrides) -> "Settings":
@@ -62,6 +94,8 @@ class Settings:
         for switch, field_name in (("FLYWHEEL_FILTERS", "use_filters"), ("FLYWHEEL_IPS", "use_ips")):
             if os.environ.get(switch) is not None:
                 overrides.setdefault(field_name, os.environ[switch].lower() not in ("0", "false", "off", "no"))
+        if os.environ.get("FLYWHEEL_SERVING_DIVERSITY"):
+            overrides.setdefault("serving_diversity", float(os.environ["FLYWHEEL_SERVING_DIVERSITY"]))
         values = dict(data_dir=Path(chosen).expanduser().resolve(), pseudonym_secret=secret)
         if start:
             values["start_date"] = dt.date.fromisoformat(start)

@@ -11,7 +11,7 @@ from flywheel_assets.simulation.definitions import build_world_definitions
 ROOT = Path(__file__).resolve().parents[1]
 PRODUCT_ASSETS = {"raw_impressions", "raw_interactions", "quarantined_events", "raw_users",
                   "raw_items", "feedback_events", "curated_feedback", "training_set",
-                  "candidate_model", "model_evaluation", "champion_model"}
+                  "candidate_model", "model_evaluation", "champion_model", "raw_candidates"}
 GROUPS = {"ingest", "curate", "train", "evaluate"}
 
 

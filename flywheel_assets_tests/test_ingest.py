@@ -18,11 +18,13 @@ from flywheel_assets.defs.ingest import assets as ingest_assets
 from flywheel_assets.defs.ingest import checks as ingest_checks
 from flywheel_assets.defs.resources import FlywheelResource
 from flywheel_assets.definitions import build_definitions
+from flywheel_assets.defs.ingest.assets import RAW_TABLES
 from flywheel_assets.settings import DEV_PSEUDONYM_SECRET
 
 DAY = "2026-01-01"
 T = "2026-01-01T10:00:00Z"
-INGEST = ["raw_impressions", "raw_interactions", "raw_users", "raw_items", "quarantined_events",
+INGEST = ["raw_impressions", "raw_candidates", "raw_interactions", "raw_users", "raw_items",
+          "quarantined_events",
           "deletion_requests"]
 
 
@@ -167,7 +169,7 @@ def test_gx_suite_runs_on_accepted_rows_and_blocks(mixed_day):
     assert all(e.metadata["expectations_evaluated"].value >= 5 for e in gx_checks)
     specs = [s for c in build_definitions(str(mixed_day)).asset_checks for s in c.check_specs
              if s.name == "accepted_rows_expectations"]
-    assert len(specs) == 5 and all(s.blocking for s in specs)
+    assert len(specs) == len(RAW_TABLES) and all(s.blocking for s in specs)
 
 
 def test_too_many_bad_rows_fail_the_blocking_check_naming_file_column_example(tmp_path):

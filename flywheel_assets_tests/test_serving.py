@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from flywheel_assets.core.serving import rank_slates
+from flywheel_assets.core.serving import greedy_slates, rank_slates
 
 
 def test_logged_propensities_match_empirical_frequencies():
@@ -45,3 +45,27 @@ def test_bad_arguments_are_refused():
         rank_slates(np.zeros((1, 3)), 4, 0.1, np.random.default_rng(0))
     with pytest.raises(ValueError, match="epsilon"):
         rank_slates(np.zeros((1, 3)), 2, 1.5, np.random.default_rng(0))
+
+
+def test_diversity_reranking_spreads_categories_and_zero_is_plain_top_k():
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(200, 30))
+    groups = rng.integers(0, 6, size=(200, 30))
+    plain = greedy_slates(scores, 10)
+    assert (greedy_slates(scores, 10, groups, 0.0) == plain).all()
+    assert (plain == np.argsort(-scores, axis=1, kind="stable")[:, :10]).all()
+    diverse = greedy_slates(scores, 10, groups, 0.3)
+    distinct = lambda s: np.mean([len(set(g[c])) for g, c in zip(groups, s)])  # noqa: E731
+    assert distinct(diverse) > distinct(plain)
+    assert (diverse[:, 0] == plain[:, 0]).all()  # the best item still comes first
+    for row in diverse:
+        assert len(set(row)) == 10
+
+
+def test_logged_exposure_is_the_probability_of_being_shown():
+    rng = np.random.default_rng(4)
+    scores = rng.normal(size=(1, 8)).repeat(40000, axis=0)
+    slates = rank_slates(scores, 3, 0.3, rng, groups=np.tile(np.arange(8) % 3, (40000, 1)), diversity=0.2)
+    shown = np.zeros((40000, 8), dtype=bool)
+    np.put_along_axis(shown, slates.columns, True, axis=1)
+    assert np.allclose(shown.mean(axis=0), slates.exposure[0], atol=0.01)

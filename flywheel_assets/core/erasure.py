@@ -1,7 +1,8 @@
 """Erase users who asked for it from every table of the warehouse.
 
 Tables are found by their columns, not listed: every table with a ``user_key`` column,
-every table keyed by ``impression_id`` (the deleted users' impressions), and the
+every table keyed by ``impression_id`` (the deleted users' impressions) or only by
+``request_id`` (their requests' candidate pools), and the
 quarantine's records. A table added later is covered without touching this module.
 ``raw.deletion_requests`` keeps the keyed hashes: it is the tombstone list that stops
 those users from coming back on re-ingestion.
@@ -45,12 +46,18 @@ def erase_deleted_users(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     keyed = _tables_with(conn, "user_key")
     with_impressions = _tables_with(conn, "impression_id")
     by_impression = [t for t in with_impressions if t not in keyed]
+    by_request = [t for t in _tables_with(conn, "request_id")
+                  if t not in keyed and t not in with_impressions]
     landing_rows = set(_tables_with(conn, "source_file")) - {"raw.landing_files"}
     gone = "impression_id IN (SELECT impression_id FROM _gone_impressions)"
     with warehouse.transaction(conn):
         conn.execute("CREATE OR REPLACE TEMP TABLE _gone_impressions AS " + " UNION ".join(
             f"SELECT impression_id FROM {t} WHERE user_key IN {TOMBSTONE_KEYS}"
             for t in keyed if t in with_impressions))
+        for table in by_request:
+            erased[table] = _delete(conn, table, "request_id IN (SELECT request_id FROM "
+                                    "raw.impressions WHERE user_key IN "
+                                    f"{TOMBSTONE_KEYS})", landing_rows)
         for table in by_impression:
             erased[table] = _delete(conn, table, gone, landing_rows)
         erased["raw.quarantined_events"] = _delete(conn, "raw.quarantined_events", f"""

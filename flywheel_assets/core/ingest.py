@@ -110,11 +110,13 @@ def _erase(conn: duckdb.DuckDBPyConnection, contract: StreamContract, report: St
         condition = f"{quote_ident(key)} IN (SELECT user_key FROM raw.deletion_requests)"
     elif "impression_id" in contract.names:
         condition = "impression_id IN (SELECT impression_id FROM _erased_impressions)"
+    elif "request_id" in contract.names:
+        condition = "request_id IN (SELECT request_id FROM _erased_impressions)"
     else:
         return
     if contract.stream == "impressions":
-        conn.execute(f"INSERT INTO _erased_impressions SELECT impression_id FROM _stage "
-                     f"WHERE {condition} AND impression_id IS NOT NULL")
+        conn.execute(f"INSERT INTO _erased_impressions SELECT impression_id, request_id "
+                     f"FROM _stage WHERE {condition} AND impression_id IS NOT NULL")
     per_file = dict(conn.execute(f"SELECT _file, count(*) FROM _stage WHERE {condition} "
                                  "GROUP BY _file").fetchall())
     conn.execute(f"DELETE FROM _stage WHERE {condition}")
@@ -194,7 +196,8 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
     reports: dict[str, StreamReport] = {}
     with warehouse.transaction(conn):
         conn.execute("DELETE FROM raw.quarantined_events WHERE partition_date = ?", [partition_date])
-        conn.execute("CREATE OR REPLACE TEMP TABLE _erased_impressions (impression_id VARCHAR)")
+        conn.execute("CREATE OR REPLACE TEMP TABLE _erased_impressions (impression_id VARCHAR, "
+                     "request_id VARCHAR)")
         for contract in contracts:
             report = StreamReport(contract.stream)
             files = landing_files(landing_dir, contract.stream, partition_date)

@@ -153,6 +153,21 @@ IMPRESSIONS = StreamContract(
 )
 
 
+CANDIDATES = StreamContract(
+    stream="candidates",
+    table="raw.candidates",
+    description="Optional. One row per candidate of a request's pool, with the logging "
+                "policy's probability that the candidate is shown anywhere in the slate. "
+                "Off-policy evaluation of another ranking needs it; without it the gate "
+                "falls back to the holdout.",
+    fields=(
+        _f("request_id", "id"),
+        _f("item_id", "id"),
+        _f("exposure_propensity", "float", min=0, max=1),
+    ),
+)
+
+
 def interactions_contract(signals: tuple[str, ...] = DEFAULT_SIGNALS) -> StreamContract:
     return StreamContract(
         stream="interactions",
@@ -216,4 +231,5 @@ DELETIONS = StreamContract(
 
 def default_contracts(signals: tuple[str, ...] = DEFAULT_SIGNALS) -> tuple[StreamContract, ...]:
     # Deletions first: today's erasure requests apply to today's rows too.
-    return (DELETIONS, IMPRESSIONS, interactions_contract(signals), USERS, ITEMS)
+    # Candidates after impressions: an erased user's requests are known by then.
+    return (DELETIONS, IMPRESSIONS, CANDIDATES, interactions_contract(signals), USERS, ITEMS)

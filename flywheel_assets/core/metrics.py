@@ -7,8 +7,9 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 
-def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
-    """Mean NDCG@k over groups (requests) with at least one positive label.
+def ndcg_per_group(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                   k: int = 10) -> pd.Series:
+    """NDCG@k of each group (request) with at least one positive label.
 
     Gain 2^label - 1, discount log2(rank + 1); ties in score keep the input order.
     """
@@ -16,7 +17,7 @@ def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
     frame["gain"] = np.exp2(frame["y"]) - 1.0
     frame = frame[frame.groupby("g")["gain"].transform("max") > 0]
     if frame.empty:
-        return float("nan")
+        return pd.Series(dtype="float64")
     frame["_i"] = np.arange(len(frame))
     by_score = frame.sort_values(["g", "s", "_i"], ascending=[True, False, True], kind="stable")
     by_label = frame.sort_values(["g", "gain"], ascending=[True, False], kind="stable")
@@ -26,7 +27,13 @@ def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int
         contrib = np.where(rank <= k, sorted_frame["gain"] / np.log2(rank + 1), 0.0)
         return pd.Series(contrib, index=sorted_frame.index).groupby(sorted_frame["g"]).sum()
 
-    return float((dcg(by_score) / dcg(by_label)).mean())
+    return dcg(by_score) / dcg(by_label)
+
+
+def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
+    """Mean NDCG@k over groups (requests) with at least one positive label."""
+    per_group = ndcg_per_group(groups, labels, scores, k)
+    return float(per_group.mean()) if len(per_group) else float("nan")
 
 
 def auc(labels_binary: np.ndarray, scores: np.ndarray) -> float:

@@ -1,36 +1,137 @@
-"""The promotion rule (DESIGN §7, first version): better on the holdout, or first."""
+"""The promotion rule (DESIGN §7): better with confidence, no guard regressed, checks passed.
+
+Primary metric: the candidate's ranking valued off-policy on the day's logged requests
+(doubly robust DCG@10) minus the champion's; the lower end of the paired bootstrap
+interval must clear the minimum effect. When the logs cannot support that estimate
+(no candidate pools, or a logging policy that never explores what the candidate
+chooses), the primary metric falls back to examined-only NDCG@10 on the holdout, with
+the same kind of interval; the reasons say which was used.
+
+Guards, each within its tolerance: catalogue coverage and exposure Gini of the top-10s
+(a flywheel that feeds on its own exposure drifts toward a few popular items; a level
+inside the healthy bounds passes whatever the champion's), and
+NDCG@10 on every slice with enough requests (new items, new users, devices).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
-PRIMARY_METRIC = "ndcg_at_10"
+
+@dataclass(frozen=True)
+class GatePolicy:
+    confidence: float = 0.95
+    min_effect: float = 0.0
+    coverage_tolerance: float = 0.15
+    concentration_tolerance: float = 0.05
+    # Levels that are healthy whatever the champion did: a candidate that loses
+    # coverage or gains concentration against a very diverse (e.g. barely trained)
+    # champion is only held back once it crosses these.
+    healthy_coverage: float = 0.5
+    healthy_exposure_gini: float = 0.6
+    slice_tolerance: float = 0.03
+    min_slice_requests: int = 200
+    min_ope_support: float = 0.99
+
+    @classmethod
+    def from_settings(cls, s) -> "GatePolicy":
+        return cls(confidence=s.promotion_confidence, min_effect=s.promotion_min_effect,
+                   coverage_tolerance=s.coverage_tolerance,
+                   concentration_tolerance=s.concentration_tolerance,
+                   healthy_coverage=s.healthy_coverage,
+                   healthy_exposure_gini=s.healthy_exposure_gini,
+                   slice_tolerance=s.slice_tolerance, min_slice_requests=s.min_slice_requests,
+                   min_ope_support=s.min_ope_support)
 
 
 @dataclass(frozen=True)
 class Decision:
     promote: bool
     reasons: list[str] = field(default_factory=list)
+    # Every figure the decision rests on: primary evidence, guards, policy.
+    figures: dict = field(default_factory=dict)
 
 
-def decide(candidate: dict, champion: dict | None, blocking_problems: list[str] = (),
-           min_effect: float = 0.0, metric: str = PRIMARY_METRIC,
-           older_than_champion: str | None = None) -> Decision:
-    """Promote when every blocking check passed and the candidate beats the champion's
-    primary metric by more than ``min_effect`` on the same holdout; with no champion
-    yet, the first candidate whose checks passed is promoted. A candidate trained on
-    older data than the champion in service is never promoted by the gate (a re-run
-    of an old day must not roll the model back; that is the operator's call)."""
+def primary_evidence(record: dict, policy: GatePolicy) -> dict | None:
+    """Candidate − champion on the primary metric, with its interval and its source."""
+    ope = record.get("off_policy") or {}
+    if "difference" in ope:
+        pol = ope["policies"]
+        supported = min(pol["candidate"]["support"], pol["champion"]["support"])
+        if supported >= policy.min_ope_support:
+            return {"metric": "off-policy DCG@10 (doubly robust)",
+                    "candidate": pol["candidate"]["dr"]["value"],
+                    "champion": pol["champion"]["dr"]["value"],
+                    "support": supported, **ope["difference"]["dr"]}
+    holdout = record.get("holdout_difference")
+    if holdout:
+        why = ("no logged candidate pools" if "difference" not in ope else
+               "logged pools do not support the candidate's choices (no exploration?)")
+        return {"metric": f"holdout NDCG@10, examined impressions ({why})",
+                "candidate": record["holdout"]["candidate"]["ndcg_at_10"],
+                "champion": record["holdout"]["champion"]["ndcg_at_10"], **holdout}
+    return None
+
+
+def guards(record: dict, policy: GatePolicy) -> list[dict]:
+    """Each guard with both figures, its limit and whether it holds."""
+    out = []
+    ope = record.get("off_policy") or {}
+    if "champion" in ope.get("policies", {}):
+        cand, champ = ope["policies"]["candidate"], ope["policies"]["champion"]
+        limit = min((1 - policy.coverage_tolerance) * champ["catalog_coverage"],
+                    policy.healthy_coverage)
+        out.append({"guard": "catalog_coverage", "candidate": cand["catalog_coverage"],
+                    "champion": champ["catalog_coverage"], "limit": limit,
+                    "ok": cand["catalog_coverage"] >= limit, "rule": ">="})
+        limit = max(champ["exposure_gini"] + policy.concentration_tolerance,
+                    policy.healthy_exposure_gini)
+        out.append({"guard": "exposure_gini", "candidate": cand["exposure_gini"],
+                    "champion": champ["exposure_gini"], "limit": limit,
+                    "ok": cand["exposure_gini"] <= limit, "rule": "<="})
+    for name, s in record.get("slices", {}).items():
+        if "champion" not in s or s["requests"] < policy.min_slice_requests:
+            continue
+        limit = s["champion"] - policy.slice_tolerance
+        out.append({"guard": f"slice {name} ndcg_at_10", "candidate": s["candidate"],
+                    "champion": s["champion"], "limit": limit, "requests": s["requests"],
+                    "ok": bool(s["candidate"] >= limit), "rule": ">="})
+    return out
+
+
+def decide(record: dict, blocking_problems: list[str] = (), policy: GatePolicy = GatePolicy(),
+           older_than_champion: str | None = None, has_champion: bool = True) -> Decision:
+    """Promote only when every blocking check passed, the candidate is not older than
+    the champion in service, its primary metric beats the champion's with an interval
+    whose lower end clears the minimum effect, and every guard holds. With no champion
+    yet, the first candidate whose checks passed is promoted."""
+    figures = {"policy": asdict(policy)}
     if blocking_problems:
-        return Decision(False, ["blocking checks upstream did not pass: " + "; ".join(blocking_problems)])
+        return Decision(False, ["blocking checks upstream did not pass: "
+                                + "; ".join(blocking_problems)], figures)
     if older_than_champion:
-        return Decision(False, [older_than_champion])
-    if champion is None:
+        return Decision(False, [older_than_champion], figures)
+    if not has_champion:
         return Decision(True, ["no champion yet: the first candidate that passes the data "
-                               "checks is promoted"])
-    delta = candidate[metric] - champion[metric]
-    text = (f"{metric}: candidate {candidate[metric]:.4f} vs champion {champion[metric]:.4f} "
-            f"(delta {delta:+.4f}, minimum effect {min_effect:+.4f})")
-    if delta > min_effect:
-        return Decision(True, [f"better on the holdout: {text}"])
-    return Decision(False, [f"not better on the holdout: {text}"])
+                               "checks is promoted"], figures)
+    primary = primary_evidence(record, policy)
+    checks = guards(record, policy)
+    figures.update(primary=primary, guards=checks)
+    if primary is None:
+        return Decision(False, ["no evidence to compare the candidate with the champion"],
+                        figures)
+    reasons = []
+    text = (f"{primary['metric']}: candidate {primary['candidate']:.4f} vs champion "
+            f"{primary['champion']:.4f}, delta {primary['delta']:+.4f} "
+            f"({policy.confidence:.0%} interval {primary['ci_low']:+.4f} .. "
+            f"{primary['ci_high']:+.4f}; minimum effect {policy.min_effect:+.4f})")
+    better = primary["ci_low"] > policy.min_effect
+    reasons.append(("better with confidence: " if better else "not better with confidence: ")
+                   + text)
+    failed = [g for g in checks if not g["ok"]]
+    for g in failed:
+        reasons.append(f"guard {g['guard']} regressed: candidate {g['candidate']:.4f} vs "
+                       f"champion {g['champion']:.4f} (limit {g['rule']} {g['limit']:.4f})")
+    if better and not failed:
+        reasons.append(f"all {len(checks)} guards within tolerance")
+    return Decision(better and not failed, reasons, figures)

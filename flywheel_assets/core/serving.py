@@ -1,13 +1,21 @@
 """The serving policy: rank a candidate pool, explore, log exact propensities.
 
 With probability ``1 - epsilon`` a request gets the greedy slate (top-k by score, ties
-broken by pool order); with probability ``epsilon`` it gets a uniformly random ordered
-subset of the pool. Hence, exactly, for item ``i`` at position ``k`` of a pool of ``P``:
+broken by pool order, optionally re-ranked for diversity); with probability ``epsilon``
+it gets a uniformly random ordered subset of the pool. Hence, exactly, for item ``i`` at
+position ``k`` of a pool of ``P`` and a slate of ``K``:
 
     propensity = (1 - epsilon) * [greedy slate puts i at k] + epsilon / P
+    exposure   = (1 - epsilon) * [greedy slate shows i]     + epsilon * K / P
 
-Every position of every item has propensity >= epsilon / P > 0 when epsilon > 0, which
-is what off-policy evaluation and position-bias estimation need.
+``propensity`` is logged per impression (position bias, training weights), ``exposure``
+per candidate of the pool (off-policy evaluation of another ranking). Both are > 0 for
+every candidate when epsilon > 0, which is what those estimators need.
+
+The optional re-ranking is maximal marginal relevance over item categories: each next
+slot takes the candidate maximising ``(1 - diversity) * relevance - diversity * [its
+category is already in the slate]``, relevance being the score min-max scaled within
+the request. ``diversity = 0`` is the plain top-k.
 """
 
 from __future__ import annotations
@@ -31,24 +39,53 @@ class Slates:
     columns: np.ndarray        # R×K: index into the request's pool, position order
     propensities: np.ndarray   # R×K: P(that item at that position | pool, scores)
     explored: np.ndarray       # R: the request got a random slate
+    exposure: np.ndarray       # R×P: P(candidate shown anywhere in the slate | pool, scores)
 
 
-def rank_slates(scores: np.ndarray, slate_size: int, epsilon: float,
-                rng: np.random.Generator) -> Slates:
-    """Slates for a matrix of scores (R requests × P candidates), vectorised."""
+def greedy_slates(scores: np.ndarray, slate_size: int, groups: np.ndarray | None = None,
+                  diversity: float = 0.0) -> np.ndarray:
+    """The deterministic slate (R×K pool indices): top-k by score, or maximal marginal
+    relevance over ``groups`` (R×P category codes) when ``diversity`` > 0."""
     n_requests, pool = scores.shape
     if slate_size > pool:
         raise ValueError(f"slate size {slate_size} exceeds pool size {pool}")
+    if not 0.0 <= diversity < 1.0:
+        raise ValueError(f"diversity must be in [0, 1), got {diversity}")
+    if diversity == 0.0 or groups is None:
+        # Stable sort on -score: equal scores keep pool order, so the greedy slate is a
+        # deterministic function of the scores and its propensity is exact.
+        return np.argsort(-scores, axis=1, kind="stable")[:, :slate_size]
+    low, high = scores.min(axis=1, keepdims=True), scores.max(axis=1, keepdims=True)
+    relevance = (scores - low) / np.where(high > low, high - low, 1.0)
+    rows = np.arange(n_requests)
+    covered = np.zeros((n_requests, pool), dtype=bool)
+    value = (1.0 - diversity) * relevance
+    out = np.empty((n_requests, slate_size), dtype=np.int64)
+    for slot in range(slate_size):
+        pick = np.argmax(value - diversity * covered, axis=1)  # first maximum: pool order
+        out[:, slot] = pick
+        value[rows, pick] = -np.inf
+        covered |= groups == groups[rows, pick][:, None]
+    return out
+
+
+def rank_slates(scores: np.ndarray, slate_size: int, epsilon: float,
+                rng: np.random.Generator, groups: np.ndarray | None = None,
+                diversity: float = 0.0) -> Slates:
+    """Slates for a matrix of scores (R requests × P candidates), vectorised."""
+    n_requests, pool = scores.shape
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-    # Stable sort on -score: equal scores keep pool order, so the greedy slate is a
-    # deterministic function of the scores and its propensity is exact.
-    greedy = np.argsort(-scores, axis=1, kind="stable")[:, :slate_size]
+    greedy = greedy_slates(scores, slate_size, groups, diversity)
     explored = rng.random(n_requests) < epsilon
     random_order = np.argsort(rng.random((n_requests, pool)), axis=1)[:, :slate_size]
     columns = np.where(explored[:, None], random_order, greedy)
     propensities = epsilon / pool + (1.0 - epsilon) * (columns == greedy)
-    return Slates(columns=columns, propensities=propensities, explored=explored)
+    in_greedy = np.zeros((n_requests, pool), dtype=bool)
+    np.put_along_axis(in_greedy, greedy, True, axis=1)
+    exposure = epsilon * slate_size / pool + (1.0 - epsilon) * in_greedy
+    return Slates(columns=columns, propensities=propensities, explored=explored,
+                  exposure=exposure)
 
 
 @dataclass

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS raw.impressions (
     partition_date DATE, impression_id VARCHAR, request_id VARCHAR, ts TIMESTAMPTZ,
     user_key VARCHAR, item_id VARCHAR, position INTEGER, propensity DOUBLE,
     policy_version VARCHAR, device VARCHAR, source_file VARCHAR, source_row BIGINT);
+CREATE TABLE IF NOT EXISTS raw.candidates (
+    partition_date DATE, request_id VARCHAR, item_id VARCHAR, exposure_propensity DOUBLE,
+    source_file VARCHAR, source_row BIGINT);
 CREATE TABLE IF NOT EXISTS raw.interactions (
     partition_date DATE, event_id VARCHAR, impression_id VARCHAR, ts TIMESTAMPTZ,
     signal VARCHAR, value DOUBLE, source_file VARCHAR, source_row BIGINT);

@@ -20,11 +20,15 @@ class FlywheelResource(dg.ConfigurableResource):
     # Experiment switches (None: FLYWHEEL_FILTERS / FLYWHEEL_IPS, default on).
     use_filters: bool | None = None
     use_ips: bool | None = None
+    # How serving re-ranks for diversity (None: FLYWHEEL_SERVING_DIVERSITY, default 0.15).
+    serving_diversity: float | None = None
 
     @property
     def settings(self) -> Settings:
         overrides = {k: v for k, v in (("use_filters", self.use_filters),
-                                       ("use_ips", self.use_ips)) if v is not None}
+                                       ("use_ips", self.use_ips),
+                                       ("serving_diversity", self.serving_diversity))
+                     if v is not None}
         return Settings.from_env(self.data_dir, **overrides)
 
     def _duckdb(self) -> DuckDBResource:

@@ -6,6 +6,8 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
+from flywheel_assets.settings import DEFAULT_SERVING_DIVERSITY
+
 SCENARIOS = ("taste_drift", "catalog_drop", "bot_attack", "broken_client")
 
 
@@ -55,7 +57,12 @@ class WorldConfig:
     n_categories: int = 12
     popularity_skew: float = 1.0
     position_bias_exponent: float = 1.0
+    # The product's serving system, as the world runs it: exploration rate, diversity
+    # re-ranking (maximal marginal relevance over categories; 0 = plain top-k) and
+    # whether each request's candidate pool is logged (for off-policy evaluation).
     exploration_rate: float = 0.1
+    rerank_diversity: float = DEFAULT_SERVING_DIVERSITY
+    log_candidate_pools: bool = True
     bot_fraction: float = 0.03
     # Bots are this many times as active as an average user.
     bot_activity: float = 3.0

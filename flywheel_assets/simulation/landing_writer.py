@@ -38,7 +38,7 @@ def _jsonl_gz(records, path: Path) -> None:
 
 
 def write_day(landing_dir: Path, date: str, traffic: DayTraffic) -> dict[str, int]:
-    """Land one day: impressions (Parquet), interactions (JSON Lines, gzip), users and
+    """Land one day: impressions and candidate pools (Parquet), interactions (JSON Lines, gzip), users and
     items snapshots and erasure requests (CSV), plus the broken client's JSON Lines when
     it is switched on."""
     counts = {}
@@ -49,6 +49,15 @@ def write_day(landing_dir: Path, date: str, traffic: DayTraffic) -> dict[str, in
     imp.to_parquet(tmp, index=False)
     _publish(tmp)
     counts["impressions"] = len(imp) + len(traffic.broken_impressions)
+
+    streams = ["impressions", "interactions"]
+    if traffic.candidates is not None:
+        cand_dir = _day_dir(landing_dir, "candidates", date)
+        tmp = cand_dir / ".tmp-part-0000.parquet"
+        traffic.candidates.to_parquet(tmp, index=False)
+        _publish(tmp)
+        counts["candidates"] = len(traffic.candidates)
+        streams.append("candidates")
 
     int_dir = _day_dir(landing_dir, "interactions", date)
     inter = traffic.interactions.copy()
@@ -76,6 +85,6 @@ def write_day(landing_dir: Path, date: str, traffic: DayTraffic) -> dict[str, in
         _publish(tmp)
         counts[stream] = len(out)
 
-    for stream in ("impressions", "interactions", *(name for name, _ in snapshots)):
+    for stream in (*streams, *(name for name, _ in snapshots)):
         (landing_dir / stream / f"date={date}" / SUCCESS_MARKER).touch()
     return counts

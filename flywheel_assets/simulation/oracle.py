@@ -1,7 +1,8 @@
 """The champion measured against the hidden truth.
 
 A fixed panel of human users (the same every day) each gets a candidate pool drawn
-from that day's catalogue; a policy ranks it; NDCG@10 compares the policy's top 10
+from that day's catalogue; a policy ranks it as it is served (diversity re-ranking
+included, exploration aside); NDCG@10 compares the policy's top 10
 with the ideal top 10 under the true expected grade E[grade | examined] (linear gain,
 log2 discount). Regret is the ideal DCG minus the policy's, per request. Exposure Gini
 (over the whole catalogue, unexposed items included) and catalogue coverage describe
@@ -16,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from flywheel_assets.core import metrics
-from flywheel_assets.core.serving import RankingPolicy
+from flywheel_assets.core.serving import RankingPolicy, greedy_slates
 from flywheel_assets.simulation import truth
 from flywheel_assets.simulation.config import WorldConfig
-from flywheel_assets.simulation.traffic import candidate_frame, sample_pools
+from flywheel_assets.simulation.traffic import candidate_frame, category_codes, sample_pools
 
 
 def _dcg(gains: np.ndarray, k: int) -> np.ndarray:
@@ -49,9 +50,11 @@ def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, Ra
     out = {}
     for name, policy in policies.items():
         scores = policy.score(candidates).reshape(pools.shape)
-        order = np.argsort(-scores, axis=1, kind="stable")
+        # What users would see (exploration aside): the served ranking, re-ranked for
+        # diversity as the product serves it.
+        order = greedy_slates(scores, k, category_codes(cat.items, pools), config.rerank_diversity)
         dcg = _dcg(np.take_along_axis(gains, order, axis=1), k)
-        top_items = np.take_along_axis(pools, order[:, :k], axis=1)
+        top_items = np.take_along_axis(pools, order, axis=1)
         exposures = np.bincount(top_items.ravel(), minlength=len(cat.items))
         out[name] = {"ndcg_at_10": float(np.mean(dcg / ideal)),
                      "regret_at_10": float(np.mean(ideal - dcg)),
@@ -59,3 +62,35 @@ def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, Ra
                      "catalog_coverage": metrics.catalog_coverage(top_items, len(cat.items)),
                      "policy_version": policy.version}
     return out
+
+
+def off_policy_truth(config: WorldConfig, date: dt.date, policy: RankingPolicy,
+                     requests: dict, k: int = 10, exclude: set[str] = frozenset()) -> dict:
+    """The true value of "serve each logged pool by ``policy``'s scores" (diversity
+    re-ranking as configured, exploration aside) on the day's requests, in the unit the product's off-policy estimators use: mean DCG@k of the
+    grade the signal hierarchy reads once an item is examined. Requests of bots, of
+    users without training consent, of users erased that day and those in ``exclude``
+    (the product's training split) are left out, as the product leaves them out."""
+    day = config.day_index(date)
+    cat = truth.catalogue(config, day)
+    pop = truth.population(config, day)
+    user_idx, pools = requests["user_idx"], requests["pools"]
+    consent = pop.users["consent_training"].to_numpy(dtype=bool)
+    keep = (~requests["is_bot"] & consent[user_idx]
+            & ~np.isin(user_idx, pop.deleted_today)
+            & ~np.isin(requests["request_id"], list(exclude)))
+    user_idx, pools = user_idx[keep], pools[keep]
+    # Candidates in item-id order within each pool: the product's tie-break.
+    id_rank = np.argsort(np.argsort(cat.items["item_id"].to_numpy()))
+    pools = np.take_along_axis(pools, np.argsort(id_rank[pools], axis=1), axis=1)
+    ts = pd.Series(pd.Timestamp(date, tz="UTC")
+                   + pd.to_timedelta(np.round(requests["seconds"][keep], 3), unit="s"))
+    candidates = candidate_frame(pop.users, cat.items, user_idx, pools, ts,
+                                 requests["device"][keep])
+    scores = policy.score(candidates).reshape(pools.shape)
+    order = greedy_slates(scores, k, category_codes(cat.items, pools), config.rerank_diversity)
+    gains = truth.expected_logged_grade(truth.utility(
+        config, pop.taste[user_idx][:, None, :], cat.latent[pools], cat.quality[pools]),
+        config.explicit_feedback_rate)
+    return {"value": float(np.mean(_dcg(np.take_along_axis(gains, order, axis=1), k))),
+            "requests": int(keep.sum())}

@@ -33,6 +33,13 @@ class DayTraffic:
     bot_user_ids: list[str] = field(default_factory=list)
     deletions: pd.DataFrame | None = None
     policy_version: str = ""
+    # Every request's candidate pool with each candidate's exposure propensity (what
+    # off-policy evaluation of another ranking needs); None when the product does not
+    # log pools.
+    candidates: pd.DataFrame | None = None
+    # The requests behind the day, for the oracle: pool item indices (R×P), user
+    # indices, request ids, timestamps and devices.
+    requests: dict | None = None
 
 
 def sample_pools(rng: np.random.Generator, popularity: np.ndarray, n_requests: int,
@@ -48,6 +55,12 @@ def sample_pools(rng: np.random.Generator, popularity: np.ndarray, n_requests: i
         keys = logits + rng.gumbel(size=(stop - start, len(logits)))
         out[start:stop] = np.argpartition(-keys, pool_size - 1, axis=1)[:, :pool_size]
     return out
+
+
+def category_codes(items: pd.DataFrame, pools: np.ndarray) -> np.ndarray:
+    """R×P integer codes of the pool items' categories (what diversity re-ranks on)."""
+    codes, _ = pd.factorize(items["category"], sort=True)
+    return codes[pools]
 
 
 def candidate_frame(users: pd.DataFrame, items: pd.DataFrame, user_idx: np.ndarray,
@@ -118,7 +131,9 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy) -> D
                          config.popularity_skew)
     candidates = candidate_frame(users, items, user_idx, pools, ts, device)
     scores = policy.score(candidates).reshape(n_req, config.pool_size)
-    slates = rank_slates(scores, config.slate_size, config.exploration_rate, rng)
+    slates = rank_slates(scores, config.slate_size, config.exploration_rate, rng,
+                         groups=category_codes(items, pools),
+                         diversity=config.rerank_diversity)
     shown = np.take_along_axis(pools, slates.columns, axis=1)          # R×K item indices
     k = config.slate_size
     positions = np.tile(np.arange(1, k + 1), (n_req, 1))
@@ -159,10 +174,19 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy) -> D
     deletions = pd.DataFrame({
         "user_id": users["user_id"].to_numpy()[pop.deleted_today],
         "requested_at": (day_start + pd.Timedelta(hours=23)).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    pool_log = pd.DataFrame({
+        "request_id": np.repeat(request_ids, config.pool_size),
+        "item_id": items["item_id"].to_numpy()[pools.ravel()],
+        "exposure_propensity": np.round(slates.exposure.ravel(), 10),
+    }) if config.log_candidate_pools else None
     traffic = DayTraffic(impressions=imp, interactions=interactions,
                          users=users[~pop.gone].reset_index(drop=True), items=items,
                          bot_user_ids=list(users["user_id"].to_numpy()[pop.is_bot]),
-                         policy_version=policy.version, deletions=deletions)
+                         policy_version=policy.version, deletions=deletions,
+                         candidates=pool_log,
+                         requests={"request_id": request_ids, "user_idx": user_idx,
+                                   "pools": pools, "seconds": seconds, "device": device,
+                                   "is_bot": bot_req})
     if config.active("broken_client", day):
         _break_client(rng, config, traffic)
     return traffic

@@ -147,6 +147,13 @@ def expected_grade(z: np.ndarray) -> np.ndarray:
     return (1.0 / (1.0 + np.exp(-(z[..., None] - GRADE_THRESHOLDS)))).sum(axis=-1)
 
 
+def expected_logged_grade(z: np.ndarray, explicit_rate: float) -> np.ndarray:
+    """E[the grade the product's signal hierarchy reads | examined]: the grade, except
+    that a complete (grade 2) with an explicit thumbs up reads as 3."""
+    above = 1.0 / (1.0 + np.exp(-(z[..., None] - GRADE_THRESHOLDS)))
+    return above.sum(axis=-1) + explicit_rate * (above[..., 1] - above[..., 2])
+
+
 def examination_curve(config: WorldConfig) -> np.ndarray:
     """P(examined | position k) for k = 1..slate size."""
     return np.arange(1, config.slate_size + 1) ** -config.position_bias_exponent

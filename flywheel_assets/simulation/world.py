@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flywheel_assets.core import model_store, warehouse
 from flywheel_assets.core.serving import RankingPolicy, popularity_policy
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import signal_quality, truth
 from flywheel_assets.simulation.config import Scenario, WorldConfig
 from flywheel_assets.simulation.landing_writer import write_day
-from flywheel_assets.simulation.oracle import evaluate_policies
+from flywheel_assets.simulation.oracle import evaluate_policies, off_policy_truth
 from flywheel_assets.simulation.traffic import simulate_day
 
 
@@ -53,6 +54,11 @@ def _write_truth(directory: Path, config: WorldConfig, date: str, traffic) -> No
                   "bot_target": np.isin(np.arange(len(cat.quality)), pop.bot_targets),
                   **{f"latent_{i}": cat.latent[:, i] for i in range(config.latent_dim)}}
                  ).to_parquet(out / "items.parquet", index=False)
+    req = traffic.requests
+    np.savez_compressed(out / "requests.npz", request_id=req["request_id"],
+                        user_idx=req["user_idx"], pools=req["pools"].astype(np.int32),
+                        seconds=req["seconds"], device=req["device"].astype(str),
+                        is_bot=req["is_bot"])
     (out / "day.json").write_text(json.dumps({
         "date": date, "day": day,
         "examination_curve": truth.examination_curve(config).tolist(),
@@ -74,6 +80,35 @@ def run_day(data_dir: Path, landing_dir: Path, config: WorldConfig, date: str,
             "bots": len(traffic.bot_user_ids)}
 
 
+def _off_policy_errors(settings: Settings, config: WorldConfig, date: str) -> dict:
+    """The product's off-policy estimates of the day's candidate against the candidate
+    policy's true value on the same requests (relative errors)."""
+    path = world_dir(settings.data_dir) / "truth" / f"date={date}" / "requests.npz"
+    with warehouse.connect(settings.warehouse_path) as conn:
+        row = conn.execute("SELECT metrics FROM ml.model_evaluations WHERE partition_date = ?",
+                           [date]).fetchone()
+        trained_on = {r[0] for r in conn.execute(
+            "SELECT DISTINCT request_id FROM ml.training_set WHERE partition_date = ? "
+            "AND split = 'train'", [date]).fetchall()}
+    record = json.loads(row[0]) if row else {}
+    ope = (record.get("off_policy") or {}).get("policies", {}).get("candidate")
+    if ope is None or not path.exists():
+        return {}
+    with np.load(path) as npz:
+        requests = {name: npz[name] for name in npz.files}
+    candidate = RankingPolicy(record["candidate_version"], model_store.load_model(
+        settings.models_dir, record["candidate_version"]))
+    true = off_policy_truth(config, dt.date.fromisoformat(date), candidate, requests,
+                            exclude=trained_on)
+    out = {"ope_true_value": true["value"], "ope_truth_requests": true["requests"],
+           "ope_requests": ope["requests"], "ope_effective_sample_size": ope["effective_sample_size"]}
+    for name in ("ips", "snips", "dr"):
+        out[f"ope_{name}"] = ope[name]["value"]
+        out[f"ope_rel_error_{name}"] = abs(ope[name]["value"] - true["value"]) / true["value"]
+        out[f"ope_{name}_ci_covers_truth"] = ope[name]["ci_low"] <= true["value"] <= ope[name]["ci_high"]
+    return out
+
+
 def oracle_day(settings: Settings, config: WorldConfig, date: str,
                champion: RankingPolicy) -> dict:
     """The champion and the popularity baseline against the hidden truth, and the
@@ -88,6 +123,7 @@ def oracle_day(settings: Settings, config: WorldConfig, date: str,
               "exposure_gini": result["champion"]["exposure_gini"],
               "catalog_coverage": result["champion"]["catalog_coverage"],
               "popularity_oracle_ndcg_at_10": result["popularity"]["ndcg_at_10"]}
+    record.update(_off_policy_errors(settings, config, date))
     out = world_dir(data_dir) / "oracle" / f"date={date}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "oracle.json").write_text(json.dumps(record, indent=2))

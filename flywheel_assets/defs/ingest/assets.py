@@ -8,7 +8,7 @@ from flywheel_assets.core.landing_reader import LandingFileError
 from flywheel_assets.defs.partitions import daily_partitions
 from flywheel_assets.defs.resources import FlywheelResource
 
-LANDING_STREAMS = ("impressions", "interactions", "users", "items", "deletions")
+LANDING_STREAMS = ("impressions", "candidates", "interactions", "users", "items", "deletions")
 
 landing_specs = [
     dg.AssetSpec(
@@ -21,7 +21,8 @@ landing_specs = [
     for stream in LANDING_STREAMS
 ]
 
-RAW_TABLES = {"impressions": "raw_impressions", "interactions": "raw_interactions",
+RAW_TABLES = {"impressions": "raw_impressions", "candidates": "raw_candidates",
+              "interactions": "raw_interactions",
               "users": "raw_users", "items": "raw_items",
               "deletions": "deletion_requests"}
 
@@ -31,6 +32,11 @@ RAW_TABLES = {"impressions": "raw_impressions", "interactions": "raw_interaction
         dg.AssetSpec("raw_impressions", deps=["landing_impressions"], kinds={"duckdb"},
                      description="Accepted impressions of the day (`raw.impressions`), typed, "
                                  "user ids replaced by a keyed hash (`user_key`)."),
+        dg.AssetSpec("raw_candidates", deps=["landing_candidates"], kinds={"duckdb"},
+                     description="Each request's candidate pool (`raw.candidates`) with the "
+                                 "probability the logging policy shows each candidate: what "
+                                 "off-policy evaluation needs. Optional; empty when the "
+                                 "product does not log pools."),
         dg.AssetSpec("raw_interactions", deps=["landing_interactions"], kinds={"duckdb"},
                      description="Accepted feedback events of the day (`raw.interactions`)."),
         dg.AssetSpec("raw_users", deps=["landing_users"], kinds={"duckdb"},

@@ -1,0 +1,101 @@
+"""The evaluation report a person reads: markdown with a small chart, and the full JSON.
+
+Written under ``reports/evaluation/<day>/`` (``report.md``, ``report.json``,
+``evaluation.png``), each file through a temporary name and a rename, so a reader never
+sees half a report.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from io import BytesIO
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def chart_png(record: dict) -> bytes:
+    """Off-policy estimates with intervals (left), calibration (right)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
+    ope = (record.get("off_policy") or {}).get("policies", {})
+    names = list(ope)
+    for i, name in enumerate(names):
+        xs = [j + 0.2 * i for j in range(3)]
+        vals = [ope[name][e]["value"] for e in ("ips", "snips", "dr")]
+        lows = [v - ope[name][e]["ci_low"] for v, e in zip(vals, ("ips", "snips", "dr"))]
+        highs = [ope[name][e]["ci_high"] - v for v, e in zip(vals, ("ips", "snips", "dr"))]
+        ax1.errorbar(xs, vals, yerr=[lows, highs], fmt="o", capsize=3, label=name)
+    ax1.set_xticks(range(3), ["IPS", "SNIPS", "DR"])
+    ax1.set_title("off-policy DCG@10 (95% CI)", fontsize=9)
+    if names:
+        ax1.legend(fontsize=8)
+    for name, cal in record.get("calibration", {}).items():
+        ax2.plot([b["pred"] for b in cal["bins"]], [b["obs"] for b in cal["bins"]], "o-",
+                 label=f"{name} (ECE {cal['expected_calibration_error']:.3f})")
+    lim = ax2.get_xlim()
+    ax2.plot(lim, lim, ":", color="grey")
+    ax2.set_title("calibration: predicted vs observed grade", fontsize=9)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    buf = BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def markdown(record: dict, decision_reasons: list[str] | None = None) -> str:
+    """A one-screen summary: verdict, off-policy values, holdout, guards and slices."""
+    lines = [f"### Evaluation {record['partition_date']}: candidate "
+             f"`{record['candidate_version']}` vs champion `{record.get('champion_version') or 'none'}`"]
+    if decision_reasons:
+        lines += ["", *[f"- {r}" for r in decision_reasons]]
+    ope = record.get("off_policy")
+    if ope:
+        lines += ["", f"Off-policy value on {ope['requests']} logged requests "
+                      "(DCG@10; 95% bootstrap interval; ESS of the importance weights):", "",
+                  "| policy | IPS | SNIPS | DR | ESS | coverage | exposure Gini |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, p in ope["policies"].items():
+            cells = [f"{p[e]['value']:.3f} [{p[e]['ci_low']:.3f}, {p[e]['ci_high']:.3f}]"
+                     for e in ("ips", "snips", "dr")]
+            lines.append(f"| {name} | " + " | ".join(cells) +
+                         f" | {p['effective_sample_size']:.0f} | {p['catalog_coverage']:.3f} "
+                         f"| {p['exposure_gini']:.3f} |")
+    hold = record["holdout"]
+    keys = list(next(iter(hold.values())))
+    lines += ["", "Temporal holdout:", "", "| metric | " + " | ".join(hold) + " |",
+              "|---|" + "---|" * len(hold)]
+    lines += [f"| {k} | " + " | ".join(f"{hold[n][k]:.4f}" for n in hold) + " |" for k in keys]
+    lines += ["", "Slices (NDCG@10 on examined impressions):", "",
+              "| slice | requests | " + " | ".join(hold) + " |", "|---|---|" + "---|" * len(hold)]
+    for name, s in record["slices"].items():
+        lines.append(f"| {name} | {s['requests']} | "
+                     + " | ".join(f"{s.get(n, float('nan')):.4f}" for n in hold) + " |")
+    cal = record["calibration"]
+    lines += ["", "Calibration (expected calibration error of the predicted grade): "
+              + ", ".join(f"{n} {c['expected_calibration_error']:.4f}" for n, c in cal.items())]
+    return "\n".join(lines)
+
+
+def write(reports_dir: Path, record: dict, decision_reasons: list[str] | None = None) -> dict:
+    """Write the report files; returns their paths and the chart as a data URI."""
+    out = reports_dir / "evaluation" / record["partition_date"]
+    out.mkdir(parents=True, exist_ok=True)
+    png = chart_png(record)
+    text = markdown(record, decision_reasons)
+    _atomic_write(out / "evaluation.png", png)
+    _atomic_write(out / "report.md", (text + "\n\n![charts](evaluation.png)\n").encode())
+    _atomic_write(out / "report.json", json.dumps(record, indent=2, default=str).encode())
+    return {"dir": out, "markdown": text,
+            "chart_data_uri": "data:image/png;base64," + base64.b64encode(png).decode()}
