@@ -4,6 +4,7 @@ import dagster as dg
 
 from flywheel_assets.defs.curate import assets as curate_assets
 from flywheel_assets.defs.evaluate import assets as evaluate_assets
+from flywheel_assets.defs.evaluate import checks as evaluate_checks
 from flywheel_assets.defs.ingest import assets as ingest_assets
 from flywheel_assets.defs.ingest import checks as ingest_checks
 from flywheel_assets.defs.jobs import daily_rotation_job, daily_rotation_schedule
@@ -22,7 +23,7 @@ def build_definitions(data_dir: str | None = None, use_filters: bool | None = No
                 *dg.load_assets_from_modules([ingest_assets, curate_assets, train_assets,
                                               evaluate_assets])],
         asset_checks=dg.load_asset_checks_from_modules([ingest_checks, train_assets,
-                                                        evaluate_assets]),
+                                                        evaluate_assets, evaluate_checks]),
         jobs=[daily_rotation_job],
         schedules=[daily_rotation_schedule],
         resources={"flywheel": FlywheelResource(data_dir=data_dir, use_filters=use_filters,

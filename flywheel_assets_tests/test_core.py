@@ -146,3 +146,14 @@ def test_exposure_gini_and_coverage():
     # Unexposed items count: the same exposures over a bigger catalogue are less even.
     assert metrics.exposure_gini(np.r_[np.ones(10), np.zeros(90)]) > metrics.exposure_gini(np.ones(10))
     assert metrics.catalog_coverage(np.array([[1, 2], [2, 3]]), 10) == pytest.approx(0.3)
+
+
+def test_concentration_rising_needs_a_rise_at_every_recent_rotation():
+    from flywheel_assets.core.loop_health import concentration_rising
+
+    def series(*g):
+        return [{"exposure_gini": x} for x in g]
+    assert concentration_rising(series(0.70, 0.71, 0.72, 0.73), 3)
+    assert not concentration_rising(series(0.70, 0.72, 0.71, 0.73), 3)
+    assert not concentration_rising(series(0.71, 0.72, 0.73), 3)   # too short to tell
+    assert not concentration_rising(series(0.70, 0.701, 0.702, 0.703), 3, min_step=0.005)

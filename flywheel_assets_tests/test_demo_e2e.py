@@ -16,7 +16,8 @@ from flywheel_assets.definitions import build_definitions
 DAY_KEYS = {"date", "impressions", "interactions", "accepted", "quarantined",
             "candidate_version", "promoted", "champion_version", "oracle_ndcg_at_10",
             "bot_filter_precision", "bot_filter_recall", "position_bias_max_rel_error",
-            "effective_sample_size", "exposure_gini", "catalog_coverage"}
+            "effective_sample_size", "exposure_gini", "catalog_coverage",
+            "ope_rel_error_snips", "ope_rel_error_dr"}
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,8 @@ def test_demo_writes_its_record_and_chart(demo_dir):
         assert DAY_KEYS <= set(day)
         assert day["impressions"] > 0 and day["accepted"] > 0
         assert 0 < day["catalog_coverage"] <= 1 and 0 <= day["exposure_gini"] < 1
+        # The oracle judged the product's off-policy estimate of the day's candidate.
+        assert 0 <= day["ope_rel_error_dr"] < 1 and 0 <= day["ope_rel_error_snips"] < 1
         # Rows of users who asked for erasure are neither accepted nor quarantined.
         assert day["accepted"] + day["quarantined"] <= day["impressions"] + day["interactions"]
         assert day["accepted"] + day["quarantined"] + day["erased"] == \

@@ -116,7 +116,10 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
         "champion_holdout_ndcg_at_10": metrics.get("champion", {}).get("ndcg_at_10"),
         **{k: oracle.get(k) for k in ("bot_filter_precision", "bot_filter_recall",
                                       "position_bias_max_rel_error", "effective_sample_size",
-                                      "exposure_gini", "catalog_coverage")},
+                                      "exposure_gini", "catalog_coverage",
+                                      "ope_rel_error_ips", "ope_rel_error_snips",
+                                      "ope_rel_error_dr", "ope_effective_sample_size",
+                                      "ope_requests")},
         "decision": json.loads(promo[3]) if promo else ["rotation did not reach the gate"],
         "rotation_succeeded": run_ok,
     }
@@ -244,6 +247,15 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
               f"{_fmt(last['bot_filter_precision'])} recall {_fmt(last['bot_filter_recall'])}, "
               f"position-bias max error {_fmt(last['position_bias_max_rel_error'])}, "
               f"effective sample size {_fmt(last['effective_sample_size'], 0)}")
+        judged = [r for r in records if r.get("ope_rel_error_dr") is not None]
+        if judged:
+            print(f"  off-policy estimate of each day's candidate vs its true value "
+                  f"({len(judged)} days): relative error SNIPS max "
+                  f"{max(r['ope_rel_error_snips'] for r in judged):.3f}, DR max "
+                  f"{max(r['ope_rel_error_dr'] for r in judged):.3f}")
+        print(f"  concentration of the champion's slates: exposure Gini "
+              f"{_fmt(first['exposure_gini'])} -> {_fmt(last['exposure_gini'])}, catalogue "
+              f"coverage {_fmt(first['catalog_coverage'])} -> {_fmt(last['catalog_coverage'])}")
     print(f"  record: {reports / 'demo_summary.json'}")
     print(f"  chart:  {chart}")
     print(f"  runs, lineage and metadata: make ui  (DAGSTER_HOME={settings.dagster_home})")
