@@ -2,9 +2,11 @@
 ready and stops again, for operator fire drills and end-to-end tests.
 
 ``dagster dev`` is started in a process group of its own and stopped by signalling the
-whole group: on this kind of machine a backgrounded ``dagster dev`` did not always stop
-on SIGTERM and its code servers outlived it, so the group is what gets stopped, with
-SIGKILL after a grace period, and the stop is verified (no process of the group is left).
+whole group, with SIGKILL after a grace period, and the stop is verified: no process of
+the group is left. Stopping only ``dagster dev`` is not enough: started from a shell in
+the background it ignored SIGTERM (see ``_EXEC_WITH_DEFAULT_SIGINT``) and its code
+servers outlived it, and while it shuts down it restarts a code server that exited
+first (the newcomer is signalled too).
 
 "Ready" means more than "the port answers": the webserver answers GraphQL, it serves
 this instance (its ``DAGSTER_HOME``), every code location of the workspace is loaded,
@@ -23,6 +25,7 @@ import datetime as dt
 import importlib.resources
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -281,9 +284,11 @@ class DagsterServices:
             data = self.graphql(READINESS_QUERY, timeout=10)
         except (OSError, ValueError, ServicesError) as exc:
             return f"webserver not answering ({exc.__class__.__name__}: {exc})"
-        info = data["instance"].get("info")
-        if info is not None and str(self.dagster_home) not in info:
-            # Someone else's server on our port: never report it as ours.
+        # Someone else's server on our port (it bound the port first; ours then fails
+        # to bind) must never pass for ours: its instance lives in another directory.
+        served_home = re.search(r"local_artifact_storage:.*?base_dir:\s*(\S+)",
+                                data["instance"].get("info") or "", re.DOTALL)
+        if served_home and Path(served_home.group(1)).resolve() != self.dagster_home:
             raise _PortTaken()
         workspace = data["workspaceOrError"]
         if workspace["__typename"] != "Workspace":

@@ -84,6 +84,20 @@ class Settings:
     serving_diversity: float = DEFAULT_SERVING_DIVERSITY
     min_ope_support: float = 0.99
     ope_bootstrap_samples: int = 200
+    # Monitoring (docs/runbook.md). A column drifts when its statistic (Jensen-Shannon
+    # distance, or Wasserstein distance over the reference std) reaches 0.1; the day
+    # drifts when this share of columns does (FLYWHEEL_DRIFT_SHARE_THRESHOLD).
+    drift_share_threshold: float = 0.2
+    # Rows per side of the Evidently report and of the model-score comparison.
+    drift_sample_rows: int = 20_000
+    # After drift, retrain_job learns from this many recent days only.
+    drift_retrain_window_days: int = 2
+    # quality_sensor: engagement per request (mean grade of the day's logged slates)
+    # below this share of its trailing mean triggers a retrain.
+    quality_drop_ratio: float = 0.9
+    quality_baseline_days: int = 7
+    # Alerts also go to this webhook when set (FLYWHEEL_ALERT_WEBHOOK_URL).
+    alert_webhook_url: str | None = None
 
     @classmethod
     def from_env(cls, data_dir: str | os.PathLike | None = None, **overrides) -> "Settings":
@@ -94,6 +108,11 @@ class Settings:
         for switch, field_name in (("FLYWHEEL_FILTERS", "use_filters"), ("FLYWHEEL_IPS", "use_ips")):
             if os.environ.get(switch) is not None:
                 overrides.setdefault(field_name, os.environ[switch].lower() not in ("0", "false", "off", "no"))
+        if os.environ.get("FLYWHEEL_DRIFT_SHARE_THRESHOLD"):
+            overrides.setdefault("drift_share_threshold",
+                                 float(os.environ["FLYWHEEL_DRIFT_SHARE_THRESHOLD"]))
+        if os.environ.get("FLYWHEEL_ALERT_WEBHOOK_URL"):
+            overrides.setdefault("alert_webhook_url", os.environ["FLYWHEEL_ALERT_WEBHOOK_URL"])
         if os.environ.get("FLYWHEEL_SERVING_DIVERSITY"):
             overrides.setdefault("serving_diversity", float(os.environ["FLYWHEEL_SERVING_DIVERSITY"]))
         values = dict(data_dir=Path(chosen).expanduser().resolve(), pseudonym_secret=secret)

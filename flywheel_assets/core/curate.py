@@ -128,3 +128,16 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
             conn.execute(f"DROP TABLE IF EXISTS {temp}")
     return {"rows": rows, "input_rows": total, "removed": counts, "flagged_users": flagged,
             "filters": "on" if use_filters else "off (dedupe only)"}
+
+
+def engagement_per_request(conn: duckdb.DuckDBPyConnection, partition_date: str) -> float:
+    """Online quality from the logs: the mean over the day's requests (flagged bots left
+    out) of the summed grade of the slate. What `quality_sensor` watches."""
+    value = conn.execute(f"""
+        SELECT avg(total) FROM (
+            SELECT request_id, sum({grade_sql()}) AS total FROM curated.feedback_events f
+            WHERE partition_date = $d AND NOT EXISTS (
+                SELECT 1 FROM curated.flagged_users b
+                WHERE b.partition_date = f.partition_date AND b.user_key = f.user_key)
+            GROUP BY request_id)""", {"d": partition_date}).fetchone()[0]
+    return float(value or 0.0)

@@ -119,7 +119,9 @@ def evaluate(holdout: pd.DataFrame, pools: pd.DataFrame, models: dict[str, objec
              level: float = 0.95, diversity: float = 0.0) -> dict:
     """The whole evaluation record for the gate and the report."""
     scores = {name: model_lib.score(pipe, holdout) for name, pipe in models.items()}
-    record = {"holdout": holdout_metrics(holdout, scores),
+    # The no-learning baseline: is the signal worth learning from at all?
+    baseline = {"popularity": np.log1p(holdout["popularity"].to_numpy(dtype="float64"))}
+    record = {"holdout": holdout_metrics(holdout, scores | baseline),
               "slices": slice_metrics(holdout, scores),
               "calibration": {name: calibration(holdout, s) for name, s in scores.items()},
               "off_policy": (off_policy_evaluation(pools, models, examination, catalogue_size,

@@ -9,15 +9,17 @@ the last few rotations.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import duckdb
 
 
-def in_service_concentration(conn: duckdb.DuckDBPyConnection, up_to: str,
+def in_service_series(conn: duckdb.DuckDBPyConnection, up_to: str,
                              rotations: int) -> list[dict]:
     """Per day (oldest first, at most ``rotations`` + 1 days up to ``up_to``): the exposure
-    Gini and catalogue coverage of the model that was in service after that day's gate."""
+    Gini, catalogue coverage and off-policy value (DR) of the model that was in service
+    after that day's gate, valued on that day's logged requests."""
     rows = conn.execute("""
         SELECT e.partition_date, e.metrics, p.promoted
         FROM ml.model_evaluations e
@@ -31,7 +33,8 @@ def in_service_concentration(conn: duckdb.DuckDBPyConnection, up_to: str,
         if chosen in policies:
             out.append({"date": str(day), "model": chosen,
                         "exposure_gini": policies[chosen]["exposure_gini"],
-                        "catalog_coverage": policies[chosen]["catalog_coverage"]})
+                        "catalog_coverage": policies[chosen]["catalog_coverage"],
+                        "value": policies[chosen]["dr"]["value"]})
     return out
 
 
@@ -42,3 +45,62 @@ def concentration_rising(series: list[dict], rotations: int, min_step: float = 0
         return False
     gini = [p["exposure_gini"] for p in series[-(rotations + 1):]]
     return all(b - a > min_step for a, b in zip(gini, gini[1:]))
+
+
+# --- the three preconditions of a working flywheel, and the quality trend -----------
+
+TREND_ROTATIONS = 5
+TREND_STEP = 0.005  # relative change of the in-service value per rotation
+
+
+def signal_valid(evaluation: dict) -> dict:
+    """The signal is valid when the model trained on it beats the no-learning baseline
+    (popularity) on held-out data; gold-set metrics join when a gold set exists."""
+    holdout = evaluation["holdout"]
+    model, base = holdout["candidate"]["ndcg_at_10"], holdout["popularity"]["ndcg_at_10"]
+    return {"ok": bool(model > base), "candidate_holdout_ndcg_at_10": model,
+            "popularity_holdout_ndcg_at_10": base, "gold_set": "none yet (labelling issue)"}
+
+
+def loop_closed(card: dict | None, landed_days: set[str], trained_days: set[str]) -> dict:
+    """The loop is closed when the champion in service traces back to the partitions it
+    learnt from: every day of its training window landed and its training set exists."""
+    if card is None:
+        return {"ok": False, "why": "no champion in service yet"}
+    window = _days(card["window_start"], card["window_end"])
+    missing = [d for d in window if d not in landed_days]
+    trained_for = str(card["partition_date"])[:10]
+    return {"ok": not missing and trained_for in trained_days,
+            "champion_trained_for": trained_for,
+            "window": f"{card['window_start']} .. {card['window_end']}",
+            "window_days_missing_landing": missing,
+            "training_set_present": trained_for in trained_days}
+
+
+def event_to_champion_hours(landed_at: float | None, promoted_at: float | None) -> float | None:
+    """Hours from the newest day the champion learnt from landing to the champion being
+    in service."""
+    if landed_at is None or promoted_at is None:
+        return None
+    return max(promoted_at - landed_at, 0.0) / 3600.0
+
+
+def quality_trend(values: list[float], rotations: int = TREND_ROTATIONS,
+                  step: float = TREND_STEP) -> dict:
+    """Improving, saturating or degrading: the least-squares slope of the in-service
+    model's value over the last rotations, relative to its mean."""
+    recent = [v for v in values[-rotations:] if v is not None]
+    if len(recent) < 3:
+        return {"trend": "too early", "relative_slope": None, "points": len(recent)}
+    x = list(range(len(recent)))
+    mx, my = sum(x) / len(x), sum(recent) / len(recent)
+    slope = sum((a - mx) * (b - my) for a, b in zip(x, recent)) / sum((a - mx) ** 2 for a in x)
+    rel = slope / my if my else 0.0
+    trend = "improving" if rel > step else "degrading" if rel < -step else "saturating"
+    return {"trend": trend, "relative_slope": rel, "points": len(recent)}
+
+
+def _days(start: str, end: str) -> list[str]:
+    # Cards may carry dates or midnight timestamps: the first ten characters are the day.
+    a, b = dt.date.fromisoformat(str(start)[:10]), dt.date.fromisoformat(str(end)[:10])
+    return [(a + dt.timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]

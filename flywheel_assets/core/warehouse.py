@@ -14,6 +14,8 @@ from typing import Iterator
 
 import duckdb
 
+from flywheel_assets.core.alerts import ALERTS_DDL
+
 SCHEMAS = ("raw", "curated", "ml", "monitor")
 
 # Every table the product writes. Partitioned tables carry `partition_date`.
@@ -81,6 +83,13 @@ CREATE TABLE IF NOT EXISTS ml.model_evaluations (
 CREATE TABLE IF NOT EXISTS monitor.check_results (
     partition_date DATE, asset VARCHAR, check_name VARCHAR, passed BOOLEAN,
     description VARCHAR, checked_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS monitor.drift_reports (
+    partition_date DATE, served_by VARCHAR, reference_partition DATE, drift_share DOUBLE,
+    dataset_drift BOOLEAN, columns VARCHAR, report_path VARCHAR, computed_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS monitor.flywheel_health (
+    partition_date DATE, signal_valid BOOLEAN, loop_closed BOOLEAN,
+    event_to_champion_hours DOUBLE, quality_trend VARCHAR, details VARCHAR,
+    computed_at TIMESTAMPTZ);
 CREATE TABLE IF NOT EXISTS ml.promotions (
     decided_at TIMESTAMPTZ, partition_date DATE, candidate_version VARCHAR,
     previous_champion VARCHAR, new_champion VARCHAR, promoted BOOLEAN,
@@ -106,6 +115,7 @@ def create_schema(conn: duckdb.DuckDBPyConnection) -> None:
     for schema in SCHEMAS:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     conn.execute(TABLES_DDL)
+    conn.execute(ALERTS_DDL)
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@ import dagster as dg
 from flywheel_assets.defs.ingest.assets import LANDING_STREAMS
 from flywheel_assets.defs.partitions import daily_partitions
 
-ROTATION_GROUPS = ("ingest", "curate", "train", "evaluate")
+ROTATION_GROUPS = ("ingest", "curate", "train", "evaluate", "monitor")
 
 # One turn of the wheel for one day: landing files → champion decision.
 daily_rotation_job = dg.define_asset_job(
@@ -12,6 +12,16 @@ daily_rotation_job = dg.define_asset_job(
         *[f"landing_{s}" for s in LANDING_STREAMS]),
     partitions_def=daily_partitions,
     description="One rotation of the flywheel for one day's partition.",
+)
+
+# What a sensor runs on drift or a quality drop: a new candidate for the partition,
+# through the same gate (its checks come with the assets).
+retrain_job = dg.define_asset_job(
+    "retrain_job",
+    selection=dg.AssetSelection.assets("training_set", "candidate_model", "model_evaluation",
+                                       "champion_model", "flywheel_health"),
+    partitions_def=daily_partitions,
+    description="Retrain, evaluate and gate a candidate for one partition (sensor-triggered).",
 )
 
 # 02:00 UTC, for yesterday's partition. Stopped by default: turn it on in the UI once

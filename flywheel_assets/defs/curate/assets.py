@@ -30,16 +30,20 @@ def curated_feedback(context: dg.AssetExecutionContext, flywheel: FlywheelResour
     on, users flagged as bots or spam (`curated.flagged_users`: regular intervals,
     reactions faster than a person, save bursts, request rate), contradictory and
     low-information signals, rows over the per-user daily cap, and label noise found by
-    confident learning (cleanlab) on out-of-fold predictions."""
+    confident learning (cleanlab) on out-of-fold predictions. Metadata carries the day's
+    engagement per request, which `quality_sensor` watches."""
     s = flywheel.settings
     with flywheel.warehouse() as conn:
         stats = curate.build_curated_feedback(conn, context.partition_key, s.use_filters,
                                               max_label_issue_share=s.max_label_issue_share)
+        engagement = curate.engagement_per_request(conn, context.partition_key)
     removed = stats.pop("removed")
     table = "\n".join(["| reason | rows |", "|---|---|"] + [f"| {k} | {v} |" for k, v in removed.items()])
     return dg.MaterializeResult(metadata={
         "dagster/row_count": stats.pop("rows"), **stats,
-        "rows_removed": sum(removed.values()), "removed_by_reason": dg.MetadataValue.md(table)})
+        "rows_removed": sum(removed.values()), "removed_by_reason": dg.MetadataValue.md(table),
+        # Read by quality_sensor: mean summed grade per request, bots left out.
+        "engagement_per_request": round(engagement, 5)})
 
 
 @dg.asset(group_name="curate", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},

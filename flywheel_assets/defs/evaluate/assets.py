@@ -150,7 +150,10 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, flywheel: FlywheelRes
 
 
 @dg.asset(group_name="evaluate", partitions_def=daily_partitions, pool="duckdb",
-          kinds={"sklearn"}, deps=[model_evaluation])
+          kinds={"sklearn"}, deps=[model_evaluation],
+          # A decision a day: on-call sees a stale champion in the UI after 30 hours.
+          freshness_policy=dg.FreshnessPolicy.time_window(
+              fail_window=dt.timedelta(hours=30), warn_window=dt.timedelta(hours=26)))
 def champion_model(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """The model in service: a pointer (`data/models/champion.json`), not a copy. The
     day's candidate replaces it only when `promotion_gate` passed for the day (as

@@ -15,7 +15,7 @@ RISING_ROTATIONS = 3
 def concentration_not_rising(context: dg.AssetCheckExecutionContext,
                              flywheel: FlywheelResource) -> dg.AssetCheckResult:
     with flywheel.warehouse() as conn:
-        series = loop_health.in_service_concentration(conn, context.partition_key,
+        series = loop_health.in_service_series(conn, context.partition_key,
                                                       RISING_ROTATIONS)
     rising = loop_health.concentration_rising(series, RISING_ROTATIONS)
     trend = " → ".join(f"{p['exposure_gini']:.3f}" for p in series) or "no evaluations yet"

@@ -18,9 +18,17 @@ MIN_TRAIN_ROWS = 1000
 MIN_HOLDOUT_REQUESTS = 50
 
 
+class TrainingWindowConfig(dg.Config):
+    """``window_days`` > 0 overrides `training_window_days` for this run (`retrain_job`
+    after drift learns from the recent days only)."""
+
+    window_days: int = 0
+
+
 @dg.asset(group_name="train", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
           deps=["curated_feedback", "position_bias", "raw_users", "raw_items"])
-def training_set(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
+def training_set(context: dg.AssetExecutionContext, config: TrainingWindowConfig,
+                 flywheel: FlywheelResource):
     """Rows of the last `training_window_days` of curated feedback (`ml.training_set`),
     joined with the user and item snapshots of the day, with graded labels from the
     signal hierarchy (save/thumbs_up 3 > complete 2 > partial 1 > skip/thumbs_down/none 0),
@@ -30,7 +38,8 @@ def training_set(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     clip level, the share of clipped weights and the effective sample size."""
     s = flywheel.settings
     with flywheel.warehouse() as conn:
-        stats = ts_lib.build_training_set(conn, context.partition_key, s.training_window_days,
+        window = config.window_days or s.training_window_days
+        stats = ts_lib.build_training_set(conn, context.partition_key, window,
                                           s.max_training_rows, s.use_ips, s.ips_clip)
     grades = stats.pop("grade_counts")
     return dg.MaterializeResult(metadata={
