@@ -9,6 +9,7 @@ so turning the UI on over old data does not replay its history.
 """
 
 import datetime as dt
+import json
 import time
 
 import dagster as dg
@@ -57,6 +58,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
     folder = s.landing_dir / s.required_streams[0]
     if not folder.is_dir():
         return dg.SkipReason(f"no landing folder {folder} yet")
+    # Cursor: the landing time of each day already requested, so a day is requested
+    # once per landing (a re-landed day, with newer markers, is requested again).
+    requested = json.loads(context.cursor) if context.cursor else {}
     requests = []
     for day_dir in sorted(folder.glob("date=*")):
         day = day_dir.name.removeprefix("date=")
@@ -68,15 +72,19 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
         if date < s.start_date or not all(m.exists() for m in markers):
             continue
         landed = max(m.stat().st_mtime for m in markers)
+        if requested.get(day, 0) >= landed:
+            continue
         ingested = context.instance.fetch_materializations(dg.AssetRecordsFilter(
             asset_key=dg.AssetKey("raw_impressions"), asset_partitions=[day]), limit=1).records
+        requested[day] = landed
         if ingested and ingested[0].timestamp >= landed:
             continue  # the schedule, the demo or a person got there first
         requests.append(dg.RunRequest(
             partition_key=day, run_key=f"landing:{day}:{landed:.0f}",
             tags={TRIGGER: "landing", REASON: f"landing day {day} complete (_SUCCESS in "
                                               f"{', '.join(s.required_streams)})"}))
-    return requests or dg.SkipReason("no new complete landing day")
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(requested, sort_keys=True),
+                           skip_reason=None if requests else "no new complete landing day")
 
 
 @dg.sensor(jobs=[retrain_job, record_alert_job], minimum_interval_seconds=TICK_SECONDS,
