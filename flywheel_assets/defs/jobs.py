@@ -12,6 +12,9 @@ daily_rotation_job = dg.define_asset_job(
         *[f"landing_{s}" for s in LANDING_STREAMS]),
     partitions_def=daily_partitions,
     description="One rotation of the flywheel for one day's partition.",
+    # Steps share one DuckDB writer and run one at a time anyway: one process per run
+    # saves a Python start-up per step when the daemon launches it.
+    executor_def=dg.in_process_executor,
 )
 
 # What a sensor runs on drift or a quality drop: a new candidate for the partition,
@@ -22,6 +25,7 @@ retrain_job = dg.define_asset_job(
                                        "champion_model", "flywheel_health"),
     partitions_def=daily_partitions,
     description="Retrain, evaluate and gate a candidate for one partition (sensor-triggered).",
+    executor_def=dg.in_process_executor,
 )
 
 # 02:00 UTC, for yesterday's partition. Stopped by default: turn it on in the UI once

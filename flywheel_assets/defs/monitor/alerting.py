@@ -35,7 +35,7 @@ def record_alert(context: dg.OpExecutionContext, config: AlertConfig,
 
 
 @dg.job(description="Record one alert in monitor.alerts (and send it to the webhook).",
-        tags={"flywheel/kind": "alert"})
+        tags={"flywheel/kind": "alert"}, executor_def=dg.in_process_executor)
 def record_alert_job():
     record_alert()
 

@@ -31,17 +31,33 @@ def _png_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def _compare(conn, reference_sql: str, current_sql: str, columns, thresholds, skipped: list,
+             group: str) -> list:
+    """One group's column drift, or nothing (noted) when a side has no rows: no logged
+    pools, or no exploration to compare reactions on."""
+    try:
+        return drift.column_drift(conn, reference_sql, current_sql, columns, thresholds)
+    except ValueError as exc:
+        skipped.append(f"{group}: {str(exc).split(' for SQL')[0]}")
+        return []
+
+
 @dg.asset(group_name="monitor", partitions_def=daily_partitions, pool="duckdb",
-          kinds={"duckdb", "evidently"}, deps=["training_set"], freshness_policy=FRESHNESS)
+          kinds={"duckdb", "evidently"}, deps=["feedback_events", "raw_candidates"],
+          freshness_policy=FRESHNESS)
 def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
-    """The day's data against what the model that served it learnt from (the train
-    split of its training partition): user, item and context attributes, the signal
-    (graded label, examined or not) and the model's scores. A fast verdict on the full
-    partition in DuckDB (Jensen–Shannon distance for categorical columns, Wasserstein
-    distance over the reference std for numeric ones, 0.1 each), and an Evidently
-    `DataDriftPreset` report on a bounded sample, saved as HTML under
-    `data/reports/drift/`. `drift_sensor` reads `drift_share` and `dataset_drift` from
-    this asset's metadata."""
+    """The day against the training window of the model that served it, on what the
+    serving policy does not choose (so the loop's own choices never read as drift): who
+    asks and when (device, country, age band, hour, tenure; every request), what
+    retrieval offered (item attributes of the candidate pools; a sample), how people
+    react on the random slates of the exploration (graded signal, examined), and the
+    model's own view (its scores on pool candidates, its residual on explored
+    impressions; samples). The verdict is computed in DuckDB: Jensen–Shannon distance
+    for categorical columns, Wasserstein distance over the reference std for numeric
+    ones, a column drifts at 0.1, the day drifts when `drift_share_threshold` of the
+    columns do. An Evidently `DataDriftPreset` report on a bounded sample is saved as
+    HTML under `data/reports/drift/`. `drift_sensor` reads `drift_share` and
+    `dataset_drift` from this asset's metadata."""
     s = flywheel.settings
     day = context.partition_key
     with flywheel.warehouse() as conn:
@@ -50,41 +66,58 @@ def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
         return dg.MaterializeResult(metadata={
             "drift_share": 0.0, "dataset_drift": False, "served_by": served_by or "none",
             "reference": "none: the day was not served by a trained model"})
-    trained_for = str(model_store.load_card(s.models_dir, served_by)["partition_date"])[:10]
+    card = model_store.load_card(s.models_dir, served_by)
+    first, last = str(card["window_start"])[:10], str(card["window_end"])[:10]
     thresholds = drift.DriftThresholds(drift_share=s.drift_share_threshold)
+    src, skipped = drift_sources, []
     with flywheel.warehouse() as conn:
-        drifts = drift.column_drift(conn, drift_sources.reference_sql(trained_for),
-                                    drift_sources.current_sql(day), drift_sources.COLUMNS,
-                                    thresholds)
-        reference = drift.sample_frame(conn, drift_sources.reference_sql(trained_for, True),
-                                       s.drift_sample_rows)
-        current = drift.sample_frame(conn, drift_sources.current_sql(day, True),
-                                     s.drift_sample_rows)
+        drifts = _compare(conn, src.requests_sql(first, last), src.requests_sql(day, day),
+                          src.REQUEST_COLUMNS, thresholds, skipped, "requests")
+        drifts += _compare(conn, src.pools_sql(first, last, s.drift_pool_sample_rows),
+                           src.pools_sql(day, day, s.drift_pool_sample_rows),
+                           src.POOL_COLUMNS, thresholds, skipped, "candidate pools")
+        drifts += _compare(conn, src.explored_sql(first, last), src.explored_sql(day, day),
+                           src.SIGNAL_COLUMNS, thresholds, skipped, "explored slates")
+        pools = [drift.sample_frame(conn, src.pools_sql(a, b, s.drift_sample_rows, True),
+                                    s.drift_sample_rows) for a, b in ((first, last), (day, day))]
+        explored = [drift.sample_frame(conn, src.explored_sql(a, b, True), s.drift_sample_rows)
+                    for a, b in ((first, last), (day, day))]
     model = model_store.load_model(s.models_dir, served_by)
-    reference["model_score"] = model_lib.score(model, reference)
-    current["model_score"] = model_lib.score(model, current)
+    for frame in pools:
+        if len(frame):
+            frame["model_score"] = model_lib.score(model, frame)
+    for frame in explored:
+        if len(frame):
+            frame["model_residual"] = frame["grade_value"] - model_lib.score(model, frame)
     scratch = duckdb.connect()
     try:
-        scratch.register("ref", reference[["model_score"]])
-        scratch.register("cur", current[["model_score"]])
-        drifts += drift.column_drift(scratch, "SELECT * FROM ref", "SELECT * FROM cur",
-                                     [drift_sources.SCORE], thresholds)
+        for name, frames, column in (("score", pools, "model_score"),
+                                     ("residual", explored, "model_residual")):
+            if all(len(f) for f in frames):
+                scratch.register(f"ref_{name}", frames[0][[column]])
+                scratch.register(f"cur_{name}", frames[1][[column]])
+            drifts += _compare(scratch, f"SELECT * FROM ref_{name}",
+                               f"SELECT * FROM cur_{name}",
+                               [c for c in src.MODEL_COLUMNS if c.name == column], thresholds,
+                               skipped, f"model {name}")
     finally:
         scratch.close()
     verdict = drift.drift_verdict(drifts, thresholds)
-    columns = [*drift_sources.COLUMNS, drift_sources.SCORE]
-    names = [c.name for c in columns]
     html = s.reports_dir / "drift" / f"{day}.html"
     html.parent.mkdir(parents=True, exist_ok=True)
-    evidently = drift.evidently_report(reference[names], current[names], columns, html)
+    evidently = {}
+    if all(len(f) for f in pools):
+        shown = [*src.REQUEST_COLUMNS, *src.POOL_COLUMNS, src.MODEL_COLUMNS[0]]
+        names = [c.name for c in shown]
+        evidently = drift.evidently_report(pools[0][names], pools[1][names], shown, html)
     summary = verdict.as_dict()
     with flywheel.warehouse() as conn, warehouse.transaction(conn):
         conn.execute("DELETE FROM monitor.drift_reports WHERE partition_date = ?", [day])
         conn.execute("INSERT INTO monitor.drift_reports VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     [day, served_by, trained_for, verdict.drift_share, verdict.dataset_drift,
-                      json.dumps(summary["columns"]), str(html),
-                      dt.datetime.now(dt.timezone.utc)])
-    top = verdict.top(5)
+                     [day, served_by, card["partition_date"], verdict.drift_share,
+                      verdict.dataset_drift, json.dumps(summary["columns"]),
+                      str(html) if evidently else None, dt.datetime.now(dt.timezone.utc)])
+    top = verdict.top(6)
     table = ["| column | statistic | value | threshold | drifted |", "|---|---|---|---|---|"]
     table += [f"| {d.column} | {d.statistic} | {d.value:.3f} | {d.threshold:.2f} | "
               f"{'yes' if d.drifted else 'no'} |" for d in top]
@@ -93,13 +126,13 @@ def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
         "dataset_drift": verdict.dataset_drift,
         "drift_share_threshold": s.drift_share_threshold,
         "drifted_columns": ", ".join(d.column for d in verdict.drifts if d.drifted) or "none",
+        "columns_compared": len(verdict.drifts),
         "top_drifted_columns": dg.MetadataValue.md("\n".join(table)),
-        "served_by": served_by, "reference_partition": trained_for,
-        "rows_compared": dg.MetadataValue.json({"reference": top[0].reference_rows if top else 0,
-                                                "current": top[0].current_rows if top else 0}),
+        "served_by": served_by, "reference_window": f"{first} .. {last}",
+        "not_compared": dg.MetadataValue.json(skipped),
         "evidently_drift_share": evidently.get("evidently_drift_share"),
         "evidently_sample_rows": s.drift_sample_rows,
-        "report": dg.MetadataValue.path(str(html))})
+        **({"report": dg.MetadataValue.path(str(html))} if evidently else {})})
 
 
 @dg.asset(group_name="monitor", partitions_def=daily_partitions, pool="duckdb",
