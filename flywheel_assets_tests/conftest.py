@@ -20,3 +20,41 @@ def landed_day(tmp_path: Path, small_world: WorldConfig) -> Path:
     """A data dir with one simulated landing day, served by the popularity policy."""
     world.run_day(tmp_path, tmp_path / "landing", small_world, DAY1, popularity_policy())
     return tmp_path
+
+
+# A live instance for the real-daemon scenario and the browser tests: a small world
+# turned for two days, then the webserver and daemon started on a temporary
+# DAGSTER_HOME and a drifted day landed; the loop reacts by itself (landing_sensor →
+# rotation → drift_report → drift_sensor → retrain_job → gate). Stopped, by process
+# group, at the end of the session.
+LIVE_WORLD = WorldConfig(n_users=600, n_items=300, requests_per_day=3000, pool_size=20)
+LIVE_TIMEOUT_SECONDS = 420
+
+
+@pytest.fixture(scope="session")
+def live_instance(tmp_path_factory):
+    import os
+    import socket
+
+    from flywheel_assets.services import DagsterServices, group_alive, group_members
+    from flywheel_assets.simulation import drill
+
+    data_dir = tmp_path_factory.mktemp("live") / "data"
+    settings = drill.warm_up(data_dir, LIVE_WORLD, days=2)
+    services = DagsterServices(settings.dagster_home, env={"FLYWHEEL_DATA_DIR": str(data_dir)})
+    with services:
+        # A fresh instance greets its first visitor with a dialog over every page.
+        services.graphql("mutation { setNuxSeen }")
+        outcome = drill.land_drift_and_wait(services, settings, LIVE_WORLD, drift_day=3,
+                                            timeout=LIVE_TIMEOUT_SECONDS)
+        members, port = group_members(services.pgid), services.port
+        yield {"services": services, "settings": settings, "outcome": outcome}
+    # Stopped: every process of the group (dagster dev, webserver, daemon, code servers)
+    # is gone and the port is closed.
+    assert len(members) >= 4, members
+    assert not group_alive(services.pgid), "a process of the services outlived the session"
+    for pid in members:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+        probe.connect(("127.0.0.1", port))
