@@ -7,7 +7,7 @@ import json
 import duckdb
 
 from flywheel_assets.core import warehouse
-from flywheel_assets.simulation.drill import runs_with_tag, wait_for
+from flywheel_assets.simulation.drill import wait_for
 
 
 def test_the_drift_sensor_retrains_and_the_gate_decides(live_instance):
@@ -27,20 +27,21 @@ def test_the_drift_sensor_retrains_and_the_gate_decides(live_instance):
 
 
 def test_the_drift_alert_is_recorded(live_instance):
-    services, settings = live_instance["services"], live_instance["settings"]
-    alert_runs = wait_for(lambda: [r for r in runs_with_tag(services, "trigger", "drift")
-                                   if r["jobName"] == "record_alert_job"
-                                   and r["status"] == "SUCCESS"], 120, what="the alert run")
-    assert len(alert_runs) == 1
+    """The drift sensor also asked record_alert_job to record the drift; other sensors
+    may have alerted too (the quality sensor often does on a drifted day)."""
+    settings, date = live_instance["settings"], live_instance["outcome"]["date"]
 
-    def read():
+    def drift_alerts():
         try:
             with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
-                return conn.execute("SELECT source, severity, partition_date::VARCHAR, details "
-                                    "FROM monitor.alerts").fetchall()
+                return conn.execute("SELECT severity, details, webhook_status FROM monitor.alerts "
+                                    "WHERE source = 'drift_sensor' AND partition_date = ?",
+                                    [date]).fetchall()
         except duckdb.Error:  # a run may still hold the writer's lock
             return None
-    rows = wait_for(read, 60, interval=1.0, what="monitor.alerts")
-    assert [(r[0], r[1], r[2]) for r in rows] == [("drift_sensor", "warning",
-                                                    live_instance["outcome"]["date"])]
-    assert json.loads(rows[0][3])["dataset_drift"] is True
+    rows = wait_for(drift_alerts, 180, interval=2.0, what=f"the drift alert of {date}")
+    assert len(rows) == 1
+    severity, details, webhook = rows[0]
+    assert severity == "warning" and webhook == "not_configured"
+    details = json.loads(details)
+    assert details["dataset_drift"] is True and "device" in details["drifted_columns"]

@@ -14,7 +14,9 @@ always move). Three views, each a SELECT over one kind of row:
 
 The model's own view is compared on samples (scores are not a DuckDB job): its scores
 on pool candidates, and its residual (grade − prediction) on explored impressions,
-which moves when what people like changes even if nothing else does.
+which moves when what people like changes even if nothing else does. The residual's
+reference is the model's own training day less what it trained on: residuals on
+training rows are smaller (the model has seen them) and would always read as drift.
 """
 
 from __future__ import annotations
@@ -81,12 +83,17 @@ def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = Fals
         {joins}"""
 
 
-def explored_sql(first: str, last: str, with_context: bool = False) -> str:
-    """Impressions of the explored (random) slates of the days, bots left out."""
+def explored_sql(first: str, last: str, with_context: bool = False,
+                 unseen_by: str | None = None) -> str:
+    """Impressions of the explored (random) slates of the days, bots left out; with
+    ``unseen_by`` (a model's training partition), only requests that model did not
+    train on, so that its residuals are out-of-sample on both sides."""
     context = ("""
         , f.ts, u.country, u.age_band, u.signup_date, it.category, it.published_date,
           it.duration_s, it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
           f.device AS device""" if with_context else "")
+    unseen = (f"AND f.request_id NOT IN (SELECT request_id FROM ml.training_set WHERE "
+              f"partition_date = DATE '{unseen_by}' AND split = 'train')" if unseen_by else "")
     joins = ("""
         JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = f.partition_date
         JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = f.partition_date"""
@@ -98,4 +105,5 @@ def explored_sql(first: str, last: str, with_context: bool = False) -> str:
         WHERE f.partition_date {_days(first, last)} AND {_NOT_BOT}
           AND f.request_id IN (SELECT request_id FROM curated.feedback_events
                                WHERE partition_date {_days(first, last)}
-                               GROUP BY request_id HAVING bool_or(propensity < {EXPLORED_BELOW}))"""
+                               GROUP BY request_id HAVING bool_or(propensity < {EXPLORED_BELOW}))
+          {unseen}"""

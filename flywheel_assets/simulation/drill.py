@@ -55,6 +55,10 @@ def runs_with_tag(services, key: str, value: str) -> list[dict]:
     return result["results"]
 
 
+def _partition(run: dict) -> str | None:
+    return next((t["value"] for t in run["tags"] if t["key"] == "dagster/partition"), None)
+
+
 def wait_for(predicate, timeout: float, interval: float = 2.0, what: str = "condition"):
     """Poll ``predicate`` until it returns something truthy; raise TimeoutError."""
     deadline = time.monotonic() + timeout
@@ -117,7 +121,7 @@ def land_drift_and_wait(services, settings: Settings, config: WorldConfig, drift
 
     def finished_retrain():
         runs = [r for r in runs_with_tag(services, "trigger", "drift")
-                if r["jobName"] == "retrain_job"]
+                if r["jobName"] == "retrain_job" and _partition(r) == date]
         return next((r for r in runs if r["status"] in FINISHED), None)
 
     try:
@@ -128,7 +132,7 @@ def land_drift_and_wait(services, settings: Settings, config: WorldConfig, drift
         raise TimeoutError(f"no finished drift retrain within {timeout:.0f} s; rotation runs: "
                            f"{[(r['runId'][:8], r['status']) for r in rotations]}; "
                            f"service log: {services.log_path}") from None
-    rotation = runs_with_tag(services, "trigger", "landing")
+    rotation = [r for r in runs_with_tag(services, "trigger", "landing") if _partition(r) == date]
     found = _read_outcome(settings, date)
     decision, evaluation, report = found["decision"], found["evaluation"], found["drift"]
     reason = next((t["value"] for t in retrain["tags"] if t["key"] == "flywheel/reason"), "")

@@ -80,8 +80,10 @@ def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
                            src.SIGNAL_COLUMNS, thresholds, skipped, "explored slates")
         pools = [drift.sample_frame(conn, src.pools_sql(a, b, s.drift_sample_rows, True),
                                     s.drift_sample_rows) for a, b in ((first, last), (day, day))]
-        explored = [drift.sample_frame(conn, src.explored_sql(a, b, True), s.drift_sample_rows)
-                    for a, b in ((first, last), (day, day))]
+        trained_for = str(card["partition_date"])[:10]
+        explored = [drift.sample_frame(conn, sql, s.drift_sample_rows) for sql in (
+            src.explored_sql(trained_for, trained_for, True, unseen_by=trained_for),
+            src.explored_sql(day, day, True))]
     model = model_store.load_model(s.models_dir, served_by)
     for frame in pools:
         if len(frame):
