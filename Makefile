@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install browser demo ui test benchmark-signal clean
+.PHONY: install browser demo ui test benchmark-signal benchmark-loops drill clean
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -47,6 +47,15 @@ test: install browser
 # Full loop vs the naive loop (--no-ips --no-filters) on the same world; ~2 x 4 minutes.
 benchmark-signal: install
 	$(BIN)/flywheel benchmark signal --days $(DAYS)
+
+# Guarded loop (exploration + diversity re-ranking) vs the greedy loop, 21 days each.
+benchmark-loops: install
+	$(BIN)/flywheel benchmark loops
+
+# On-call fire drill: real webserver + daemon on a temporary instance, a drifted day,
+# prints drift_to_decision_seconds=<N> last.
+drill: install
+	$(BIN)/flywheel drill drift
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -157,3 +157,16 @@ def test_concentration_rising_needs_a_rise_at_every_recent_rotation():
     assert not concentration_rising(series(0.70, 0.72, 0.71, 0.73), 3)
     assert not concentration_rising(series(0.71, 0.72, 0.73), 3)   # too short to tell
     assert not concentration_rising(series(0.70, 0.701, 0.702, 0.703), 3, min_step=0.005)
+
+
+def test_calibrated_log_loss_rewards_informative_scores():
+    from flywheel_assets.core.metrics import calibrated_log_loss
+
+    rng = np.random.default_rng(0)
+    y = rng.random(4000) < 0.3
+    informative = y + rng.normal(0, 0.5, 4000)
+    noise = rng.normal(0, 1, 4000)
+    base = -(0.3 * np.log(0.3) + 0.7 * np.log(0.7))       # entropy of the base rate
+    assert calibrated_log_loss(y, informative) < 0.8 * base
+    assert abs(calibrated_log_loss(y, noise) - base) < 0.02
+    assert np.isnan(calibrated_log_loss(np.zeros(10, bool), noise[:10]))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss, roc_auc_score
 
 
 def ndcg_per_group(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
@@ -42,6 +43,23 @@ def auc(labels_binary: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels_binary, scores))
 
 
+def calibrated_log_loss(labels_binary: np.ndarray, scores: np.ndarray) -> float:
+    """Log loss of P(label | score) from a logistic (Platt) map of the score, cross-fitted
+    on two halves of the rows: the model predicts a grade, not a probability, so this is
+    the log loss of the best monotone-logistic reading of its scores."""
+    y = np.asarray(labels_binary, dtype=int)
+    if len(np.unique(y)) < 2 or len(y) < 4:
+        return float("nan")
+    x = np.asarray(scores, dtype="float64").reshape(-1, 1)
+    half = np.arange(len(y)) % 2 == 0
+    prob = np.empty(len(y))
+    for fit, apply in ((half, ~half), (~half, half)):
+        if len(np.unique(y[fit])) < 2:
+            return float("nan")
+        prob[apply] = LogisticRegression().fit(x[fit], y[fit]).predict_proba(x[apply])[:, 1]
+    return float(log_loss(y, prob, labels=[0, 1]))
+
+
 def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10) -> dict[str, float]:
     """Holdout metrics of one model's scores on a training-set frame.
 
@@ -62,6 +80,7 @@ def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10) -> dict
         f"ndcg_at_{k}": primary,
         f"ndcg_at_{k}_all_logged": ndcg_at_k(groups, y, scores, k),
         "auc_complete_or_better": auc(y >= 2, scores),
+        "log_loss_complete_or_better": calibrated_log_loss(y >= 2, scores),
         "rmse_grade": float(np.sqrt(np.mean((scores - y) ** 2))),
     }
 
