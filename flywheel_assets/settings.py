@@ -93,8 +93,10 @@ class Settings:
     # comparison; candidate-pool attributes are compared on a larger sample.
     drift_sample_rows: int = 20_000
     drift_pool_sample_rows: int = 200_000
-    # After drift, retrain_job learns from this many recent days only.
+    # After drift, retrain_job learns from this many recent days only, the drifted day's
+    # first part included: its last `drift_retrain_holdout_share` (by time) is the holdout.
     drift_retrain_window_days: int = 2
+    drift_retrain_holdout_share: float = 0.2
     # quality_sensor: engagement per request (mean grade of the day's logged slates)
     # below this share of its trailing mean triggers a retrain.
     quality_drop_ratio: float = 0.9

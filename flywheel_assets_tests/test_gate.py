@@ -57,7 +57,8 @@ def _shuffle_labels(data_dir, day):
 def _decision(data_dir, day):
     with warehouse.connect(Settings.from_env(data_dir).warehouse_path) as conn:
         row = conn.execute("SELECT candidate_version, promoted, reasons FROM ml.promotions "
-                           "WHERE partition_date = ? AND actor = 'gate'", [day]).fetchone()
+                           "WHERE partition_date = ? AND actor = 'gate' "
+                           "ORDER BY decided_at DESC LIMIT 1", [day]).fetchone()
     return row[0], row[1], json.loads(row[2])
 
 

@@ -2,28 +2,39 @@
 with a temporary DAGSTER_HOME, the world's taste_drift switched on for one day (see
 the `live_instance` fixture in conftest)."""
 
+import datetime as dt
 import json
 
 import duckdb
 
-from flywheel_assets.core import warehouse
-from flywheel_assets.simulation.drill import wait_for
+from flywheel_assets.core import model_store, warehouse
+from flywheel_assets.simulation.drill import FINISHED, runs_with_tag, wait_for
+from flywheel_assets_tests.conftest import LIVE_TIMEOUT_SECONDS
 
 
 def test_the_drift_sensor_retrains_and_the_gate_decides(live_instance):
-    outcome = live_instance["outcome"]
+    outcome, services = live_instance["outcome"], live_instance["services"]
     # The landing sensor ran the day's rotation, which found the drift ...
-    assert outcome["rotation_runs"] and all(s == "SUCCESS" for _, s in outcome["rotation_runs"])
+    rotations = wait_for(lambda: [r for r in runs_with_tag(services, "trigger", "landing")
+                                  if r["status"] in FINISHED] or None, 120,
+                         what="the landing-triggered rotation to finish")
+    assert [r["status"] for r in rotations] == ["SUCCESS"]
     assert outcome["drift_share"] >= live_instance["settings"].drift_share_threshold
     # ... and the drift sensor launched a retrain, tagged with its trigger and reason.
     assert outcome["retrain_status"] == "SUCCESS"
     assert outcome["retrain_tags"]["trigger"] == "drift"
     assert "drift share" in outcome["retrain_reason"] and "device" in outcome["retrain_reason"]
-    # The retrained candidate was evaluated and the gate recorded its decision.
+    # The retrained candidate (2-day window, the drifted day's first part included) was
+    # evaluated, and the gate recorded its decision about it.
     decision = outcome["decision"]
     assert decision and decision["reasons"]
     assert outcome["evaluated_candidate"] == decision["candidate"]
-    assert outcome["drift_to_decision_seconds"] > 0
+    settings = live_instance["settings"]
+    card = model_store.load_card(settings.models_dir, decision["candidate"])
+    previous_day = (dt.date.fromisoformat(outcome["date"]) - dt.timedelta(days=1)).isoformat()
+    assert str(card["window_start"])[:10] == previous_day
+    assert str(card["window_end"])[:10] == outcome["date"]
+    assert 0 < outcome["drift_to_decision_seconds"] < LIVE_TIMEOUT_SECONDS
 
 
 def test_the_drift_alert_is_recorded(live_instance):

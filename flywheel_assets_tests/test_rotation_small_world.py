@@ -173,5 +173,6 @@ def test_the_gate_reads_the_days_checks_even_when_run_alone(rotated):
     assert model_store.champion_version(settings.models_dir) == stepped_back
     with warehouse.connect(settings.warehouse_path) as conn:
         promoted, reasons = conn.execute("SELECT promoted, reasons FROM ml.promotions "
-                                         "WHERE partition_date = ?", [DAYS[1]]).fetchone()
+                                         "WHERE partition_date = ? ORDER BY decided_at DESC "
+                                         "LIMIT 1", [DAYS[1]]).fetchone()
     assert not promoted and "planted failure" in reasons

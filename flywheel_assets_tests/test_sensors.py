@@ -61,15 +61,22 @@ def test_drift_sensor_retrains_once_per_drifted_report(instance, tmp_path):
             drift_share_threshold=0.2, drifted_columns="none")
     _report(instance, "drift_report", "2026-01-06", drift_share=0.35, dataset_drift=True,
             drift_share_threshold=0.2, drifted_columns="device, grade")
-    first = _tick(sensors.drift_sensor, instance, tmp_path)
+    # The day's rotation is still running: the sensor waits, and keeps its place.
+    waiting = _tick(sensors.drift_sensor, instance, tmp_path)
+    assert not waiting.run_requests
+    _report(instance, "champion_model", "2026-01-05")
+    _report(instance, "champion_model", "2026-01-06")
+    first = _tick(sensors.drift_sensor, instance, tmp_path, waiting.cursor)
     jobs = {r.job_name: r for r in first.run_requests}
     assert set(jobs) == {"retrain_job", "record_alert_job"}
     retrain = jobs["retrain_job"]
     assert retrain.partition_key == "2026-01-06"
     assert retrain.tags["trigger"] == "drift"
     assert "0.35" in retrain.tags["flywheel/reason"] and "device" in retrain.tags["flywheel/reason"]
-    window = retrain.run_config["ops"]["training_set"]["config"]["window_days"]
-    assert window == Settings.from_env(tmp_path).drift_retrain_window_days
+    config = retrain.run_config["ops"]["training_set"]["config"]
+    settings = Settings.from_env(tmp_path)
+    assert config == {"window_days": settings.drift_retrain_window_days,
+                      "holdout_share": settings.drift_retrain_holdout_share}
     second = _tick(sensors.drift_sensor, instance, tmp_path, first.cursor)
     assert not second.run_requests
 
@@ -77,9 +84,11 @@ def test_drift_sensor_retrains_once_per_drifted_report(instance, tmp_path):
 def test_quality_sensor_fires_on_a_drop_against_the_trailing_mean(instance, tmp_path):
     for day, value in (("2026-01-01", 3.0), ("2026-01-02", 3.1), ("2026-01-03", 2.95)):
         _report(instance, "curated_feedback", day, engagement_per_request=value)
+        _report(instance, "champion_model", day)
     quiet = _tick(sensors.quality_sensor, instance, tmp_path)
     assert not quiet.run_requests
     _report(instance, "curated_feedback", "2026-01-04", engagement_per_request=2.0)
+    _report(instance, "champion_model", "2026-01-04")
     fired = _tick(sensors.quality_sensor, instance, tmp_path, quiet.cursor)
     retrain = [r for r in fired.run_requests if r.job_name == "retrain_job"]
     assert [r.partition_key for r in retrain] == ["2026-01-04"]

@@ -77,7 +77,8 @@ def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = Fals
                ln(1 + greatest(it.duration_s, 0)) AS log_duration,
                (c.partition_date - it.published_date)::DOUBLE AS item_age_days,
                it.c0, it.c1, it.c2, it.c3, it.c4, it.c5{context}
-        FROM (SELECT * FROM raw.candidates WHERE partition_date {_days(first, last)}
+        FROM (SELECT * FROM (SELECT * FROM raw.candidates
+                             WHERE partition_date {_days(first, last)})
               USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (7)) c
         JOIN raw.items it ON it.item_id = c.item_id AND it.partition_date = c.partition_date
         {joins}"""

@@ -3,8 +3,9 @@
 One row per (request, candidate) with the raw attributes the model scores, the logging
 policy's exposure propensity, and, when the candidate was shown, its position and the
 grade it received (0 when silent). Requests come from `feedback_events` (consenting
-users) less the users flagged as bots that day and less any request in the day's
-training split, hash-sampled to a bounded number.
+users) less the users flagged as bots that day, less any request in the day's
+training split and any slate with a missing impression, hash-sampled to a bounded
+number. A position missing from `position_bias` counts as examined (examination 1).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ def logged_pools(conn: duckdb.DuckDBPyConnection, partition_date: str, max_reque
             AND request_id NOT IN (SELECT request_id FROM ml.training_set
                                    WHERE partition_date = $d AND split = 'train')
             GROUP BY request_id
+            -- Complete slates only: with an impression quarantined (a broken client), a
+            -- shown item would read as never shown.
+            HAVING count(DISTINCT position) = max(position)
             ORDER BY hash(request_id), request_id LIMIT $n),
         shown AS (
             -- A double-logged impression is one showing: keep its best position and grade.
@@ -69,8 +73,10 @@ def logged_pools(conn: duckdb.DuckDBPyConnection, partition_date: str, max_reque
 
 @dataclass(frozen=True)
 class PoolMatrix:
-    """Logged pools as R×P matrices, candidates in item-id order within each request
-    (the tie-break every ranking here uses, so the world's oracle can reproduce it)."""
+    """Logged pools as R×P matrices, candidates in item-id order within each request:
+    the tie-break of the policies valued here (the world's oracle uses the same one to
+    value them; serving itself breaks ties by pool order, which only matters for
+    exactly equal scores)."""
 
     request_ids: np.ndarray
     row_index: np.ndarray      # R×P: row of `pools` (for scores computed on the frame)

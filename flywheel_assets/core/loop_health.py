@@ -23,7 +23,9 @@ def in_service_series(conn: duckdb.DuckDBPyConnection, up_to: str,
     rows = conn.execute("""
         SELECT e.partition_date, e.metrics, p.promoted
         FROM ml.model_evaluations e
-        LEFT JOIN ml.promotions p ON p.partition_date = e.partition_date AND p.actor = 'gate'
+        LEFT JOIN (SELECT partition_date, arg_max(promoted, decided_at) AS promoted
+                   FROM ml.promotions WHERE actor = 'gate' GROUP BY partition_date) p
+               ON p.partition_date = e.partition_date
         WHERE e.partition_date <= ?
         ORDER BY e.partition_date DESC LIMIT ?""", [up_to, rotations + 1]).fetchall()
     out = []

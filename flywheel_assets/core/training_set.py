@@ -21,7 +21,8 @@ FIRST_DAY_HOLDOUT_SHARE = 0.2
 
 def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, window_days: int,
                        max_training_rows: int, use_ips: bool = True, ips_clip: float = 10.0,
-                       hierarchy: dict[str, int] = DEFAULT_HIERARCHY) -> dict:
+                       hierarchy: dict[str, int] = DEFAULT_HIERARCHY,
+                       holdout_share: float | None = None) -> dict:
     """Window rows with labels, weights and the learning target.
 
     With IPS on, ``weight`` = min(1 / examination(position), ``ips_clip``) from the
@@ -56,12 +57,16 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                      {"ud": users_date, "id": items_date, "ws": first_day, "d": partition_date})
         earlier = conn.execute(f"SELECT count(*) FROM _window WHERE source_date < DATE "
                                f"'{partition_date}'").fetchone()[0]
-        if earlier:
+        if earlier and not holdout_share:
             holdout = f"source_date = DATE '{partition_date}'"
         else:
-            cutoff = conn.execute(f"SELECT quantile_disc(ts, {1 - FIRST_DAY_HOLDOUT_SHARE}) "
-                                  "FROM _window").fetchone()[0]
-            holdout = f"ts >= TIMESTAMPTZ '{cutoff.isoformat()}'" if cutoff else "FALSE"
+            # The first day (nothing earlier), or a retrain asked to learn from the day
+            # itself: the day's last share by time is the holdout.
+            share = holdout_share or FIRST_DAY_HOLDOUT_SHARE
+            cutoff = conn.execute(f"SELECT quantile_disc(ts, {1 - float(share)}) FROM _window "
+                                  f"WHERE source_date = DATE '{partition_date}'").fetchone()[0]
+            holdout = (f"source_date = DATE '{partition_date}' AND "
+                       f"ts >= TIMESTAMPTZ '{cutoff.isoformat()}'" if cutoff else "FALSE")
         rows = warehouse.replace_partition(conn, "ml.training_set", partition_date, f"""
             SELECT *, label_grade * weight AS target, 'holdout' AS split FROM _window WHERE {holdout}
             UNION ALL
@@ -85,7 +90,8 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
     return {"rows": rows, "train_rows": stats[0], "holdout_rows": stats[1],
             "window_rows": stats[2], "window_start": str(stats[3]), "window_end": str(stats[4]),
             "mean_grade": float(stats[5] or 0.0), "grade_counts": {int(k): v for k, v in grades.items()},
-            "holdout_rule": "training day" if earlier else "last 20% of the first day",
+            "holdout_rule": ("training day" if earlier and not holdout_share else
+                             f"last {holdout_share or FIRST_DAY_HOLDOUT_SHARE:.0%} of the training day"),
             "ips": "on" if use_ips else "off", "ips_clip": float(ips_clip),
             "clipped_share": float(ips[1] or 0.0) if use_ips else 0.0,
             "max_weight": float(ips[2] or 0.0),

@@ -94,8 +94,8 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
             "SELECT count(*) FROM raw.quarantined_events WHERE partition_date = ? "
             "AND stream IN ('impressions', 'interactions')", [date]).fetchone()[0]
         promo = conn.execute("SELECT candidate_version, promoted, new_champion, reasons "
-                             "FROM ml.promotions WHERE partition_date = ? AND actor = 'gate'",
-                             [date]).fetchone()
+                             "FROM ml.promotions WHERE partition_date = ? AND actor = 'gate' "
+                             "ORDER BY decided_at DESC LIMIT 1", [date]).fetchone()
         evaluation = conn.execute("SELECT metrics FROM ml.model_evaluations WHERE partition_date = ?",
                                   [date]).fetchone()
     metrics = json.loads(evaluation[0]) if evaluation else {}

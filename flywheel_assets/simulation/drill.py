@@ -170,10 +170,13 @@ def _main(args: argparse.Namespace) -> int:
         outcome = run_drift_drill(keep / "data", WorldConfig(), args.warm_up_days, args.timeout)
     except (TimeoutError, RuntimeError) as exc:
         print(f"drill failed: {exc}", file=sys.stderr)
+        args.keep = True  # the service log and the instance are what on-call reads next
     finally:
         if not args.keep:
             import shutil
             shutil.rmtree(keep, ignore_errors=True)
+        else:
+            print(f"kept: {keep}", file=sys.stderr)
     if not outcome or outcome["decision"] is None or outcome["retrain_status"] != "SUCCESS":
         if outcome:
             print(f"drill failed: retrain_job ended {outcome['retrain_status']} "
@@ -188,7 +191,5 @@ def _main(args: argparse.Namespace) -> int:
           f"champion {d['champion']}")
     for reason in d["reasons"]:
         print(f"  - {reason}")
-    if args.keep:
-        print(f"kept: {keep}")
     print(f"drift_to_decision_seconds={outcome['drift_to_decision_seconds']:.1f}")
     return 0

@@ -126,7 +126,7 @@ def model_evaluation(context: dg.AssetExecutionContext, flywheel: FlywheelResour
         "report": dg.MetadataValue.path(str(report["dir"] / "report.md"))})
 
 
-@dg.asset_check(asset=model_evaluation, blocking=True,
+@dg.asset_check(asset=model_evaluation, blocking=True, pool="duckdb",
                 description="DESIGN §7: the candidate's primary metric (off-policy DCG@10, "
                             "doubly robust) beats the champion's with a confidence bound "
                             "that clears the minimum effect; coverage, concentration and "
@@ -159,7 +159,8 @@ def champion_model(context: dg.AssetExecutionContext, flywheel: FlywheelResource
     day's candidate replaces it only when `promotion_gate` passed for the day (as
     recorded in `monitor.check_results`, whichever run executed it) and every blocking
     data check passed; a candidate trained for an earlier day than the champion is
-    never promoted by the gate. Every decision, its reasons and its figures go to
+    never promoted by the gate, nor one compared with another champion than the one in
+    service. Every decision, its reasons and its figures are appended to
     `ml.promotions`, in the same transaction as the pointer move."""
     s = flywheel.settings
     day = context.partition_key
@@ -173,10 +174,20 @@ def champion_model(context: dg.AssetExecutionContext, flywheel: FlywheelResource
         gate_problems = warehouse.failed_or_missing_checks(conn, day, [GATE])
     if decision.promote and gate_problems:
         decision = promotion.Decision(False, gate_problems, decision.figures)
+    if current == candidate:
+        # A re-run: the gate never demotes (rolling back is the operator's call).
+        decision = promotion.Decision(True, ["the candidate is already the champion in "
+                                             "service (a re-run); the gate does not demote",
+                                             *decision.reasons], decision.figures)
+    elif decision.promote and current != champion:
+        # Compared with one champion, about to replace another: evaluate again first.
+        decision = promotion.Decision(False, [
+            f"the champion in service changed since the evaluation ({champion or 'none'} → "
+            f"{current}); materialise model_evaluation again"], decision.figures)
     with flywheel.warehouse() as conn, warehouse.transaction(conn):
         # The audit row and the pointer move together: if the move fails, the row rolls back.
         new_champion = candidate if decision.promote else current
-        conn.execute("DELETE FROM ml.promotions WHERE partition_date = ? AND actor = 'gate'", [day])
+        # Append-only: a re-run adds its decision, the earlier ones stay in the audit.
         conn.execute("INSERT INTO ml.promotions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                      [dt.datetime.now(dt.timezone.utc), day, candidate, champion, new_champion,
                       decision.promote, "gate",

@@ -8,7 +8,7 @@ from flywheel_assets.defs.resources import FlywheelResource
 RISING_ROTATIONS = 3
 
 
-@dg.asset_check(asset="champion_model", blocking=False,
+@dg.asset_check(asset="champion_model", blocking=False, pool="duckdb",
                 description=f"Warns when the exposure Gini of the model in service rose at "
                             f"each of the last {RISING_ROTATIONS} rotations: a degenerate "
                             "feedback loop creeping past the gate one small step at a time.")

@@ -35,7 +35,7 @@ def _specs(name: str, description: str) -> list[dg.AssetCheckSpec]:
             for asset in RAW_TABLES.values()]
 
 
-@dg.multi_asset_check(specs=_specs(
+@dg.multi_asset_check(pool="duckdb", specs=_specs(
     "rows_reconcile",
     "Rows read from the landing files = rows accepted + rows quarantined + rows erased "
     "on a deletion request, per stream."))
@@ -54,7 +54,7 @@ def rows_reconcile(context: dg.AssetCheckExecutionContext,
                           "unaccounted": read - accepted - quarantined})
 
 
-@dg.multi_asset_check(specs=_specs(
+@dg.multi_asset_check(pool="duckdb", specs=_specs(
     "quarantine_share_below_threshold",
     "The share of quarantined rows stays below the threshold (FLYWHEEL settings "
     "`max_quarantine_share`); the failure names the file, the column and an example."))
@@ -79,7 +79,7 @@ def quarantine_share_below_threshold(context: dg.AssetCheckExecutionContext,
                           "top_reasons": dg.MetadataValue.json(examples)})
 
 
-@dg.multi_asset_check(specs=_specs(
+@dg.multi_asset_check(pool="duckdb", specs=_specs(
     "accepted_rows_expectations",
     "Great Expectations suite generated from the landing contract, run on the stored "
     "rows: types, ranges, allowed values, unique ids, hashed user ids, ts in the day."))

@@ -43,7 +43,9 @@ def _compare(conn, reference_sql: str, current_sql: str, columns, thresholds, sk
 
 
 @dg.asset(group_name="monitor", partitions_def=daily_partitions, pool="duckdb",
-          kinds={"duckdb", "evidently"}, deps=["feedback_events", "raw_candidates"],
+          kinds={"duckdb", "evidently"},
+          # curated_feedback: the day's bot flags must exist before requests are compared.
+          deps=["feedback_events", "curated_feedback", "raw_candidates"],
           freshness_policy=FRESHNESS)
 def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """The day against the training window of the model that served it, on what the
@@ -95,9 +97,11 @@ def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     try:
         for name, frames, column in (("score", pools, "model_score"),
                                      ("residual", explored, "model_residual")):
-            if all(len(f) for f in frames):
-                scratch.register(f"ref_{name}", frames[0][[column]])
-                scratch.register(f"cur_{name}", frames[1][[column]])
+            if not all(len(f) for f in frames):
+                skipped.append(f"model {name}: a side has no rows")
+                continue
+            scratch.register(f"ref_{name}", frames[0][[column]])
+            scratch.register(f"cur_{name}", frames[1][[column]])
             drifts += _compare(scratch, f"SELECT * FROM ref_{name}",
                                f"SELECT * FROM cur_{name}",
                                [c for c in src.MODEL_COLUMNS if c.name == column], thresholds,

@@ -17,11 +17,13 @@ import dagster as dg
 from flywheel_assets.core.alerts import Alert
 from flywheel_assets.defs.jobs import daily_rotation_job, retrain_job
 from flywheel_assets.defs.monitor.alerting import alert_run_config, record_alert_job
+from flywheel_assets.defs.partitions import daily_partitions
 from flywheel_assets.defs.resources import FlywheelResource
 
 TICK_SECONDS = 10
 LOOKBACK_SECONDS = 3600
 TRIGGER, REASON = "trigger", "flywheel/reason"
+AFTER_ROTATION = "flywheel/after_rotation"
 RUNNING = dg.DefaultSensorStatus.RUNNING
 
 
@@ -36,16 +38,35 @@ def _new_materializations(context, asset: str) -> tuple[list, int | None]:
     return records, (records[-1].storage_id if records else after)
 
 
-def _retrain(day: str, key: str, trigger: str, reason: str, window_days: int,
-             alert: Alert) -> list[dg.RunRequest]:
-    tags = {TRIGGER: trigger, REASON: reason}
-    return [
-        dg.RunRequest(job_name=retrain_job.name, partition_key=day, run_key=f"retrain:{key}",
-                      tags=tags, run_config={"ops": {"training_set": {"config": {
-                          "window_days": window_days}}}}),
-        dg.RunRequest(job_name=record_alert_job.name, run_key=f"alert:{key}", tags=tags,
-                      run_config=alert_run_config(alert)),
-    ]
+def _rotation_done(context, day: str, since: float) -> int | None:
+    """Storage id of the day's `champion_model` decision made after ``since``, if any.
+
+    A retrain waits for the day's rotation to finish: both write the day's training set
+    and candidate, and a retrain racing the rotation would let one run's gate judge
+    the other run's candidate."""
+    records = context.instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("champion_model"), asset_partitions=[day],
+        after_timestamp=since), limit=1, ascending=True).records
+    return records[0].storage_id if records else None
+
+
+def _retrain(context, day: str, key: str, trigger: str, reason: str, window_days: int,
+             holdout_share: float, after_rotation: int, alert: Alert) -> list[dg.RunRequest]:
+    """A retrain of the partition (unless another sensor already asked for one after the
+    same rotation) and an alert."""
+    tags = {TRIGGER: trigger, REASON: reason, AFTER_ROTATION: str(after_rotation)}
+    requests = [dg.RunRequest(job_name=record_alert_job.name, run_key=f"alert:{key}",
+                              tags={TRIGGER: trigger, REASON: reason},
+                              run_config=alert_run_config(alert))]
+    already = context.instance.get_runs(filters=dg.RunsFilter(
+        job_name=retrain_job.name,
+        tags={"dagster/partition": day, AFTER_ROTATION: str(after_rotation)}), limit=1)
+    if not already:
+        requests.insert(0, dg.RunRequest(
+            job_name=retrain_job.name, partition_key=day, run_key=f"retrain:{key}", tags=tags,
+            run_config={"ops": {"training_set": {"config": {
+                "window_days": window_days, "holdout_share": holdout_share}}}}))
+    return requests
 
 
 @dg.sensor(job=daily_rotation_job, minimum_interval_seconds=TICK_SECONDS,
@@ -61,6 +82,7 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
     # Cursor: the landing time of each day already requested, so a day is requested
     # once per landing (a re-landed day, with newer markers, is requested again).
     requested = json.loads(context.cursor) if context.cursor else {}
+    last_partition = daily_partitions.get_last_partition_key()
     requests = []
     for day_dir in sorted(folder.glob("date=*")):
         day = day_dir.name.removeprefix("date=")
@@ -69,8 +91,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
         except ValueError:
             continue
         markers = [s.landing_dir / st / f"date={day}" / "_SUCCESS" for st in s.required_streams]
-        if date < s.start_date or not all(m.exists() for m in markers):
-            continue
+        if date < s.start_date or day > last_partition or not all(m.exists() for m in markers):
+            continue  # outside the partitions (today's is not complete), or not landed
         landed = max(m.stat().st_mtime for m in markers)
         if requested.get(day, 0) >= landed:
             continue
@@ -93,25 +115,30 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
                        "`retrain_job` on the recent days only (trigger=drift) and an alert.")
 def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     s = flywheel.settings
-    records, cursor = _new_materializations(context, "drift_report")
-    requests = []
+    records, _ = _new_materializations(context, "drift_report")
+    requests, cursor = [], context.cursor
     for record in records:
         mat = record.asset_materialization
         meta = {k: v.value for k, v in mat.metadata.items()}
+        day = mat.partition
+        rotation = _rotation_done(context, day, record.timestamp)
+        if meta.get("dataset_drift") and rotation is None:
+            break  # the day's rotation is still running: look again next tick
+        cursor = str(record.storage_id)
         if not meta.get("dataset_drift"):
             continue
-        day = mat.partition
         reason = (f"drift share {meta['drift_share']:.2f} >= {meta['drift_share_threshold']} "
                   f"on {day}; drifted: {meta.get('drifted_columns')}")
         key = f"drift:{day}:{record.storage_id}"
-        requests += _retrain(day, key, "drift", reason, s.drift_retrain_window_days, Alert(
+        requests += _retrain(context, day, key, "drift", reason, s.drift_retrain_window_days,
+                             s.drift_retrain_holdout_share, rotation, Alert(
             key=key, source="drift_sensor", severity="warning",
             title=f"data drift on {day}: retraining on the last "
                   f"{s.drift_retrain_window_days} days",
             details={**meta, "report": meta.get("report")}, partition_date=day))
-    return dg.SensorResult(run_requests=requests,
-                           cursor=str(cursor) if cursor is not None else None,
-                           skip_reason=None if requests else "no new drifted report")
+    return dg.SensorResult(run_requests=requests, cursor=cursor,
+                           skip_reason=None if requests else "no new drifted report (or the "
+                                                             "day's rotation is still running)")
 
 
 @dg.sensor(jobs=[retrain_job, record_alert_job], minimum_interval_seconds=TICK_SECONDS,
@@ -121,14 +148,18 @@ def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource
                        "`retrain_job` (trigger=quality) and an alert.")
 def quality_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     s = flywheel.settings
-    records, cursor = _new_materializations(context, "curated_feedback")
-    requests = []
+    records, _ = _new_materializations(context, "curated_feedback")
+    requests, cursor = [], context.cursor
     for record in records:
         mat = record.asset_materialization
         value = mat.metadata.get("engagement_per_request")
+        day = mat.partition
+        rotation = _rotation_done(context, day, record.timestamp)
+        if value is not None and rotation is None:
+            break  # the day's rotation is still running: look again next tick
+        cursor = str(record.storage_id)
         if value is None:
             continue
-        day = mat.partition
         earlier = context.instance.fetch_materializations(dg.AssetRecordsFilter(
             asset_key=dg.AssetKey("curated_feedback"), before_storage_id=record.storage_id),
             limit=10 * s.quality_baseline_days).records
@@ -148,14 +179,15 @@ def quality_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
                   f"{s.quality_drop_ratio:.0%} of its trailing mean {baseline:.3f} "
                   f"({baseline_days[0]} .. {baseline_days[-1]})")
         key = f"quality:{day}:{record.storage_id}"
-        requests += _retrain(day, key, "quality", reason, s.training_window_days, Alert(
+        requests += _retrain(context, day, key, "quality", reason, s.training_window_days, 0.0,
+                             rotation, Alert(
             key=key, source="quality_sensor", severity="warning",
             title=f"online quality dropped on {day}", partition_date=day,
             details={"engagement_per_request": value.value, "baseline": baseline,
                      "baseline_days": baseline_days}))
-    return dg.SensorResult(run_requests=requests,
-                           cursor=str(cursor) if cursor is not None else None,
-                           skip_reason=None if requests else "no quality drop")
+    return dg.SensorResult(run_requests=requests, cursor=cursor,
+                           skip_reason=None if requests else "no quality drop (or the day's "
+                                                             "rotation is still running)")
 
 
 @dg.run_failure_sensor(request_job=record_alert_job, default_status=RUNNING,

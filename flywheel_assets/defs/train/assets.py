@@ -20,9 +20,12 @@ MIN_HOLDOUT_REQUESTS = 50
 
 class TrainingWindowConfig(dg.Config):
     """``window_days`` > 0 overrides `training_window_days` for this run (`retrain_job`
-    after drift learns from the recent days only)."""
+    after drift learns from the recent days only); ``holdout_share`` > 0 holds out only
+    the last share of the partition's day (by time) and trains on the rest of it too, so
+    a retrain after drift learns from the drifted day itself."""
 
     window_days: int = 0
+    holdout_share: float = 0.0
 
 
 @dg.asset(group_name="train", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
@@ -40,14 +43,15 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingWindowConfig
     with flywheel.warehouse() as conn:
         window = config.window_days or s.training_window_days
         stats = ts_lib.build_training_set(conn, context.partition_key, window,
-                                          s.max_training_rows, s.use_ips, s.ips_clip)
+                                          s.max_training_rows, s.use_ips, s.ips_clip,
+                                          holdout_share=config.holdout_share or None)
     grades = stats.pop("grade_counts")
     return dg.MaterializeResult(metadata={
         "dagster/row_count": stats.pop("rows"), **stats,
         "grade_counts": dg.MetadataValue.json({str(k): v for k, v in grades.items()})})
 
 
-@dg.asset_check(asset=training_set, blocking=True,
+@dg.asset_check(asset=training_set, blocking=True, pool="duckdb",
                 description=f"At least {MIN_TRAIN_ROWS} training rows with more than one "
                             f"label grade, at least {MIN_HOLDOUT_REQUESTS} holdout requests, "
                             "labels within the hierarchy, positive weights.")
