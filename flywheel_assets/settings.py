@@ -77,7 +77,7 @@ class Settings:
     # chooses (support); below that the gate falls back to the holdout.
     max_ope_requests: int = 20_000
     # Holdout metrics and slices read at most this many requests (a hash sample).
-    max_holdout_requests: int = 8_000
+    max_holdout_requests: int = 5_000
     # How the serving system re-ranks for diversity (maximal marginal relevance over
     # categories, 0 = plain top-k; FLYWHEEL_SERVING_DIVERSITY): evaluation values each
     # model as it would be served.
@@ -91,7 +91,7 @@ class Settings:
     drift_share_threshold: float = 0.05
     # Rows per side of the Evidently report and of the model's score and residual
     # comparison; candidate-pool attributes are compared on a larger sample.
-    drift_sample_rows: int = 20_000
+    drift_sample_rows: int = 5_000
     drift_pool_sample_rows: int = 200_000
     # After drift, retrain_job learns from this many recent days only, the drifted day's
     # first part included: its last `drift_retrain_holdout_share` (by time) is the holdout.

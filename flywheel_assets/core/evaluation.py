@@ -93,7 +93,9 @@ def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
     champion) the paired candidate − champion differences. The reward model of DR is
     the candidate's prediction of the grade."""
     m = logged_pools.pool_matrix(pools)
-    scores = {name: model_lib.score(pipe, pools)[m.row_index] for name, pipe in models.items()}
+    features = feature_frame(pools)
+    scores = {name: model_lib.score(pipe, pools, features)[m.row_index]
+              for name, pipe in models.items()}
     out: dict = {"requests": len(m.request_ids), "pool_rows": len(pools),
                  "requests_skipped_unusual_pool_size": m.dropped_requests,
                  "diversity": diversity, "policies": {}}
@@ -118,7 +120,8 @@ def evaluate(holdout: pd.DataFrame, pools: pd.DataFrame, models: dict[str, objec
              examination: dict[int, float], catalogue_size: int, n_boot: int = 200,
              level: float = 0.95, diversity: float = 0.0) -> dict:
     """The whole evaluation record for the gate and the report."""
-    scores = {name: model_lib.score(pipe, holdout) for name, pipe in models.items()}
+    features = feature_frame(holdout)
+    scores = {name: model_lib.score(pipe, holdout, features) for name, pipe in models.items()}
     # The no-learning baseline: is the signal worth learning from at all?
     baseline = {"popularity": np.log1p(holdout["popularity"].to_numpy(dtype="float64"))}
     record = {"holdout": holdout_metrics(holdout, scores | baseline),

@@ -52,7 +52,7 @@ class WorldConfig:
     n_items: int = 2000
     requests_per_day: int = 20000
     slate_size: int = 10
-    pool_size: int = 50
+    pool_size: int = 30
     latent_dim: int = 8
     n_categories: int = 12
     popularity_skew: float = 1.0

@@ -12,7 +12,7 @@ from flywheel_assets.defs.ingest.assets import RAW_TABLES
 from flywheel_assets.defs.resources import FlywheelResource
 
 CONTRACTS = {c.stream: c for c in default_contracts()}
-GX_MAX_ROWS = 250_000
+GX_MAX_ROWS = 50_000
 
 
 def _read_and_quarantined(conn, day: str, stream: str) -> tuple[int, int]:
