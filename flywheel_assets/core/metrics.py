@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 
 def ndcg_per_group(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
@@ -43,21 +42,40 @@ def auc(labels_binary: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels_binary, scores))
 
 
+def _platt(x: np.ndarray, y: np.ndarray, iterations: int = 25) -> tuple[float, float]:
+    """Logistic fit of y on one feature, by Newton's method (two parameters; a few
+    milliseconds where a general solver takes a fifth of a second)."""
+    a, b = 0.0, float(np.log((y.mean() + 1e-9) / (1 - y.mean() + 1e-9)))
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
+        w = np.maximum(p * (1 - p), 1e-12)
+        g = np.array([np.dot(x, y - p), np.sum(y - p)])
+        h = np.array([[np.dot(w * x, x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
+        step = np.linalg.solve(h + 1e-9 * np.eye(2), g)
+        a, b = a + step[0], b + step[1]
+        if np.abs(step).max() < 1e-8:
+            break
+    return a, b
+
+
 def calibrated_log_loss(labels_binary: np.ndarray, scores: np.ndarray) -> float:
     """Log loss of P(label | score) from a logistic (Platt) map of the score, cross-fitted
     on two halves of the rows: the model predicts a grade, not a probability, so this is
     the log loss of the best monotone-logistic reading of its scores."""
-    y = np.asarray(labels_binary, dtype=int)
+    y = np.asarray(labels_binary, dtype="float64")
     if len(np.unique(y)) < 2 or len(y) < 4:
         return float("nan")
-    x = np.asarray(scores, dtype="float64").reshape(-1, 1)
+    x = np.asarray(scores, dtype="float64")
+    x = (x - x.mean()) / (x.std() or 1.0)
     half = np.arange(len(y)) % 2 == 0
     prob = np.empty(len(y))
     for fit, apply in ((half, ~half), (~half, half)):
         if len(np.unique(y[fit])) < 2:
             return float("nan")
-        prob[apply] = LogisticRegression().fit(x[fit], y[fit]).predict_proba(x[apply])[:, 1]
-    return float(log_loss(y, prob, labels=[0, 1]))
+        a, b = _platt(x[fit], y[fit])
+        prob[apply] = 1.0 / (1.0 + np.exp(-(a * x[apply] + b)))
+    prob = np.clip(prob, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(prob) + (1 - y) * np.log(1 - prob)))
 
 
 def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10) -> dict[str, float]:
