@@ -64,8 +64,8 @@ def test_drift_sensor_retrains_once_per_drifted_report(instance, tmp_path):
     # The day's rotation is still running: the sensor waits, and keeps its place.
     waiting = _tick(sensors.drift_sensor, instance, tmp_path)
     assert not waiting.run_requests
-    _report(instance, "champion_model", "2026-01-05")
-    _report(instance, "champion_model", "2026-01-06")
+    _report(instance, "flywheel_health", "2026-01-05")
+    _report(instance, "flywheel_health", "2026-01-06")
     first = _tick(sensors.drift_sensor, instance, tmp_path, waiting.cursor)
     jobs = {r.job_name: r for r in first.run_requests}
     assert set(jobs) == {"retrain_job", "record_alert_job"}
@@ -84,11 +84,11 @@ def test_drift_sensor_retrains_once_per_drifted_report(instance, tmp_path):
 def test_quality_sensor_fires_on_a_drop_against_the_trailing_mean(instance, tmp_path):
     for day, value in (("2026-01-01", 3.0), ("2026-01-02", 3.1), ("2026-01-03", 2.95)):
         _report(instance, "curated_feedback", day, engagement_per_request=value)
-        _report(instance, "champion_model", day)
+        _report(instance, "flywheel_health", day)
     quiet = _tick(sensors.quality_sensor, instance, tmp_path)
     assert not quiet.run_requests
     _report(instance, "curated_feedback", "2026-01-04", engagement_per_request=2.0)
-    _report(instance, "champion_model", "2026-01-04")
+    _report(instance, "flywheel_health", "2026-01-04")
     fired = _tick(sensors.quality_sensor, instance, tmp_path, quiet.cursor)
     retrain = [r for r in fired.run_requests if r.job_name == "retrain_job"]
     assert [r.partition_key for r in retrain] == ["2026-01-04"]
@@ -123,3 +123,15 @@ def test_a_failed_run_becomes_a_recorded_alert(instance, tmp_path):
     with warehouse.connect(Settings.from_env(tmp_path).warehouse_path) as conn:
         rows = conn.execute("SELECT source, severity, run_id, webhook_status FROM monitor.alerts").fetchall()
     assert rows == [("run_failure_alert_sensor", "critical", result.run_id, "not_configured")]
+
+
+def test_quality_sensor_leaves_a_drifted_day_to_the_drift_sensor(instance, tmp_path):
+    for day, value in (("2026-01-01", 3.0), ("2026-01-02", 3.1), ("2026-01-03", 2.0)):
+        _report(instance, "curated_feedback", day, engagement_per_request=value)
+    _report(instance, "drift_report", "2026-01-03", drift_share=0.1, dataset_drift=True,
+            drift_share_threshold=0.05, drifted_columns="device")
+    for day in ("2026-01-01", "2026-01-02", "2026-01-03"):
+        _report(instance, "flywheel_health", day)
+    fired = _tick(sensors.quality_sensor, instance, tmp_path)
+    assert [r.job_name for r in fired.run_requests] == ["record_alert_job"]
+    assert fired.run_requests[0].tags["trigger"] == "quality"

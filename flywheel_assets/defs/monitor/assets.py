@@ -142,7 +142,7 @@ def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
 
 
 @dg.asset(group_name="monitor", partitions_def=daily_partitions, pool="duckdb",
-          kinds={"duckdb"}, deps=["champion_model", "model_evaluation"],
+          kinds={"duckdb"}, deps=["champion_model", "model_evaluation", drift_report],
           freshness_policy=FRESHNESS)
 def flywheel_health(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """The three preconditions of a working flywheel, measured every rotation. Signal

@@ -39,15 +39,24 @@ def _new_materializations(context, asset: str) -> tuple[list, int | None]:
 
 
 def _rotation_done(context, day: str, since: float) -> int | None:
-    """Storage id of the day's `champion_model` decision made after ``since``, if any.
+    """Storage id of the day's `flywheel_health` (the rotation's last asset, after the
+    gate's decision and the drift report) materialised after ``since``, if any.
 
     A retrain waits for the day's rotation to finish: both write the day's training set
     and candidate, and a retrain racing the rotation would let one run's gate judge
     the other run's candidate."""
     records = context.instance.fetch_materializations(dg.AssetRecordsFilter(
-        asset_key=dg.AssetKey("champion_model"), asset_partitions=[day],
+        asset_key=dg.AssetKey("flywheel_health"), asset_partitions=[day],
         after_timestamp=since), limit=1, ascending=True).records
     return records[0].storage_id if records else None
+
+
+def _drifted(context, day: str) -> bool:
+    """Whether the day's latest drift report found drift."""
+    records = context.instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("drift_report"), asset_partitions=[day]), limit=1).records
+    meta = records[0].asset_materialization.metadata if records else {}
+    return bool(meta.get("dataset_drift") and meta["dataset_drift"].value)
 
 
 def _retrain(context, day: str, key: str, trigger: str, reason: str, window_days: int,
@@ -179,12 +188,20 @@ def quality_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
                   f"{s.quality_drop_ratio:.0%} of its trailing mean {baseline:.3f} "
                   f"({baseline_days[0]} .. {baseline_days[-1]})")
         key = f"quality:{day}:{record.storage_id}"
-        requests += _retrain(context, day, key, "quality", reason, s.training_window_days, 0.0,
-                             rotation, Alert(
+        alert = Alert(
             key=key, source="quality_sensor", severity="warning",
             title=f"online quality dropped on {day}", partition_date=day,
             details={"engagement_per_request": value.value, "baseline": baseline,
-                     "baseline_days": baseline_days}))
+                     "baseline_days": baseline_days})
+        if _drifted(context, day):
+            # The drift sensor owns the retrain of a drifted day (on the recent days);
+            # a second, full-window retrain would only race it.
+            requests.append(dg.RunRequest(job_name=record_alert_job.name, run_key=f"alert:{key}",
+                                          tags={TRIGGER: "quality", REASON: reason},
+                                          run_config=alert_run_config(alert)))
+            continue
+        requests += _retrain(context, day, key, "quality", reason, s.training_window_days, 0.0,
+                             rotation, alert)
     return dg.SensorResult(run_requests=requests, cursor=cursor,
                            skip_reason=None if requests else "no quality drop (or the day's "
                                                              "rotation is still running)")
