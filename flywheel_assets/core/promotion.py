@@ -15,33 +15,42 @@ NDCG@10 on every slice with enough requests (new items, new users, devices).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+
+from flywheel_assets.settings import Settings
+
+
+# The gate's settings, by their name in `Settings` (where they are documented): one
+# source for the defaults.
+_SETTING_OF = {"confidence": "promotion_confidence", "min_effect": "promotion_min_effect",
+               "coverage_tolerance": "coverage_tolerance",
+               "concentration_tolerance": "concentration_tolerance",
+               "healthy_coverage": "healthy_coverage",
+               "healthy_exposure_gini": "healthy_exposure_gini",
+               "slice_tolerance": "slice_tolerance", "min_slice_requests": "min_slice_requests",
+               "min_ope_support": "min_ope_support"}
+_DEFAULTS = {f.name: f.default for f in fields(Settings)}
 
 
 @dataclass(frozen=True)
 class GatePolicy:
-    confidence: float = 0.95
-    min_effect: float = 0.0
-    coverage_tolerance: float = 0.15
-    concentration_tolerance: float = 0.05
-    # Levels that are healthy whatever the champion did: a candidate that loses
-    # coverage or gains concentration against a very diverse (e.g. barely trained)
-    # champion is only held back once it crosses these.
-    healthy_coverage: float = 0.5
-    healthy_exposure_gini: float = 0.6
-    slice_tolerance: float = 0.03
-    min_slice_requests: int = 200
-    min_ope_support: float = 0.99
+    """The promotion rule's thresholds (defaults: `Settings`). A candidate that loses
+    coverage or gains concentration against a very diverse (e.g. barely trained)
+    champion is only held back once it leaves the healthy levels."""
+
+    confidence: float = _DEFAULTS["promotion_confidence"]
+    min_effect: float = _DEFAULTS["promotion_min_effect"]
+    coverage_tolerance: float = _DEFAULTS["coverage_tolerance"]
+    concentration_tolerance: float = _DEFAULTS["concentration_tolerance"]
+    healthy_coverage: float = _DEFAULTS["healthy_coverage"]
+    healthy_exposure_gini: float = _DEFAULTS["healthy_exposure_gini"]
+    slice_tolerance: float = _DEFAULTS["slice_tolerance"]
+    min_slice_requests: int = _DEFAULTS["min_slice_requests"]
+    min_ope_support: float = _DEFAULTS["min_ope_support"]
 
     @classmethod
-    def from_settings(cls, s) -> "GatePolicy":
-        return cls(confidence=s.promotion_confidence, min_effect=s.promotion_min_effect,
-                   coverage_tolerance=s.coverage_tolerance,
-                   concentration_tolerance=s.concentration_tolerance,
-                   healthy_coverage=s.healthy_coverage,
-                   healthy_exposure_gini=s.healthy_exposure_gini,
-                   slice_tolerance=s.slice_tolerance, min_slice_requests=s.min_slice_requests,
-                   min_ope_support=s.min_ope_support)
+    def from_settings(cls, s: Settings) -> "GatePolicy":
+        return cls(**{name: getattr(s, setting) for name, setting in _SETTING_OF.items()})
 
 
 @dataclass(frozen=True)
