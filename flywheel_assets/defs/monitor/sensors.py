@@ -27,15 +27,14 @@ AFTER_ROTATION = "flywheel/after_rotation"
 RUNNING = dg.DefaultSensorStatus.RUNNING
 
 
-def _new_materializations(context, asset: str) -> tuple[list, int | None]:
-    """Materializations of ``asset`` after the cursor (oldest first) and the new cursor."""
+def _new_materializations(context, asset: str) -> list:
+    """Materializations of ``asset`` after the cursor, oldest first."""
     after = int(context.cursor) if context.cursor else None
     records_filter = dg.AssetRecordsFilter(
         asset_key=dg.AssetKey(asset), after_storage_id=after,
         after_timestamp=None if after else time.time() - LOOKBACK_SECONDS)
-    records = context.instance.fetch_materializations(records_filter, limit=100,
-                                                      ascending=True).records
-    return records, (records[-1].storage_id if records else after)
+    return context.instance.fetch_materializations(records_filter, limit=100,
+                                                   ascending=True).records
 
 
 def _rotation_done(context, day: str, since: float) -> int | None:
@@ -124,18 +123,19 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
                        "`retrain_job` on the recent days only (trigger=drift) and an alert.")
 def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     s = flywheel.settings
-    records, _ = _new_materializations(context, "drift_report")
+    records = _new_materializations(context, "drift_report")
     requests, cursor = [], context.cursor
     for record in records:
         mat = record.asset_materialization
         meta = {k: v.value for k, v in mat.metadata.items()}
         day = mat.partition
+        if not meta.get("dataset_drift"):
+            cursor = str(record.storage_id)
+            continue
         rotation = _rotation_done(context, day, record.timestamp)
-        if meta.get("dataset_drift") and rotation is None:
+        if rotation is None:
             break  # the day's rotation is still running: look again next tick
         cursor = str(record.storage_id)
-        if not meta.get("dataset_drift"):
-            continue
         reason = (f"drift share {meta['drift_share']:.2f} >= {meta['drift_share_threshold']} "
                   f"on {day}; drifted: {meta.get('drifted_columns')}")
         key = f"drift:{day}:{record.storage_id}"
@@ -144,7 +144,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource
             key=key, source="drift_sensor", severity="warning",
             title=f"data drift on {day}: retraining on the last "
                   f"{s.drift_retrain_window_days} days",
-            details={**meta, "report": meta.get("report")}, partition_date=day))
+            details=meta, partition_date=day))
     return dg.SensorResult(run_requests=requests, cursor=cursor,
                            skip_reason=None if requests else "no new drifted report (or the "
                                                              "day's rotation is still running)")
@@ -157,18 +157,19 @@ def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource
                        "`retrain_job` (trigger=quality) and an alert.")
 def quality_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     s = flywheel.settings
-    records, _ = _new_materializations(context, "curated_feedback")
+    records = _new_materializations(context, "curated_feedback")
     requests, cursor = [], context.cursor
     for record in records:
         mat = record.asset_materialization
         value = mat.metadata.get("engagement_per_request")
         day = mat.partition
+        if value is None:
+            cursor = str(record.storage_id)
+            continue
         rotation = _rotation_done(context, day, record.timestamp)
-        if value is not None and rotation is None:
+        if rotation is None:
             break  # the day's rotation is still running: look again next tick
         cursor = str(record.storage_id)
-        if value is None:
-            continue
         earlier = context.instance.fetch_materializations(dg.AssetRecordsFilter(
             asset_key=dg.AssetKey("curated_feedback"), before_storage_id=record.storage_id),
             limit=10 * s.quality_baseline_days).records
