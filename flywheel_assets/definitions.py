@@ -17,7 +17,8 @@ from flywheel_assets.defs.train import assets as train_assets
 
 def build_definitions(data_dir: str | None = None, use_filters: bool | None = None,
                       use_ips: bool | None = None,
-                      serving_diversity: float | None = None) -> dg.Definitions:
+                      serving_diversity: float | None = None,
+                      serving_popularity_balance: float | None = None) -> dg.Definitions:
     """Definitions for the flywheel whose data lives in ``data_dir`` (default:
     ``FLYWHEEL_DATA_DIR``); the switches turn curation filters and IPS off for
     experiments."""
@@ -32,7 +33,8 @@ def build_definitions(data_dir: str | None = None, use_filters: bool | None = No
         sensors=SENSORS,
         resources={"flywheel": FlywheelResource(data_dir=data_dir, use_filters=use_filters,
                                                 use_ips=use_ips,
-                                                serving_diversity=serving_diversity)},
+                                                serving_diversity=serving_diversity,
+                                                serving_popularity_balance=serving_popularity_balance)},
     )
 
 

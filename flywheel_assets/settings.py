@@ -24,8 +24,10 @@ def _default_data_dir() -> Path:
     return Path.home() / ".flywheel" / "data"
 
 
-# Maximal-marginal-relevance trade-off of the serving system (0 = plain top-k).
+# Maximal-marginal-relevance trade-offs of the serving system over categories and over
+# the pool's popularity tiers (0 and 0 = plain top-k; core/serving.py).
 DEFAULT_SERVING_DIVERSITY = 0.15
+DEFAULT_SERVING_POPULARITY_BALANCE = 0.6
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,12 @@ class Settings:
     max_ope_requests: int = 20_000
     # Holdout metrics and slices read at most this many requests (a hash sample).
     max_holdout_requests: int = 5_000
-    # How the serving system re-ranks for diversity (maximal marginal relevance over
-    # categories, 0 = plain top-k; FLYWHEEL_SERVING_DIVERSITY): evaluation values each
-    # model as it would be served.
+    # How the serving system re-ranks (maximal marginal relevance over categories,
+    # FLYWHEEL_SERVING_DIVERSITY, and over the pool's popularity tiers,
+    # FLYWHEEL_SERVING_POPULARITY_BALANCE; both 0 = plain top-k): evaluation values
+    # each model as it would be served.
     serving_diversity: float = DEFAULT_SERVING_DIVERSITY
+    serving_popularity_balance: float = DEFAULT_SERVING_POPULARITY_BALANCE
     min_ope_support: float = 0.99
     ope_bootstrap_samples: int = 200
     # Monitoring (docs/runbook.md). A column drifts when its statistic (Jensen-Shannon
@@ -120,6 +124,9 @@ class Settings:
             overrides.setdefault("alert_webhook_url", os.environ["FLYWHEEL_ALERT_WEBHOOK_URL"])
         if os.environ.get("FLYWHEEL_SERVING_DIVERSITY"):
             overrides.setdefault("serving_diversity", float(os.environ["FLYWHEEL_SERVING_DIVERSITY"]))
+        if os.environ.get("FLYWHEEL_SERVING_POPULARITY_BALANCE"):
+            overrides.setdefault("serving_popularity_balance",
+                                 float(os.environ["FLYWHEEL_SERVING_POPULARITY_BALANCE"]))
         values = dict(data_dir=Path(chosen).expanduser().resolve(), pseudonym_secret=secret)
         if start:
             values["start_date"] = dt.date.fromisoformat(start)

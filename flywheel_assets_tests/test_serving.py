@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from flywheel_assets.core.serving import greedy_slates, rank_slates
+from flywheel_assets.core.serving import greedy_slates, popularity_tiers, rank_slates
 
 
 def test_logged_propensities_match_empirical_frequencies():
@@ -62,10 +62,31 @@ def test_diversity_reranking_spreads_categories_and_zero_is_plain_top_k():
         assert len(set(row)) == 10
 
 
+def test_popularity_balance_mixes_the_pools_head_and_tail():
+    rng = np.random.default_rng(5)
+    # Scores that favour popular items, as a model fed with popularity does.
+    popularity = rng.lognormal(3, 1.5, size=(300, 30))
+    scores = np.log(popularity) + rng.normal(0, 1, size=(300, 30))
+    tiers = popularity_tiers(popularity)
+    assert (np.sort(tiers, axis=1) == np.repeat([0, 1, 2], 10)).all()  # thirds of each pool
+    assert (tiers[np.arange(300), popularity.argmax(axis=1)] == 0).all()
+    plain = greedy_slates(scores, 10)
+    assert (greedy_slates(scores, 10, None, 0.0, popularity, 0.0) == plain).all()
+    balanced = greedy_slates(scores, 10, None, 0.0, popularity, 0.6)
+    head_share = lambda s: (np.take_along_axis(tiers, s, axis=1) == 0).mean()  # noqa: E731
+    assert head_share(balanced) < head_share(plain)
+    assert (balanced[:, 0] == plain[:, 0]).all()  # the best item still comes first
+    assert all(len(set(row)) == 10 for row in balanced)
+    with pytest.raises(ValueError, match="popularity_balance"):
+        greedy_slates(scores, 10, None, 0.0, popularity, 1.5)
+
+
 def test_logged_exposure_is_the_probability_of_being_shown():
     rng = np.random.default_rng(4)
     scores = rng.normal(size=(1, 8)).repeat(40000, axis=0)
-    slates = rank_slates(scores, 3, 0.3, rng, groups=np.tile(np.arange(8) % 3, (40000, 1)), diversity=0.2)
+    popularity = rng.lognormal(3, 1, size=(1, 8)).repeat(40000, axis=0)
+    slates = rank_slates(scores, 3, 0.3, rng, groups=np.tile(np.arange(8) % 3, (40000, 1)),
+                         diversity=0.2, popularity=popularity, popularity_balance=0.6)
     shown = np.zeros((40000, 8), dtype=bool)
     np.put_along_axis(shown, slates.columns, True, axis=1)
     assert np.allclose(shown.mean(axis=0), slates.exposure[0], atol=0.01)

@@ -94,6 +94,31 @@ def test_scenarios_change_the_world(small_world):
     assert share(loud) > 2 * share(calm)
 
 
+def test_plays_feed_tomorrows_popularity(tmp_path, small_world):
+    """Exposure feedback: what was played today is more popular (and so retrieved more)
+    tomorrow; with the feedback off, popularity never moves."""
+    for day in ("2026-01-01", "2026-01-02"):
+        world.run_day(tmp_path, tmp_path / "landing", small_world, day, popularity_policy())
+    truth_dir = tmp_path / "world" / "truth"
+    day1 = pd.read_parquet(truth_dir / "date=2026-01-01" / "items.parquet")
+    day2 = pd.read_parquet(truth_dir / "date=2026-01-02" / "items.parquet")
+    assert day1["plays"].sum() > 0
+    # Yesterday's plays count in full; the items snapshot the product lands agrees.
+    grown = day2["popularity"].to_numpy()[: len(day1)] - day1["popularity"].to_numpy()
+    assert np.array_equal(grown, np.round(small_world.play_feedback * day1["plays"].to_numpy()))
+    landed = pd.read_csv(tmp_path / "landing/items/date=2026-01-02/items.csv")
+    assert np.array_equal(landed["popularity"].to_numpy(), day2["popularity"].to_numpy())
+    # Day 3 sees day 1's plays at 0.5^(1 / half-life) and day 2's in full.
+    past = world.past_plays(tmp_path / "world", small_world, 3)
+    decay = 0.5 ** (1 / small_world.popularity_half_life_days)
+    expected = day2["plays"].to_numpy().astype(float)
+    expected[: len(day1)] += decay * day1["plays"].to_numpy()
+    assert np.allclose(past, expected)
+    still = small_world.replace(play_feedback=0.0)
+    assert np.array_equal(truth.catalogue(still, 2, past).items["popularity"],
+                          truth.catalogue(still, 2).items["popularity"])
+
+
 def test_broken_client_writes_malformed_rows(tmp_path, small_world):
     cfg = small_world.replace(scenarios=(Scenario.parse("broken_client@1"),))
     stats = world.run_day(tmp_path, tmp_path / "landing", cfg, "2026-01-01", popularity_policy())

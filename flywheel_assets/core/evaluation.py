@@ -18,6 +18,7 @@ import pandas as pd
 from flywheel_assets.core import logged_pools, metrics, off_policy
 from flywheel_assets.core import model as model_lib
 from flywheel_assets.core.features import feature_frame
+from flywheel_assets.core.serving import Reranking
 
 SLATE_SIZE = 10
 NEW_ITEM_DAYS = 7
@@ -86,9 +87,9 @@ def paired_ndcg_difference(holdout: pd.DataFrame, candidate: np.ndarray, champio
 
 def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
                           examination: dict[int, float], catalogue_size: int,
-                          n_boot: int, level: float, diversity: float = 0.0) -> dict:
-    """Each model's ranking policy, served as `serving` serves it (re-ranked with
-    ``diversity``, exploration aside), on the logged requests: IPS / SNIPS / DR with ESS
+                          n_boot: int, level: float, reranking: Reranking = Reranking()) -> dict:
+    """Each model's ranking policy, served as `serving` serves it (``reranking``,
+    exploration aside), on the logged requests: IPS / SNIPS / DR with ESS
     and intervals, exposure Gini and catalogue coverage of its slates, and (with a
     champion) the paired candidate − champion differences. The reward model of DR is
     the candidate's prediction of the grade."""
@@ -98,11 +99,12 @@ def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
               for name, pipe in models.items()}
     out: dict = {"requests": len(m.request_ids), "pool_rows": len(pools),
                  "requests_skipped_unusual_pool_size": m.dropped_requests,
-                 "diversity": diversity, "policies": {}}
+                 "diversity": reranking.diversity,
+                 "popularity_balance": reranking.popularity_balance, "policies": {}}
     rows = {}
     for name, s in scores.items():
         rows[name], slates = logged_pools.target_rows(m, s, scores["candidate"], examination,
-                                                      SLATE_SIZE, diversity)
+                                                      SLATE_SIZE, reranking)
         shown_items = np.take_along_axis(m.item_ids, slates, axis=1).ravel()
         top_items, counts = np.unique(shown_items, return_counts=True)
         exposures = np.concatenate([counts, np.zeros(max(catalogue_size - len(top_items), 0))])
@@ -118,7 +120,7 @@ def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
 
 def evaluate(holdout: pd.DataFrame, pools: pd.DataFrame, models: dict[str, object],
              examination: dict[int, float], catalogue_size: int, n_boot: int = 200,
-             level: float = 0.95, diversity: float = 0.0) -> dict:
+             level: float = 0.95, reranking: Reranking = Reranking()) -> dict:
     """The whole evaluation record for the gate and the report."""
     features = feature_frame(holdout)
     scores = {name: model_lib.score(pipe, holdout, features) for name, pipe in models.items()}
@@ -128,7 +130,7 @@ def evaluate(holdout: pd.DataFrame, pools: pd.DataFrame, models: dict[str, objec
               "slices": slice_metrics(holdout, scores),
               "calibration": {name: calibration(holdout, s) for name, s in scores.items()},
               "off_policy": (off_policy_evaluation(pools, models, examination, catalogue_size,
-                                                   n_boot, level, diversity)
+                                                   n_boot, level, reranking)
                              if len(pools) else None)}
     if "champion" in scores:
         record["holdout_difference"] = paired_ndcg_difference(

@@ -18,7 +18,7 @@ import pandas as pd
 
 from flywheel_assets.core.curate import latest_snapshot_date
 from flywheel_assets.core.off_policy import TargetRows
-from flywheel_assets.core.serving import greedy_slates
+from flywheel_assets.core.serving import Reranking
 from flywheel_assets.core.signals import DEFAULT_HIERARCHY, grade_sql
 
 
@@ -82,6 +82,7 @@ class PoolMatrix:
     row_index: np.ndarray      # R×P: row of `pools` (for scores computed on the frame)
     item_ids: np.ndarray       # R×P
     categories: np.ndarray     # R×P integer codes
+    popularity: np.ndarray     # R×P, from the day's catalogue snapshot
     exposure: np.ndarray       # R×P
     shown_position: np.ndarray  # R×P, NaN where not shown
     grade: np.ndarray          # R×P
@@ -105,6 +106,7 @@ def pool_matrix(pools: pd.DataFrame) -> PoolMatrix:
         row_index=rows.reshape(shape),
         item_ids=matrix(pools["item_id"].to_numpy()),
         categories=matrix(codes),
+        popularity=matrix(pools["popularity"].to_numpy(dtype="float64")),
         exposure=matrix(pools["exposure"].to_numpy(dtype="float64")),
         shown_position=matrix(pools["shown_position"].to_numpy(dtype="float64")),
         grade=matrix(pools["grade"].to_numpy(dtype="float64")),
@@ -112,12 +114,12 @@ def pool_matrix(pools: pd.DataFrame) -> PoolMatrix:
 
 
 def target_rows(m: PoolMatrix, scores: np.ndarray, reward_model: np.ndarray,
-                examination: dict[int, float], k: int, diversity: float = 0.0
+                examination: dict[int, float], k: int, reranking: Reranking = Reranking()
                 ) -> tuple[TargetRows, np.ndarray]:
-    """The policy "serve each pool by these scores" (R×P; top-k, or maximal marginal
-    relevance when ``diversity`` > 0, as `serving` does) as rows for the off-policy
-    estimators; also returns its slates (R×k pool columns)."""
-    slates = greedy_slates(scores, k, m.categories, diversity)
+    """The policy "serve each pool by these scores" (R×P; top-k, or re-ranked as
+    `serving` does) as rows for the off-policy estimators; also returns its slates
+    (R×k pool columns)."""
+    slates = reranking.slates(scores, k, m.categories, m.popularity)
     pick = lambda a: np.take_along_axis(a, slates, axis=1).ravel()  # noqa: E731
     shown_position = pick(m.shown_position)
     shown = ~np.isnan(shown_position)

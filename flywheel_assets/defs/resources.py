@@ -20,14 +20,18 @@ class FlywheelResource(dg.ConfigurableResource):
     # Experiment switches (None: FLYWHEEL_FILTERS / FLYWHEEL_IPS, default on).
     use_filters: bool | None = None
     use_ips: bool | None = None
-    # How serving re-ranks for diversity (None: FLYWHEEL_SERVING_DIVERSITY, default 0.15).
+    # How serving re-ranks (None: FLYWHEEL_SERVING_DIVERSITY, default 0.15, and
+    # FLYWHEEL_SERVING_POPULARITY_BALANCE, default 0.6).
     serving_diversity: float | None = None
+    serving_popularity_balance: float | None = None
 
     @property
     def settings(self) -> Settings:
         overrides = {k: v for k, v in (("use_filters", self.use_filters),
                                        ("use_ips", self.use_ips),
-                                       ("serving_diversity", self.serving_diversity))
+                                       ("serving_diversity", self.serving_diversity),
+                                       ("serving_popularity_balance",
+                                        self.serving_popularity_balance))
                      if v is not None}
         return Settings.from_env(self.data_dir, **overrides)
 

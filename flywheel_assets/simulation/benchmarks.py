@@ -58,10 +58,12 @@ def _loops(args: argparse.Namespace) -> int:
                                       ("greedy", 0.0, 0.0)):
         settings = Settings.from_env(base / label)
         if diversity is not None:
-            settings = settings.with_overrides(serving_diversity=diversity)
+            settings = settings.with_overrides(serving_diversity=diversity,
+                                               serving_popularity_balance=diversity)
         config = WorldConfig(seed=args.seed, start_date=settings.start_date,
                              exploration_rate=epsilon,
-                             rerank_diversity=settings.serving_diversity)
+                             rerank_diversity=settings.serving_diversity,
+                             rerank_popularity_balance=settings.serving_popularity_balance)
         summary = run_demo(settings, config, days, progress=False)
         results[label] = {"first_day": summary["days"][0], "last_day": summary["days"][-1],
                           "promotions": summary["promotions"],

@@ -6,7 +6,8 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
-from flywheel_assets.settings import DEFAULT_SERVING_DIVERSITY
+from flywheel_assets.core.serving import Reranking
+from flywheel_assets.settings import DEFAULT_SERVING_DIVERSITY, DEFAULT_SERVING_POPULARITY_BALANCE
 
 SCENARIOS = ("taste_drift", "catalog_drop", "bot_attack", "broken_client")
 
@@ -57,11 +58,13 @@ class WorldConfig:
     n_categories: int = 12
     popularity_skew: float = 1.0
     position_bias_exponent: float = 1.0
-    # The product's serving system, as the world runs it: exploration rate, diversity
-    # re-ranking (maximal marginal relevance over categories; 0 = plain top-k) and
-    # whether each request's candidate pool is logged (for off-policy evaluation).
+    # The product's serving system, as the world runs it: exploration rate, re-ranking
+    # (maximal marginal relevance over categories and over the pool's popularity tiers;
+    # both 0 = plain top-k) and whether each request's candidate pool is logged (for
+    # off-policy evaluation).
     exploration_rate: float = 0.1
     rerank_diversity: float = DEFAULT_SERVING_DIVERSITY
+    rerank_popularity_balance: float = DEFAULT_SERVING_POPULARITY_BALANCE
     log_candidate_pools: bool = True
     bot_fraction: float = 0.03
     # Bots are this many times as active as an average user.
@@ -70,6 +73,12 @@ class WorldConfig:
     # Share of examined-and-rejected items for which the client logs an explicit skip;
     # the rest are silent, indistinguishable in the logs from items never looked at.
     skip_log_rate: float = 0.5
+    # Exposure feedback: an item's popularity (in the catalogue snapshot, and so in
+    # retrieval and in the model's features) counts its plays in the product, each
+    # play weighted ``play_feedback`` and decayed with the half-life below: what is
+    # shown and played today is retrieved more tomorrow (0 switches the feedback off).
+    play_feedback: float = 1.0
+    popularity_half_life_days: float = 7.0
     new_items_per_day: int = 10
     catalog_drop_size: int = 500
     consent_rate: float = 0.95
@@ -80,6 +89,10 @@ class WorldConfig:
     deletion_requests_per_day: int = 2
     oracle_requests: int = 2000
     scenarios: tuple[Scenario, ...] = field(default_factory=tuple)
+
+    @property
+    def reranking(self) -> Reranking:
+        return Reranking(self.rerank_diversity, self.rerank_popularity_balance)
 
     def active(self, name: str, day: int) -> bool:
         return any(s.name == name and s.active(day) for s in self.scenarios)

@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=float, default=WorldConfig.exploration_rate,
                    help="exploration rate of the serving policy")
     p.add_argument("--no-rerank", action="store_true",
-                   help="serve the plain top-k (no diversity re-ranking); with --epsilon 0 "
+                   help="serve the plain top-k (no diversity or popularity re-ranking); with --epsilon 0 "
                         "this is the greedy loop")
     p.add_argument("--scenario", action="append", default=[], metavar="NAME@DAY[-DAY]",
                    help="switch a scenario on, e.g. bot_attack@3-4, taste_drift@8 "
@@ -58,12 +58,14 @@ def _main(args: argparse.Namespace) -> int:
     settings = Settings.from_env(args.data_dir, use_ips=not args.no_ips,
                                  use_filters=not args.no_filters)
     if args.no_rerank:
-        settings = settings.with_overrides(serving_diversity=0.0)
+        settings = settings.with_overrides(serving_diversity=0.0, serving_popularity_balance=0.0)
     # The world runs the product's serving system, configured as the product is.
     config = WorldConfig(seed=args.seed, start_date=settings.start_date,
                          requests_per_day=args.requests_per_day, n_users=args.users,
                          n_items=args.items, exploration_rate=args.epsilon,
-                         rerank_diversity=settings.serving_diversity, scenarios=scenarios)
+                         rerank_diversity=settings.serving_diversity,
+                         rerank_popularity_balance=settings.serving_popularity_balance,
+                         scenarios=scenarios)
     summary = run_demo(settings, config, args.days, progress=not args.quiet)
     return 0 if summary["days"] else 1
 
@@ -170,7 +172,8 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
     world.save_config(world.world_dir(data_dir), config)
     product = build_definitions(str(data_dir), use_filters=settings.use_filters,
                                 use_ips=settings.use_ips,
-                                serving_diversity=settings.serving_diversity)
+                                serving_diversity=settings.serving_diversity,
+                                serving_popularity_balance=settings.serving_popularity_balance)
     simulation = build_world_definitions(str(data_dir))
     rotation = product.resolve_job_def("daily_rotation_job")
     traffic_job = simulation.resolve_job_def("simulated_traffic_job")
@@ -179,7 +182,8 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
     print(f"Flywheel demo: {days} simulated days from {config.start_date} in {data_dir}")
     print(f"  world: {config.n_users} users, {config.n_items} items, {config.requests_per_day} "
           f"requests/day, slate {config.slate_size}, exploration {config.exploration_rate}, "
-          f"diversity re-ranking {config.rerank_diversity}; "
+          f"re-ranking: diversity {config.rerank_diversity}, popularity balance "
+          f"{config.rerank_popularity_balance}; "
           f"filters {'on' if settings.use_filters else 'off'}, IPS {'on' if settings.use_ips else 'off'}"
           + (f", scenarios {', '.join(f'{s.name}@{s.first_day}' for s in config.scenarios)}"
              if config.scenarios else ""))

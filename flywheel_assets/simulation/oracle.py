@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from flywheel_assets.core import metrics
-from flywheel_assets.core.serving import RankingPolicy, greedy_slates
+from flywheel_assets.core.serving import RankingPolicy
 from flywheel_assets.simulation import truth
 from flywheel_assets.simulation.config import WorldConfig
 from flywheel_assets.simulation.traffic import candidate_frame, category_codes, sample_pools
@@ -29,10 +29,12 @@ def _dcg(gains: np.ndarray, k: int) -> np.ndarray:
 
 
 def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, RankingPolicy],
-                      k: int = 10) -> dict[str, dict[str, float]]:
-    """NDCG@k and regret@k of each policy on the day's fixed evaluation panel."""
+                      k: int = 10, past_plays: np.ndarray | None = None
+                      ) -> dict[str, dict[str, float]]:
+    """NDCG@k and regret@k of each policy on the day's fixed evaluation panel (pools
+    drawn from the day's catalogue, popularity with ``past_plays`` as served)."""
     day = config.day_index(date)
-    cat = truth.catalogue(config, day)
+    cat = truth.catalogue(config, day, past_plays)
     pop = truth.population(config, day)
     humans = np.flatnonzero(~pop.is_bot)
     panel_rng = np.random.default_rng([config.seed, 200])
@@ -52,7 +54,8 @@ def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, Ra
         scores = policy.score(candidates).reshape(pools.shape)
         # What users would see (exploration aside): the served ranking, re-ranked for
         # diversity as the product serves it.
-        order = greedy_slates(scores, k, category_codes(cat.items, pools), config.rerank_diversity)
+        order = config.reranking.slates(scores, k, category_codes(cat.items, pools),
+                                        cat.items["popularity"].to_numpy()[pools])
         dcg = _dcg(np.take_along_axis(gains, order, axis=1), k)
         top_items = np.take_along_axis(pools, order, axis=1)
         exposures = np.bincount(top_items.ravel(), minlength=len(cat.items))
@@ -65,14 +68,15 @@ def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, Ra
 
 
 def off_policy_truth(config: WorldConfig, date: dt.date, policy: RankingPolicy,
-                     requests: dict, k: int = 10, exclude: set[str] = frozenset()) -> dict:
+                     requests: dict, k: int = 10, exclude: set[str] = frozenset(),
+                     past_plays: np.ndarray | None = None) -> dict:
     """The true value of "serve each logged pool by ``policy``'s scores" (diversity
     re-ranking as configured, exploration aside) on the day's requests, in the unit the product's off-policy estimators use: mean DCG@k of the
     grade the signal hierarchy reads once an item is examined. Requests of bots, of
     users without training consent, of users erased that day and those in ``exclude``
     (the product's training split) are left out, as the product leaves them out."""
     day = config.day_index(date)
-    cat = truth.catalogue(config, day)
+    cat = truth.catalogue(config, day, past_plays)
     pop = truth.population(config, day)
     user_idx, pools = requests["user_idx"], requests["pools"]
     consent = pop.users["consent_training"].to_numpy(dtype=bool)
@@ -88,7 +92,8 @@ def off_policy_truth(config: WorldConfig, date: dt.date, policy: RankingPolicy,
     candidates = candidate_frame(pop.users, cat.items, user_idx, pools, ts,
                                  requests["device"][keep])
     scores = policy.score(candidates).reshape(pools.shape)
-    order = greedy_slates(scores, k, category_codes(cat.items, pools), config.rerank_diversity)
+    order = config.reranking.slates(scores, k, category_codes(cat.items, pools),
+                                    cat.items["popularity"].to_numpy()[pools])
     gains = truth.expected_logged_grade(truth.utility(
         config, pop.taste[user_idx][:, None, :], cat.latent[pools], cat.quality[pools]),
         config.explicit_feedback_rate)

@@ -40,6 +40,9 @@ class DayTraffic:
     # The requests behind the day, for the oracle: pool item indices (R×P), user
     # indices, request ids, timestamps and devices.
     requests: dict | None = None
+    # Plays by item index (examined, then partly or fully watched): the world's exposure
+    # feedback into tomorrow's popularity.
+    item_plays: np.ndarray | None = None
 
 
 def sample_pools(rng: np.random.Generator, popularity: np.ndarray, n_requests: int,
@@ -115,11 +118,13 @@ def _request_schedule(config: WorldConfig, rng: np.random.Generator, pop: truth.
     return user_idx[order], seconds[order], is_bot_request[order]
 
 
-def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy) -> DayTraffic:
-    """Generate the landing data of one day, served by ``policy``."""
+def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy,
+                 past_plays: np.ndarray | None = None) -> DayTraffic:
+    """Generate the landing data of one day, served by ``policy``; ``past_plays`` are
+    the earlier days' decayed plays by item (``truth.decayed_plays``)."""
     day = config.day_index(date)
     rng = np.random.default_rng([config.seed, 100, day])
-    cat = truth.catalogue(config, day)
+    cat = truth.catalogue(config, day, past_plays)
     pop = truth.population(config, day)
     items, users = cat.items, pop.users
 
@@ -136,7 +141,9 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy) -> D
     scores = policy.score(candidates).reshape(n_req, config.pool_size)
     slates = rank_slates(scores, config.slate_size, config.exploration_rate, rng,
                          groups=category_codes(items, pools),
-                         diversity=config.rerank_diversity)
+                         diversity=config.rerank_diversity,
+                         popularity=items["popularity"].to_numpy()[pools],
+                         popularity_balance=config.rerank_popularity_balance)
     shown = np.take_along_axis(pools, slates.columns, axis=1)          # R×K item indices
     k = config.slate_size
     positions = np.tile(np.arange(1, k + 1), (n_req, 1))
@@ -156,6 +163,7 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy) -> D
     grade = np.where(bot_rows, np.where(targeted, 3, 0), grade)
     logged_skip = np.where(bot_rows, rng.random((n_req, k)) < 0.8, logged_skip)
     explicit = np.where(bot_rows, False, explicit)
+    item_plays = np.bincount(shown[examined & (grade >= 1)], minlength=len(items))
 
     request_ids = np.array([f"r{date:%Y%m%d}-{i:07d}" for i in range(n_req)])
     impression_ids = np.char.add(np.repeat(request_ids, k), np.char.add("-", positions.ravel().astype(str)))
@@ -189,7 +197,8 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy) -> D
                          candidates=pool_log,
                          requests={"request_id": request_ids, "user_idx": user_idx,
                                    "pools": pools, "seconds": seconds, "device": device,
-                                   "is_bot": bot_req})
+                                   "is_bot": bot_req},
+                         item_plays=item_plays)
     if config.active("broken_client", day):
         _break_client(rng, config, traffic)
     return traffic

@@ -2,7 +2,9 @@
 
 Everything is a deterministic function of the seed and the day, built in independent
 seeded blocks, so day 9 of a run is the same whether or not days 1-8 ran in the same
-process. Pipeline code never sees this module's outputs except through landing files.
+process; the one exception is popularity, which also counts the plays earlier days
+served (``past_plays``, kept by ``world.py``). Pipeline code never sees this module's
+outputs except through landing files.
 """
 
 from __future__ import annotations
@@ -75,8 +77,13 @@ def _item_block(config: WorldConfig, n: int, key: tuple[int, ...], published: np
     return frame, latent, quality
 
 
-def catalogue(config: WorldConfig, day: int) -> Catalogue:
-    """Every item published on or before ``day`` (base catalogue, daily news, drops)."""
+def catalogue(config: WorldConfig, day: int, past_plays: np.ndarray | None = None) -> Catalogue:
+    """Every item published on or before ``day`` (base catalogue, daily news, drops).
+
+    An item's popularity is its outside popularity (from before the product, fixed)
+    plus ``play_feedback`` × its decayed plays in the product before ``day``
+    (``past_plays``, by item index; shorter than the catalogue when items are new).
+    """
     start = np.datetime64(config.start_date, "D")
     rng = _rng(config, 1, 0)
     age = rng.integers(1, 700, config.n_items)
@@ -91,8 +98,24 @@ def catalogue(config: WorldConfig, day: int) -> Catalogue:
     items = pd.concat([b[0] for b in blocks], ignore_index=True)
     items.insert(0, "item_id", [f"item_{i:06d}" for i in range(len(items))])
     items["published_date"] = pd.to_datetime(items["published_date"])
+    if past_plays is not None and config.play_feedback:
+        boost = np.zeros(len(items))
+        boost[: len(past_plays)] = past_plays
+        items["popularity"] += np.round(config.play_feedback * boost).astype("int64")
     return Catalogue(items=items, latent=np.vstack([b[1] for b in blocks]),
                      quality=np.concatenate([b[2] for b in blocks]))
+
+
+def decayed_plays(daily_plays: dict[int, np.ndarray], config: WorldConfig,
+                  day: int) -> np.ndarray:
+    """Plays before ``day`` by item index, each day's weighted 0.5^(age / half-life)
+    with yesterday's at full weight (``daily_plays``: day → plays by item index)."""
+    size = max((len(p) for d, p in daily_plays.items() if d < day), default=0)
+    out = np.zeros(size)
+    for d, plays in daily_plays.items():
+        if d < day:
+            out[: len(plays)] += plays * 0.5 ** ((day - 1 - d) / config.popularity_half_life_days)
+    return out
 
 
 def population(config: WorldConfig, day: int) -> Population:

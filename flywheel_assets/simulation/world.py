@@ -40,6 +40,17 @@ def load_config(directory: Path) -> WorldConfig:
     return WorldConfig(**raw)
 
 
+def past_plays(directory: Path, config: WorldConfig, day: int) -> np.ndarray:
+    """The decayed plays of the days the world served before ``day`` (from each day's
+    truth); a day that was never served contributes none."""
+    daily = {}
+    for d in range(1, day):
+        path = directory / "truth" / f"date={config.date_of(d).isoformat()}" / "items.parquet"
+        if path.exists():
+            daily[d] = pd.read_parquet(path, columns=["plays"])["plays"].to_numpy()
+    return truth.decayed_plays(daily, config, day)
+
+
 def _write_truth(directory: Path, config: WorldConfig, date: str, traffic) -> None:
     day = config.day_index(date)
     out = directory / "truth" / f"date={date}"
@@ -52,6 +63,7 @@ def _write_truth(directory: Path, config: WorldConfig, date: str, traffic) -> No
                  ).to_parquet(out / "users.parquet", index=False)
     pd.DataFrame({"item_id": cat.items["item_id"], "quality": cat.quality,
                   "bot_target": np.isin(np.arange(len(cat.quality)), pop.bot_targets),
+                  "popularity": traffic.items["popularity"], "plays": traffic.item_plays,
                   **{f"latent_{i}": cat.latent[:, i] for i in range(config.latent_dim)}}
                  ).to_parquet(out / "items.parquet", index=False)
     req = traffic.requests
@@ -72,7 +84,8 @@ def run_day(data_dir: Path, landing_dir: Path, config: WorldConfig, date: str,
     """Serve one day with ``policy``, land its files, record the truth behind them."""
     directory = world_dir(data_dir)
     save_config(directory, config)
-    traffic = simulate_day(config, dt.date.fromisoformat(date), policy)
+    traffic = simulate_day(config, dt.date.fromisoformat(date), policy,
+                           past_plays(directory, config, config.day_index(date)))
     counts = write_day(landing_dir, date, traffic)
     _write_truth(directory, config, date, traffic)
     return {**counts, "policy_version": policy.version,
@@ -99,7 +112,8 @@ def _off_policy_errors(settings: Settings, config: WorldConfig, date: str) -> di
     candidate = RankingPolicy(record["candidate_version"], model_store.load_model(
         settings.models_dir, record["candidate_version"]))
     true = off_policy_truth(config, dt.date.fromisoformat(date), candidate, requests,
-                            exclude=trained_on)
+                            exclude=trained_on, past_plays=past_plays(
+                                world_dir(settings.data_dir), config, config.day_index(date)))
     out = {"ope_true_value": true["value"], "ope_truth_requests": true["requests"],
            "ope_requests": ope["requests"], "ope_effective_sample_size": ope["effective_sample_size"]}
     for name in ("ips", "snips", "dr"):
@@ -115,7 +129,9 @@ def oracle_day(settings: Settings, config: WorldConfig, date: str,
     validity of the day's training signal; saved to ``world/oracle/date=…/oracle.json``."""
     data_dir = settings.data_dir
     result = evaluate_policies(config, dt.date.fromisoformat(date),
-                               {"champion": champion, "popularity": popularity_policy()})
+                               {"champion": champion, "popularity": popularity_policy()},
+                               past_plays=past_plays(world_dir(data_dir), config,
+                                                     config.day_index(date)))
     record = {"date": date, **signal_quality.measure(settings, config, date),
               "champion_version": champion.version,
               "oracle_ndcg_at_10": result["champion"]["ndcg_at_10"],

@@ -11,6 +11,7 @@ from flywheel_assets.core import evaluation, evaluation_report, logged_pools, mo
 from flywheel_assets.core import promotion, warehouse
 from flywheel_assets.core import training_set as ts_lib
 from flywheel_assets.core.curate import latest_snapshot_date
+from flywheel_assets.core.serving import Reranking
 from flywheel_assets.defs.check_results import recorded_result
 from flywheel_assets.defs.ingest.checks import BLOCKING_CHECKS as INGEST_CHECKS
 from flywheel_assets.defs.partitions import daily_partitions
@@ -104,7 +105,8 @@ def model_evaluation(context: dg.AssetExecutionContext, flywheel: FlywheelResour
               "catalogue_size": int(catalogue), "examination": examination,
               **evaluation.evaluate(holdout, pools, models, examination, int(catalogue),
                                     s.ope_bootstrap_samples, s.promotion_confidence,
-                                    s.serving_diversity)}
+                                    Reranking(s.serving_diversity,
+                                              s.serving_popularity_balance))}
     report = evaluation_report.write(s.reports_dir, record)
     with flywheel.warehouse() as conn, warehouse.transaction(conn):
         conn.execute("DELETE FROM ml.model_evaluations WHERE partition_date = ?", [day])
