@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from flywheel_assets.core import model_store, warehouse
+from flywheel_assets.core import model_store, operator, warehouse
 from flywheel_assets.core.pseudonymise import user_key
 from flywheel_assets.core.serving import current_policy
 from flywheel_assets.definitions import build_definitions
@@ -85,7 +85,15 @@ def test_tombstones_stop_deleted_users_coming_back(rotated):
     settings = Settings.from_env(data_dir)
     keys = [user_key(u, settings.pseudonym_secret) for u in _deleted_users(data_dir)]
     job = build_definitions(str(data_dir)).resolve_job_def("daily_rotation_job")
+    # A champion newer than the day re-run: day 2's candidate, put in service by the
+    # operator if the gate kept day 1's model.
+    with warehouse.connect(settings.warehouse_path) as conn:
+        day2 = conn.execute("SELECT candidate_version FROM ml.model_evaluations "
+                            "WHERE partition_date = ?", [DAYS[1]]).fetchone()[0]
+    if model_store.champion_version(settings.models_dir) != day2:
+        operator.promote(settings, day2, "test: a champion newer than day 1", "test")
     champion = model_store.champion_version(settings.models_dir)
+    assert champion == day2
     # Day 1 is re-ingested from its landing files, which still hold the users' rows.
     result = job.execute_in_process(partition_key=DAYS[0], instance=dg.DagsterInstance.ephemeral())
     assert result.success

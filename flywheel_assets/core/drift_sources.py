@@ -7,7 +7,11 @@ always move). Three views, each a SELECT over one kind of row:
 - requests (one row per request, bots left out): device, country, age band, hour,
   tenure — who asks, and when;
 - candidate pools (one row per candidate): the item attributes of what retrieval
-  offered, whatever the ranking; a reproducible sample of each side;
+  offered, whatever the ranking; a reproducible sample of each side. Popularity is
+  compared as the item's percentile in its day's catalogue, not as a count: the count
+  includes the product's own plays, so its level rises with every day the product
+  serves (exposure feedback), while a shift in *which part* of the catalogue retrieval
+  offers is what a person needs to see;
 - explored slates (random slates of the exploration, one row per impression): the
   graded signal and whether the item was examined — how people react, free of the
   ranking.
@@ -28,7 +32,7 @@ REQUEST_COLUMNS = [ColumnSpec("device", "categorical"), ColumnSpec("country", "c
                    ColumnSpec("age_band", "categorical"), ColumnSpec("hour", "numeric"),
                    ColumnSpec("tenure_days", "numeric")]
 POOL_COLUMNS = [ColumnSpec("category", "categorical"),
-                *(ColumnSpec(c, "numeric") for c in ("log_popularity", "log_duration",
+                *(ColumnSpec(c, "numeric") for c in ("popularity_percentile", "log_duration",
                                                      "item_age_days", "c0", "c1", "c2",
                                                      "c3", "c4", "c5"))]
 SIGNAL_COLUMNS = [ColumnSpec("grade", "categorical"), ColumnSpec("examined", "categorical")]
@@ -73,14 +77,17 @@ def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = Fals
         JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.day"""
              .format(days=_days(first, last), not_bot=_NOT_BOT) if with_context else "")
     return f"""
-        SELECT it.category, ln(1 + greatest(it.popularity, 0)) AS log_popularity,
+        SELECT it.category, it.popularity_percentile,
                ln(1 + greatest(it.duration_s, 0)) AS log_duration,
                (c.partition_date - it.published_date)::DOUBLE AS item_age_days,
                it.c0, it.c1, it.c2, it.c3, it.c4, it.c5{context}
         FROM (SELECT * FROM (SELECT * FROM raw.candidates
                              WHERE partition_date {_days(first, last)})
               USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (7)) c
-        JOIN raw.items it ON it.item_id = c.item_id AND it.partition_date = c.partition_date
+        JOIN (SELECT *, percent_rank() OVER (PARTITION BY partition_date ORDER BY popularity)
+                          AS popularity_percentile
+              FROM raw.items WHERE partition_date {_days(first, last)}) it
+          ON it.item_id = c.item_id AND it.partition_date = c.partition_date
         {joins}"""
 
 
