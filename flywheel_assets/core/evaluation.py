@@ -18,7 +18,7 @@ import pandas as pd
 from flywheel_assets.core import logged_pools, metrics, off_policy
 from flywheel_assets.core import model as model_lib
 from flywheel_assets.core.features import feature_frame
-from flywheel_assets.core.serving import Reranking
+from flywheel_assets.core.serving import PLAIN_TOP_K, Reranking
 
 SLATE_SIZE = 10
 NEW_ITEM_DAYS = 7
@@ -87,7 +87,7 @@ def paired_ndcg_difference(holdout: pd.DataFrame, candidate: np.ndarray, champio
 
 def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
                           examination: dict[int, float], catalogue_size: int,
-                          n_boot: int, level: float, reranking: Reranking = Reranking()) -> dict:
+                          n_boot: int, level: float, reranking: Reranking = PLAIN_TOP_K) -> dict:
     """Each model's ranking policy, served as `serving` serves it (``reranking``,
     exploration aside), on the logged requests: IPS / SNIPS / DR with ESS
     and intervals, exposure Gini and catalogue coverage of its slates, and (with a
@@ -120,7 +120,7 @@ def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
 
 def evaluate(holdout: pd.DataFrame, pools: pd.DataFrame, models: dict[str, object],
              examination: dict[int, float], catalogue_size: int, n_boot: int = 200,
-             level: float = 0.95, reranking: Reranking = Reranking()) -> dict:
+             level: float = 0.95, reranking: Reranking = PLAIN_TOP_K) -> dict:
     """The whole evaluation record for the gate and the report."""
     features = feature_frame(holdout)
     scores = {name: model_lib.score(pipe, holdout, features) for name, pipe in models.items()}

@@ -18,7 +18,7 @@ import pandas as pd
 
 from flywheel_assets.core.curate import latest_snapshot_date
 from flywheel_assets.core.off_policy import TargetRows
-from flywheel_assets.core.serving import Reranking
+from flywheel_assets.core.serving import PLAIN_TOP_K, Reranking
 from flywheel_assets.core.signals import DEFAULT_HIERARCHY, grade_sql
 
 
@@ -114,7 +114,7 @@ def pool_matrix(pools: pd.DataFrame) -> PoolMatrix:
 
 
 def target_rows(m: PoolMatrix, scores: np.ndarray, reward_model: np.ndarray,
-                examination: dict[int, float], k: int, reranking: Reranking = Reranking()
+                examination: dict[int, float], k: int, reranking: Reranking = PLAIN_TOP_K
                 ) -> tuple[TargetRows, np.ndarray]:
     """The policy "serve each pool by these scores" (R×P; top-k, or re-ranked as
     `serving` does) as rows for the off-policy estimators; also returns its slates

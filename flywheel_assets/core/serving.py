@@ -67,6 +67,9 @@ class Reranking:
                              self.popularity_balance)
 
 
+PLAIN_TOP_K = Reranking()
+
+
 def popularity_tiers(popularity: np.ndarray) -> np.ndarray:
     """R×P tier of each candidate within its pool: 0 for the most popular third, 2 for
     the least popular (ties in pool order)."""

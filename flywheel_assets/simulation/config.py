@@ -7,7 +7,10 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from flywheel_assets.core.serving import Reranking
-from flywheel_assets.settings import DEFAULT_SERVING_DIVERSITY, DEFAULT_SERVING_POPULARITY_BALANCE
+from flywheel_assets.settings import (
+    DEFAULT_SERVING_DIVERSITY,
+    DEFAULT_SERVING_POPULARITY_BALANCE,
+)
 
 SCENARIOS = ("taste_drift", "catalog_drop", "bot_attack", "broken_client")
 
