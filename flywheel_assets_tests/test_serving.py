@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from flywheel_assets.core.serving import greedy_slates, popularity_tiers, rank_slates
+from flywheel_assets.core.serving import Reranking, greedy_slates, popularity_tiers, rank_slates
 
 
 def test_logged_propensities_match_empirical_frequencies():
@@ -85,8 +85,8 @@ def test_logged_exposure_is_the_probability_of_being_shown():
     rng = np.random.default_rng(4)
     scores = rng.normal(size=(1, 8)).repeat(40000, axis=0)
     popularity = rng.lognormal(3, 1, size=(1, 8)).repeat(40000, axis=0)
-    slates = rank_slates(scores, 3, 0.3, rng, groups=np.tile(np.arange(8) % 3, (40000, 1)),
-                         diversity=0.2, popularity=popularity, popularity_balance=0.6)
+    slates = rank_slates(scores, 3, 0.3, rng, categories=np.tile(np.arange(8) % 3, (40000, 1)),
+                         popularity=popularity, reranking=Reranking(0.2, 0.6))
     shown = np.zeros((40000, 8), dtype=bool)
     np.put_along_axis(shown, slates.columns, True, axis=1)
     assert np.allclose(shown.mean(axis=0), slates.exposure[0], atol=0.01)

@@ -61,8 +61,8 @@ class Reranking:
     diversity: float = 0.0
     popularity_balance: float = 0.0
 
-    def slates(self, scores: np.ndarray, slate_size: int, categories: np.ndarray,
-               popularity: np.ndarray) -> np.ndarray:
+    def slates(self, scores: np.ndarray, slate_size: int, categories: np.ndarray | None,
+               popularity: np.ndarray | None) -> np.ndarray:
         return greedy_slates(scores, slate_size, categories, self.diversity, popularity,
                              self.popularity_balance)
 
@@ -120,15 +120,16 @@ def greedy_slates(scores: np.ndarray, slate_size: int, groups: np.ndarray | None
 
 
 def rank_slates(scores: np.ndarray, slate_size: int, epsilon: float,
-                rng: np.random.Generator, groups: np.ndarray | None = None,
-                diversity: float = 0.0, popularity: np.ndarray | None = None,
-                popularity_balance: float = 0.0) -> Slates:
-    """Slates for a matrix of scores (R requests × P candidates), vectorised."""
+                rng: np.random.Generator, categories: np.ndarray | None = None,
+                popularity: np.ndarray | None = None,
+                reranking: Reranking = PLAIN_TOP_K) -> Slates:
+    """Slates for a matrix of scores (R requests × P candidates), vectorised; the greedy
+    slate re-ranked by ``reranking`` over the candidates' ``categories`` and
+    ``popularity`` (R×P each)."""
     n_requests, pool = scores.shape
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-    greedy = greedy_slates(scores, slate_size, groups, diversity, popularity,
-                           popularity_balance)
+    greedy = reranking.slates(scores, slate_size, categories, popularity)
     explored = rng.random(n_requests) < epsilon
     random_order = np.argsort(rng.random((n_requests, pool)), axis=1)[:, :slate_size]
     columns = np.where(explored[:, None], random_order, greedy)

@@ -54,12 +54,12 @@ def _loops(args: argparse.Namespace) -> int:
     days = args.days or 21
     base = Settings.from_env(args.data_dir).data_dir / "benchmarks" / "loops"
     results = {}
-    for label, epsilon, diversity in (("guarded", WorldConfig.exploration_rate, None),
-                                      ("greedy", 0.0, 0.0)):
+    for label, epsilon, rerank in (("guarded", WorldConfig.exploration_rate, True),
+                                   ("greedy", 0.0, False)):
         settings = Settings.from_env(base / label)
-        if diversity is not None:
-            settings = settings.with_overrides(serving_diversity=diversity,
-                                               serving_popularity_balance=diversity)
+        if not rerank:
+            settings = settings.with_overrides(serving_diversity=0.0,
+                                               serving_popularity_balance=0.0)
         config = WorldConfig(seed=args.seed, start_date=settings.start_date,
                              exploration_rate=epsilon,
                              rerank_diversity=settings.serving_diversity,

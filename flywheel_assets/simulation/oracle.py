@@ -53,7 +53,7 @@ def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, Ra
     for name, policy in policies.items():
         scores = policy.score(candidates).reshape(pools.shape)
         # What users would see (exploration aside): the served ranking, re-ranked for
-        # diversity as the product serves it.
+        # categories and popularity as the product serves it.
         order = config.reranking.slates(scores, k, category_codes(cat.items, pools),
                                         cat.items["popularity"].to_numpy()[pools])
         dcg = _dcg(np.take_along_axis(gains, order, axis=1), k)
@@ -70,8 +70,9 @@ def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, Ra
 def off_policy_truth(config: WorldConfig, date: dt.date, policy: RankingPolicy,
                      requests: dict, k: int = 10, exclude: set[str] = frozenset(),
                      past_plays: np.ndarray | None = None) -> dict:
-    """The true value of "serve each logged pool by ``policy``'s scores" (diversity
-    re-ranking as configured, exploration aside) on the day's requests, in the unit the product's off-policy estimators use: mean DCG@k of the
+    """The true value of "serve each logged pool by ``policy``'s scores" (re-ranked as
+    configured, exploration aside) on the day's requests, in the unit the product's
+    off-policy estimators use: mean DCG@k of the
     grade the signal hierarchy reads once an item is examined. Requests of bots, of
     users without training consent, of users erased that day and those in ``exclude``
     (the product's training split) are left out, as the product leaves them out."""

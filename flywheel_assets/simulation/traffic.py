@@ -140,10 +140,9 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy,
     candidates = candidate_frame(users, items, user_idx, pools, ts, device)
     scores = policy.score(candidates).reshape(n_req, config.pool_size)
     slates = rank_slates(scores, config.slate_size, config.exploration_rate, rng,
-                         groups=category_codes(items, pools),
-                         diversity=config.rerank_diversity,
+                         categories=category_codes(items, pools),
                          popularity=items["popularity"].to_numpy()[pools],
-                         popularity_balance=config.rerank_popularity_balance)
+                         reranking=config.reranking)
     shown = np.take_along_axis(pools, slates.columns, axis=1)          # R×K item indices
     k = config.slate_size
     positions = np.tile(np.arange(1, k + 1), (n_req, 1))

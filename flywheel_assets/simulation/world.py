@@ -93,7 +93,8 @@ def run_day(data_dir: Path, landing_dir: Path, config: WorldConfig, date: str,
             "bots": len(traffic.bot_user_ids)}
 
 
-def _off_policy_errors(settings: Settings, config: WorldConfig, date: str) -> dict:
+def _off_policy_errors(settings: Settings, config: WorldConfig, date: str,
+                       plays: np.ndarray) -> dict:
     """The product's off-policy estimates of the day's candidate against the candidate
     policy's true value on the same requests (relative errors)."""
     path = world_dir(settings.data_dir) / "truth" / f"date={date}" / "requests.npz"
@@ -112,8 +113,7 @@ def _off_policy_errors(settings: Settings, config: WorldConfig, date: str) -> di
     candidate = RankingPolicy(record["candidate_version"], model_store.load_model(
         settings.models_dir, record["candidate_version"]))
     true = off_policy_truth(config, dt.date.fromisoformat(date), candidate, requests,
-                            exclude=trained_on, past_plays=past_plays(
-                                world_dir(settings.data_dir), config, config.day_index(date)))
+                            exclude=trained_on, past_plays=plays)
     out = {"ope_true_value": true["value"], "ope_truth_requests": true["requests"],
            "ope_requests": ope["requests"], "ope_effective_sample_size": ope["effective_sample_size"]}
     for name in ("ips", "snips", "dr"):
@@ -128,10 +128,11 @@ def oracle_day(settings: Settings, config: WorldConfig, date: str,
     """The champion and the popularity baseline against the hidden truth, and the
     validity of the day's training signal; saved to ``world/oracle/date=…/oracle.json``."""
     data_dir = settings.data_dir
+    # The catalogue as the day was served: popularity with the plays of the days before.
+    plays = past_plays(world_dir(data_dir), config, config.day_index(date))
     result = evaluate_policies(config, dt.date.fromisoformat(date),
                                {"champion": champion, "popularity": popularity_policy()},
-                               past_plays=past_plays(world_dir(data_dir), config,
-                                                     config.day_index(date)))
+                               past_plays=plays)
     record = {"date": date, **signal_quality.measure(settings, config, date),
               "champion_version": champion.version,
               "oracle_ndcg_at_10": result["champion"]["ndcg_at_10"],
@@ -139,7 +140,7 @@ def oracle_day(settings: Settings, config: WorldConfig, date: str,
               "exposure_gini": result["champion"]["exposure_gini"],
               "catalog_coverage": result["champion"]["catalog_coverage"],
               "popularity_oracle_ndcg_at_10": result["popularity"]["ndcg_at_10"]}
-    record.update(_off_policy_errors(settings, config, date))
+    record.update(_off_policy_errors(settings, config, date, plays))
     out = world_dir(data_dir) / "oracle" / f"date={date}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "oracle.json").write_text(json.dumps(record, indent=2))
