@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install browser demo ui test benchmark-signal benchmark-loops drill clean
+.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops drill clean
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -41,8 +41,14 @@ browser:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	@/usr/bin/chromium --version
 
+# Everything (what CI runs): the live Dagster instance, the browser and the end-to-end
+# demo included.
 test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: every test but those marked slow (live instance, browser, demo).
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # Full loop vs the naive loop (--no-ips --no-filters) on the same world; ~2 x 4 minutes.
 benchmark-signal: install

@@ -16,7 +16,7 @@ from flywheel_assets.settings import Settings
 
 
 def _champion(args: argparse.Namespace) -> int:
-    from flywheel_assets.core import model_store
+    from flywheel_assets.train import model_store
 
     pointer = model_store.read_champion(Settings.from_env(args.data_dir).models_dir)
     print(json.dumps(pointer, indent=2) if pointer else "no champion yet (serving: popularity)")
@@ -30,10 +30,10 @@ def _actor() -> str:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from flywheel_assets.core import operator
+    from flywheel_assets.evaluate import promotion
 
     try:
-        pointer = operator.promote(Settings.from_env(args.data_dir), args.version, args.reason, _actor())
+        pointer = promotion.promote(Settings.from_env(args.data_dir), args.version, args.reason, _actor())
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"flywheel promote: {exc}", file=sys.stderr)
         return 2
@@ -42,10 +42,10 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    from flywheel_assets.core import operator
+    from flywheel_assets.evaluate import promotion
 
     try:
-        pointer = operator.rollback(Settings.from_env(args.data_dir), args.reason, _actor())
+        pointer = promotion.rollback(Settings.from_env(args.data_dir), args.reason, _actor())
     except (ValueError, RuntimeError) as exc:
         print(f"flywheel rollback: {exc}", file=sys.stderr)
         return 2

@@ -1,40 +1,44 @@
-"""The product's code location: the flywheel's assets, checks, jobs and schedule."""
+"""The product's code location: each stage's assets, checks and sensors, the jobs and
+the schedule, and the one resource they share."""
+
+from collections.abc import Mapping
 
 import dagster as dg
 
-from flywheel_assets.defs.curate import assets as curate_assets
-from flywheel_assets.defs.evaluate import assets as evaluate_assets
-from flywheel_assets.defs.evaluate import checks as evaluate_checks
-from flywheel_assets.defs.ingest import assets as ingest_assets
-from flywheel_assets.defs.ingest import checks as ingest_checks
-from flywheel_assets.defs.jobs import daily_rotation_job, daily_rotation_schedule, retrain_job
-from flywheel_assets.defs.monitor import assets as monitor_assets
-from flywheel_assets.defs.monitor.alerting import record_alert_job
-from flywheel_assets.defs.monitor.sensors import SENSORS
-from flywheel_assets.defs.resources import FlywheelResource
-from flywheel_assets.defs.train import assets as train_assets
+from flywheel_assets.curate import assets as curate_assets
+from flywheel_assets.evaluate import assets as evaluate_assets
+from flywheel_assets.evaluate import checks as evaluate_checks
+from flywheel_assets.ingest import assets as ingest_assets
+from flywheel_assets.ingest import checks as ingest_checks
+from flywheel_assets.jobs import daily_rotation_job, daily_rotation_schedule, retrain_job
+from flywheel_assets.monitor import assets as monitor_assets
+from flywheel_assets.monitor import checks as monitor_checks
+from flywheel_assets.monitor.jobs import record_alert_job
+from flywheel_assets.monitor.sensors import SENSORS
+from flywheel_assets.resources import FlywheelResource
+from flywheel_assets.settings import encode
+from flywheel_assets.train import assets as train_assets
+from flywheel_assets.train import checks as train_checks
+
+STAGES_IN_FLOW_ORDER = (ingest_assets, curate_assets, train_assets, evaluate_assets,
+                        monitor_assets)
+CHECKS = (ingest_checks, train_checks, evaluate_checks, monitor_checks)
 
 
-def build_definitions(data_dir: str | None = None, use_filters: bool | None = None,
-                      use_ips: bool | None = None,
-                      serving_diversity: float | None = None,
-                      serving_popularity_balance: float | None = None) -> dg.Definitions:
+def build_definitions(data_dir: str | None = None,
+                      overrides: Mapping[str, object] | None = None) -> dg.Definitions:
     """Definitions for the flywheel whose data lives in ``data_dir`` (default:
-    ``FLYWHEEL_DATA_DIR``); the switches turn curation filters and IPS off for
-    experiments."""
+    ``FLYWHEEL_DATA_DIR``); ``overrides`` changes knobs by their dotted names for an
+    experiment (``{"curation.filters": False}``; `flywheel_assets.settings`)."""
     return dg.Definitions(
         assets=[*ingest_assets.landing_specs,
-                *dg.load_assets_from_modules([ingest_assets, curate_assets, train_assets,
-                                              evaluate_assets, monitor_assets])],
-        asset_checks=dg.load_asset_checks_from_modules([ingest_checks, train_assets,
-                                                        evaluate_assets, evaluate_checks]),
+                *dg.load_assets_from_modules(list(STAGES_IN_FLOW_ORDER))],
+        asset_checks=dg.load_asset_checks_from_modules(list(CHECKS)),
         jobs=[daily_rotation_job, retrain_job, record_alert_job],
         schedules=[daily_rotation_schedule],
         sensors=SENSORS,
-        resources={"flywheel": FlywheelResource(data_dir=data_dir, use_filters=use_filters,
-                                                use_ips=use_ips,
-                                                serving_diversity=serving_diversity,
-                                                serving_popularity_balance=serving_popularity_balance)},
+        resources={"flywheel": FlywheelResource(data_dir=data_dir,
+                                                overrides=encode(overrides or {}))},
     )
 
 

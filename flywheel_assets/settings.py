@@ -1,5 +1,14 @@
 """One settings object: every path and knob of the product comes from here.
 
+Knobs are grouped by the stage or concern they belong to (``settings.gate.min_effect``,
+``settings.drift.share_threshold``). Each is read from the environment by one scheme,
+``FLYWHEEL_<GROUP>_<FIELD>`` (``FLYWHEEL_SERVING_DIVERSITY=0``), and the few top-level
+ones as ``FLYWHEEL_<FIELD>`` (``FLYWHEEL_DATA_DIR``, ``FLYWHEEL_PSEUDONYM_SECRET``,
+``FLYWHEEL_START_DATE``). An experiment changes knobs with one mapping of dotted names,
+``{"serving.diversity": 0.0}``, given to :meth:`Settings.from_env`,
+``build_definitions(overrides=...)`` or the resource: adding a knob touches this file
+only. Precedence: overrides, then the environment, then the defaults below.
+
 Paths derive from ``FLYWHEEL_DATA_DIR`` (default: ``data/`` next to the project's
 ``pyproject.toml``), never from the current directory, so two flywheels can run side by
 side in different data directories.
@@ -7,14 +16,20 @@ side in different data directories.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import shutil
-from dataclasses import dataclass, replace
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 DEV_PSEUDONYM_SECRET = "flywheel-development-secret-do-not-use-in-production"
 PACKAGE_DIR = Path(__file__).resolve().parent
+ENV_PREFIX = "FLYWHEEL_"
+# Older names of two experiment switches, still honoured.
+ENV_ALIASES = {"FLYWHEEL_FILTERS": "curation.filters", "FLYWHEEL_IPS": "training.ips"}
 
 
 def _default_data_dir() -> Path:
@@ -24,117 +39,200 @@ def _default_data_dir() -> Path:
     return Path.home() / ".flywheel" / "data"
 
 
-# Maximal-marginal-relevance trade-offs of the serving system over categories and over
-# the pool's popularity tiers (0 and 0 = plain top-k; core/serving.py).
-DEFAULT_SERVING_DIVERSITY = 0.15
-DEFAULT_SERVING_POPULARITY_BALANCE = 0.6
+@dataclass(frozen=True)
+class IngestSettings:
+    # Streams that must have a _SUCCESS marker before a day can be ingested.
+    required_streams: tuple[str, ...] = ("impressions", "interactions")
+    # A stream whose share of quarantined rows in a partition exceeds this fails its
+    # blocking check.
+    max_quarantine_share: float = 0.05
+    # The Great Expectations suite validates every stored row up to this many, a
+    # reproducible sample beyond (pandas-backed GX takes seconds per million rows).
+    gx_max_rows: int = 50_000
+
+
+@dataclass(frozen=True)
+class CurationSettings:
+    # Bot, contradiction, cap and label-noise filters; off = dedupe and consent only.
+    filters: bool = True
+    # At most this share of judged rows is removed as label noise.
+    max_label_issue_share: float = 0.02
+    # Position bias is stable; a long window keeps its estimate precise.
+    position_bias_window_days: int = 28
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    # Days of curated feedback a candidate learns from.
+    window_days: int = 7
+    # Training rows are sampled down to this many (deterministically) to bound memory.
+    max_rows: int = 250_000
+    # Inverse-propensity weights from the estimated position bias; off = weight 1.
+    ips: bool = True
+    # IPS weights are clipped at this level (1 / examination of position 10 is ~10).
+    ips_clip: float = 10.0
+    # The blocking check `training_set_is_usable` asks for at least this much.
+    min_train_rows: int = 1000
+    min_holdout_requests: int = 50
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    # Maximal-marginal-relevance trade-offs of the serving system over categories and
+    # over the pool's popularity tiers (0 and 0 = plain top-k; serve/serving.py).
+    # Evaluation values each model as it would be served.
+    diversity: float = 0.15
+    popularity_balance: float = 0.6
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    # Off-policy evaluation reads at most this many logged requests (a hash sample).
+    max_ope_requests: int = 20_000
+    # Holdout metrics and slices read at most this many requests (a hash sample).
+    max_holdout_requests: int = 5_000
+    bootstrap_samples: int = 200
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The promotion rule's thresholds (docs/architecture.md, "The promotion rule").
+
+    Primary metric: the off-policy (doubly robust) DCG@10 of the candidate's ranking
+    minus the champion's, on the day's logged requests; the lower end of its paired
+    bootstrap interval at ``confidence`` must clear ``min_effect`` (absolute DCG@10
+    units). It is trusted only when the logging policy could show what the candidate
+    chooses (``min_ope_support``); below that the gate falls back to the holdout.
+    Guards: the candidate's catalogue coverage may not fall below (1 - tolerance) x the
+    champion's, its exposure Gini may not rise by more than the tolerance, unless it
+    stays within the healthy levels anyway (a barely trained, very diverse champion
+    must not hold every successor back); no slice with at least ``min_slice_requests``
+    requests may lose more NDCG@10 than ``slice_tolerance``.
+    """
+
+    confidence: float = 0.95
+    min_effect: float = 0.0
+    coverage_tolerance: float = 0.15
+    concentration_tolerance: float = 0.05
+    healthy_coverage: float = 0.5
+    healthy_exposure_gini: float = 0.6
+    slice_tolerance: float = 0.03
+    min_slice_requests: int = 200
+    min_ope_support: float = 0.99
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    # A column drifts when its statistic (Jensen-Shannon distance, or Wasserstein
+    # distance over the reference std) reaches 0.1; the day drifts when this share of
+    # columns does: 0.05 is one column in the 19 compared (docs/runbook.md).
+    share_threshold: float = 0.05
+    # Rows per side of the Evidently report and of the model's score and residual
+    # comparison; candidate-pool attributes are compared on a larger sample.
+    sample_rows: int = 5_000
+    pool_sample_rows: int = 200_000
+    # After drift, retrain_job learns from this many recent days only, the drifted day's
+    # first part included: its last `retrain_holdout_share` (by time) is the holdout.
+    retrain_window_days: int = 2
+    retrain_holdout_share: float = 0.2
+
+
+@dataclass(frozen=True)
+class QualitySettings:
+    # quality_sensor: engagement per request (mean grade of the day's logged slates)
+    # below this share of its trailing mean triggers a retrain.
+    drop_ratio: float = 0.9
+    baseline_days: int = 7
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    # A decision and a drift report a day: the UI marks them stale after these hours.
+    freshness_warn_hours: float = 26.0
+    freshness_fail_hours: float = 30.0
+    # `concentration_not_rising` warns when the exposure Gini of the model in service
+    # rose at each of this many rotations.
+    rising_rotations: int = 3
+    # `flywheel_health` judges the quality trend of the model in service by its
+    # least-squares slope over this many rotations, relative to its mean: above the
+    # step it is improving, below minus the step degrading; its chart shows more.
+    trend_rotations: int = 5
+    trend_step: float = 0.005
+    chart_rotations: int = 14
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    # Alerts are also POSTed here as JSON when set.
+    webhook_url: str | None = None
+
+
+GROUPS = {"ingest": IngestSettings, "curation": CurationSettings, "training": TrainingSettings,
+          "serving": ServingSettings, "evaluation": EvaluationSettings, "gate": GateSettings,
+          "drift": DriftSettings, "quality": QualitySettings, "monitor": MonitorSettings,
+          "alert": AlertSettings}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Paths, the pseudonymisation secret and the thresholds of one flywheel."""
+    """Paths, the pseudonymisation secret and the knobs of one flywheel, by group."""
 
     data_dir: Path
     pseudonym_secret: str = DEV_PSEUDONYM_SECRET
     # First day of the daily partitions (the simulated world starts here too).
     start_date: dt.date = dt.date(2026, 1, 1)
-    # Days of curated feedback a candidate learns from.
-    training_window_days: int = 7
-    # Training rows are sampled down to this many (deterministically) to bound memory.
-    max_training_rows: int = 250_000
-    # A stream whose share of quarantined rows in a partition exceeds this fails its
-    # blocking check.
-    max_quarantine_share: float = 0.05
-    # Streams that must have a _SUCCESS marker before a day can be ingested.
-    required_streams: tuple[str, ...] = ("impressions", "interactions")
     duckdb_memory_limit: str = "4GB"
-    # Curation filters (bots, contradictions, caps, label noise); off = dedupe only.
-    use_filters: bool = True
-    # Inverse-propensity weights from the estimated position bias; off = weight 1.
-    use_ips: bool = True
-    # IPS weights are clipped at this level (1 / examination of position 10 is ~10).
-    ips_clip: float = 10.0
-    # Position bias is stable; a long window keeps its estimate precise.
-    position_bias_window_days: int = 28
-    # At most this share of judged rows is removed as label noise.
-    max_label_issue_share: float = 0.02
-    # The promotion gate (DESIGN §7). Primary metric: the off-policy (doubly robust)
-    # DCG@10 of the candidate's ranking minus the champion's, on the day's logged
-    # requests; the lower end of its paired bootstrap interval at this confidence must
-    # clear the minimum effect (absolute DCG@10 units).
-    promotion_confidence: float = 0.95
-    promotion_min_effect: float = 0.0
-    # Guards: the candidate's catalogue coverage may not fall below (1 - tolerance) ×
-    # the champion's; its exposure Gini may not rise by more than the tolerance; no
-    # slice (new items, new users, devices) may lose more NDCG@10 than the tolerance.
-    coverage_tolerance: float = 0.15
-    concentration_tolerance: float = 0.05
-    # ... unless the candidate stays within these healthy levels anyway.
-    healthy_coverage: float = 0.5
-    healthy_exposure_gini: float = 0.6
-    slice_tolerance: float = 0.03
-    min_slice_requests: int = 200
-    # Off-policy evaluation reads at most this many logged requests (a hash sample),
-    # and is trusted only when the logging policy could show what the candidate
-    # chooses (support); below that the gate falls back to the holdout.
-    max_ope_requests: int = 20_000
-    # Holdout metrics and slices read at most this many requests (a hash sample).
-    max_holdout_requests: int = 5_000
-    # How the serving system re-ranks (maximal marginal relevance over categories,
-    # FLYWHEEL_SERVING_DIVERSITY, and over the pool's popularity tiers,
-    # FLYWHEEL_SERVING_POPULARITY_BALANCE; both 0 = plain top-k): evaluation values
-    # each model as it would be served.
-    serving_diversity: float = DEFAULT_SERVING_DIVERSITY
-    serving_popularity_balance: float = DEFAULT_SERVING_POPULARITY_BALANCE
-    min_ope_support: float = 0.99
-    ope_bootstrap_samples: int = 200
-    # Monitoring (docs/runbook.md). A column drifts when its statistic (Jensen-Shannon
-    # distance, or Wasserstein distance over the reference std) reaches 0.1; the day
-    # drifts when this share of columns does (FLYWHEEL_DRIFT_SHARE_THRESHOLD): 0.05 is one
-    # column in the 19 compared; on normal simulated days none drifts.
-    drift_share_threshold: float = 0.05
-    # Rows per side of the Evidently report and of the model's score and residual
-    # comparison; candidate-pool attributes are compared on a larger sample.
-    drift_sample_rows: int = 5_000
-    drift_pool_sample_rows: int = 200_000
-    # After drift, retrain_job learns from this many recent days only, the drifted day's
-    # first part included: its last `drift_retrain_holdout_share` (by time) is the holdout.
-    drift_retrain_window_days: int = 2
-    drift_retrain_holdout_share: float = 0.2
-    # quality_sensor: engagement per request (mean grade of the day's logged slates)
-    # below this share of its trailing mean triggers a retrain.
-    quality_drop_ratio: float = 0.9
-    quality_baseline_days: int = 7
-    # Alerts also go to this webhook when set (FLYWHEEL_ALERT_WEBHOOK_URL).
-    alert_webhook_url: str | None = None
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    curation: CurationSettings = field(default_factory=CurationSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    gate: GateSettings = field(default_factory=GateSettings)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    quality: QualitySettings = field(default_factory=QualitySettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
+    alert: AlertSettings = field(default_factory=AlertSettings)
 
     @classmethod
-    def from_env(cls, data_dir: str | os.PathLike | None = None, **overrides) -> "Settings":
-        """Settings from the environment; ``data_dir`` overrides ``FLYWHEEL_DATA_DIR``."""
+    def from_env(cls, data_dir: str | os.PathLike | None = None,
+                 overrides: Mapping[str, object] | None = None) -> "Settings":
+        """Settings from the environment; ``data_dir`` overrides ``FLYWHEEL_DATA_DIR``
+        and ``overrides`` (dotted names, typed values or strings) any knob."""
+        values: dict[str, object] = {}
+        for name in knob_names():
+            env = env_name(name)
+            if os.environ.get(env):
+                values[name] = os.environ[env]
+        for env, name in ENV_ALIASES.items():
+            if os.environ.get(env) is not None:
+                values.setdefault(name, os.environ[env])
+        values.update(overrides or {})
         chosen = data_dir or os.environ.get("FLYWHEEL_DATA_DIR") or _default_data_dir()
-        secret = os.environ.get("FLYWHEEL_PSEUDONYM_SECRET", DEV_PSEUDONYM_SECRET)
-        start = os.environ.get("FLYWHEEL_START_DATE")
-        for switch, field_name in (("FLYWHEEL_FILTERS", "use_filters"), ("FLYWHEEL_IPS", "use_ips")):
-            if os.environ.get(switch) is not None:
-                overrides.setdefault(field_name, os.environ[switch].lower() not in ("0", "false", "off", "no"))
-        if os.environ.get("FLYWHEEL_DRIFT_SHARE_THRESHOLD"):
-            overrides.setdefault("drift_share_threshold",
-                                 float(os.environ["FLYWHEEL_DRIFT_SHARE_THRESHOLD"]))
-        if os.environ.get("FLYWHEEL_ALERT_WEBHOOK_URL"):
-            overrides.setdefault("alert_webhook_url", os.environ["FLYWHEEL_ALERT_WEBHOOK_URL"])
-        if os.environ.get("FLYWHEEL_SERVING_DIVERSITY"):
-            overrides.setdefault("serving_diversity", float(os.environ["FLYWHEEL_SERVING_DIVERSITY"]))
-        if os.environ.get("FLYWHEEL_SERVING_POPULARITY_BALANCE"):
-            overrides.setdefault("serving_popularity_balance",
-                                 float(os.environ["FLYWHEEL_SERVING_POPULARITY_BALANCE"]))
-        values = dict(data_dir=Path(chosen).expanduser().resolve(), pseudonym_secret=secret)
-        if start:
-            values["start_date"] = dt.date.fromisoformat(start)
-        values.update(overrides)
-        return cls(**values)
+        base = cls(data_dir=Path(chosen).expanduser().resolve())
+        return base.override(values)
 
-    def with_overrides(self, **overrides) -> "Settings":
-        return replace(self, **overrides)
+    def override(self, values: Mapping[str, object]) -> "Settings":
+        """A copy with the knobs named in ``values`` (``"gate.min_effect"``, or a
+        top-level name) changed; strings are parsed by the knob's type."""
+        top: dict[str, object] = {}
+        groups: dict[str, dict[str, object]] = {}
+        for name, value in values.items():
+            group, _, knob = name.rpartition(".")
+            owner = GROUPS.get(group) if group else type(self)
+            known = {f.name: f for f in fields(owner)} if owner else {}
+            if knob not in known or (not group and knob in GROUPS) or knob == "data_dir":
+                raise ValueError(f"unknown setting {name!r}; known: {', '.join(knob_names())}")
+            parsed = _parse(value, _field_type(owner, knob), name)
+            (groups.setdefault(group, {}) if group else top)[knob] = parsed
+        for group, changes in groups.items():
+            top[group] = replace(getattr(self, group), **changes)
+        return replace(self, **top)
+
+    def knobs(self) -> dict[str, object]:
+        """Every grouped knob by its dotted name (no path, no secret): what a run of
+        the product needs to behave as these settings say."""
+        return {f"{group}.{f.name}": getattr(getattr(self, group), f.name)
+                for group in GROUPS for f in fields(GROUPS[group])}
 
     # --- paths -------------------------------------------------------------------
     @property
@@ -177,3 +275,51 @@ class Settings:
         if not target.exists():
             shutil.copyfile(PACKAGE_DIR / "dagster.yaml", target)
         return self.dagster_home
+
+
+def knob_names() -> list[str]:
+    """Every setting that the environment or an override can change."""
+    top = [f.name for f in fields(Settings) if f.name not in GROUPS and f.name != "data_dir"]
+    return top + [f"{g}.{f.name}" for g, cls in GROUPS.items() for f in fields(cls)]
+
+
+def env_name(name: str) -> str:
+    """``gate.min_effect`` → ``FLYWHEEL_GATE_MIN_EFFECT``."""
+    return ENV_PREFIX + name.replace(".", "_").upper()
+
+
+def encode(values: Mapping[str, object]) -> dict[str, str]:
+    """Overrides as strings (Dagster resource config), parsed back by the knob's type."""
+    return {k: (",".join(v) if isinstance(v, tuple) else "" if v is None else
+                str(v).lower() if isinstance(v, bool) else str(v)) for k, v in values.items()}
+
+
+def _field_type(owner: type, name: str):
+    return typing.get_type_hints(owner)[name]
+
+
+def _parse(value: object, kind, name: str):
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "on", "yes"):
+                return True
+            if text.lower() in ("0", "false", "off", "no"):
+                return False
+            raise ValueError("expected one of 1/0, true/false, on/off, yes/no")
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind is dt.date:
+            return dt.date.fromisoformat(text)
+        if typing.get_origin(kind) is tuple:
+            return tuple(p.strip() for p in text.split(",") if p.strip())
+        if kind == (str | None):
+            return text or None
+        return text
+    except ValueError as exc:
+        raise ValueError(f"setting {name} ({env_name(name)}): cannot read {value!r}: {exc}") from exc
+

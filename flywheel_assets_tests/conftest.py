@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from flywheel_assets.core.serving import popularity_policy
+from flywheel_assets.serve.serving import popularity_policy
 from flywheel_assets.simulation import world
 from flywheel_assets.simulation.config import WorldConfig
 
@@ -35,8 +35,8 @@ LIVE_TIMEOUT_SECONDS = 420
 def live_instance(tmp_path_factory):
     import socket
 
-    from flywheel_assets.services import DagsterServices, group_members
-    from flywheel_assets.simulation import drill
+    from flywheel_assets.harness.services import DagsterServices, group_members
+    from flywheel_assets.harness import drill
 
     data_dir = tmp_path_factory.mktemp("live") / "data"
     settings = drill.warm_up(data_dir, LIVE_WORLD, days=2)

@@ -5,35 +5,30 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from flywheel_assets.core import model_store, operator, warehouse
-from flywheel_assets.core.pseudonymise import user_key
-from flywheel_assets.core.serving import current_policy
+from flywheel_assets.train import model_store
+from flywheel_assets.evaluate import promotion
+from flywheel_assets import warehouse
+from flywheel_assets.ingest.pseudonymise import user_key
+from flywheel_assets.serve.serving import current_policy
 from flywheel_assets.definitions import build_definitions
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import world
 from flywheel_assets.simulation.config import WorldConfig
+from flywheel_assets_tests.helpers import turn_the_wheel
 
 DAYS = ["2026-01-01", "2026-01-02"]
 CONFIG = WorldConfig(n_users=400, n_items=300, requests_per_day=1500, pool_size=20,
                      bot_fraction=0.05, deletion_requests_per_day=3)
 
 
-def _rotate(data_dir, day, instance, **switches):
-    settings = Settings.from_env(data_dir)
-    world.run_day(settings.data_dir, settings.landing_dir, CONFIG, day,
-                  current_policy(settings.models_dir))
-    job = build_definitions(str(data_dir), **switches).resolve_job_def("daily_rotation_job")
-    result = job.execute_in_process(partition_key=day, instance=instance, raise_on_error=False)
-    assert result.success, [str(e.event_specific_data.error) for e in result.all_events
-                            if e.is_step_failure]
-    return result
+def _rotate(data_dir, day, instance, overrides=None):
+    return turn_the_wheel(data_dir, CONFIG, [day], instance, overrides)[0]
 
 
 @pytest.fixture(scope="module")
 def rotated(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("rotation")
-    instance = dg.DagsterInstance.ephemeral()
-    results = [_rotate(data_dir, day, instance) for day in DAYS]
+    results = turn_the_wheel(data_dir, CONFIG, DAYS)
     return data_dir, results
 
 
@@ -91,7 +86,7 @@ def test_tombstones_stop_deleted_users_coming_back(rotated):
         day2 = conn.execute("SELECT candidate_version FROM ml.model_evaluations "
                             "WHERE partition_date = ?", [DAYS[1]]).fetchone()[0]
     if model_store.champion_version(settings.models_dir) != day2:
-        operator.promote(settings, day2, "test: a champion newer than day 1", "test")
+        promotion.promote(settings, day2, "test: a champion newer than day 1", "test")
     champion = model_store.champion_version(settings.models_dir)
     assert champion == day2
     # Day 1 is re-ingested from its landing files, which still hold the users' rows.
@@ -122,13 +117,14 @@ def test_ips_weights_follow_the_estimated_curve(rotated):
             WHERE t.partition_date = ? GROUP BY t.position ORDER BY 1""", [DAYS[1]]).fetchall()
     assert len(rows) == CONFIG.slate_size
     for _position, weight, examination, target_ok in rows:
-        assert weight == pytest.approx(min(1 / examination, settings.ips_clip))
+        assert weight == pytest.approx(min(1 / examination, settings.training.ips_clip))
         assert target_ok
     assert rows[0][1] == pytest.approx(1.0)
 
 
 def test_switches_turn_ips_and_filters_off(tmp_path):
-    _rotate(tmp_path, DAYS[0], dg.DagsterInstance.ephemeral(), use_ips=False, use_filters=False)
+    _rotate(tmp_path, DAYS[0], dg.DagsterInstance.ephemeral(),
+            {"training.ips": False, "curation.filters": False})
     with warehouse.connect(Settings.from_env(tmp_path).warehouse_path) as conn:
         weights = conn.execute("SELECT min(weight), max(weight) FROM ml.training_set").fetchone()
         reasons = {r[0] for r in conn.execute("SELECT DISTINCT reason FROM curated.feedback_removals").fetchall()}
@@ -169,8 +165,8 @@ def test_the_gate_reads_the_days_checks_even_when_run_alone(rotated):
         warehouse.record_check(conn, DAYS[1], "raw_impressions", "rows_reconcile", False,
                                "planted failure")
         conn.execute("DELETE FROM ml.promotions")
-    from flywheel_assets.defs.evaluate.assets import champion_model
-    from flywheel_assets.defs.resources import FlywheelResource
+    from flywheel_assets.evaluate.assets import champion_model
+    from flywheel_assets.resources import FlywheelResource
 
     model_store.set_champion(settings.models_dir, model_store.read_champion(settings.models_dir)["previous"]
                              or before, "test: step back", "test")

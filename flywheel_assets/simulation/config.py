@@ -6,11 +6,8 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 
-from flywheel_assets.core.serving import Reranking
-from flywheel_assets.settings import (
-    DEFAULT_SERVING_DIVERSITY,
-    DEFAULT_SERVING_POPULARITY_BALANCE,
-)
+from flywheel_assets.serve.serving import Reranking
+from flywheel_assets.settings import ServingSettings
 
 SCENARIOS = ("taste_drift", "catalog_drop", "bot_attack", "broken_client")
 
@@ -66,8 +63,8 @@ class WorldConfig:
     # both 0 = plain top-k) and whether each request's candidate pool is logged (for
     # off-policy evaluation).
     exploration_rate: float = 0.1
-    rerank_diversity: float = DEFAULT_SERVING_DIVERSITY
-    rerank_popularity_balance: float = DEFAULT_SERVING_POPULARITY_BALANCE
+    rerank_diversity: float = ServingSettings.diversity
+    rerank_popularity_balance: float = ServingSettings.popularity_balance
     log_candidate_pools: bool = True
     bot_fraction: float = 0.03
     # Bots are this many times as active as an average user.

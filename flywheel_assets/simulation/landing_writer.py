@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from flywheel_assets.core.ingest import SUCCESS_MARKER
+from flywheel_assets.ingest.load import SUCCESS_MARKER
 from flywheel_assets.simulation.traffic import DayTraffic
 
 

@@ -16,8 +16,8 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 
-from flywheel_assets.core import metrics
-from flywheel_assets.core.serving import RankingPolicy
+from flywheel_assets.evaluate import metrics
+from flywheel_assets.serve.serving import RankingPolicy
 from flywheel_assets.simulation import truth
 from flywheel_assets.simulation.config import WorldConfig
 from flywheel_assets.simulation.traffic import candidate_frame, category_codes, sample_pools

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from flywheel_assets.core import warehouse
-from flywheel_assets.core.pseudonymise import user_key
-from flywheel_assets.core.training_set import effective_sample_size
+from flywheel_assets import warehouse
+from flywheel_assets.ingest.pseudonymise import user_key
+from flywheel_assets.train.training_set import effective_sample_size
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import truth
 from flywheel_assets.simulation.config import WorldConfig

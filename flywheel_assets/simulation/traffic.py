@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from flywheel_assets.core.serving import RankingPolicy, rank_slates
+from flywheel_assets.serve.serving import RankingPolicy, rank_slates
 from flywheel_assets.simulation import truth
 from flywheel_assets.simulation.config import WorldConfig
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flywheel_assets.core import model_store, warehouse
-from flywheel_assets.core.serving import RankingPolicy, popularity_policy
+from flywheel_assets.train import model_store
+from flywheel_assets import warehouse
+from flywheel_assets.serve.serving import RankingPolicy, popularity_policy
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import signal_quality, truth
 from flywheel_assets.simulation.config import Scenario, WorldConfig

@@ -1,0 +1,66 @@
+"""Curate: impressions joined with their outcomes, cleaned for training."""
+
+import dagster as dg
+
+from flywheel_assets.curate import feedback
+from flywheel_assets.curate import position_bias as pb
+from flywheel_assets.metadata import markdown, readable
+from flywheel_assets.partitions import daily_partitions
+from flywheel_assets.reporting import markdown_table
+from flywheel_assets.resources import FlywheelResource
+
+
+@dg.asset(group_name="curate", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
+          deps=["raw_impressions", "raw_interactions", "raw_users", "user_erasure"])
+def feedback_events(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
+    """One row per impression of the day with its outcome flags (skip, partial, complete,
+    save, thumbs) in `curated.feedback_events`. Replayed events count once; impressions
+    of users without training consent are excluded and listed in
+    `curated.feedback_removals`."""
+    with flywheel.warehouse() as conn:
+        stats = feedback.build_feedback_events(conn, context.partition_key)
+    return dg.MaterializeResult(metadata=readable(**{"dagster/row_count": stats.pop("rows"),
+                                                     **stats}))
+
+
+@dg.asset(group_name="curate", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
+          deps=[feedback_events])
+def curated_feedback(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
+    """Feedback fit to learn from (`curated.curated_feedback`). Removed, each row with
+    its reason in `curated.feedback_removals`: double-logged impressions; with filters
+    on, users flagged as bots or spam (`curated.flagged_users`: regular intervals,
+    reactions faster than a person, save bursts, request rate), contradictory and
+    low-information signals, rows over the per-user daily cap, and label noise found by
+    confident learning (cleanlab) on out-of-fold predictions. Metadata carries the day's
+    engagement per request, which `quality_sensor` watches."""
+    c = flywheel.settings.curation
+    with flywheel.warehouse() as conn:
+        stats = feedback.build_curated_feedback(conn, context.partition_key, c.filters,
+                                                max_label_issue_share=c.max_label_issue_share)
+        engagement = feedback.engagement_per_request(conn, context.partition_key)
+    removed = stats.pop("removed")
+    return dg.MaterializeResult(metadata=readable(**{
+        "dagster/row_count": stats.pop("rows"), **stats,
+        "rows_removed": sum(removed.values()),
+        "removed_by_reason": markdown(markdown_table(["reason", "rows"], removed.items())),
+        # Read by quality_sensor at full precision: mean summed grade per request.
+        "engagement_per_request": dg.MetadataValue.float(round(engagement, 5))}))
+
+
+@dg.asset(group_name="curate", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
+          deps=[curated_feedback])
+def position_bias(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
+    """Examination probability per position relative to position 1
+    (`curated.position_bias`), estimated from the explored (randomised) slates of the
+    last `curation.position_bias_window_days` of feedback, less flagged bots: on a
+    random slate, the rate of any interaction at position k is proportional to the
+    chance position k is looked at. With a 95% bootstrap interval per position. No
+    hard-coded curve."""
+    c = flywheel.settings.curation
+    with flywheel.warehouse() as conn:
+        curve = pb.estimate_for_day(conn, context.partition_key, c.position_bias_window_days,
+                                    exclude_flagged_users=c.filters)
+    return dg.MaterializeResult(metadata=readable(
+        explored_requests=int(curve["explored_requests"].iloc[0]),
+        examination_at_last_position=float(curve["examination"].iloc[-1]),
+        curve=markdown(pb.curve_markdown(curve)), method=pb.METHOD))

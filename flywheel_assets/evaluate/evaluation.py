@@ -1,0 +1,225 @@
+"""Candidate vs champion on the same data: holdout, slices, calibration, off-policy value,
+concentration. Pure functions over frames, and `evaluate_day`, which reads the day's
+evidence, writes the report and records the evaluation.
+
+Two kinds of evidence:
+- the temporal holdout (the training day's curated rows, never trained on): NDCG@10 on
+  examined impressions, AUC, RMSE, the same per slice (new items, new users, devices),
+  and calibration of the predicted grade;
+- the day's logged requests with their candidate pools: each model's ranking policy
+  valued off-policy (IPS, SNIPS, doubly robust; see `off_policy`), and the exposure Gini
+  and catalogue coverage of its top-10s over those requests.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from flywheel_assets import warehouse
+from flywheel_assets.curate.feedback import latest_snapshot_date
+from flywheel_assets.evaluate import logged_pools, metrics, off_policy, report
+from flywheel_assets.serve.serving import PLAIN_TOP_K, Reranking
+from flywheel_assets.train import model as model_lib
+from flywheel_assets.train import model_store
+from flywheel_assets.train import training_set as ts_lib
+from flywheel_assets.train.candidate import registered_candidate
+from flywheel_assets.train.features import feature_frame
+
+SLATE_SIZE = 10
+NEW_ITEM_DAYS = 7
+NEW_USER_DAYS = 14
+
+
+def holdout_metrics(holdout: pd.DataFrame, scores: dict[str, np.ndarray]) -> dict[str, dict]:
+    return {name: metrics.ranking_report(holdout, s) for name, s in scores.items()}
+
+
+def slice_masks(holdout: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Rows of each slice: cold-start items, new users, and each device."""
+    features = feature_frame(holdout)
+    out = {"new_items": (features["item_age_days"] <= NEW_ITEM_DAYS).to_numpy(),
+           "new_users": (features["tenure_days"] <= NEW_USER_DAYS).to_numpy()}
+    for device in sorted(holdout["device"].dropna().unique()):
+        out[f"device={device}"] = (holdout["device"] == device).to_numpy()
+    return out
+
+
+def slice_metrics(holdout: pd.DataFrame, scores: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Examined-only NDCG@10 per slice and model, with the number of requests it rests on."""
+    examined = holdout["n_interactions"].to_numpy() > 0
+    groups, labels = holdout["request_id"].to_numpy(), holdout["label_grade"].to_numpy()
+    out = {}
+    for name, mask in slice_masks(holdout).items():
+        rows = mask & examined
+        per_model = {m: metrics.ndcg_per_group(groups[rows], labels[rows], s[rows])
+                     for m, s in scores.items()}
+        first = next(iter(per_model.values()))
+        out[name] = {"requests": int(len(first)),
+                     **{m: float(v.mean()) if len(v) else float("nan")
+                        for m, v in per_model.items()}}
+    return out
+
+
+def calibration(holdout: pd.DataFrame, scores: np.ndarray, bins: int = 10) -> dict:
+    """Predicted vs observed debiased grade (the training target) by prediction decile,
+    and the expected calibration error (row-weighted mean absolute gap)."""
+    frame = pd.DataFrame({"pred": scores, "obs": holdout["target"].to_numpy(dtype="float64")})
+    frame["bin"] = pd.qcut(frame["pred"].rank(method="first"), bins, labels=False)
+    table = frame.groupby("bin").agg(pred=("pred", "mean"), obs=("obs", "mean"),
+                                     n=("pred", "size"))
+    ece = float((table["n"] * (table["pred"] - table["obs"]).abs()).sum() / table["n"].sum())
+    return {"expected_calibration_error": ece,
+            "bins": [{k: float(v) for k, v in row.items()} for _, row in table.iterrows()]}
+
+
+def paired_ndcg_difference(holdout: pd.DataFrame, candidate: np.ndarray, champion: np.ndarray,
+                           n_boot: int, level: float, seed: int = 0) -> dict:
+    """Examined-only NDCG@10, candidate − champion per request, with a bootstrap
+    interval over requests: the gate's fallback when pools are not logged."""
+    examined = holdout["n_interactions"].to_numpy() > 0
+    groups, labels = holdout["request_id"].to_numpy()[examined], holdout["label_grade"].to_numpy()[examined]
+    diff = (metrics.ndcg_per_group(groups, labels, candidate[examined])
+            - metrics.ndcg_per_group(groups, labels, champion[examined])).to_numpy()
+    rng = np.random.default_rng(seed)
+    # Poisson bootstrap: weighted means of the per-request differences.
+    weights = rng.poisson(1.0, (n_boot, len(diff))).astype("float64")
+    boot = weights @ diff / np.maximum(weights.sum(axis=1), 1.0)
+    tail = (1 - level) / 2
+    lo, hi = np.quantile(boot, [tail, 1 - tail]) if len(diff) else (np.nan, np.nan)
+    return {"delta": float(diff.mean()) if len(diff) else float("nan"), "ci_low": float(lo),
+            "ci_high": float(hi), "level": level, "requests": int(len(diff))}
+
+
+def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
+                          examination: dict[int, float], catalogue_size: int,
+                          n_boot: int, level: float, reranking: Reranking = PLAIN_TOP_K) -> dict:
+    """Each model's ranking policy, served as `serving` serves it (``reranking``,
+    exploration aside), on the logged requests: IPS / SNIPS / DR with ESS
+    and intervals, exposure Gini and catalogue coverage of its slates, and (with a
+    champion) the paired candidate − champion differences. The reward model of DR is
+    the candidate's prediction of the grade."""
+    m = logged_pools.pool_matrix(pools)
+    features = feature_frame(pools)
+    scores = {name: model_lib.score(pipe, pools, features)[m.row_index]
+              for name, pipe in models.items()}
+    out: dict = {"requests": len(m.request_ids), "pool_rows": len(pools),
+                 "requests_skipped_unusual_pool_size": m.dropped_requests,
+                 "diversity": reranking.diversity,
+                 "popularity_balance": reranking.popularity_balance, "policies": {}}
+    rows = {}
+    for name, s in scores.items():
+        rows[name], slates = logged_pools.target_rows(m, s, scores["candidate"], examination,
+                                                      SLATE_SIZE, reranking)
+        shown_items = np.take_along_axis(m.item_ids, slates, axis=1).ravel()
+        top_items, counts = np.unique(shown_items, return_counts=True)
+        exposures = np.concatenate([counts, np.zeros(max(catalogue_size - len(top_items), 0))])
+        out["policies"][name] = {
+            **off_policy.estimate(rows[name], n_boot=n_boot, level=level),
+            "exposure_gini": metrics.exposure_gini(exposures),
+            "catalog_coverage": len(top_items) / catalogue_size if catalogue_size else 0.0}
+    if "champion" in rows:
+        out["difference"] = off_policy.compare(rows["candidate"], rows["champion"],
+                                               n_boot=n_boot, level=level)
+    return out
+
+
+def evaluate(holdout: pd.DataFrame, pools: pd.DataFrame, models: dict[str, object],
+             examination: dict[int, float], catalogue_size: int, n_boot: int = 200,
+             level: float = 0.95, reranking: Reranking = PLAIN_TOP_K) -> dict:
+    """The whole evaluation record for the gate and the report."""
+    features = feature_frame(holdout)
+    scores = {name: model_lib.score(pipe, holdout, features) for name, pipe in models.items()}
+    # The no-learning baseline: is the signal worth learning from at all?
+    baseline = {"popularity": np.log1p(holdout["popularity"].to_numpy(dtype="float64"))}
+    record = {"holdout": holdout_metrics(holdout, scores | baseline),
+              "slices": slice_metrics(holdout, scores),
+              "calibration": {name: calibration(holdout, s) for name, s in scores.items()},
+              "off_policy": (off_policy_evaluation(pools, models, examination, catalogue_size,
+                                                   n_boot, level, reranking)
+                             if len(pools) else None)}
+    if "champion" in scores:
+        record["holdout_difference"] = paired_ndcg_difference(
+            holdout, scores["candidate"], scores["champion"], n_boot, level)
+    return record
+
+
+def bounded_requests(holdout: pd.DataFrame, max_requests: int) -> pd.DataFrame:
+    """At most ``max_requests`` requests, a deterministic hash sample (memory and time
+    stay bounded however big a day gets)."""
+    requests = holdout["request_id"].drop_duplicates()
+    if len(requests) <= max_requests:
+        return holdout
+    order = np.argsort(pd.util.hash_array(requests.to_numpy(dtype=object)), kind="stable")
+    keep = set(requests.to_numpy()[order[:max_requests]])
+    return holdout[holdout["request_id"].isin(keep)].reset_index(drop=True)
+
+
+class NothingToEvaluate(RuntimeError):
+    """No candidate registered for the day, or an empty holdout."""
+
+
+def evaluate_day(connect, settings, partition_date: str) -> dict:
+    """Evaluate the day's candidate against the champion it competes with, write the
+    report under ``reports/evaluation/<day>/`` and record it in `ml.model_evaluations`;
+    returns the record, with ``report`` (its paths and chart)."""
+    day = partition_date
+    with connect() as conn:
+        candidate = registered_candidate(conn, day)
+    if candidate is None:
+        raise NothingToEvaluate(f"no candidate model registered for {day}")
+    models_dir, e = settings.models_dir, settings.evaluation
+    champion = model_store.champion_before(models_dir, candidate)
+    models = {"candidate": model_store.load_model(models_dir, candidate)}
+    if champion:
+        models["champion"] = model_store.load_model(models_dir, champion)
+    with connect() as conn:
+        holdout = bounded_requests(ts_lib.read_split(conn, day, "holdout"), e.max_holdout_requests)
+        pools = logged_pools.logged_pools(conn, day, e.max_ope_requests)
+        examination = dict(conn.execute(
+            "SELECT position, examination FROM curated.position_bias WHERE partition_date = ?",
+            [day]).fetchall())
+        items_date = latest_snapshot_date(conn, "raw.items", day)
+        catalogue = conn.execute("SELECT count(DISTINCT item_id) FROM raw.items WHERE "
+                                 "partition_date = ?", [items_date]).fetchone()[0]
+    if holdout.empty:
+        raise NothingToEvaluate(f"the holdout of {day} is empty: nothing to evaluate on")
+    record = {"partition_date": day, "candidate_version": candidate,
+              "champion_version": champion, "holdout_rows": len(holdout),
+              "holdout_requests": int(holdout["request_id"].nunique()),
+              "catalogue_size": int(catalogue), "examination": examination,
+              **evaluate(holdout, pools, models, examination, int(catalogue),
+                         e.bootstrap_samples, settings.gate.confidence,
+                         Reranking(settings.serving.diversity,
+                                   settings.serving.popularity_balance))}
+    written = report.write(settings.reports_dir, record)
+    with connect() as conn:
+        warehouse.replace_rows(conn, "ml.model_evaluations", {"partition_date": day}, {
+            "partition_date": day, "candidate_version": candidate, "champion_version": champion,
+            "holdout_rows": len(holdout), "holdout_requests": record["holdout_requests"],
+            "metrics": json.dumps(record, default=str), "report_path": str(written["dir"]),
+            "evaluated_at": warehouse.now()})
+    return {**record, "report": written}
+
+
+def read_evaluation(conn, partition_date: str) -> dict | None:
+    """The day's recorded evaluation, or None."""
+    row = conn.execute("SELECT metrics FROM ml.model_evaluations WHERE partition_date = ?",
+                       [partition_date]).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def headline_figures(record: dict) -> dict:
+    """What the UI shows of an evaluation at a glance."""
+    ope = record["off_policy"] or {"policies": {}}
+    figures = {"logged_requests": ope.get("requests", 0),
+               "candidate_holdout_ndcg_at_10": record["holdout"]["candidate"]["ndcg_at_10"]}
+    for name, p in ope["policies"].items():
+        figures[f"{name}_dr_dcg_at_10"] = p["dr"]["value"]
+    for name, p in ope["policies"].items():
+        figures[f"{name}_catalog_coverage"] = p["catalog_coverage"]
+    for name, p in ope["policies"].items():
+        figures[f"{name}_exposure_gini"] = p["exposure_gini"]
+    return figures

@@ -1,0 +1,281 @@
+"""The promotion rule, all of it, and the one way the champion changes
+(docs/architecture.md, "The promotion rule").
+
+Primary metric: the candidate's ranking valued off-policy on the day's logged requests
+(doubly robust DCG@10) minus the champion's; the lower end of the paired bootstrap
+interval must clear the minimum effect. When the logs cannot support that estimate
+(no candidate pools, or a logging policy that never explores what the candidate
+chooses), the primary metric falls back to examined-only NDCG@10 on the holdout, with
+the same kind of interval; the reasons say which was used.
+
+Guards, each within its tolerance: catalogue coverage and exposure Gini of the top-10s
+(a flywheel that feeds on its own exposure drifts toward a few popular items; a level
+inside the healthy bounds passes whatever the champion's), and
+NDCG@10 on every slice with enough requests (new items, new users, devices).
+
+Around the evidence, the rules of a day's decision (:func:`decide_for_day`): every
+blocking data check passed; the first model of ours is promoted once its checks pass;
+a candidate trained for an earlier day than the champion in service is never promoted
+(a stale comparison); a re-run of the day whose candidate is already in service keeps
+it (the gate never demotes); a candidate compared with another champion than the one
+in service is not promoted until it is evaluated again. `promotion_gate` records the
+decision in `ml.gate_decisions`; `champion_model` applies it (:func:`apply_decision`),
+after checking that nothing it rests on changed since. The gate, ``flywheel promote``
+and ``flywheel rollback`` all change the champion through :func:`change_champion`:
+one audit row shape in `ml.promotions`, one pointer and history in the model store.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from flywheel_assets import warehouse
+from flywheel_assets.ingest.contract import BLOCKING_CHECKS as INGEST_CHECKS
+from flywheel_assets.settings import GateSettings, Settings
+from flywheel_assets.train import model_store
+
+# The promotion rule's thresholds are the `gate` group of the settings.
+GatePolicy = GateSettings
+# Blocking data checks the decision rests on, and the gate itself.
+DATA_CHECKS = [*INGEST_CHECKS, ("training_set", "training_set_is_usable")]
+GATE = ("model_evaluation", "promotion_gate")
+RERUN = "the candidate is already the champion in service (a re-run); the gate does not demote"
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+    # Every figure the decision rests on: primary evidence, guards, policy.
+    figures: dict = field(default_factory=dict)
+
+
+def primary_evidence(record: dict, policy: GatePolicy) -> dict | None:
+    """Candidate − champion on the primary metric, with its interval and its source."""
+    ope = record.get("off_policy") or {}
+    if "difference" in ope:
+        pol = ope["policies"]
+        supported = min(pol["candidate"]["support"], pol["champion"]["support"])
+        if supported >= policy.min_ope_support:
+            return {"metric": "off-policy DCG@10 (doubly robust)",
+                    "candidate": pol["candidate"]["dr"]["value"],
+                    "champion": pol["champion"]["dr"]["value"],
+                    "support": supported, **ope["difference"]["dr"]}
+    holdout = record.get("holdout_difference")
+    if holdout:
+        why = ("no logged candidate pools" if "difference" not in ope else
+               "logged pools do not support the candidate's choices (no exploration?)")
+        return {"metric": f"holdout NDCG@10, examined impressions ({why})",
+                "candidate": record["holdout"]["candidate"]["ndcg_at_10"],
+                "champion": record["holdout"]["champion"]["ndcg_at_10"], **holdout}
+    return None
+
+
+def guards(record: dict, policy: GatePolicy) -> list[dict]:
+    """Each guard with both figures, its limit and whether it holds."""
+    out = []
+    ope = record.get("off_policy") or {}
+    if "champion" in ope.get("policies", {}):
+        cand, champ = ope["policies"]["candidate"], ope["policies"]["champion"]
+        limit = min((1 - policy.coverage_tolerance) * champ["catalog_coverage"],
+                    policy.healthy_coverage)
+        out.append({"guard": "catalog_coverage", "candidate": cand["catalog_coverage"],
+                    "champion": champ["catalog_coverage"], "limit": limit,
+                    "ok": cand["catalog_coverage"] >= limit, "rule": ">="})
+        limit = max(champ["exposure_gini"] + policy.concentration_tolerance,
+                    policy.healthy_exposure_gini)
+        out.append({"guard": "exposure_gini", "candidate": cand["exposure_gini"],
+                    "champion": champ["exposure_gini"], "limit": limit,
+                    "ok": cand["exposure_gini"] <= limit, "rule": "<="})
+    for name, s in record.get("slices", {}).items():
+        if "champion" not in s or s["requests"] < policy.min_slice_requests:
+            continue
+        limit = s["champion"] - policy.slice_tolerance
+        out.append({"guard": f"slice {name} ndcg_at_10", "candidate": s["candidate"],
+                    "champion": s["champion"], "limit": limit, "requests": s["requests"],
+                    "ok": bool(s["candidate"] >= limit), "rule": ">="})
+    return out
+
+
+def decide(record: dict, blocking_problems: list[str] = (), policy: GatePolicy = GatePolicy(),
+           older_than_champion: str | None = None, has_champion: bool = True) -> Decision:
+    """Promote only when every blocking check passed, the candidate is not older than
+    the champion in service, its primary metric beats the champion's with an interval
+    whose lower end clears the minimum effect, and every guard holds. With no champion
+    yet, the first candidate whose checks passed is promoted."""
+    figures = {"policy": asdict(policy)}
+    if blocking_problems:
+        return Decision(False, ["blocking checks upstream did not pass: "
+                                + "; ".join(blocking_problems)], figures)
+    if older_than_champion:
+        return Decision(False, [older_than_champion], figures)
+    if not has_champion:
+        return Decision(True, ["no champion yet: the first candidate that passes the data "
+                               "checks is promoted"], figures)
+    primary = primary_evidence(record, policy)
+    checks = guards(record, policy)
+    figures.update(primary=primary, guards=checks)
+    if primary is None:
+        return Decision(False, ["no evidence to compare the candidate with the champion"],
+                        figures)
+    reasons = []
+    text = (f"{primary['metric']}: candidate {primary['candidate']:.4f} vs champion "
+            f"{primary['champion']:.4f}, delta {primary['delta']:+.4f} "
+            f"({policy.confidence:.0%} interval {primary['ci_low']:+.4f} .. "
+            f"{primary['ci_high']:+.4f}; minimum effect {policy.min_effect:+.4f})")
+    better = primary["ci_low"] > policy.min_effect
+    reasons.append(("better with confidence: " if better else "not better with confidence: ")
+                   + text)
+    failed = [g for g in checks if not g["ok"]]
+    for g in failed:
+        reasons.append(f"guard {g['guard']} regressed: candidate {g['candidate']:.4f} vs "
+                       f"champion {g['champion']:.4f} (limit {g['rule']} {g['limit']:.4f})")
+    if better and not failed:
+        reasons.append(f"all {len(checks)} guards within tolerance")
+    return Decision(better and not failed, reasons, figures)
+
+
+@dataclass(frozen=True)
+class DayFacts:
+    """What a day's decision rests on, all read from recorded state."""
+
+    record: dict                       # the day's evaluation (`ml.model_evaluations`)
+    data_problems: list[str]           # blocking data checks that failed or never ran
+    in_service: str | None             # the champion in service now
+    in_service_trained_for: str | None  # the day it was trained for
+
+
+def day_facts(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: dict) -> DayFacts:
+    day = record["partition_date"]
+    current = model_store.champion_version(models_dir)
+    trained_for = (model_store.load_card(models_dir, current).get("partition_date", "")
+                   if current else None)
+    return DayFacts(record, warehouse.failed_or_missing_checks(conn, day, DATA_CHECKS),
+                    current, trained_for)
+
+
+def decide_for_day(facts: DayFacts, policy: GatePolicy = GatePolicy()) -> Decision:
+    """The day's decision, by every rule: the evidence and guards (:func:`decide`), the
+    blocking checks, a stale comparison, a re-run, a champion changed since the
+    evaluation."""
+    record, current = facts.record, facts.in_service
+    day, candidate = record["partition_date"], record["candidate_version"]
+    compared_with = record.get("champion_version")
+    older = None
+    if current and current != candidate and (facts.in_service_trained_for or "") > day:
+        older = (f"the candidate was trained for {day}, before the champion in service "
+                 f"({current}, trained for {facts.in_service_trained_for})")
+    decision = decide(record, facts.data_problems, policy, older,
+                      has_champion=compared_with is not None)
+    if current == candidate:
+        return Decision(True, [RERUN, *decision.reasons], decision.figures)
+    if decision.promote and current != compared_with:
+        return Decision(False, [
+            f"the champion in service changed since the evaluation ({compared_with or 'none'} "
+            f"→ {current}); materialise model_evaluation again"], decision.figures)
+    return decision
+
+
+def record_decision(conn: duckdb.DuckDBPyConnection, facts: DayFacts, decision: Decision) -> None:
+    """The gate's decision for the day, kept for `champion_model` to apply (one row per
+    day: the latest decision), together with the gate's check result."""
+    record = facts.record
+    day = record["partition_date"]
+    warehouse.replace_rows(conn, "ml.gate_decisions", {"partition_date": day}, {
+        "partition_date": day, "candidate_version": record["candidate_version"],
+        "compared_with": record.get("champion_version"), "in_service": facts.in_service,
+        "promote": decision.promote,
+        "decision": json.dumps(asdict(decision), default=str), "decided_at": warehouse.now()})
+    warehouse.record_check(conn, day, *GATE, decision.promote, "; ".join(decision.reasons))
+
+
+def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: dict,
+                   actor: str) -> tuple[Decision, str | None]:
+    """Apply the gate's recorded decision for the evaluation in ``record``: the champion
+    moves only when the gate promoted this candidate, every blocking data check still
+    passes, and the champion in service is the one the gate saw. Every application is
+    appended to `ml.promotions`. Returns the decision applied and the champion after."""
+    day, candidate = record["partition_date"], record["candidate_version"]
+    current = model_store.champion_version(models_dir)
+    row = conn.execute("SELECT candidate_version, in_service, decision FROM ml.gate_decisions "
+                       "WHERE partition_date = ?", [day]).fetchone()
+    if row is None or row[0] != candidate:
+        decision = Decision(False, [f"promotion_gate has not decided on {candidate} for {day}; "
+                                    "run the gate (model_evaluation:promotion_gate) first"])
+    else:
+        decision = Decision(**json.loads(row[2]))
+        problems = warehouse.failed_or_missing_checks(conn, day, DATA_CHECKS)
+        if current == candidate:
+            if not decision.reasons[0].startswith(RERUN):
+                decision = Decision(True, [RERUN, *decision.reasons], decision.figures)
+        elif problems:
+            decision = Decision(False, ["blocking checks upstream did not pass: "
+                                        + "; ".join(problems)], decision.figures)
+        elif decision.promote and current != row[1]:
+            decision = Decision(False, [
+                f"the champion in service changed since the gate decided ({row[1] or 'none'} "
+                f"→ {current}); materialise model_evaluation again"], decision.figures)
+    new = candidate if decision.promote else current
+    change_champion(conn, models_dir, new_version=new, reasons=decision.reasons,
+                    figures=decision.figures, actor=actor, partition_date=day,
+                    candidate=candidate, previous=record.get("champion_version"),
+                    promoted=decision.promote, audit_actor="gate",
+                    move=decision.promote and new != current)
+    return decision, new
+
+
+def change_champion(conn: duckdb.DuckDBPyConnection, models_dir: Path, *,
+                    new_version: str | None, reasons: list[str], figures: dict, actor: str,
+                    partition_date: str | None = None, candidate: str | None = None,
+                    previous: str | None = None, promoted: bool = True,
+                    audit_actor: str | None = None, rollback: bool = False,
+                    move: bool = True) -> dict | None:
+    """The one way the champion changes (or a decision not to change it is recorded):
+    an audit row in `ml.promotions` (``reasons`` as ``{"reasons": [...], "figures":
+    {...}}``) and the pointer move, in one transaction: if the move fails, the row rolls
+    back. ``rollback`` steps back along the champion history instead of naming a
+    version; ``move=False`` records a decision that leaves the champion where it is.
+    Returns the new pointer, or None when the pointer did not move."""
+    with warehouse.transaction(conn):
+        # Append-only: a re-run adds its decision, the earlier ones stay in the audit.
+        conn.execute("INSERT INTO ml.promotions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     [warehouse.now(), partition_date, candidate, previous, new_version,
+                      promoted, audit_actor or actor,
+                      json.dumps({"reasons": reasons, "figures": figures}, default=str)])
+        reason = "; ".join(reasons)
+        if rollback:
+            return model_store.rollback_champion(models_dir, reason, actor)
+        if move:
+            return model_store.set_champion(models_dir, new_version, reason, actor)
+    return None
+
+
+def promote(settings: Settings, version: str, reason: str, actor: str) -> dict:
+    """Operator override: put ``version`` in service. Refuses a model that does not
+    load safely."""
+    if not reason.strip():
+        raise ValueError("a promotion needs a reason (--reason)")
+    model_store.load_model(settings.models_dir, version)  # missing or tampered: refused here
+    previous = model_store.champion_version(settings.models_dir)
+    with warehouse.connect(settings.warehouse_path) as conn:
+        return change_champion(conn, settings.models_dir, new_version=version,
+                               reasons=[f"override: {reason}"], figures={}, actor=actor,
+                               candidate=version, previous=previous)
+
+
+def rollback(settings: Settings, reason: str, actor: str) -> dict:
+    """Operator action: put the previous champion back in service."""
+    if not reason.strip():
+        raise ValueError("a rollback needs a reason (--reason)")
+    models_dir = settings.models_dir
+    previous = model_store.champion_version(models_dir)
+    target = model_store.rollback_target(models_dir)  # nothing to roll back to: raises
+    model_store.load_model(models_dir, target)  # still loads safely
+    with warehouse.connect(settings.warehouse_path) as conn:
+        return change_champion(conn, models_dir, new_version=target,
+                               reasons=[f"rollback: {reason}"], figures={}, actor=actor,
+                               previous=previous, rollback=True)

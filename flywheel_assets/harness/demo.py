@@ -1,0 +1,265 @@
+"""``flywheel demo``: turn the wheel on the simulated world for N days.
+
+Each day is three real Dagster runs on the instance in ``<data dir>/dagster_home``
+(visible in ``make ui``): the world lands a day of traffic served by the champion, the
+product's ``daily_rotation_job`` ingests, curates, trains, evaluates and decides, and
+the oracle measures the champion against the hidden truth. The run's record goes to
+``reports/demo_summary.json`` and a chart to ``reports/demo_quality.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from flywheel_assets.settings import Settings
+from flywheel_assets.simulation.config import Scenario, WorldConfig
+
+GENERATED = ("landing", "warehouse.duckdb", "warehouse.duckdb.wal", "models", "reports",
+             "world", "tmp", "labeling")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("demo", help="turn the flywheel on the simulated world",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--days", type=int, default=14, help="simulated days (default 14)")
+    p.add_argument("--seed", type=int, default=WorldConfig.seed)
+    p.add_argument("--requests-per-day", type=int, default=WorldConfig.requests_per_day)
+    p.add_argument("--users", type=int, default=WorldConfig.n_users)
+    p.add_argument("--items", type=int, default=WorldConfig.n_items)
+    p.add_argument("--epsilon", type=float, default=WorldConfig.exploration_rate,
+                   help="exploration rate of the serving policy")
+    p.add_argument("--no-rerank", action="store_true",
+                   help="serve the plain top-k (no diversity or popularity re-ranking); with --epsilon 0 "
+                        "this is the greedy loop")
+    p.add_argument("--scenario", action="append", default=[], metavar="NAME@DAY[-DAY]",
+                   help="switch a scenario on, e.g. bot_attack@3-4, taste_drift@8 "
+                        "(repeatable; one of taste_drift, catalog_drop, bot_attack, broken_client)")
+    p.add_argument("--no-ips", action="store_true",
+                   help="train on raw graded labels (no inverse-propensity weights)")
+    p.add_argument("--no-filters", action="store_true",
+                   help="curate by dedupe only (no bot, contradiction, cap or label-noise filters)")
+    p.add_argument("--data-dir", help="defaults to FLYWHEEL_DATA_DIR, else ./data of the project")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        scenarios = tuple(Scenario.parse(s) for s in args.scenario)
+    except ValueError as exc:
+        print(f"flywheel demo: {exc}", file=sys.stderr)
+        return 2
+    overrides = {"training.ips": not args.no_ips, "curation.filters": not args.no_filters}
+    if args.no_rerank:
+        overrides |= {"serving.diversity": 0.0, "serving.popularity_balance": 0.0}
+    settings = Settings.from_env(args.data_dir, overrides)
+    # The world runs the product's serving system, configured as the product is.
+    config = WorldConfig(seed=args.seed, start_date=settings.start_date,
+                         requests_per_day=args.requests_per_day, n_users=args.users,
+                         n_items=args.items, exploration_rate=args.epsilon,
+                         rerank_diversity=settings.serving.diversity,
+                         rerank_popularity_balance=settings.serving.popularity_balance,
+                         scenarios=scenarios)
+    summary = run_demo(settings, config, args.days, progress=not args.quiet)
+    return 0 if summary["days"] else 1
+
+
+def reset_generated(data_dir: Path) -> None:
+    """A demo starts from an empty world; run history in dagster_home is kept."""
+    for name in GENERATED:
+        path = data_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> dict:
+    from flywheel_assets import warehouse
+
+    with warehouse.connect(settings.warehouse_path) as conn:
+        counts = dict(conn.execute("""
+            SELECT stream, sum(rows_read) FROM raw.landing_files WHERE partition_date = ?
+            GROUP BY stream""", [date]).fetchall())
+        accepted = sum(conn.execute(f"SELECT count(*) FROM raw.{t} WHERE partition_date = ?",
+                                    [date]).fetchone()[0] for t in ("impressions", "interactions"))
+        erased = conn.execute(
+            "SELECT coalesce(sum(rows_erased), 0) FROM raw.landing_files WHERE partition_date = ? "
+            "AND stream IN ('impressions', 'interactions')", [date]).fetchone()[0]
+        quarantined = conn.execute(
+            "SELECT count(*) FROM raw.quarantined_events WHERE partition_date = ? "
+            "AND stream IN ('impressions', 'interactions')", [date]).fetchone()[0]
+        promo = conn.execute("SELECT candidate_version, promoted, new_champion, reasons "
+                             "FROM ml.promotions WHERE partition_date = ? AND actor = 'gate' "
+                             "ORDER BY decided_at DESC LIMIT 1", [date]).fetchone()
+        evaluation = conn.execute("SELECT metrics FROM ml.model_evaluations WHERE partition_date = ?",
+                                  [date]).fetchone()
+    metrics = json.loads(evaluation[0]) if evaluation else {}
+    return {
+        "date": date,
+        "impressions": int(counts.get("impressions", 0)),
+        "interactions": int(counts.get("interactions", 0)),
+        "accepted": int(accepted),
+        "quarantined": int(quarantined),
+        "erased": int(erased),
+        "candidate_version": promo[0] if promo else None,
+        "promoted": bool(promo[1]) if promo else False,
+        "champion_version": oracle["champion_version"],
+        "oracle_ndcg_at_10": oracle["oracle_ndcg_at_10"],
+        "oracle_regret_at_10": oracle["oracle_regret_at_10"],
+        "popularity_oracle_ndcg_at_10": oracle["popularity_oracle_ndcg_at_10"],
+        "candidate_holdout_ndcg_at_10": metrics.get("candidate", {}).get("ndcg_at_10"),
+        "champion_holdout_ndcg_at_10": metrics.get("champion", {}).get("ndcg_at_10"),
+        **{k: oracle.get(k) for k in ("bot_filter_precision", "bot_filter_recall",
+                                      "position_bias_max_rel_error", "effective_sample_size",
+                                      "exposure_gini", "catalog_coverage",
+                                      "ope_rel_error_ips", "ope_rel_error_snips",
+                                      "ope_rel_error_dr", "ope_effective_sample_size",
+                                      "ope_requests")},
+        "decision": json.loads(promo[3]) if promo else ["rotation did not reach the gate"],
+        "rotation_succeeded": run_ok,
+    }
+
+
+def _chart(days: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = list(range(1, len(days) + 1))
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    ax.plot(x, [d["oracle_ndcg_at_10"] for d in days], marker="o", label="champion")
+    ax.plot(x, [d["popularity_oracle_ndcg_at_10"] for d in days], linestyle="--",
+            label="popularity baseline")
+    promoted = [i for i, d in zip(x, days) if d["promoted"]]
+    ax.scatter(promoted, [days[i - 1]["oracle_ndcg_at_10"] for i in promoted], s=90,
+               facecolors="none", edgecolors="green", label="promotion")
+    ax.set_xlabel("simulated day")
+    ax.set_ylabel("oracle NDCG@10")
+    ax.set_title("Champion quality against the hidden truth")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool = True) -> dict:
+    """Run ``days`` rotations and return the summary (also written to reports/)."""
+    import dagster as dg
+    from tqdm import tqdm
+
+    from flywheel_assets.definitions import build_definitions
+    from flywheel_assets.simulation import world
+    from flywheel_assets.simulation.definitions import build_world_definitions
+
+    started = time.perf_counter()
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    reset_generated(data_dir)
+    os.environ["DAGSTER_HOME"] = str(settings.ensure_dagster_home())
+    world.save_config(world.world_dir(data_dir), config)
+    # The product behaves as ``settings`` say, whatever the environment of its runs.
+    product = build_definitions(str(data_dir), overrides=settings.knobs())
+    simulation = build_world_definitions(str(data_dir))
+    rotation = product.resolve_job_def("daily_rotation_job")
+    traffic_job = simulation.resolve_job_def("simulated_traffic_job")
+    oracle_job = simulation.resolve_job_def("oracle_evaluation_job")
+
+    print(f"Flywheel demo: {days} simulated days from {config.start_date} in {data_dir}")
+    print(f"  world: {config.n_users} users, {config.n_items} items, {config.requests_per_day} "
+          f"requests/day, slate {config.slate_size}, exploration {config.exploration_rate}, "
+          f"re-ranking: diversity {config.rerank_diversity}, popularity balance "
+          f"{config.rerank_popularity_balance}; "
+          f"filters {'on' if settings.curation.filters else 'off'}, IPS {'on' if settings.training.ips else 'off'}"
+          + (f", scenarios {', '.join(f'{s.name}@{s.first_day}' for s in config.scenarios)}"
+             if config.scenarios else ""))
+    header = (f"{'date':<10} {'impr':>7} {'inter':>6} {'accepted':>8} {'quarant':>7} "
+              f"{'candidate':<18} {'promoted':<8} {'champion':<18} {'oracle NDCG@10':>14}")
+    records: list[dict] = []
+    tags = {"flywheel/demo": "true"}
+    # The full event log is in the instance (make ui); the console gets warnings only.
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    if settings.uses_development_secret:
+        print(f"  warning: {settings.DEVELOPMENT_SECRET_WARNING}")
+    with dg.DagsterInstance.get() as instance, \
+            tqdm(total=days, disable=not progress, unit="day", leave=False) as bar:
+        bar.write(header)
+        for day in range(1, days + 1):
+            date = config.date_of(day).isoformat()
+            bar.set_description(f"{date}: traffic")
+            traffic_job.execute_in_process(partition_key=date, instance=instance, tags=tags,
+                                           run_config=quiet)
+            bar.set_description(f"{date}: rotation")
+            rotated = rotation.execute_in_process(partition_key=date, instance=instance,
+                                                  tags=tags, run_config=quiet,
+                                                  raise_on_error=False)
+            bar.set_description(f"{date}: oracle")
+            oracle_job.execute_in_process(partition_key=date, instance=instance, tags=tags,
+                                          run_config=quiet)
+            oracle = json.loads((world.world_dir(data_dir) / "oracle" / f"date={date}" /
+                                 "oracle.json").read_text())
+            record = _day_record(settings, date, oracle, rotated.success)
+            records.append(record)
+            bar.write(f"{date:<10} {record['impressions']:>7} {record['interactions']:>6} "
+                      f"{record['accepted']:>8} {record['quarantined']:>7} "
+                      f"{(record['candidate_version'] or '-'):<18} "
+                      f"{('yes' if record['promoted'] else 'no'):<8} "
+                      f"{record['champion_version']:<18} {record['oracle_ndcg_at_10']:>14.4f}"
+                      + ("" if rotated.success else "  (rotation stopped: see the run in the UI)"))
+            bar.update(1)
+
+    wall = time.perf_counter() - started
+    reports = settings.reports_dir
+    reports.mkdir(parents=True, exist_ok=True)
+    chart = reports / "demo_quality.png"
+    if records:
+        _chart(records, chart)
+    first, last = (records[0], records[-1]) if records else ({}, {})
+    summary = {
+        "data_dir": str(data_dir), "world": config.to_dict(), "wall_seconds": round(wall, 1),
+        "use_filters": settings.curation.filters, "use_ips": settings.training.ips,
+        "chart": str(chart),
+        "final_champion": last.get("champion_version"),
+        "promotions": sum(r["promoted"] for r in records),
+        "days": records,
+    }
+    (reports / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    print()
+    print(f"Summary: {len(records)} rotations, {summary['promotions']} promotions, "
+          f"champion {summary['final_champion']}")
+    if records:
+        print(f"  oracle NDCG@10: popularity policy on day 1 {first['popularity_oracle_ndcg_at_10']:.4f}"
+              f" -> champion on day {len(records)} {last['oracle_ndcg_at_10']:.4f}")
+        print(f"  rows: {sum(r['accepted'] for r in records)} accepted, "
+              f"{sum(r['quarantined'] for r in records)} quarantined, "
+              f"{sum(r['erased'] for r in records)} erased on deletion requests")
+        print(f"  signal on day {len(records)}: bot filter precision "
+              f"{_fmt(last['bot_filter_precision'])} recall {_fmt(last['bot_filter_recall'])}, "
+              f"position-bias max error {_fmt(last['position_bias_max_rel_error'])}, "
+              f"effective sample size {_fmt(last['effective_sample_size'], 0)}")
+        judged = [r for r in records if r.get("ope_rel_error_dr") is not None]
+        if judged:
+            print(f"  off-policy estimate of each day's candidate vs its true value "
+                  f"({len(judged)} days): relative error SNIPS max "
+                  f"{max(r['ope_rel_error_snips'] for r in judged):.3f}, DR max "
+                  f"{max(r['ope_rel_error_dr'] for r in judged):.3f}")
+        print(f"  concentration of the champion's slates: exposure Gini "
+              f"{_fmt(first['exposure_gini'])} -> {_fmt(last['exposure_gini'])}, catalogue "
+              f"coverage {_fmt(first['catalog_coverage'])} -> {_fmt(last['catalog_coverage'])}")
+    print(f"  record: {reports / 'demo_summary.json'}")
+    print(f"  chart:  {chart}")
+    print(f"  runs, lineage and metadata: make ui  (DAGSTER_HOME={settings.dagster_home})")
+    print(f"wall time: {wall:.1f} s")
+    return summary

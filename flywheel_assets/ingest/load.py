@@ -1,0 +1,263 @@
+"""Landing day → typed raw tables + quarantine, in one DuckDB transaction.
+
+Rows read = rows accepted + rows quarantined + rows erased, for every file, by
+construction: each staged row goes to exactly one of the two tables, unless it belongs
+to a user who asked for erasure. User ids are replaced by a keyed hash while the rows
+are still in a temporary table, before anything is stored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from flywheel_assets import warehouse
+from flywheel_assets.reporting import markdown_table
+from flywheel_assets.ingest.contract import StreamContract, quote_ident, rejection_sql, typed_expr
+from flywheel_assets.ingest.reader import file_format, read_landing_file
+from flywheel_assets.ingest.pseudonymise import key_map
+
+SUCCESS_MARKER = "_SUCCESS"
+
+
+class LandingIncomplete(RuntimeError):
+    """A landing day without its _SUCCESS marker: the product has not finished it."""
+
+
+@dataclass
+class StreamReport:
+    stream: str
+    files: list[dict] = field(default_factory=list)
+    rows_read: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    erased: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def quarantine_share(self) -> float:
+        return self.quarantined / self.rows_read if self.rows_read else 0.0
+
+
+def partition_dir(landing_dir: Path, stream: str, partition_date: str) -> Path:
+    return landing_dir / stream / f"date={partition_date}"
+
+
+def landing_files(landing_dir: Path, stream: str, partition_date: str) -> list[Path]:
+    folder = partition_dir(landing_dir, stream, partition_date)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(("_", ".")))
+
+
+def is_day_complete(landing_dir: Path, stream: str, partition_date: str) -> bool:
+    return (partition_dir(landing_dir, stream, partition_date) / SUCCESS_MARKER).exists()
+
+
+def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: list[Path],
+           landing_dir: Path, report: StreamReport) -> None:
+    cols = contract.names
+    col_defs = ", ".join(f"{quote_ident(c)} VARCHAR" for c in cols)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _stage ({col_defs}, _file VARCHAR, "
+                 f"_row BIGINT, _parse_error VARCHAR)")
+    for path in files:
+        rel = str(path.relative_to(landing_dir))
+        n = 0
+        for batch in read_landing_file(path, cols):
+            conn.register("_batch", batch)
+            conn.execute(f"INSERT INTO _stage SELECT {', '.join(quote_ident(c) for c in cols)}, "
+                         f"?, _row, _parse_error FROM _batch", [rel])
+            conn.unregister("_batch")
+            n += batch.num_rows
+        report.files.append({"file": rel, "format": file_format(path), "rows": n,
+                             "bytes": path.stat().st_size})
+        report.rows_read += n
+
+
+def _trim(conn: duckdb.DuckDBPyConnection, contract: StreamContract) -> None:
+    """Ids and strings are trimmed (blank = missing) before they are hashed, compared
+    for duplicates or matched against tombstones: ' user_1' is 'user_1'."""
+    text = [f.name for f in contract.fields if f.kind in ("id", "string")]
+    if text:
+        conn.execute("UPDATE _stage SET " + ", ".join(
+            f"{quote_ident(c)} = nullif(trim({quote_ident(c)}), '')" for c in text))
+
+
+def _pseudonymise(conn: duckdb.DuckDBPyConnection, contract: StreamContract, secret: str) -> None:
+    for f in contract.fields:
+        if not f.pseudonymise:
+            continue
+        ids = [r[0] for r in conn.execute(
+            f"SELECT DISTINCT {quote_ident(f.name)} FROM _stage WHERE {quote_ident(f.name)} IS NOT NULL").fetchall()]
+        mapping = pd.DataFrame(list(key_map(ids, secret).items()), columns=["raw", "key"])
+        conn.register("_keys", mapping)
+        conn.execute(f"UPDATE _stage SET {quote_ident(f.name)} = _keys.key FROM _keys "
+                     f"WHERE _stage.{quote_ident(f.name)} = _keys.raw")
+        conn.unregister("_keys")
+
+
+def _erase(conn: duckdb.DuckDBPyConnection, contract: StreamContract, report: StreamReport) -> None:
+    """Rows of users with a deletion request never enter the warehouse, and neither do
+    interactions on their impressions. Erased rows are counted per file, not kept."""
+    key = next((f.name for f in contract.fields if f.pseudonymise), None)
+    if contract.stream == "deletions":
+        return
+    if key is not None:
+        condition = f"{quote_ident(key)} IN (SELECT user_key FROM raw.deletion_requests)"
+    elif "impression_id" in contract.names:
+        condition = "impression_id IN (SELECT impression_id FROM _erased_impressions)"
+    elif "request_id" in contract.names:
+        condition = "request_id IN (SELECT request_id FROM _erased_impressions)"
+    else:
+        return
+    if contract.stream == "impressions":
+        conn.execute(f"INSERT INTO _erased_impressions SELECT impression_id, request_id "
+                     f"FROM _stage WHERE {condition} AND impression_id IS NOT NULL")
+    per_file = dict(conn.execute(f"SELECT _file, count(*) FROM _stage WHERE {condition} "
+                                 "GROUP BY _file").fetchall())
+    conn.execute(f"DELETE FROM _stage WHERE {condition}")
+    for f in report.files:
+        f["erased"] = per_file.get(f["file"], 0)
+    report.erased = sum(per_file.values())
+
+
+def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_date: str) -> None:
+    """Give each staged row its rejection (NULL when accepted), duplicates included."""
+    bad_col, reason = rejection_sql(contract, partition_date)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS "
+                 f"SELECT *, {bad_col} AS _bad_column, {reason} AS _reason FROM _stage")
+    for id_field in contract.id_fields:
+        idq = quote_ident(id_field)
+        # Replays of an id already accepted in this partition are rejected; the first
+        # occurrence (by file, then row) is kept.
+        conn.execute(f"""
+            UPDATE _checked SET _bad_column = '{id_field}',
+                _reason = 'duplicate {id_field}: ' || '''' || d.{idq} || '''' ||
+                          ' (first at ' || d.first_file || ' row ' || d.first_row || ')'
+            FROM (
+                SELECT _file, _row, {idq},
+                       first_value(_file) OVER w AS first_file,
+                       first_value(_row) OVER w AS first_row,
+                       row_number() OVER w AS rank
+                FROM _checked WHERE _reason IS NULL
+                WINDOW w AS (PARTITION BY {idq} ORDER BY _file, _row)
+            ) d
+            WHERE d.rank > 1 AND _checked._file = d._file AND _checked._row = d._row
+        """)
+
+
+def _write(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_date: str,
+           report: StreamReport) -> None:
+    typed = ", ".join(f"{typed_expr(f)} AS {quote_ident(f.column)}" for f in contract.fields)
+    report.accepted = warehouse.replace_partition(
+        conn, contract.table, partition_date,
+        f"SELECT DATE '{partition_date}' AS partition_date, {typed}, "
+        f"_file AS source_file, _row AS source_row FROM _checked WHERE _reason IS NULL")
+    record = "to_json(struct_pack(" + ", ".join(
+        f"{quote_ident(f.column)} := {quote_ident(f.name)}" for f in contract.fields) + "))"
+    conn.execute(
+        f"INSERT INTO raw.quarantined_events SELECT DATE '{partition_date}', "
+        f"'{contract.stream}', _file, _row, _bad_column, _reason, "
+        f"CASE WHEN _parse_error IS NULL THEN {record} END FROM _checked WHERE _reason IS NOT NULL")
+    report.quarantined = conn.execute(
+        "SELECT count(*) FROM raw.quarantined_events WHERE partition_date = ? AND stream = ?",
+        [partition_date, contract.stream]).fetchone()[0]
+    report.reasons = dict(conn.execute(
+        "SELECT coalesce(column_name, '(row)') || ': ' || regexp_replace(reason, ':.*', ''), "
+        "count(*) FROM raw.quarantined_events WHERE partition_date = ? AND stream = ? "
+        "GROUP BY 1 ORDER BY 2 DESC", [partition_date, contract.stream]).fetchall())
+    conn.execute("DELETE FROM raw.landing_files WHERE partition_date = ? AND stream = ?",
+                 [partition_date, contract.stream])
+    for f in report.files:
+        conn.execute("INSERT INTO raw.landing_files VALUES (?, ?, ?, ?, ?, ?, ?)",
+                     [partition_date, contract.stream, f["file"], f["format"], f["rows"],
+                      f["bytes"], f.get("erased", 0)])
+
+
+def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partition_date: str,
+                     contracts: tuple[StreamContract, ...], secret: str,
+                     required_streams: tuple[str, ...]) -> dict[str, StreamReport]:
+    """Ingest every stream of one landing day, all in one transaction.
+
+    Raises :class:`LandingIncomplete` when a required stream has no _SUCCESS marker,
+    and :class:`~flywheel_assets.ingest.reader.LandingFileError` for a file that
+    cannot be read at all; in both cases nothing is written.
+    """
+    dt.date.fromisoformat(partition_date)  # refuse anything but a date before building SQL
+    missing = [s for s in required_streams if not is_day_complete(landing_dir, s, partition_date)]
+    if missing:
+        raise LandingIncomplete(
+            f"landing day {partition_date} is not complete: no {SUCCESS_MARKER} in "
+            + ", ".join(str(partition_dir(landing_dir, s, partition_date)) for s in missing))
+    reports: dict[str, StreamReport] = {}
+    with warehouse.transaction(conn):
+        conn.execute("DELETE FROM raw.quarantined_events WHERE partition_date = ?", [partition_date])
+        conn.execute("CREATE OR REPLACE TEMP TABLE _erased_impressions (impression_id VARCHAR, "
+                     "request_id VARCHAR)")
+        for contract in contracts:
+            report = StreamReport(contract.stream)
+            files = landing_files(landing_dir, contract.stream, partition_date)
+            _stage(conn, contract, files, landing_dir, report)
+            _trim(conn, contract)
+            _pseudonymise(conn, contract, secret)
+            _erase(conn, contract, report)
+            _classify(conn, contract, partition_date)
+            _write(conn, contract, partition_date, report)
+            reports[contract.stream] = report
+        for temp in ("_stage", "_checked", "_erased_impressions"):
+            conn.execute(f"DROP TABLE IF EXISTS {temp}")
+    return reports
+
+
+def quarantine_examples(conn: duckdb.DuckDBPyConnection, partition_date: str, stream: str,
+                        limit: int = 3) -> list[dict]:
+    """The most common rejection reasons of a stream, each with one example row."""
+    rows = conn.execute("""
+        SELECT column_name, any_value(reason) AS reason, count(*) AS n,
+               arg_min(source_file, (source_file, source_row)) AS file,
+               arg_min(source_row, (source_file, source_row)) AS row
+        FROM raw.quarantined_events WHERE partition_date = ? AND stream = ?
+        GROUP BY column_name, regexp_replace(reason, ':.*', '')
+        ORDER BY n DESC LIMIT ?""", [partition_date, stream, limit]).fetchall()
+    return [dict(column=c, reason=r, count=n, file=f, row=row) for c, r, n, f, row in rows]
+
+
+def summary_markdown(reports: dict[str, StreamReport]) -> str:
+    """Rows read, accepted, quarantined and erased per stream."""
+    return markdown_table(["stream", "read", "accepted", "quarantined", "erased"],
+                          [(k, r.rows_read, r.accepted, r.quarantined, r.erased)
+                           for k, r in reports.items()])
+
+
+def quarantine_reasons(reports: dict[str, StreamReport]) -> dict[str, int]:
+    """Quarantined rows by ``stream.reason``."""
+    return {f"{k}.{reason}": n for k, r in reports.items() for reason, n in r.reasons.items()}
+
+
+def reconcile_counts(conn: duckdb.DuckDBPyConnection, partition_date: str,
+                     contract: StreamContract) -> tuple[int, int, int]:
+    """Rows read from a stream's landing files (less rows erased on a deletion request,
+    which are not kept anywhere), rows of it accepted, and rows of it in quarantine."""
+    return conn.execute(f"""
+        SELECT (SELECT coalesce(sum(rows_read - rows_erased), 0) FROM raw.landing_files
+                WHERE partition_date = $d AND stream = $s),
+               (SELECT count(*) FROM {contract.table} WHERE partition_date = $d),
+               (SELECT count(*) FROM raw.quarantined_events
+                WHERE partition_date = $d AND stream = $s)""",
+        {"d": partition_date, "s": contract.stream}).fetchone()
+
+
+def quarantine_failure(stream: str, share: float, limit: float, examples: list[dict]) -> str | None:
+    """What on-call reads when a stream's quarantine share is over the limit: the share,
+    the most common column and reason, and an example file and row."""
+    if share <= limit or not examples:
+        return None
+    e = examples[0]
+    return (f"{stream}: {share:.1%} of rows quarantined (limit {limit:.0%}); "
+            f"most common: column {e['column'] or '(whole row)'}: {e['reason']} "
+            f"— e.g. {e['file']} row {e['row']} ({e['count']} rows like it)")

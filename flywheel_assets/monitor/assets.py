@@ -1,0 +1,68 @@
+"""Monitor: drift against what the serving model learnt from, and the loop's own health."""
+
+import dagster as dg
+
+from flywheel_assets.evaluate.assets import DAILY_FRESHNESS
+from flywheel_assets.metadata import markdown, readable
+from flywheel_assets.monitor import drift_report as drift_lib
+from flywheel_assets.monitor import loop_health
+from flywheel_assets.partitions import daily_partitions
+from flywheel_assets.resources import FlywheelResource
+
+
+@dg.asset(group_name="monitor", partitions_def=daily_partitions, pool="duckdb",
+          kinds={"duckdb", "evidently"},
+          # curated_feedback: the day's bot flags must exist before requests are compared.
+          deps=["feedback_events", "curated_feedback", "raw_candidates"],
+          freshness_policy=DAILY_FRESHNESS)
+def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
+    """The day against the training window of the model that served it, on what the
+    serving policy does not choose (so the loop's own choices never read as drift): who
+    asks and when (device, country, age band, hour, tenure; every request), what
+    retrieval offered (item attributes of the candidate pools; a sample), how people
+    react on the random slates of the exploration (graded signal, examined), and the
+    model's own view (its scores on pool candidates, its residual on explored
+    impressions; samples). The verdict is computed in DuckDB: Jensen–Shannon distance
+    for categorical columns, Wasserstein distance over the reference std for numeric
+    ones, a column drifts at 0.1, the day drifts when `drift.share_threshold` of the
+    columns do. An Evidently `DataDriftPreset` report on a bounded sample is saved as
+    HTML under `data/reports/drift/`. `drift_sensor` reads `drift_share` and
+    `dataset_drift` from this asset's metadata."""
+    s = flywheel.settings
+    report = drift_lib.report_day(flywheel.warehouse, s, context.partition_key)
+    if report.verdict is None:
+        return dg.MaterializeResult(metadata={
+            "drift_share": 0.0, "dataset_drift": False, "served_by": report.served_by or "none",
+            "reference": "none: the day was not served by a trained model"})
+    v = report.verdict
+    return dg.MaterializeResult(metadata=readable(
+        drift_share=v.drift_share, dataset_drift=v.dataset_drift,
+        drift_share_threshold=s.drift.share_threshold,
+        drifted_columns=", ".join(d.column for d in v.drifts if d.drifted) or "none",
+        columns_compared=len(v.drifts), top_drifted_columns=markdown(report.top_markdown()),
+        served_by=report.served_by, reference_window=report.reference_window,
+        not_compared=report.not_compared,
+        evidently_drift_share=report.evidently.get("evidently_drift_share"),
+        evidently_sample_rows=s.drift.sample_rows,
+        **({"report": dg.MetadataValue.path(report.html)} if report.html else {})))
+
+
+@dg.asset(group_name="monitor", partitions_def=daily_partitions, pool="duckdb",
+          kinds={"duckdb"}, deps=["champion_model", "model_evaluation", drift_report],
+          freshness_policy=DAILY_FRESHNESS)
+def flywheel_health(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
+    """The three preconditions of a working flywheel, measured every rotation. Signal
+    valid: the model trained on the day's signal beats the no-learning (popularity)
+    baseline on held-out data. Loop closed: the champion in service traces back to the
+    partitions it learnt from (each landed, its training set present). Fast: hours from
+    the newest day it learnt from landing to that champion being in service. Plus the
+    quality trend of the model in service over the last rotations (its off-policy value
+    on each day's logs): improving, saturating or degrading. Chart and verdict in the
+    metadata; a row per day in `monitor.flywheel_health`."""
+    health = loop_health.assess_day(flywheel.warehouse, flywheel.settings, context.partition_key)
+    return dg.MaterializeResult(metadata=readable(
+        verdict=health["verdict"], signal_valid=health["signal_valid"]["ok"],
+        loop_closed=health["loop_closed"]["ok"],
+        event_to_champion_hours=health["event_to_champion_hours"],
+        quality_trend=health["quality_trend"]["trend"],
+        summary=markdown(health["summary"]), details=health["details"]))

@@ -1,0 +1,117 @@
+"""What drift compares: the day against the window the model in service learnt from.
+
+Only what the serving policy does not choose is compared, or the loop would report its
+own choices as drift (a new champion shows other items, so the *shown* items' features
+always move). Three views, each a SELECT over one kind of row:
+
+- requests (one row per request, bots left out): device, country, age band, hour,
+  tenure — who asks, and when;
+- candidate pools (one row per candidate): the item attributes of what retrieval
+  offered, whatever the ranking; a reproducible sample of each side. Popularity is
+  compared as the item's percentile in its day's catalogue, not as a count: the count
+  includes the product's own plays, so its level rises with every day the product
+  serves (exposure feedback), while a shift in *which part* of the catalogue retrieval
+  offers is what a person needs to see;
+- explored slates (random slates of the exploration, one row per impression): the
+  graded signal and whether the item was examined — how people react, free of the
+  ranking.
+
+The model's own view is compared on samples (scores are not a DuckDB job): its scores
+on pool candidates, and its residual (grade − prediction) on explored impressions,
+which moves when what people like changes even if nothing else does. The residual's
+reference is the model's own training day less what it trained on: residuals on
+training rows are smaller (the model has seen them) and would always read as drift.
+"""
+
+from __future__ import annotations
+
+from flywheel_assets.monitor.drift import ColumnSpec
+from flywheel_assets.curate.signals import grade_sql
+
+REQUEST_COLUMNS = [ColumnSpec("device", "categorical"), ColumnSpec("country", "categorical"),
+                   ColumnSpec("age_band", "categorical"), ColumnSpec("hour", "numeric"),
+                   ColumnSpec("tenure_days", "numeric")]
+POOL_COLUMNS = [ColumnSpec("category", "categorical"),
+                *(ColumnSpec(c, "numeric") for c in ("popularity_percentile", "log_duration",
+                                                     "item_age_days", "c0", "c1", "c2",
+                                                     "c3", "c4", "c5"))]
+SIGNAL_COLUMNS = [ColumnSpec("grade", "categorical"), ColumnSpec("examined", "categorical")]
+MODEL_COLUMNS = [ColumnSpec("model_score", "numeric"), ColumnSpec("model_residual", "numeric")]
+# Explored slates are recognised by their logged propensity (see position_bias).
+EXPLORED_BELOW = 0.5
+
+_NOT_BOT = ("NOT EXISTS (SELECT 1 FROM curated.flagged_users b WHERE "
+            "b.partition_date = f.partition_date AND b.user_key = f.user_key)")
+
+
+def _days(first: str, last: str) -> str:
+    return f"BETWEEN DATE '{first}' AND DATE '{last}'"
+
+
+def requests_sql(first: str, last: str) -> str:
+    """One row per request of the days, with the user's snapshot of that day."""
+    return f"""
+        SELECT r.device, u.country, u.age_band, extract(hour FROM r.ts)::DOUBLE AS hour,
+               (r.ts::DATE - u.signup_date)::DOUBLE AS tenure_days
+        FROM (SELECT partition_date, request_id, any_value(user_key) AS user_key,
+                     min(ts) AS ts, any_value(device) AS device
+              FROM curated.feedback_events f
+              WHERE partition_date {_days(first, last)} AND {_NOT_BOT}
+              GROUP BY partition_date, request_id) r
+        JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.partition_date"""
+
+
+def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = False) -> str:
+    """Candidates of the days' pools with their items' attributes: a reproducible sample
+    of ``sample_rows``. With context, each candidate also carries its request's user and
+    context, so that the model can score it."""
+    context = ("""
+        , r.ts, r.device, u.country, u.age_band, u.signup_date, it.published_date,
+          it.popularity, it.duration_s, extract(hour FROM r.ts)::DOUBLE AS hour,
+          (r.ts::DATE - u.signup_date)::DOUBLE AS tenure_days""" if with_context else "")
+    joins = ("""
+        JOIN (SELECT request_id, any_value(user_key) AS user_key, min(ts) AS ts,
+                     any_value(device) AS device, any_value(partition_date) AS day
+              FROM curated.feedback_events f WHERE partition_date {days} AND {not_bot}
+              GROUP BY request_id) r ON r.request_id = c.request_id
+        JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.day"""
+             .format(days=_days(first, last), not_bot=_NOT_BOT) if with_context else "")
+    return f"""
+        SELECT it.category, it.popularity_percentile,
+               ln(1 + greatest(it.duration_s, 0)) AS log_duration,
+               (c.partition_date - it.published_date)::DOUBLE AS item_age_days,
+               it.c0, it.c1, it.c2, it.c3, it.c4, it.c5{context}
+        FROM (SELECT * FROM (SELECT * FROM raw.candidates
+                             WHERE partition_date {_days(first, last)})
+              USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (7)) c
+        JOIN (SELECT *, percent_rank() OVER (PARTITION BY partition_date ORDER BY popularity)
+                          AS popularity_percentile
+              FROM raw.items WHERE partition_date {_days(first, last)}) it
+          ON it.item_id = c.item_id AND it.partition_date = c.partition_date
+        {joins}"""
+
+
+def explored_sql(first: str, last: str, with_context: bool = False,
+                 unseen_by: str | None = None) -> str:
+    """Impressions of the explored (random) slates of the days, bots left out; with
+    ``unseen_by`` (a model's training partition), only requests that model did not
+    train on, so that its residuals are out-of-sample on both sides."""
+    context = ("""
+        , f.ts, u.country, u.age_band, u.signup_date, it.category, it.published_date,
+          it.duration_s, it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
+          f.device AS device""" if with_context else "")
+    unseen = (f"AND f.request_id NOT IN (SELECT request_id FROM ml.training_set WHERE "
+              f"partition_date = DATE '{unseen_by}' AND split = 'train')" if unseen_by else "")
+    joins = ("""
+        JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = f.partition_date
+        JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = f.partition_date"""
+             if with_context else "")
+    return f"""
+        SELECT ({grade_sql()})::VARCHAR AS grade, (n_interactions > 0)::VARCHAR AS examined,
+               {grade_sql()} AS grade_value{context}
+        FROM curated.feedback_events f {joins}
+        WHERE f.partition_date {_days(first, last)} AND {_NOT_BOT}
+          AND f.request_id IN (SELECT request_id FROM curated.feedback_events
+                               WHERE partition_date {_days(first, last)}
+                               GROUP BY request_id HAVING bool_or(propensity < {EXPLORED_BELOW}))
+          {unseen}"""

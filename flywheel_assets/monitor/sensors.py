@@ -1,0 +1,231 @@
+"""Sensors (docs/architecture.md, "Automation"): the loop reacts within minutes, not at the next daily run.
+
+Every sensor reads what assets already wrote (landing markers, materialization
+metadata, run status), never heavy statistics; uses a cursor and run keys so that one
+report never triggers twice; and tags each run with its trigger and a reason a person
+can read. Alerts are requested as `record_alert_job` runs, which wait for the warehouse
+like every other writer. On a fresh cursor a sensor only looks back `LOOKBACK_SECONDS`,
+so turning the UI on over old data does not replay its history.
+"""
+
+import datetime as dt
+import json
+import time
+
+import dagster as dg
+
+from flywheel_assets.monitor.alerts import Alert
+from flywheel_assets.jobs import daily_rotation_job, retrain_job
+from flywheel_assets.monitor.jobs import alert_run_config, record_alert_job
+from flywheel_assets.partitions import daily_partitions
+from flywheel_assets.resources import FlywheelResource
+
+TICK_SECONDS = 10
+LOOKBACK_SECONDS = 3600
+TRIGGER, REASON = "trigger", "flywheel/reason"
+AFTER_ROTATION = "flywheel/after_rotation"
+RUNNING = dg.DefaultSensorStatus.RUNNING
+
+
+def _new_materializations(context, asset: str) -> list:
+    """Materializations of ``asset`` after the cursor, oldest first."""
+    after = int(context.cursor) if context.cursor else None
+    records_filter = dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey(asset), after_storage_id=after,
+        after_timestamp=None if after else time.time() - LOOKBACK_SECONDS)
+    return context.instance.fetch_materializations(records_filter, limit=100,
+                                                   ascending=True).records
+
+
+def _rotation_done(context, day: str, since: float) -> int | None:
+    """Storage id of the day's `flywheel_health` (the rotation's last asset, after the
+    gate's decision and the drift report) materialised after ``since``, if any.
+
+    A retrain waits for the day's rotation to finish: both write the day's training set
+    and candidate, and a retrain racing the rotation would let one run's gate judge
+    the other run's candidate."""
+    records = context.instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("flywheel_health"), asset_partitions=[day],
+        after_timestamp=since), limit=1, ascending=True).records
+    return records[0].storage_id if records else None
+
+
+def _drifted(context, day: str) -> bool:
+    """Whether the day's latest drift report found drift."""
+    records = context.instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("drift_report"), asset_partitions=[day]), limit=1).records
+    meta = records[0].asset_materialization.metadata if records else {}
+    return bool(meta.get("dataset_drift") and meta["dataset_drift"].value)
+
+
+def _retrain(context, day: str, key: str, trigger: str, reason: str, window_days: int,
+             holdout_share: float, after_rotation: int, alert: Alert) -> list[dg.RunRequest]:
+    """A retrain of the partition (unless another sensor already asked for one after the
+    same rotation) and an alert."""
+    tags = {TRIGGER: trigger, REASON: reason, AFTER_ROTATION: str(after_rotation)}
+    requests = [dg.RunRequest(job_name=record_alert_job.name, run_key=f"alert:{key}",
+                              tags={TRIGGER: trigger, REASON: reason},
+                              run_config=alert_run_config(alert))]
+    already = context.instance.get_runs(filters=dg.RunsFilter(
+        job_name=retrain_job.name,
+        tags={"dagster/partition": day, AFTER_ROTATION: str(after_rotation)}), limit=1)
+    if not already:
+        requests.insert(0, dg.RunRequest(
+            job_name=retrain_job.name, partition_key=day, run_key=f"retrain:{key}", tags=tags,
+            run_config={"ops": {"training_set": {"config": {
+                "window_days": window_days, "holdout_share": holdout_share}}}}))
+    return requests
+
+
+@dg.sensor(job=daily_rotation_job, minimum_interval_seconds=TICK_SECONDS,
+           default_status=RUNNING,
+           description="A landing day whose required streams all have `_SUCCESS` and that "
+                       "was not ingested since → one rotation of that partition "
+                       "(trigger=landing).")
+def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
+    s = flywheel.settings
+    folder = s.landing_dir / s.ingest.required_streams[0]
+    if not folder.is_dir():
+        return dg.SkipReason(f"no landing folder {folder} yet")
+    # Cursor: the landing time of each day already requested, so a day is requested
+    # once per landing (a re-landed day, with newer markers, is requested again).
+    requested = json.loads(context.cursor) if context.cursor else {}
+    last_partition = daily_partitions.get_last_partition_key()
+    requests = []
+    for day_dir in sorted(folder.glob("date=*")):
+        day = day_dir.name.removeprefix("date=")
+        try:
+            date = dt.date.fromisoformat(day)
+        except ValueError:
+            continue
+        markers = [s.landing_dir / st / f"date={day}" / "_SUCCESS" for st in s.ingest.required_streams]
+        if date < s.start_date or day > last_partition or not all(m.exists() for m in markers):
+            continue  # outside the partitions (today's is not complete), or not landed
+        landed = max(m.stat().st_mtime for m in markers)
+        if requested.get(day, 0) >= landed:
+            continue
+        ingested = context.instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("raw_impressions"), asset_partitions=[day]), limit=1).records
+        requested[day] = landed
+        if ingested and ingested[0].timestamp >= landed:
+            continue  # the schedule, the demo or a person got there first
+        requests.append(dg.RunRequest(
+            partition_key=day, run_key=f"landing:{day}:{landed:.0f}",
+            tags={TRIGGER: "landing", REASON: f"landing day {day} complete (_SUCCESS in "
+                                              f"{', '.join(s.ingest.required_streams)})"}))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(requested, sort_keys=True),
+                           skip_reason=None if requests else "no new complete landing day")
+
+
+@dg.sensor(jobs=[retrain_job, record_alert_job], minimum_interval_seconds=TICK_SECONDS,
+           default_status=RUNNING,
+           description="A `drift_report` whose drift share reached the threshold → "
+                       "`retrain_job` on the recent days only (trigger=drift) and an alert.")
+def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
+    s = flywheel.settings
+    records = _new_materializations(context, "drift_report")
+    requests, cursor = [], context.cursor
+    for record in records:
+        mat = record.asset_materialization
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        day = mat.partition
+        if not meta.get("dataset_drift"):
+            cursor = str(record.storage_id)
+            continue
+        rotation = _rotation_done(context, day, record.timestamp)
+        if rotation is None:
+            break  # the day's rotation is still running: look again next tick
+        cursor = str(record.storage_id)
+        reason = (f"drift share {meta['drift_share']:.2f} >= {meta['drift_share_threshold']} "
+                  f"on {day}; drifted: {meta.get('drifted_columns')}")
+        key = f"drift:{day}:{record.storage_id}"
+        requests += _retrain(context, day, key, "drift", reason, s.drift.retrain_window_days,
+                             s.drift.retrain_holdout_share, rotation, Alert(
+            key=key, source="drift_sensor", severity="warning",
+            title=f"data drift on {day}: retraining on the last "
+                  f"{s.drift.retrain_window_days} days",
+            details=meta, partition_date=day))
+    return dg.SensorResult(run_requests=requests, cursor=cursor,
+                           skip_reason=None if requests else "no new drifted report (or the "
+                                                             "day's rotation is still running)")
+
+
+@dg.sensor(jobs=[retrain_job, record_alert_job], minimum_interval_seconds=TICK_SECONDS,
+           default_status=RUNNING,
+           description="Online quality (engagement per request, from `curated_feedback` "
+                       "metadata) below `quality_drop_ratio` of its trailing mean → "
+                       "`retrain_job` (trigger=quality) and an alert.")
+def quality_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
+    s = flywheel.settings
+    records = _new_materializations(context, "curated_feedback")
+    requests, cursor = [], context.cursor
+    for record in records:
+        mat = record.asset_materialization
+        value = mat.metadata.get("engagement_per_request")
+        day = mat.partition
+        if value is None:
+            cursor = str(record.storage_id)
+            continue
+        rotation = _rotation_done(context, day, record.timestamp)
+        if rotation is None:
+            break  # the day's rotation is still running: look again next tick
+        cursor = str(record.storage_id)
+        earlier = context.instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("curated_feedback"), before_storage_id=record.storage_id),
+            limit=10 * s.quality.baseline_days).records
+        latest_per_day = {}
+        for r in earlier:  # newest first: keep each day's latest value
+            p = r.asset_materialization.partition
+            if p < day and p not in latest_per_day and "engagement_per_request" in \
+                    r.asset_materialization.metadata:
+                latest_per_day[p] = r.asset_materialization.metadata["engagement_per_request"].value
+        baseline_days = sorted(latest_per_day)[-s.quality.baseline_days:]
+        if len(baseline_days) < 2:
+            continue
+        baseline = sum(latest_per_day[d] for d in baseline_days) / len(baseline_days)
+        if value.value >= s.quality.drop_ratio * baseline:
+            continue
+        reason = (f"engagement per request {value.value:.3f} on {day} < "
+                  f"{s.quality.drop_ratio:.0%} of its trailing mean {baseline:.3f} "
+                  f"({baseline_days[0]} .. {baseline_days[-1]})")
+        key = f"quality:{day}:{record.storage_id}"
+        alert = Alert(
+            key=key, source="quality_sensor", severity="warning",
+            title=f"online quality dropped on {day}", partition_date=day,
+            details={"engagement_per_request": value.value, "baseline": baseline,
+                     "baseline_days": baseline_days})
+        if _drifted(context, day):
+            # The drift sensor owns the retrain of a drifted day (on the recent days);
+            # a second, full-window retrain would only race it.
+            requests.append(dg.RunRequest(job_name=record_alert_job.name, run_key=f"alert:{key}",
+                                          tags={TRIGGER: "quality", REASON: reason},
+                                          run_config=alert_run_config(alert)))
+            continue
+        requests += _retrain(context, day, key, "quality", reason, s.training.window_days, 0.0,
+                             rotation, alert)
+    return dg.SensorResult(run_requests=requests, cursor=cursor,
+                           skip_reason=None if requests else "no quality drop (or the day's "
+                                                             "rotation is still running)")
+
+
+@dg.run_failure_sensor(request_job=record_alert_job, default_status=RUNNING,
+                       minimum_interval_seconds=TICK_SECONDS,
+                       description="A failed run → a critical alert in `monitor.alerts` "
+                                   "(and the webhook), naming the job, partition and error.")
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext):
+    run = context.dagster_run
+    if run.job_name == record_alert_job.name:
+        return dg.SkipReason("an alert run failed; not alerting about alerting")
+    day = run.tags.get("dagster/partition")
+    error = context.failure_event.message or "run failed"
+    key = f"run_failure:{run.run_id}"
+    return dg.RunRequest(run_key=f"alert:{key}", tags={
+        TRIGGER: "run_failure", REASON: f"run {run.run_id[:8]} of {run.job_name} failed"},
+        run_config=alert_run_config(Alert(
+            key=key, source="run_failure_alert_sensor", severity="critical",
+            title=f"{run.job_name} failed" + (f" for {day}" if day else ""),
+            details={"error": error[:2000], "trigger": run.tags.get(TRIGGER)},
+            partition_date=day, run_id=run.run_id)))
+
+
+SENSORS = [landing_sensor, drift_sensor, quality_sensor, run_failure_alert_sensor]

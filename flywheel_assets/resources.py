@@ -1,0 +1,44 @@
+"""The one resource every asset uses: settings plus the DuckDB warehouse."""
+
+import contextlib
+from typing import Iterator
+
+import dagster as dg
+import duckdb
+from dagster_duckdb import DuckDBResource
+
+from flywheel_assets import warehouse
+from flywheel_assets.settings import Settings
+
+
+class FlywheelResource(dg.ConfigurableResource):
+    """Paths and knobs (from ``FLYWHEEL_DATA_DIR`` and the ``FLYWHEEL_<GROUP>_<FIELD>``
+    environment unless ``data_dir`` is set) and short-lived connections to the
+    warehouse through dagster-duckdb. ``overrides`` changes knobs by their dotted names
+    (``{"serving.diversity": "0"}``; `flywheel_assets.settings`)."""
+
+    data_dir: str | None = None
+    warehouse_db: DuckDBResource | None = None
+    overrides: dict[str, str] = {}
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_env(self.data_dir, self.overrides)
+
+    def _duckdb(self) -> DuckDBResource:
+        return self.warehouse_db or DuckDBResource(database=str(self.settings.warehouse_path))
+
+    @contextlib.contextmanager
+    def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection with the schema in place; closed when the block ends."""
+        s = self.settings
+        s.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._duckdb().get_connection() as conn:
+            # DuckDBResource closes the connection only when the block succeeds; a
+            # failed step would leave the file open and lock out the next connection.
+            try:
+                warehouse.prepare(conn, s.duckdb_temp_dir, s.duckdb_memory_limit)
+                warehouse.create_schema(conn)
+                yield conn
+            finally:
+                conn.close()

@@ -1,0 +1,55 @@
+"""The day's candidate: trained on the training set's `train` split, saved with a model
+card, registered in `ml.model_registry`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import duckdb
+
+from flywheel_assets import warehouse
+from flywheel_assets.train import model as model_lib
+from flywheel_assets.train import model_store
+from flywheel_assets.train import training_set as ts_lib
+from flywheel_assets.train.features import FEATURES
+
+Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+
+def train_candidate(connect: Connect, models_dir: Path, partition_date: str) -> dict:
+    """Train, save and register the candidate of ``partition_date``; returns its card
+    (with ``version`` and ``path``). Same rows, labels and parameters → same version;
+    change any of them → a new one."""
+    with connect() as conn:
+        rows = ts_lib.read_split(conn, partition_date, "train")
+        fingerprint = ts_lib.fingerprint(conn, partition_date)
+    pipeline = model_lib.train(rows, label="target", weight=None)
+    version = model_store.model_version(
+        partition_date, f"{fingerprint}:{json.dumps(model_lib.DEFAULT_PARAMS, sort_keys=True)}")
+    parent = model_store.champion_before(models_dir, version)
+    card = {
+        "partition_date": partition_date, "features": FEATURES,
+        "label": "target = label_grade (0..3) x clipped inverse examination propensity",
+        "params": model_lib.DEFAULT_PARAMS, "train_rows": len(rows),
+        "window_start": str(rows["source_date"].min()), "window_end": str(rows["source_date"].max()),
+        "source_partitions": sorted(str(d) for d in rows["source_date"].unique()),
+        "parent_version": parent, "fingerprint": fingerprint,
+    }
+    path = model_store.save_model(models_dir, version, pipeline, card)
+    with connect() as conn:
+        warehouse.replace_rows(conn, "ml.model_registry", {"version": version}, {
+            "version": version, "partition_date": partition_date, "created_at": warehouse.now(),
+            "path": str(path), "parent_version": parent, "train_rows": len(rows),
+            "window_start": card["window_start"], "window_end": card["window_end"],
+            "card": json.dumps(card)})
+    return {**card, "version": version, "path": path}
+
+
+def registered_candidate(conn: duckdb.DuckDBPyConnection, partition_date: str) -> str | None:
+    """The newest candidate registered for the day."""
+    row = conn.execute("SELECT version FROM ml.model_registry WHERE partition_date = ? "
+                       "ORDER BY created_at DESC LIMIT 1", [partition_date]).fetchone()
+    return row[0] if row else None

@@ -1,0 +1,23 @@
+"""The blocking check that guards training: a training set worth learning from."""
+
+import dagster as dg
+
+from flywheel_assets.metadata import recorded_result
+from flywheel_assets.resources import FlywheelResource
+from flywheel_assets.train import training_set as ts_lib
+
+
+@dg.asset_check(asset="training_set", blocking=True, pool="duckdb",
+                description="At least `training.min_train_rows` training rows (1000) with more "
+                            "than one label grade, at least `training.min_holdout_requests` "
+                            "holdout requests (50), labels within the hierarchy, positive "
+                            "weights.")
+def training_set_is_usable(context: dg.AssetCheckExecutionContext,
+                           flywheel: FlywheelResource) -> dg.AssetCheckResult:
+    t = flywheel.settings.training
+    with flywheel.warehouse() as conn:
+        problems, counts = ts_lib.usability(conn, context.partition_key, t.min_train_rows,
+                                            t.min_holdout_requests)
+        return recorded_result(conn, context.partition_key, "training_set",
+                               "training_set_is_usable", not problems,
+                               "; ".join(problems) or None, metadata=counts)

@@ -1,0 +1,158 @@
+"""Versioned models on disk, saved with skops, and the champion pointer.
+
+Layout: ``<models_dir>/<version>/model.skops`` + ``card.json``; ``champion.json`` is a
+pointer (version, when, why, previous) swapped atomically, never a copy of a model.
+Loading refuses any artifact that contains a type outside :data:`ALLOWED_TYPES`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CHAMPION_POINTER = "champion.json"
+# Versions in the order they went into service; a rollback steps back along it.
+CHAMPION_HISTORY = "champion_history.json"
+# The only non-default types a model artifact may contain (found with
+# skops.io.get_untrusted_types on our pipeline). Anything else is refused at load.
+ALLOWED_TYPES = frozenset({
+    "functools.partial",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.utils.validation.check_array",
+})
+
+
+class UntrustedModelError(RuntimeError):
+    """A model artifact holds a type we do not allow to be loaded."""
+
+
+def model_version(partition_date: str, fingerprint: str) -> str:
+    """Versions are per training day plus a short hash of what the model learnt from,
+    so a re-run on the same data gives the same version and a retrain on new data a
+    new one."""
+    return f"m{partition_date.replace('-', '')}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_model(models_dir: Path, version: str, pipeline, card: dict) -> Path:
+    """Write model + card into a temporary folder, then move it into place at once."""
+    import skops.io as sio
+
+    models_dir.mkdir(parents=True, exist_ok=True)
+    final = models_dir / version
+    staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=f".{version}."))
+    try:
+        sio.dump(pipeline, staging / "model.skops")
+        (staging / "card.json").write_text(json.dumps({**card, "version": version}, indent=2,
+                                                      default=str))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+    return final
+
+
+def load_model(models_dir: Path, version: str):
+    import skops.io as sio
+
+    path = models_dir / version / "model.skops"
+    if not path.exists():
+        raise FileNotFoundError(f"model {version}: no artifact at {path}")
+    found = set(sio.get_untrusted_types(file=path))
+    refused = sorted(found - ALLOWED_TYPES)
+    if refused:
+        raise UntrustedModelError(
+            f"model {version} at {path} contains types outside the allowed list: {refused}; "
+            "refusing to load it")
+    return sio.load(path, trusted=sorted(found))
+
+
+def load_card(models_dir: Path, version: str) -> dict:
+    return json.loads((models_dir / version / "card.json").read_text())
+
+
+def read_champion(models_dir: Path) -> dict | None:
+    """The champion pointer, or None when no model has been promoted yet."""
+    path = models_dir / CHAMPION_POINTER
+    if not path.exists():
+        return None
+    return json.loads(path.read_text())
+
+
+def champion_version(models_dir: Path) -> str | None:
+    pointer = read_champion(models_dir)
+    return pointer["version"] if pointer else None
+
+
+def champion_before(models_dir: Path, version: str) -> str | None:
+    """The champion that ``version`` competes with: the one in service, or, when
+    ``version`` itself is in service (a re-run after its promotion), the one it
+    replaced. Keeps re-runs comparing with the same model as the first run."""
+    pointer = read_champion(models_dir)
+    if pointer is None:
+        return None
+    return pointer["previous"] if pointer["version"] == version else pointer["version"]
+
+
+def champion_history(models_dir: Path) -> list[str]:
+    path = models_dir / CHAMPION_HISTORY
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def set_champion(models_dir: Path, version: str, reason: str, actor: str,
+                 _history: list[str] | None = None) -> dict:
+    """Point the champion at ``version`` (atomically) and return the new pointer."""
+    if not (models_dir / version / "model.skops").exists():
+        raise FileNotFoundError(f"cannot promote {version}: no such model in {models_dir}")
+    previous = read_champion(models_dir)
+    history = _history if _history is not None else [*champion_history(models_dir), version]
+    # History first: a crash between the two writes leaves a history one step ahead,
+    # which the next promotion or rollback rewrites, never a pointer without history.
+    _atomic_write_text(models_dir / CHAMPION_HISTORY, json.dumps(history))
+    pointer = {
+        "version": version,
+        "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "reason": reason,
+        "actor": actor,
+        "previous": previous["version"] if previous else None,
+    }
+    _atomic_write_text(models_dir / CHAMPION_POINTER, json.dumps(pointer, indent=2))
+    return pointer
+
+
+def rollback_target(models_dir: Path) -> str:
+    """The champion before the current one: what a rollback puts back in service."""
+    history = _rollback_history(models_dir)
+    return history[-2]
+
+
+def _rollback_history(models_dir: Path) -> list[str]:
+    history = champion_history(models_dir)
+    current = champion_version(models_dir)
+    if current is None or len(history) < 2:
+        raise RuntimeError(f"nothing to roll back to: champion history is {history or 'empty'}")
+    if history[-1] != current:
+        history.append(current)  # the pointer moved outside set_champion: trust the pointer
+    return history
+
+
+def rollback_champion(models_dir: Path, reason: str, actor: str) -> dict:
+    """Put the champion before the current one back in service (atomically)."""
+    history = _rollback_history(models_dir)
+    return set_champion(models_dir, history[-2], reason, actor, _history=history[:-1])

@@ -1,0 +1,149 @@
+"""The training set: a rolling window of curated feedback with graded labels.
+
+Rows carry the raw attributes the model's features derive from (user and item
+snapshots as of the training day), a graded label from the signal hierarchy, a weight
+and a split. The holdout is the training day itself (new to the champion and the
+candidate alike); on the very first day, when there is nothing earlier, it is the last
+fifth of the day by time. Training rows are capped by a deterministic hash sample.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from flywheel_assets import warehouse
+from flywheel_assets.curate.feedback import latest_snapshot_date
+from flywheel_assets.curate.signals import DEFAULT_HIERARCHY, MAX_GRADE, grade_sql
+
+FIRST_DAY_HOLDOUT_SHARE = 0.2
+
+
+def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, window_days: int,
+                       max_training_rows: int, use_ips: bool = True, ips_clip: float = 10.0,
+                       hierarchy: dict[str, int] = DEFAULT_HIERARCHY,
+                       holdout_share: float | None = None) -> dict:
+    """Window rows with labels, weights and the learning target.
+
+    With IPS on, ``weight`` = min(1 / examination(position), ``ips_clip``) from the
+    day's ``curated.position_bias`` and ``target`` = ``label_grade`` × ``weight``. A
+    silent row at position k is silent partly because nobody looked: the observed grade
+    has expectation examination(k) × grade-if-examined, so dividing by examination(k)
+    gives an unbiased target for the grade a person would give (clipping trades a
+    little bias for variance). With IPS off, weight 1 and target = grade.
+    """
+    first_day = warehouse.window_start(partition_date, window_days)
+    users_date = latest_snapshot_date(conn, "raw.users", partition_date)
+    items_date = latest_snapshot_date(conn, "raw.items", partition_date)
+    weight = (f"least(1.0 / greatest(coalesce(pb.examination, 1.0), 1e-6), {float(ips_clip)})"
+              if use_ips else "1.0")
+    with warehouse.transaction(conn):
+        conn.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _window AS
+            SELECT DATE '{partition_date}' AS partition_date, f.partition_date AS source_date,
+                   f.impression_id, f.request_id, f.ts, f.user_key, f.item_id, f.position,
+                   f.propensity, f.device, u.country, u.age_band, u.signup_date,
+                   it.category, it.published_date, it.duration_s, it.popularity,
+                   it.c0, it.c1, it.c2, it.c3, it.c4, it.c5, f.n_interactions,
+                   {grade_sql(hierarchy)} AS label_grade, {weight} AS weight
+            FROM curated.curated_feedback f
+            LEFT JOIN curated.position_bias pb
+                   ON pb.partition_date = $d AND pb.position = f.position
+            -- Consent as of the training day: a withdrawal stops all later training sets.
+            JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = $ud
+                            AND u.consent_training
+            JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = $id
+            WHERE f.partition_date BETWEEN $ws AND $d""",
+                     {"ud": users_date, "id": items_date, "ws": first_day, "d": partition_date})
+        earlier = conn.execute(f"SELECT count(*) FROM _window WHERE source_date < DATE "
+                               f"'{partition_date}'").fetchone()[0]
+        if earlier and not holdout_share:
+            holdout = f"source_date = DATE '{partition_date}'"
+        else:
+            # The first day (nothing earlier), or a retrain asked to learn from the day
+            # itself: the day's last share by time is the holdout.
+            share = holdout_share or FIRST_DAY_HOLDOUT_SHARE
+            cutoff = conn.execute(f"SELECT quantile_disc(ts, {1 - float(share)}) FROM _window "
+                                  f"WHERE source_date = DATE '{partition_date}'").fetchone()[0]
+            holdout = (f"source_date = DATE '{partition_date}' AND "
+                       f"ts >= TIMESTAMPTZ '{cutoff.isoformat()}'" if cutoff else "FALSE")
+        rows = warehouse.replace_partition(conn, "ml.training_set", partition_date, f"""
+            SELECT *, label_grade * weight AS target, 'holdout' AS split FROM _window WHERE {holdout}
+            UNION ALL
+            (SELECT *, label_grade * weight AS target, 'train' AS split FROM _window
+             WHERE NOT ({holdout})
+             ORDER BY hash(impression_id), impression_id LIMIT {int(max_training_rows)})""")
+        stats = conn.execute("""
+            SELECT count(*) FILTER (WHERE split = 'train'), count(*) FILTER (WHERE split = 'holdout'),
+                   (SELECT count(*) FROM _window), min(source_date), max(source_date),
+                   avg(label_grade)
+            FROM ml.training_set WHERE partition_date = ?""", [partition_date]).fetchone()
+        ips = conn.execute(f"""
+            SELECT count(*), avg((weight >= {float(ips_clip)} - 1e-9)::INTEGER), max(weight)
+            FROM ml.training_set WHERE partition_date = ? AND split = 'train'""",
+                           [partition_date]).fetchone()
+        ess = effective_sample_size(conn, partition_date)
+        grades = dict(conn.execute("SELECT label_grade, count(*) FROM ml.training_set WHERE "
+                                   "partition_date = ? GROUP BY 1 ORDER BY 1",
+                                   [partition_date]).fetchall())
+        conn.execute("DROP TABLE _window")
+    return {"rows": rows, "train_rows": stats[0], "holdout_rows": stats[1],
+            "window_rows": stats[2], "window_start": str(stats[3]), "window_end": str(stats[4]),
+            "mean_grade": float(stats[5] or 0.0), "grade_counts": {int(k): v for k, v in grades.items()},
+            "holdout_rule": ("training day" if earlier and not holdout_share else
+                             f"last {holdout_share or FIRST_DAY_HOLDOUT_SHARE:.0%} of the training day"),
+            "ips": "on" if use_ips else "off", "ips_clip": float(ips_clip),
+            "clipped_share": float(ips[1] or 0.0) if use_ips else 0.0,
+            "max_weight": float(ips[2] or 0.0),
+            "effective_sample_size": ess,
+            "effective_sample_share": ess / ips[0] if ips[0] else 0.0}
+
+
+def effective_sample_size(conn: duckdb.DuckDBPyConnection, partition_date: str) -> float:
+    """(sum w)^2 / sum w^2 of the training rows' weights: how many unweighted rows the
+    weighted sample is worth."""
+    value = conn.execute("SELECT sum(weight) ^ 2 / nullif(sum(weight ^ 2), 0) FROM ml.training_set "
+                         "WHERE partition_date = ? AND split = 'train'", [partition_date]).fetchone()[0]
+    return float(value or 0.0)
+
+
+def read_split(conn: duckdb.DuckDBPyConnection, partition_date: str, split: str) -> pd.DataFrame:
+    return conn.execute("SELECT * FROM ml.training_set WHERE partition_date = ? AND split = ? "
+                        "ORDER BY request_id, position, impression_id",
+                        [partition_date, split]).df()
+
+
+def fingerprint(conn: duckdb.DuckDBPyConnection, partition_date: str) -> str:
+    """What a model learns from, in one string: same rows and labels → same string."""
+    n, h = conn.execute("SELECT count(*), sum(hash(impression_id, label_grade, weight, target)) "
+                        "FROM ml.training_set WHERE partition_date = ? AND split = 'train'",
+                        [partition_date]).fetchone()
+    return f"{partition_date}:{n}:{h}"
+
+
+def usability(conn: duckdb.DuckDBPyConnection, partition_date: str, min_train_rows: int,
+              min_holdout_requests: int) -> tuple[list[str], dict]:
+    """What makes the day's training set unusable (empty when it is usable), and the
+    counts it was judged on: enough training rows with more than one label grade,
+    enough holdout requests, labels within the hierarchy, positive weights."""
+    train, grades, holdout_requests, bad_labels, bad_weights = conn.execute("""
+        SELECT count(*) FILTER (WHERE split = 'train'),
+               count(DISTINCT label_grade) FILTER (WHERE split = 'train'),
+               count(DISTINCT request_id) FILTER (WHERE split = 'holdout'),
+               count(*) FILTER (WHERE label_grade NOT BETWEEN 0 AND $max OR label_grade IS NULL),
+               count(*) FILTER (WHERE NOT weight > 0 OR weight IS NULL)
+        FROM ml.training_set WHERE partition_date = $d""",
+        {"d": partition_date, "max": MAX_GRADE}).fetchone()
+    problems: list[str] = []
+    if train < min_train_rows:
+        problems.append(f"only {train} training rows (need {min_train_rows})")
+    if grades < 2:
+        problems.append("training labels have a single grade: nothing to learn")
+    if holdout_requests < min_holdout_requests:
+        problems.append(f"only {holdout_requests} holdout requests (need {min_holdout_requests})")
+    if bad_labels:
+        problems.append(f"{bad_labels} labels outside 0..{MAX_GRADE}")
+    if bad_weights:
+        problems.append(f"{bad_weights} weights not > 0")
+    return problems, {"train_rows": train, "distinct_grades": grades,
+                      "holdout_requests": holdout_requests}

@@ -1,0 +1,221 @@
+"""The DuckDB warehouse: schemas, tables and the one-transaction partition write.
+
+DuckDB takes one writer at a time, so connections stay short, and every partition is
+written in one transaction (delete the partition, insert, commit): re-running a
+partition is idempotent and a run killed half-way leaves the previous state behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from flywheel_assets.monitor.alerts import ALERTS_DDL
+
+SCHEMAS = ("raw", "curated", "ml", "monitor")
+
+# Every table the product writes. Partitioned tables carry `partition_date`.
+TABLES_DDL = """
+CREATE TABLE IF NOT EXISTS raw.landing_files (
+    partition_date DATE, stream VARCHAR, source_file VARCHAR, format VARCHAR,
+    rows_read BIGINT, bytes BIGINT, rows_erased BIGINT);
+CREATE TABLE IF NOT EXISTS raw.deletion_requests (
+    partition_date DATE, user_key VARCHAR, requested_at TIMESTAMPTZ,
+    source_file VARCHAR, source_row BIGINT);
+CREATE TABLE IF NOT EXISTS raw.impressions (
+    partition_date DATE, impression_id VARCHAR, request_id VARCHAR, ts TIMESTAMPTZ,
+    user_key VARCHAR, item_id VARCHAR, position INTEGER, propensity DOUBLE,
+    policy_version VARCHAR, device VARCHAR, source_file VARCHAR, source_row BIGINT);
+CREATE TABLE IF NOT EXISTS raw.candidates (
+    partition_date DATE, request_id VARCHAR, item_id VARCHAR, exposure_propensity DOUBLE,
+    source_file VARCHAR, source_row BIGINT);
+CREATE TABLE IF NOT EXISTS raw.interactions (
+    partition_date DATE, event_id VARCHAR, impression_id VARCHAR, ts TIMESTAMPTZ,
+    signal VARCHAR, value DOUBLE, source_file VARCHAR, source_row BIGINT);
+CREATE TABLE IF NOT EXISTS raw.users (
+    partition_date DATE, user_key VARCHAR, country VARCHAR, age_band VARCHAR,
+    signup_date DATE, consent_training BOOLEAN, source_file VARCHAR, source_row BIGINT);
+CREATE TABLE IF NOT EXISTS raw.items (
+    partition_date DATE, item_id VARCHAR, category VARCHAR, published_date DATE,
+    duration_s DOUBLE, popularity BIGINT, c0 DOUBLE, c1 DOUBLE, c2 DOUBLE, c3 DOUBLE,
+    c4 DOUBLE, c5 DOUBLE, source_file VARCHAR, source_row BIGINT);
+CREATE TABLE IF NOT EXISTS raw.quarantined_events (
+    partition_date DATE, stream VARCHAR, source_file VARCHAR, source_row BIGINT,
+    column_name VARCHAR, reason VARCHAR, record VARCHAR);
+CREATE TABLE IF NOT EXISTS curated.feedback_events (
+    partition_date DATE, impression_id VARCHAR, request_id VARCHAR, ts TIMESTAMPTZ,
+    user_key VARCHAR, item_id VARCHAR, position INTEGER, propensity DOUBLE,
+    policy_version VARCHAR, device VARCHAR, n_interactions INTEGER,
+    has_skip BOOLEAN, has_partial BOOLEAN, has_complete BOOLEAN, has_save BOOLEAN,
+    has_thumbs_up BOOLEAN, has_thumbs_down BOOLEAN, max_value DOUBLE,
+    first_interaction_ts TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS curated.curated_feedback AS
+    SELECT * FROM curated.feedback_events WITH NO DATA;
+CREATE TABLE IF NOT EXISTS curated.feedback_removals (
+    partition_date DATE, impression_id VARCHAR, stage VARCHAR, reason VARCHAR);
+CREATE TABLE IF NOT EXISTS curated.flagged_users (
+    partition_date DATE, user_key VARCHAR, reasons VARCHAR, n_requests BIGINT,
+    gap_cv DOUBLE, median_reaction_s DOUBLE, n_saves BIGINT, top_item_save_share DOUBLE);
+CREATE TABLE IF NOT EXISTS curated.position_bias (
+    partition_date DATE, position INTEGER, examination DOUBLE, ci_low DOUBLE,
+    ci_high DOUBLE, clicks BIGINT, impressions BIGINT, explored_requests BIGINT,
+    window_start DATE, method VARCHAR);
+CREATE TABLE IF NOT EXISTS ml.training_set (
+    partition_date DATE, source_date DATE, impression_id VARCHAR, request_id VARCHAR,
+    ts TIMESTAMPTZ, user_key VARCHAR, item_id VARCHAR, position INTEGER,
+    propensity DOUBLE, device VARCHAR, country VARCHAR, age_band VARCHAR,
+    signup_date DATE, category VARCHAR, published_date DATE, duration_s DOUBLE,
+    popularity BIGINT, c0 DOUBLE, c1 DOUBLE, c2 DOUBLE, c3 DOUBLE, c4 DOUBLE,
+    c5 DOUBLE, n_interactions INTEGER, label_grade INTEGER, weight DOUBLE,
+    target DOUBLE, split VARCHAR);
+CREATE TABLE IF NOT EXISTS ml.model_registry (
+    version VARCHAR, partition_date DATE, created_at TIMESTAMPTZ, path VARCHAR,
+    parent_version VARCHAR, train_rows BIGINT, window_start DATE, window_end DATE,
+    card VARCHAR);
+CREATE TABLE IF NOT EXISTS ml.model_evaluations (
+    partition_date DATE, candidate_version VARCHAR, champion_version VARCHAR,
+    holdout_rows BIGINT, holdout_requests BIGINT, metrics VARCHAR,
+    report_path VARCHAR, evaluated_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS monitor.check_results (
+    partition_date DATE, asset VARCHAR, check_name VARCHAR, passed BOOLEAN,
+    description VARCHAR, checked_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS monitor.drift_reports (
+    partition_date DATE, served_by VARCHAR, reference_partition DATE, drift_share DOUBLE,
+    dataset_drift BOOLEAN, columns VARCHAR, report_path VARCHAR, computed_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS monitor.flywheel_health (
+    partition_date DATE, signal_valid BOOLEAN, loop_closed BOOLEAN,
+    event_to_champion_hours DOUBLE, quality_trend VARCHAR, details VARCHAR,
+    computed_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS ml.gate_decisions (
+    partition_date DATE, candidate_version VARCHAR, compared_with VARCHAR,
+    in_service VARCHAR, promote BOOLEAN, decision VARCHAR, decided_at TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS ml.promotions (
+    decided_at TIMESTAMPTZ, partition_date DATE, candidate_version VARCHAR,
+    previous_champion VARCHAR, new_champion VARCHAR, promoted BOOLEAN,
+    actor VARCHAR, reasons VARCHAR);
+"""
+
+
+def prepare(conn: duckdb.DuckDBPyConnection, temp_dir: Path | None = None,
+            memory_limit: str | None = None) -> duckdb.DuckDBPyConnection:
+    """Session settings every connection needs: UTC, and where to spill."""
+    # Timestamps are stored as TIMESTAMPTZ and always read back in UTC.
+    conn.execute("SET TimeZone = 'UTC'")
+    if temp_dir is not None:
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        conn.execute(f"SET temp_directory = '{temp_dir}'")
+    if memory_limit:
+        conn.execute(f"SET memory_limit = '{memory_limit}'")
+    return conn
+
+
+def create_schema(conn: duckdb.DuckDBPyConnection) -> None:
+    """Create the warehouse's schemas and tables if they do not exist yet."""
+    for schema in SCHEMAS:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    conn.execute(TABLES_DDL)
+    conn.execute(ALERTS_DDL)
+
+
+@contextlib.contextmanager
+def connect(path: Path, temp_dir: Path | None = None, memory_limit: str | None = None,
+            read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection to the warehouse file, with the schema in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = duckdb.connect(str(path), read_only=read_only)
+    try:
+        prepare(conn, temp_dir, memory_limit)
+        if not read_only:
+            create_schema(conn)
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: commit on success, roll back on any error."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, partition_date: str,
+                      select_sql: str, params: list | None = None) -> int:
+    """Replace one partition of ``table`` with the rows of ``select_sql``.
+
+    Call inside :func:`transaction` so the delete and the insert land together.
+    Returns the number of rows inserted.
+    """
+    conn.execute(f"DELETE FROM {table} WHERE partition_date = ?", [partition_date])
+    conn.execute(f"INSERT INTO {table} BY NAME {select_sql}", params or [])
+    # fetchall, not fetchone: DuckDB refuses some calls (unregister) while a result is
+    # only partly fetched.
+    return conn.execute(
+        f"SELECT count(*) FROM {table} WHERE partition_date = ?", [partition_date]
+    ).fetchall()[0][0]
+
+
+def replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key: dict, row: dict) -> None:
+    """Replace the rows of ``table`` matching ``key`` (column → value, e.g. the
+    partition) with one ``row`` (column → value), in one transaction."""
+    where = " AND ".join(f"{column} = ?" for column in key)
+    columns = ", ".join(row)
+    with transaction(conn):
+        conn.execute(f"DELETE FROM {table} WHERE {where}", list(key.values()))
+        conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})",
+                     list(row.values()))
+
+
+def replace_partition_with_frame(conn: duckdb.DuckDBPyConnection, table: str,
+                                 partition_date: str, frame) -> int:
+    """Replace one partition of ``table`` with the rows of a DataFrame (columns by
+    name), in one transaction."""
+    with transaction(conn):
+        conn.register("_partition_rows", frame)
+        try:
+            return replace_partition(conn, table, partition_date, "SELECT * FROM _partition_rows")
+        finally:
+            conn.unregister("_partition_rows")
+
+
+def window_start(partition_date: str, days: int) -> str:
+    """First day of a window of ``days`` days ending on ``partition_date``."""
+    return (dt.date.fromisoformat(partition_date) - dt.timedelta(days=days - 1)).isoformat()
+
+
+def record_check(conn: duckdb.DuckDBPyConnection, partition_date: str, asset: str,
+                 check_name: str, passed: bool, description: str | None = None) -> None:
+    """Keep the latest result of a blocking check per partition, so that the promotion
+    gate can see it even when it runs in another run than the check."""
+    key = {"partition_date": partition_date, "asset": asset, "check_name": check_name}
+    replace_rows(conn, "monitor.check_results", key,
+                 {**key, "passed": bool(passed), "description": description, "checked_at": now()})
+
+
+def now() -> dt.datetime:
+    """The time stamp every warehouse row is written with (UTC)."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def failed_or_missing_checks(conn: duckdb.DuckDBPyConnection, partition_date: str,
+                             expected: list[tuple[str, str]]) -> list[str]:
+    """Blocking checks of the partition that failed, or that never ran."""
+    results = {(a, c): (p, d) for a, c, p, d in conn.execute(
+        "SELECT asset, check_name, passed, description FROM monitor.check_results "
+        "WHERE partition_date = ?", [partition_date]).fetchall()}
+    problems = []
+    for asset, check in expected:
+        if (asset, check) not in results:
+            problems.append(f"{asset}:{check} has not run for {partition_date}")
+        elif not results[(asset, check)][0]:
+            problems.append(f"{asset}:{check} failed: {results[(asset, check)][1] or 'see the UI'}")
+    return problems

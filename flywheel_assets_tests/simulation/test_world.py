@@ -1,0 +1,145 @@
+"""The simulated world: deterministic for a seed, landing contract respected,
+scenarios doing what they say."""
+
+import datetime as dt
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from flywheel_assets.serve.serving import popularity_policy
+from flywheel_assets.simulation import truth, world
+from flywheel_assets.simulation.config import Scenario
+from flywheel_assets.simulation.traffic import simulate_day
+
+DAY = dt.date(2026, 1, 1)
+
+
+def _landed_frames(data_dir):
+    landing = data_dir / "landing"
+    return {
+        "impressions": pd.read_parquet(landing / "impressions/date=2026-01-01/part-0000.parquet"),
+        "interactions": pd.read_json(landing / "interactions/date=2026-01-01/part-0000.jsonl.gz",
+                                     lines=True, dtype=False),
+        "users": pd.read_csv(landing / "users/date=2026-01-01/users.csv"),
+        "items": pd.read_csv(landing / "items/date=2026-01-01/items.csv"),
+    }
+
+
+def test_same_seed_same_world_other_seed_other_world(tmp_path, small_world):
+    runs = {}
+    for name, cfg in (("a", small_world), ("b", small_world), ("c", small_world.replace(seed=8))):
+        world.run_day(tmp_path / name, tmp_path / name / "landing", cfg, "2026-01-01",
+                      popularity_policy())
+        runs[name] = _landed_frames(tmp_path / name)
+    for stream in runs["a"]:
+        pd.testing.assert_frame_equal(runs["a"][stream], runs["b"][stream])
+    assert not runs["a"]["impressions"]["item_id"].equals(runs["c"]["impressions"]["item_id"])
+    truth_a = pd.read_parquet(tmp_path / "a/world/truth/date=2026-01-01/users.parquet")
+    truth_b = pd.read_parquet(tmp_path / "b/world/truth/date=2026-01-01/users.parquet")
+    pd.testing.assert_frame_equal(truth_a, truth_b)
+
+
+def test_landing_layout_and_contract(landed_day, small_world):
+    for stream in ("impressions", "interactions", "users", "items"):
+        assert (landed_day / "landing" / stream / "date=2026-01-01" / "_SUCCESS").exists()
+    frames = _landed_frames(landed_day)
+    imp = frames["impressions"]
+    assert len(imp) >= small_world.requests_per_day * small_world.slate_size
+    assert imp["position"].between(1, small_world.slate_size).all()
+    assert ((imp["propensity"] > 0) & (imp["propensity"] <= 1)).all()
+    assert (imp["policy_version"] == "popularity").all()
+    assert set(frames["interactions"]["signal"]) <= {"skip", "partial", "complete", "save",
+                                                     "thumbs_up", "thumbs_down"}
+    # Hidden truth stays in world/, never in the landing zone.
+    assert not any("taste" in c or "quality" in c or "bot" in c
+                   for f in frames.values() for c in f.columns)
+    assert (landed_day / "world" / "truth" / "date=2026-01-01" / "users.parquet").exists()
+
+
+def test_position_bias_shapes_the_outcomes(small_world):
+    traffic = simulate_day(small_world.replace(requests_per_day=6000), DAY, popularity_policy())
+    imp = traffic.impressions
+    engaged = set(traffic.interactions["impression_id"])
+    rate = imp.assign(e=imp["impression_id"].isin(engaged)).groupby("position")["e"].mean()
+    assert rate[1] > 2 * rate[10]
+
+
+def test_bots_are_regular_and_targeted(small_world):
+    cfg = small_world.replace(bot_fraction=0.05)
+    traffic = simulate_day(cfg, DAY, popularity_policy())
+    imp = traffic.impressions.drop_duplicates("request_id")
+    bots = set(traffic.bot_user_ids)
+    gaps = imp.sort_values("ts").groupby("user_id")["ts"].apply(
+        lambda s: s.diff().dt.total_seconds().dropna().std() / max(s.diff().dt.total_seconds().dropna().mean(), 1e-9))
+    bot_cv = gaps[gaps.index.isin(bots)].dropna()
+    human_cv = gaps[~gaps.index.isin(bots)].dropna()
+    assert len(bot_cv) and bot_cv.median() < 0.05 < human_cv.median()
+
+
+def test_scenarios_change_the_world(small_world):
+    drift = small_world.replace(scenarios=(Scenario.parse("taste_drift@2"),))
+    before = truth.population(drift, 1).taste
+    after = truth.population(drift, 2).taste
+    assert not np.allclose(before, after)
+    drop = small_world.replace(scenarios=(Scenario.parse("catalog_drop@2"),))
+    assert (len(truth.catalogue(drop, 2).items) - len(truth.catalogue(drop, 1).items)
+            == drop.catalog_drop_size + drop.new_items_per_day)
+    attack = small_world.replace(scenarios=(Scenario.parse("bot_attack@1"),), bot_fraction=0.05)
+    calm = simulate_day(small_world.replace(bot_fraction=0.05), DAY, popularity_policy())
+    loud = simulate_day(attack, DAY, popularity_policy())
+    share = lambda t: t.impressions["user_id"].isin(t.bot_user_ids).mean()
+    assert share(loud) > 2 * share(calm)
+
+
+def test_plays_feed_tomorrows_popularity(tmp_path, small_world):
+    """Exposure feedback: what was played today is more popular (and so retrieved more)
+    tomorrow; with the feedback off, popularity never moves."""
+    for day in ("2026-01-01", "2026-01-02"):
+        world.run_day(tmp_path, tmp_path / "landing", small_world, day, popularity_policy())
+    truth_dir = tmp_path / "world" / "truth"
+    day1 = pd.read_parquet(truth_dir / "date=2026-01-01" / "items.parquet")
+    day2 = pd.read_parquet(truth_dir / "date=2026-01-02" / "items.parquet")
+    assert day1["plays"].sum() > 0
+    # Yesterday's plays count in full; the items snapshot the product lands agrees.
+    grown = day2["popularity"].to_numpy()[: len(day1)] - day1["popularity"].to_numpy()
+    assert np.array_equal(grown, np.round(small_world.play_feedback * day1["plays"].to_numpy()))
+    landed = pd.read_csv(tmp_path / "landing/items/date=2026-01-02/items.csv")
+    assert np.array_equal(landed["popularity"].to_numpy(), day2["popularity"].to_numpy())
+    # Day 3 sees day 1's plays at 0.5^(1 / half-life) and day 2's in full.
+    past = world.past_plays(tmp_path / "world", small_world, 3)
+    decay = 0.5 ** (1 / small_world.popularity_half_life_days)
+    expected = day2["plays"].to_numpy().astype(float)
+    expected[: len(day1)] += decay * day1["plays"].to_numpy()
+    assert np.allclose(past, expected)
+    still = small_world.replace(play_feedback=0.0)
+    assert np.array_equal(truth.catalogue(still, 2, past).items["popularity"],
+                          truth.catalogue(still, 2).items["popularity"])
+
+
+def test_broken_client_writes_malformed_rows(tmp_path, small_world):
+    cfg = small_world.replace(scenarios=(Scenario.parse("broken_client@1"),))
+    stats = world.run_day(tmp_path, tmp_path / "landing", cfg, "2026-01-01", popularity_policy())
+    assert stats["broken_rows"] > 0
+    path = tmp_path / "landing/impressions/date=2026-01-01/part-broken-client.jsonl.gz"
+    lines = gzip.open(path, "rt").read().splitlines()
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError:
+            parsed.append(None)
+    assert None in parsed  # some lines are not even JSON
+    assert any(r and r.get("position") == "first" for r in parsed)
+
+
+def test_scenario_parsing():
+    assert Scenario.parse("bot_attack@3-4") == Scenario("bot_attack", 3, 4)
+    assert Scenario.parse("taste_drift@5") == Scenario("taste_drift", 5, None)
+    assert Scenario.parse("broken_client@2") == Scenario("broken_client", 2, 2)
+    with pytest.raises(ValueError, match="unknown scenario"):
+        Scenario.parse("meteor@1")
+    with pytest.raises(ValueError, match="needs a day"):
+        Scenario.parse("bot_attack")

@@ -1,0 +1,40 @@
+"""Versioned models on disk, the champion pointer, refusal of foreign types."""
+
+import numpy as np
+import pytest
+
+from flywheel_assets.train import model_store
+from flywheel_assets.train.model import score, train
+from flywheel_assets_tests.helpers import tiny_training_rows
+
+
+def test_model_store_round_trip_pointer_and_refusal_of_foreign_types(tmp_path):
+    rows = tiny_training_rows()
+    pipe = train(rows, max_iter=5)
+    model_store.save_model(tmp_path, "m1", pipe, {"note": "first"})
+    model_store.save_model(tmp_path, "m2", pipe, {"note": "second"})
+    loaded = model_store.load_model(tmp_path, "m1")
+    assert np.allclose(score(loaded, rows), score(pipe, rows))
+    assert model_store.load_card(tmp_path, "m2")["note"] == "second"
+    assert model_store.champion_version(tmp_path) is None
+    model_store.set_champion(tmp_path, "m1", "first", "test")
+    pointer = model_store.set_champion(tmp_path, "m2", "better", "test")
+    assert pointer["previous"] == "m1" and model_store.champion_version(tmp_path) == "m2"
+    with pytest.raises(FileNotFoundError):
+        model_store.set_champion(tmp_path, "nope", "x", "test")
+
+    # An artifact that smuggles in a callable (here os.system) is refused before loading.
+    import os
+
+    import skops.io as sio
+
+    (tmp_path / "m3").mkdir()
+    sio.dump({"model": pipe, "hook": os.system}, tmp_path / "m3" / "model.skops")
+    with pytest.raises(model_store.UntrustedModelError, match="posix.system"):
+        model_store.load_model(tmp_path, "m3")
+
+
+def test_model_versions_are_stable_and_sensitive():
+    assert model_store.model_version("2026-01-02", "x") == model_store.model_version("2026-01-02", "x")
+    assert model_store.model_version("2026-01-02", "x") != model_store.model_version("2026-01-02", "y")
+    assert model_store.model_version("2026-01-02", "x").startswith("m20260102-")
