@@ -62,6 +62,29 @@ class CurationSettings:
 
 
 @dataclass(frozen=True)
+class CurationRules:
+    """What curation removes as bots, spam and low-information rows (curate/filters.py)."""
+
+    # A user whose requests come at near-constant intervals (coefficient of variation
+    # of the gaps below this, over at least `min_gaps` gaps) is a machine.
+    # (People's gaps vary: with 4 gaps a few thousand users yield CVs under 0.1 by chance;
+    # with 6+ gaps under 0.05 it takes a machine.)
+    max_gap_cv: float = 0.05
+    min_gaps: int = 6
+    # People need time to look: median seconds from impression to first reaction.
+    human_reaction_floor_s: float = 1.8
+    min_reactions: int = 5
+    # Saves concentrated on one item.
+    min_saves_for_burst: int = 10
+    max_top_item_save_share: float = 0.8
+    max_requests_per_day: int = 400
+    # Impressions of one user kept per day.
+    per_user_cap: int = 300
+    # A lone "partial" below this watch fraction carries no information.
+    min_partial_value: float = 0.05
+
+
+@dataclass(frozen=True)
 class TrainingSettings:
     # Days of curated feedback a candidate learns from.
     window_days: int = 7
@@ -159,6 +182,10 @@ class MonitorSettings:
     trend_rotations: int = 5
     trend_step: float = 0.005
     chart_rotations: int = 14
+    # Sensors tick this often; on a fresh cursor they look back this far only, so
+    # turning the UI on over old data does not replay its history.
+    sensor_interval_seconds: int = 10
+    sensor_lookback_seconds: int = 3600
 
 
 @dataclass(frozen=True)
@@ -167,7 +194,8 @@ class AlertSettings:
     webhook_url: str | None = None
 
 
-GROUPS = {"ingest": IngestSettings, "curation": CurationSettings, "training": TrainingSettings,
+GROUPS = {"ingest": IngestSettings, "curation": CurationSettings,
+          "curation_rules": CurationRules, "training": TrainingSettings,
           "serving": ServingSettings, "evaluation": EvaluationSettings, "gate": GateSettings,
           "drift": DriftSettings, "quality": QualitySettings, "monitor": MonitorSettings,
           "alert": AlertSettings}
@@ -184,6 +212,7 @@ class Settings:
     duckdb_memory_limit: str = "4GB"
     ingest: IngestSettings = field(default_factory=IngestSettings)
     curation: CurationSettings = field(default_factory=CurationSettings)
+    curation_rules: CurationRules = field(default_factory=CurationRules)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)

@@ -65,3 +65,25 @@ def test_committed_instance_config_is_the_packaged_one():
     assert config["telemetry"]["enabled"] is False
     assert config["concurrency"]["pools"]["default_limit"] == 1
     assert committed.resolve() == (ROOT / "flywheel_assets" / "dagster.yaml").resolve()
+
+
+SNAPSHOT = Path(__file__).with_name("asset_graph.json")
+
+
+def _graph_snapshot(defs: dg.Definitions) -> dict:
+    graph = defs.resolve_asset_graph()
+    assets = {k.to_user_string(): {"group": graph.get(k).group_name,
+                                   "deps": sorted(p.to_user_string() for p in graph.get(k).parent_keys)}
+              for k in graph.get_all_asset_keys()}
+    checks = sorted(c.to_user_string() for c in graph.asset_check_keys)
+    return {"assets": dict(sorted(assets.items())), "checks": checks}
+
+
+def test_the_asset_graph_matches_its_snapshot(tmp_path):
+    """A rename, a lost dependency or a moved group shows up here, not in production.
+    When the change is meant, write the printed graph to asset_graph.json."""
+    import json
+
+    current = _graph_snapshot(build_definitions(str(tmp_path)))
+    expected = json.loads(SNAPSHOT.read_text())
+    assert current == expected, json.dumps(current, indent=1)

@@ -33,10 +33,11 @@ def curated_feedback(context: dg.AssetExecutionContext, flywheel: FlywheelResour
     low-information signals, rows over the per-user daily cap, and label noise found by
     confident learning (cleanlab) on out-of-fold predictions. Metadata carries the day's
     engagement per request, which `quality_sensor` watches."""
-    c = flywheel.settings.curation
+    s = flywheel.settings
     with flywheel.warehouse() as conn:
-        stats = feedback.build_curated_feedback(conn, context.partition_key, c.filters,
-                                                max_label_issue_share=c.max_label_issue_share)
+        stats = feedback.build_curated_feedback(
+            conn, context.partition_key, s.curation.filters, rules=s.curation_rules,
+            max_label_issue_share=s.curation.max_label_issue_share)
         engagement = feedback.engagement_per_request(conn, context.partition_key)
     removed = stats.pop("removed")
     return dg.MaterializeResult(metadata=readable(**{

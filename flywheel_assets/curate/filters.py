@@ -8,30 +8,14 @@ users are capped so no single user dominates the training data.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import duckdb
 
+from flywheel_assets.settings import CurationRules
 
-@dataclass(frozen=True)
-class FilterRules:
-    # A user whose requests come at near-constant intervals (coefficient of variation
-    # of the gaps below this, over at least `min_gaps` gaps) is a machine.
-    # (People's gaps vary: with 4 gaps a few thousand users yield CVs under 0.1 by chance;
-    # with 6+ gaps under 0.05 it takes a machine.)
-    max_gap_cv: float = 0.05
-    min_gaps: int = 6
-    # People need time to look: median seconds from impression to first reaction.
-    human_reaction_floor_s: float = 1.8
-    min_reactions: int = 5
-    # Saves concentrated on one item.
-    min_saves_for_burst: int = 10
-    max_top_item_save_share: float = 0.8
-    max_requests_per_day: int = 400
-    # Impressions of one user kept per day.
-    per_user_cap: int = 300
-    # A lone "partial" below this watch fraction carries no information.
-    min_partial_value: float = 0.05
+
+# The filters' thresholds are the `curation_rules` group of the settings.
+FilterRules = CurationRules
 
 
 USER_FEATURES_SQL = """

@@ -4,7 +4,7 @@ Every sensor reads what assets already wrote (landing markers, materialization
 metadata, run status), never heavy statistics; uses a cursor and run keys so that one
 report never triggers twice; and tags each run with its trigger and a reason a person
 can read. Alerts are requested as `record_alert_job` runs, which wait for the warehouse
-like every other writer. On a fresh cursor a sensor only looks back `LOOKBACK_SECONDS`,
+like every other writer. On a fresh cursor a sensor only looks back `monitor.sensor_lookback_seconds`,
 so turning the UI on over old data does not replay its history.
 """
 
@@ -19,9 +19,11 @@ from flywheel_assets.jobs import daily_rotation_job, retrain_job
 from flywheel_assets.monitor.jobs import alert_run_config, record_alert_job
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.resources import FlywheelResource
+from flywheel_assets.settings import Settings
 
-TICK_SECONDS = 10
-LOOKBACK_SECONDS = 3600
+_monitor = Settings.from_env().monitor
+TICK_SECONDS = _monitor.sensor_interval_seconds
+LOOKBACK_SECONDS = _monitor.sensor_lookback_seconds
 TRIGGER, REASON = "trigger", "flywheel/reason"
 AFTER_ROTATION = "flywheel/after_rotation"
 RUNNING = dg.DefaultSensorStatus.RUNNING

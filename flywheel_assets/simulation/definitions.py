@@ -7,6 +7,7 @@ files: nothing in the product changes.
 import dagster as dg
 
 from flywheel_assets.serve.serving import current_policy
+from flywheel_assets.metadata import readable
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import world
@@ -47,11 +48,11 @@ def simulated_traffic(context: dg.AssetExecutionContext, config: SimulatedTraffi
     policy = current_policy(s.models_dir)
     stats = world.run_day(s.data_dir, s.landing_dir, cfg, context.partition_key, policy)
     day = cfg.day_index(context.partition_key)
-    return dg.MaterializeResult(metadata={
+    return dg.MaterializeResult(metadata=readable(**{
         "impressions": stats["impressions"], "interactions": stats["interactions"],
         "served_by": stats["policy_version"], "malformed_rows": stats["broken_rows"],
         "world_day": day,
-        "active_scenarios": ", ".join(s.name for s in cfg.scenarios if s.active(day)) or "none"})
+        "active_scenarios": ", ".join(s.name for s in cfg.scenarios if s.active(day)) or "none"}))
 
 
 @dg.asset(group_name="simulation", partitions_def=daily_partitions, kinds={"python"},
@@ -66,8 +67,8 @@ def oracle_evaluation(context: dg.AssetExecutionContext, world_env: WorldResourc
     s = world_env.settings
     cfg = world.load_config(world.world_dir(s.data_dir))
     record = world.oracle_day(s, cfg, context.partition_key, current_policy(s.models_dir))
-    return dg.MaterializeResult(metadata={
-        k: v for k, v in record.items() if k != "date" and v is not None})
+    return dg.MaterializeResult(metadata=readable(**{
+        k: v for k, v in record.items() if k != "date" and v is not None}))
 
 
 simulated_traffic_job = dg.define_asset_job(
