@@ -52,6 +52,23 @@ def _rotation_done(context, day: str, since: float) -> int | None:
     return records[0].storage_id if records else None
 
 
+def _ready_after_rotation(context, asset: str, relevant) -> tuple[list, str | None]:
+    """New materializations of ``asset`` (after the cursor) whose metadata ``relevant``
+    selects, each with its day and the storage id of the day's finished rotation, and the
+    cursor to keep. Stops at the first whose day is still rotating: it is looked at
+    again on the next tick."""
+    cursor, ready = context.cursor, []
+    for record in _new_materializations(context, asset):
+        mat = record.asset_materialization
+        if relevant(mat.metadata):
+            rotation = _rotation_done(context, mat.partition, record.timestamp)
+            if rotation is None:
+                break  # the day's rotation is still running: look again next tick
+            ready.append((record, mat.partition, rotation))
+        cursor = str(record.storage_id)
+    return ready, cursor
+
+
 def _drifted(context, day: str) -> bool:
     """Whether the day's latest drift report found drift."""
     records = context.instance.fetch_materializations(dg.AssetRecordsFilter(
@@ -125,19 +142,11 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
                        "`retrain_job` on the recent days only (trigger=drift) and an alert.")
 def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     s = flywheel.settings
-    records = _new_materializations(context, "drift_report")
-    requests, cursor = [], context.cursor
-    for record in records:
-        mat = record.asset_materialization
-        meta = {k: v.value for k, v in mat.metadata.items()}
-        day = mat.partition
-        if not meta.get("dataset_drift"):
-            cursor = str(record.storage_id)
-            continue
-        rotation = _rotation_done(context, day, record.timestamp)
-        if rotation is None:
-            break  # the day's rotation is still running: look again next tick
-        cursor = str(record.storage_id)
+    ready, cursor = _ready_after_rotation(
+        context, "drift_report", lambda meta: "dataset_drift" in meta and meta["dataset_drift"].value)
+    requests = []
+    for record, day, rotation in ready:
+        meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
         reason = (f"drift share {meta['drift_share']:.2f} >= {meta['drift_share_threshold']} "
                   f"on {day}; drifted: {meta.get('drifted_columns')}")
         key = f"drift:{day}:{record.storage_id}"
@@ -155,23 +164,15 @@ def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource
 @dg.sensor(jobs=[retrain_job, record_alert_job], minimum_interval_seconds=TICK_SECONDS,
            default_status=RUNNING,
            description="Online quality (engagement per request, from `curated_feedback` "
-                       "metadata) below `quality_drop_ratio` of its trailing mean → "
+                       "metadata) below `quality.drop_ratio` of its trailing mean → "
                        "`retrain_job` (trigger=quality) and an alert.")
 def quality_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     s = flywheel.settings
-    records = _new_materializations(context, "curated_feedback")
-    requests, cursor = [], context.cursor
-    for record in records:
-        mat = record.asset_materialization
-        value = mat.metadata.get("engagement_per_request")
-        day = mat.partition
-        if value is None:
-            cursor = str(record.storage_id)
-            continue
-        rotation = _rotation_done(context, day, record.timestamp)
-        if rotation is None:
-            break  # the day's rotation is still running: look again next tick
-        cursor = str(record.storage_id)
+    ready, cursor = _ready_after_rotation(
+        context, "curated_feedback", lambda meta: "engagement_per_request" in meta)
+    requests = []
+    for record, day, rotation in ready:
+        value = record.asset_materialization.metadata["engagement_per_request"]
         earlier = context.instance.fetch_materializations(dg.AssetRecordsFilter(
             asset_key=dg.AssetKey("curated_feedback"), before_storage_id=record.storage_id),
             limit=10 * s.quality.baseline_days).records
