@@ -7,7 +7,10 @@ ones as ``FLYWHEEL_<FIELD>`` (``FLYWHEEL_DATA_DIR``, ``FLYWHEEL_PSEUDONYM_SECRET
 ``FLYWHEEL_START_DATE``). An experiment changes knobs with one mapping of dotted names,
 ``{"serving.diversity": 0.0}``, given to :meth:`Settings.from_env`,
 ``build_definitions(overrides=...)`` or the resource: adding a knob touches this file
-only. Precedence: overrides, then the environment, then the defaults below.
+only. Precedence: overrides, then the environment, then the defaults below. Four knobs
+shape the Dagster definitions when they load (``start_date``, the partitions;
+``monitor.freshness_*``; ``monitor.sensor_interval_seconds``): they follow the
+environment only.
 
 Paths derive from ``FLYWHEEL_DATA_DIR`` (default: ``data/`` next to the project's
 ``pyproject.toml``), never from the current directory, so two flywheels can run side by
@@ -234,7 +237,12 @@ class Settings:
                 values[name] = os.environ[env]
         for env, name in ENV_ALIASES.items():
             if os.environ.get(env) is not None:
-                values.setdefault(name, os.environ[env])
+                # As these switches always read: anything but 0/false/off/no is on.
+                values.setdefault(name, os.environ[env].strip().lower()
+                                  not in ("0", "false", "off", "no"))
+        if os.environ.get("FLYWHEEL_PSEUDONYM_SECRET") == "":
+            raise ValueError("FLYWHEEL_PSEUDONYM_SECRET is set but empty: set a secret, or "
+                             "unset it to use the public development key (with a warning)")
         values.update(overrides or {})
         chosen = data_dir or os.environ.get("FLYWHEEL_DATA_DIR") or _default_data_dir()
         base = cls(data_dir=Path(chosen).expanduser().resolve())

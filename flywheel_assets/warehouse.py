@@ -164,12 +164,14 @@ def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, partition_dat
     ).fetchall()[0][0]
 
 
-def replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key: dict, row: dict) -> None:
+def replace_rows(conn: duckdb.DuckDBPyConnection, table: str, key: dict, row: dict,
+                 own_transaction: bool = True) -> None:
     """Replace the rows of ``table`` matching ``key`` (column → value, e.g. the
-    partition) with one ``row`` (column → value), in one transaction."""
+    partition) with one ``row`` (column → value), in one transaction (the caller's,
+    when ``own_transaction`` is False)."""
     where = " AND ".join(f"{column} = ?" for column in key)
     columns = ", ".join(row)
-    with transaction(conn):
+    with transaction(conn) if own_transaction else contextlib.nullcontext(conn):
         conn.execute(f"DELETE FROM {table} WHERE {where}", list(key.values()))
         conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})",
                      list(row.values()))
@@ -193,12 +195,14 @@ def window_start(partition_date: str, days: int) -> str:
 
 
 def record_check(conn: duckdb.DuckDBPyConnection, partition_date: str, asset: str,
-                 check_name: str, passed: bool, description: str | None = None) -> None:
+                 check_name: str, passed: bool, description: str | None = None,
+                 own_transaction: bool = True) -> None:
     """Keep the latest result of a blocking check per partition, so that the promotion
     gate can see it even when it runs in another run than the check."""
     key = {"partition_date": partition_date, "asset": asset, "check_name": check_name}
     replace_rows(conn, "monitor.check_results", key,
-                 {**key, "passed": bool(passed), "description": description, "checked_at": now()})
+                 {**key, "passed": bool(passed), "description": description, "checked_at": now()},
+                 own_transaction)
 
 
 def now() -> dt.datetime:

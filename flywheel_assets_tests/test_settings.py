@@ -57,3 +57,11 @@ def test_the_definitions_resource_carries_the_overrides(tmp_path):
     assert resource.settings.curation.filters is False
     assert resource.settings.gate.min_effect == 0.3
     assert resource.settings.data_dir == tmp_path.resolve()
+
+
+def test_the_older_switches_keep_their_rule_and_an_empty_secret_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLYWHEEL_FILTERS", "n")  # anything but 0/false/off/no is on
+    assert Settings.from_env(tmp_path).curation.filters is True
+    monkeypatch.setenv("FLYWHEEL_PSEUDONYM_SECRET", "")
+    with pytest.raises(ValueError, match="FLYWHEEL_PSEUDONYM_SECRET is set but empty"):
+        Settings.from_env(tmp_path)

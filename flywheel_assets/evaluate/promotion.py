@@ -19,8 +19,9 @@ a candidate trained for an earlier day than the champion in service is never pro
 (a stale comparison); a re-run of the day whose candidate is already in service keeps
 it (the gate never demotes); a candidate compared with another champion than the one
 in service is not promoted until it is evaluated again. `promotion_gate` records the
-decision in `ml.gate_decisions`; `champion_model` applies it (:func:`apply_decision`),
-after checking that nothing it rests on changed since. The gate, ``flywheel promote``
+decision in `ml.gate_decisions` (and its result in `monitor.check_results`, in the same
+transaction); `champion_model` applies it (:func:`apply_decision`), after checking that
+nothing it rests on changed since. The gate, ``flywheel promote``
 and ``flywheel rollback`` all change the champion through :func:`change_champion`:
 one audit row shape in `ml.promotions`, one pointer and history in the model store.
 """
@@ -171,7 +172,7 @@ def decide_for_day(facts: DayFacts, policy: GatePolicy = GatePolicy()) -> Decisi
                  f"({current}, trained for {facts.in_service_trained_for})")
     decision = decide(record, facts.data_problems, policy, older,
                       has_champion=compared_with is not None)
-    if current == candidate:
+    if current == candidate and not facts.data_problems:
         return Decision(True, [RERUN, *decision.reasons], decision.figures)
     if decision.promote and current != compared_with:
         return Decision(False, [
@@ -185,12 +186,15 @@ def record_decision(conn: duckdb.DuckDBPyConnection, facts: DayFacts, decision: 
     day: the latest decision), together with the gate's check result."""
     record = facts.record
     day = record["partition_date"]
-    warehouse.replace_rows(conn, "ml.gate_decisions", {"partition_date": day}, {
-        "partition_date": day, "candidate_version": record["candidate_version"],
-        "compared_with": record.get("champion_version"), "in_service": facts.in_service,
-        "promote": decision.promote,
-        "decision": json.dumps(asdict(decision), default=str), "decided_at": warehouse.now()})
-    warehouse.record_check(conn, day, *GATE, decision.promote, "; ".join(decision.reasons))
+    with warehouse.transaction(conn):
+        warehouse.replace_rows(conn, "ml.gate_decisions", {"partition_date": day}, {
+            "partition_date": day, "candidate_version": record["candidate_version"],
+            "compared_with": record.get("champion_version"), "in_service": facts.in_service,
+            "promote": decision.promote,
+            "decision": json.dumps(asdict(decision), default=str), "decided_at": warehouse.now()},
+            own_transaction=False)
+        warehouse.record_check(conn, day, *GATE, decision.promote, "; ".join(decision.reasons),
+                               own_transaction=False)
 
 
 def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: dict,
@@ -203,18 +207,24 @@ def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: di
     current = model_store.champion_version(models_dir)
     row = conn.execute("SELECT candidate_version, in_service, decision FROM ml.gate_decisions "
                        "WHERE partition_date = ?", [day]).fetchone()
-    if row is None or row[0] != candidate:
+    recorded = (Decision(**json.loads(row[2])) if row is not None and row[0] == candidate
+                else None)
+    if current == candidate:
+        # A re-run: the champion stays (the gate never demotes; rolling back is the
+        # operator's call).
+        reasons = recorded.reasons if recorded else []
+        decision = Decision(True, reasons if reasons[:1] == [RERUN] else [RERUN, *reasons],
+                            recorded.figures if recorded else {})
+    elif recorded is None:
         decision = Decision(False, [f"promotion_gate has not decided on {candidate} for {day}; "
                                     "run the gate (model_evaluation:promotion_gate) first"])
     else:
-        decision = Decision(**json.loads(row[2]))
+        decision = recorded
         problems = warehouse.failed_or_missing_checks(conn, day, DATA_CHECKS)
-        if current == candidate:
-            if not decision.reasons[0].startswith(RERUN):
-                decision = Decision(True, [RERUN, *decision.reasons], decision.figures)
-        elif problems:
+        if problems:
             decision = Decision(False, ["blocking checks upstream did not pass: "
-                                        + "; ".join(problems)], decision.figures)
+                                        + "; ".join(problems)],
+                                {"policy": recorded.figures.get("policy")})
         elif decision.promote and current != row[1]:
             decision = Decision(False, [
                 f"the champion in service changed since the gate decided ({row[1] or 'none'} "

@@ -36,13 +36,15 @@ def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
             "reference": "none: the day was not served by a trained model"})
     v = report.verdict
     return dg.MaterializeResult(metadata=readable(
-        drift_share=v.drift_share, dataset_drift=v.dataset_drift,
+        # Copied into the drift alert (`monitor.alerts`) at the precision it always had.
+        drift_share=dg.MetadataValue.float(round(v.drift_share, 4)), dataset_drift=v.dataset_drift,
         drift_share_threshold=s.drift.share_threshold,
         drifted_columns=", ".join(d.column for d in v.drifts if d.drifted) or "none",
         columns_compared=len(v.drifts), top_drifted_columns=markdown(report.top_markdown()),
         served_by=report.served_by, reference_window=report.reference_window,
         not_compared=report.not_compared,
-        evidently_drift_share=report.evidently.get("evidently_drift_share"),
+        evidently_drift_share=(None if report.evidently.get("evidently_drift_share") is None
+                               else dg.MetadataValue.float(report.evidently["evidently_drift_share"])),
         evidently_sample_rows=s.drift.sample_rows,
         **({"report": dg.MetadataValue.path(report.html)} if report.html else {})))
 

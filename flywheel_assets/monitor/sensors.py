@@ -21,20 +21,19 @@ from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.resources import FlywheelResource
 from flywheel_assets.settings import Settings
 
-_monitor = Settings.from_env().monitor
-TICK_SECONDS = _monitor.sensor_interval_seconds
-LOOKBACK_SECONDS = _monitor.sensor_lookback_seconds
+# How often sensors tick is fixed when the definitions load (environment only).
+TICK_SECONDS = Settings.from_env().monitor.sensor_interval_seconds
 TRIGGER, REASON = "trigger", "flywheel/reason"
 AFTER_ROTATION = "flywheel/after_rotation"
 RUNNING = dg.DefaultSensorStatus.RUNNING
 
 
-def _new_materializations(context, asset: str) -> list:
+def _new_materializations(context, asset: str, lookback_seconds: float) -> list:
     """Materializations of ``asset`` after the cursor, oldest first."""
     after = int(context.cursor) if context.cursor else None
     records_filter = dg.AssetRecordsFilter(
         asset_key=dg.AssetKey(asset), after_storage_id=after,
-        after_timestamp=None if after else time.time() - LOOKBACK_SECONDS)
+        after_timestamp=None if after else time.time() - lookback_seconds)
     return context.instance.fetch_materializations(records_filter, limit=100,
                                                    ascending=True).records
 
@@ -52,13 +51,14 @@ def _rotation_done(context, day: str, since: float) -> int | None:
     return records[0].storage_id if records else None
 
 
-def _ready_after_rotation(context, asset: str, relevant) -> tuple[list, str | None]:
+def _ready_after_rotation(context, asset: str, relevant,
+                          lookback_seconds: float) -> tuple[list, str | None]:
     """New materializations of ``asset`` (after the cursor) whose metadata ``relevant``
     selects, each with its day and the storage id of the day's finished rotation, and the
     cursor to keep. Stops at the first whose day is still rotating: it is looked at
     again on the next tick."""
     cursor, ready = context.cursor, []
-    for record in _new_materializations(context, asset):
+    for record in _new_materializations(context, asset, lookback_seconds):
         mat = record.asset_materialization
         if relevant(mat.metadata):
             rotation = _rotation_done(context, mat.partition, record.timestamp)
@@ -143,7 +143,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
 def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     s = flywheel.settings
     ready, cursor = _ready_after_rotation(
-        context, "drift_report", lambda meta: "dataset_drift" in meta and meta["dataset_drift"].value)
+        context, "drift_report", lambda meta: "dataset_drift" in meta and meta["dataset_drift"].value,
+        s.monitor.sensor_lookback_seconds)
     requests = []
     for record, day, rotation in ready:
         meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
@@ -169,7 +170,8 @@ def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource
 def quality_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     s = flywheel.settings
     ready, cursor = _ready_after_rotation(
-        context, "curated_feedback", lambda meta: "engagement_per_request" in meta)
+        context, "curated_feedback", lambda meta: "engagement_per_request" in meta,
+        s.monitor.sensor_lookback_seconds)
     requests = []
     for record, day, rotation in ready:
         value = record.asset_materialization.metadata["engagement_per_request"]

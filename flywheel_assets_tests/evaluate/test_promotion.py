@@ -1,6 +1,16 @@
-"""The promotion rule on recorded evaluations (plain Python)."""
+"""The promotion rule on recorded evaluations, and the decision the gate records and
+champion_model applies (plain Python on a scratch warehouse)."""
 
+import json
+
+import pytest
+
+from flywheel_assets import warehouse
 from flywheel_assets.evaluate import promotion
+from flywheel_assets.settings import Settings
+from flywheel_assets.train import model_store
+from flywheel_assets.train.model import train
+from flywheel_assets_tests.helpers import tiny_training_rows
 
 
 def _record(delta_ci=(0.1, 0.3), cand_cov=0.8, champ_cov=0.8, cand_gini=0.7, champ_gini=0.7,
@@ -54,3 +64,104 @@ def test_without_supported_off_policy_evidence_the_gate_uses_the_holdout():
     decision = promotion.decide(no_pools)
     assert "no logged candidate pools" in decision.figures["primary"]["metric"]
     assert decision.promote  # holdout interval 0.05 .. 0.15 clears 0
+
+
+# --- the decision recorded by the gate and applied by champion_model ------------------
+
+
+DAY = "2026-01-05"
+
+
+@pytest.fixture
+def flywheel(tmp_path):
+    """Three small models (trained for days 1, 5 and 9), m1 in service, and a warehouse
+    whose blocking data checks for DAY all passed."""
+    settings = Settings.from_env(tmp_path)
+    for i, (version, day) in enumerate([("m1", "2026-01-01"), ("m2", DAY), ("m3", "2026-01-09")]):
+        model_store.save_model(settings.models_dir, version, train(tiny_training_rows(i), max_iter=5),
+                               {"partition_date": day})
+    model_store.set_champion(settings.models_dir, "m1", "first", "test")
+    with warehouse.connect(settings.warehouse_path) as conn:
+        for asset, check in promotion.DATA_CHECKS:
+            warehouse.record_check(conn, DAY, asset, check, True)
+        yield settings, conn
+
+
+def _day_record(candidate="m2", champion="m1"):
+    return {**_record(), "partition_date": DAY, "candidate_version": candidate,
+            "champion_version": champion}
+
+
+def _gate(settings, conn, record):
+    facts = promotion.day_facts(conn, settings.models_dir, record)
+    decision = promotion.decide_for_day(facts, settings.gate)
+    promotion.record_decision(conn, facts, decision)
+    return decision
+
+
+def _last_promotion(conn):
+    row = conn.execute("SELECT promoted, new_champion, actor, reasons FROM ml.promotions "
+                       "ORDER BY decided_at DESC LIMIT 1").fetchone()
+    return row[0], row[1], row[2], json.loads(row[3])
+
+
+def test_the_gate_records_its_decision_once_and_champion_model_applies_it(flywheel):
+    settings, conn = flywheel
+    record = _day_record()
+    assert _gate(settings, conn, record).promote
+    gate_row = conn.execute("SELECT candidate_version, in_service, promote FROM ml.gate_decisions "
+                            "WHERE partition_date = ?", [DAY]).fetchone()
+    assert gate_row == ("m2", "m1", True)
+    assert not warehouse.failed_or_missing_checks(conn, DAY, [promotion.GATE])
+    decision, champion = promotion.apply_decision(conn, settings.models_dir, record, "dagster:run")
+    assert decision.promote and champion == "m2"
+    assert model_store.champion_version(settings.models_dir) == "m2"
+    promoted, new, actor, reasons = _last_promotion(conn)
+    assert (promoted, new, actor) == (True, "m2", "gate")
+    assert set(reasons) == {"reasons", "figures"} and "primary" in reasons["figures"]
+
+
+def test_a_data_check_failing_after_the_gate_holds_the_champion(flywheel):
+    settings, conn = flywheel
+    record = _day_record()
+    assert _gate(settings, conn, record).promote
+    warehouse.record_check(conn, DAY, "raw_items", "rows_reconcile", False, "planted failure")
+    decision, champion = promotion.apply_decision(conn, settings.models_dir, record, "dagster:run")
+    assert not decision.promote and champion == "m1"
+    assert model_store.champion_version(settings.models_dir) == "m1"
+    assert "planted failure" in _last_promotion(conn)[3]["reasons"][0]
+
+
+def test_an_operator_change_between_gate_and_apply_is_not_overridden(flywheel):
+    settings, conn = flywheel
+    record = _day_record()
+    assert _gate(settings, conn, record).promote
+    promotion.promote(settings, "m3", "test: operator's choice", "operator:test")
+    decision, champion = promotion.apply_decision(conn, settings.models_dir, record, "dagster:run")
+    assert not decision.promote and champion == "m3"
+    assert model_store.champion_version(settings.models_dir) == "m3"
+    assert "changed since the gate decided" in decision.reasons[0]
+
+
+def test_a_rerun_never_demotes_even_without_a_recorded_decision(flywheel):
+    settings, conn = flywheel
+    model_store.set_champion(settings.models_dir, "m2", "promoted earlier", "test")
+    decision, champion = promotion.apply_decision(conn, settings.models_dir, _day_record(),
+                                                  "dagster:run")
+    assert decision.promote and champion == "m2" and decision.reasons[0] == promotion.RERUN
+    assert model_store.champion_version(settings.models_dir) == "m2"
+
+
+def test_without_a_gate_decision_nothing_is_promoted(flywheel):
+    settings, conn = flywheel
+    decision, champion = promotion.apply_decision(conn, settings.models_dir, _day_record(),
+                                                  "dagster:run")
+    assert not decision.promote and champion == "m1"
+    assert "has not decided" in decision.reasons[0]
+
+
+def test_a_candidate_older_than_the_champion_in_service_is_never_promoted(flywheel):
+    settings, conn = flywheel
+    model_store.set_champion(settings.models_dir, "m3", "newer", "test")
+    decision = _gate(settings, conn, _day_record(champion="m3"))
+    assert not decision.promote and "before the champion in service" in decision.reasons[0]

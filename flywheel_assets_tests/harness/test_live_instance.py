@@ -23,7 +23,7 @@ def test_the_drift_sensor_retrains_and_the_gate_decides(live_instance):
                                   if r["status"] in FINISHED] or None, 120,
                          what="the landing-triggered rotation to finish")
     assert [r["status"] for r in rotations] == ["SUCCESS"]
-    assert outcome["drift_share"] >= live_instance["settings"].drift_share_threshold
+    assert outcome["drift_share"] >= live_instance["settings"].drift.share_threshold
     # ... and the drift sensor launched a retrain, tagged with its trigger and reason.
     assert outcome["retrain_status"] == "SUCCESS"
     assert outcome["retrain_tags"]["trigger"] == "drift"
