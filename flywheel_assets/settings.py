@@ -19,7 +19,6 @@ side in different data directories.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import shutil

@@ -35,8 +35,8 @@ LIVE_TIMEOUT_SECONDS = 420
 def live_instance(tmp_path_factory):
     import socket
 
-    from flywheel_assets.harness.services import DagsterServices, group_members
     from flywheel_assets.harness import drill
+    from flywheel_assets.harness.services import DagsterServices, group_members
 
     data_dir = tmp_path_factory.mktemp("live") / "data"
     settings = drill.warm_up(data_dir, LIVE_WORLD, days=2)

@@ -5,15 +5,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from flywheel_assets.train import model_store
-from flywheel_assets.evaluate import promotion
 from flywheel_assets import warehouse
-from flywheel_assets.ingest.pseudonymise import user_key
-from flywheel_assets.serve.serving import current_policy
 from flywheel_assets.definitions import build_definitions
+from flywheel_assets.evaluate import promotion
+from flywheel_assets.ingest.pseudonymise import user_key
 from flywheel_assets.settings import Settings
-from flywheel_assets.simulation import world
 from flywheel_assets.simulation.config import WorldConfig
+from flywheel_assets.train import model_store
 from flywheel_assets_tests.helpers import turn_the_wheel
 
 DAYS = ["2026-01-01", "2026-01-02"]

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 
 from flywheel_assets.definitions import build_definitions
-from flywheel_assets.settings import (GROUPS, Settings, encode, env_name, knob_names)
+from flywheel_assets.settings import GROUPS, Settings, encode, env_name, knob_names
 
 
 def test_every_knob_reads_its_environment_variable(monkeypatch, tmp_path):

@@ -7,14 +7,13 @@ its reason, so curated rows + removed rows = input rows, per partition.
 from __future__ import annotations
 
 import duckdb
-
 import pandas as pd
 
 from flywheel_assets import warehouse
 from flywheel_assets.curate.filters import FilterRules, flag_bots, removal_sql
 from flywheel_assets.curate.label_noise import flag_label_issues
-from flywheel_assets.ingest.contract import DEFAULT_SIGNALS
 from flywheel_assets.curate.signals import grade_sql
+from flywheel_assets.ingest.contract import DEFAULT_SIGNALS
 
 _FLAGS = ",\n".join(f"bool_or(signal = '{s}') AS has_{s}" for s in DEFAULT_SIGNALS)
 _FLAG_COLUMNS = ", ".join(f"coalesce(e.has_{s}, FALSE) AS has_{s}" for s in DEFAULT_SIGNALS)

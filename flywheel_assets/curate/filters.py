@@ -8,11 +8,9 @@ users are capped so no single user dominates the training data.
 
 from __future__ import annotations
 
-
 import duckdb
 
 from flywheel_assets.settings import CurationRules
-
 
 # The filters' thresholds are the `curation_rules` group of the settings.
 FilterRules = CurationRules

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from flywheel_assets.curate.feedback import latest_snapshot_date
+from flywheel_assets.curate.signals import DEFAULT_HIERARCHY, grade_sql
 from flywheel_assets.evaluate.off_policy import TargetRows
 from flywheel_assets.serve.serving import PLAIN_TOP_K, Reranking
-from flywheel_assets.curate.signals import DEFAULT_HIERARCHY, grade_sql
 
 
 def logged_pools(conn: duckdb.DuckDBPyConnection, partition_date: str, max_requests: int,

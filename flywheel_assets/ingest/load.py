@@ -16,10 +16,10 @@ import duckdb
 import pandas as pd
 
 from flywheel_assets import warehouse
-from flywheel_assets.reporting import markdown_table
 from flywheel_assets.ingest.contract import StreamContract, quote_ident, rejection_sql, typed_expr
-from flywheel_assets.ingest.reader import file_format, read_landing_file
 from flywheel_assets.ingest.pseudonymise import key_map
+from flywheel_assets.ingest.reader import file_format, read_landing_file
+from flywheel_assets.reporting import markdown_table
 
 SUCCESS_MARKER = "_SUCCESS"
 

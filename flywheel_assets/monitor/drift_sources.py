@@ -25,8 +25,8 @@ training rows are smaller (the model has seen them) and would always read as dri
 
 from __future__ import annotations
 
-from flywheel_assets.monitor.drift import ColumnSpec
 from flywheel_assets.curate.signals import grade_sql
+from flywheel_assets.monitor.drift import ColumnSpec
 
 REQUEST_COLUMNS = [ColumnSpec("device", "categorical"), ColumnSpec("country", "categorical"),
                    ColumnSpec("age_band", "categorical"), ColumnSpec("hour", "numeric"),

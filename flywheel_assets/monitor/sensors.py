@@ -14,8 +14,8 @@ import time
 
 import dagster as dg
 
-from flywheel_assets.monitor.alerts import Alert
 from flywheel_assets.jobs import daily_rotation_job, retrain_job
+from flywheel_assets.monitor.alerts import Alert
 from flywheel_assets.monitor.jobs import alert_run_config, record_alert_job
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.resources import FlywheelResource

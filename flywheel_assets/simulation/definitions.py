@@ -6,9 +6,9 @@ files: nothing in the product changes.
 
 import dagster as dg
 
-from flywheel_assets.serve.serving import current_policy
 from flywheel_assets.metadata import readable
 from flywheel_assets.partitions import daily_partitions
+from flywheel_assets.serve.serving import current_policy
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import world
 from flywheel_assets.simulation.config import Scenario

@@ -9,10 +9,10 @@ import numpy as np
 
 from flywheel_assets import warehouse
 from flywheel_assets.ingest.pseudonymise import user_key
-from flywheel_assets.train.training_set import effective_sample_size
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import truth
 from flywheel_assets.simulation.config import WorldConfig
+from flywheel_assets.train.training_set import effective_sample_size
 
 
 def measure(settings: Settings, config: WorldConfig, date: str) -> dict:

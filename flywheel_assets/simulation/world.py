@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flywheel_assets.train import model_store
 from flywheel_assets import warehouse
 from flywheel_assets.serve.serving import RankingPolicy, popularity_policy
 from flywheel_assets.settings import Settings
@@ -19,6 +18,7 @@ from flywheel_assets.simulation.config import Scenario, WorldConfig
 from flywheel_assets.simulation.landing_writer import write_day
 from flywheel_assets.simulation.oracle import evaluate_policies, off_policy_truth
 from flywheel_assets.simulation.traffic import simulate_day
+from flywheel_assets.train import model_store
 
 
 def world_dir(data_dir: Path) -> Path:

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flywheel_assets.curate import feedback as curate
 from flywheel_assets import warehouse
+from flywheel_assets.curate import feedback as curate
 from flywheel_assets.curate.filters import FilterRules
 from flywheel_assets.curate.label_noise import flag_label_issues
 

@@ -8,14 +8,13 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from flywheel_assets.train import model_store
-from flywheel_assets.evaluate import promotion
 from flywheel_assets import warehouse
+from flywheel_assets.evaluate import promotion
 from flywheel_assets.serve.serving import current_policy
-from flywheel_assets.definitions import build_definitions
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import world
 from flywheel_assets.simulation.config import WorldConfig
+from flywheel_assets.train import model_store
 from flywheel_assets_tests.helpers import land_day, rotate, turn_the_wheel
 
 CONFIG = WorldConfig(n_users=600, n_items=300, requests_per_day=4000, pool_size=20)

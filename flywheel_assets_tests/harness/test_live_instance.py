@@ -8,9 +8,9 @@ import json
 import duckdb
 import pytest
 
-from flywheel_assets.train import model_store
 from flywheel_assets import warehouse
 from flywheel_assets.harness.drill import FINISHED, runs_with_tag, wait_for
+from flywheel_assets.train import model_store
 from flywheel_assets_tests.conftest import LIVE_TIMEOUT_SECONDS
 
 pytestmark = pytest.mark.slow

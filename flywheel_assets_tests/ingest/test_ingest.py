@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from flywheel_assets import warehouse
-from flywheel_assets.ingest.pseudonymise import user_key
 from flywheel_assets.curate import assets as curate_assets
+from flywheel_assets.definitions import build_definitions
 from flywheel_assets.ingest import assets as ingest_assets
 from flywheel_assets.ingest import checks as ingest_checks
-from flywheel_assets.resources import FlywheelResource
-from flywheel_assets.definitions import build_definitions
 from flywheel_assets.ingest.contract import RAW_ASSETS as RAW_TABLES
+from flywheel_assets.ingest.pseudonymise import user_key
+from flywheel_assets.resources import FlywheelResource
 from flywheel_assets.settings import DEV_PSEUDONYM_SECRET
 
 DAY = "2026-01-01"

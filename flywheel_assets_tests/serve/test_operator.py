@@ -6,14 +6,14 @@ import os
 
 import pytest
 
-from flywheel_assets.cli import main
-from flywheel_assets.train import model_store
 from flywheel_assets import warehouse
-from flywheel_assets.train.model import train
+from flywheel_assets.cli import main
 from flywheel_assets.serve.serving import current_policy
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation.config import WorldConfig
 from flywheel_assets.simulation.traffic import simulate_day
+from flywheel_assets.train import model_store
+from flywheel_assets.train.model import train
 from flywheel_assets_tests.helpers import tiny_training_rows
 
 
