@@ -239,10 +239,13 @@ class Settings:
                 # As these switches always read: anything but 0/false/off/no is on.
                 values.setdefault(name, os.environ[env].strip().lower()
                                   not in ("0", "false", "off", "no"))
-        if os.environ.get("FLYWHEEL_PSEUDONYM_SECRET") == "":
+        if os.environ.get("FLYWHEEL_PSEUDONYM_SECRET") is not None:
+            values["pseudonym_secret"] = os.environ["FLYWHEEL_PSEUDONYM_SECRET"]
+        values.update(overrides or {})
+        secret = values.get("pseudonym_secret")
+        if isinstance(secret, str) and not secret.strip():
             raise ValueError("FLYWHEEL_PSEUDONYM_SECRET is set but empty: set a secret, or "
                              "unset it to use the public development key (with a warning)")
-        values.update(overrides or {})
         chosen = data_dir or os.environ.get("FLYWHEEL_DATA_DIR") or _default_data_dir()
         base = cls(data_dir=Path(chosen).expanduser().resolve())
         return base.override(values)
@@ -335,8 +338,8 @@ def _field_type(owner: type, name: str):
 
 
 def _parse(value: object, kind, name: str):
-    if not isinstance(value, str):
-        return value
+    if not isinstance(value, str) or kind is str:
+        return value  # text knobs (the pseudonym secret) are taken verbatim
     text = value.strip()
     try:
         if kind is bool:

@@ -60,8 +60,15 @@ def test_the_definitions_resource_carries_the_overrides(tmp_path):
 
 
 def test_the_older_switches_keep_their_rule_and_an_empty_secret_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLYWHEEL_FILTERS", "OFF")
+    assert Settings.from_env(tmp_path).curation.filters is False
     monkeypatch.setenv("FLYWHEEL_FILTERS", "n")  # anything but 0/false/off/no is on
-    assert Settings.from_env(tmp_path).curation.filters is True
-    monkeypatch.setenv("FLYWHEEL_PSEUDONYM_SECRET", "")
-    with pytest.raises(ValueError, match="FLYWHEEL_PSEUDONYM_SECRET is set but empty"):
-        Settings.from_env(tmp_path)
+    monkeypatch.setenv("FLYWHEEL_IPS", "no")
+    s = Settings.from_env(tmp_path)
+    assert s.curation.filters is True and s.training.ips is False
+    monkeypatch.setenv("FLYWHEEL_PSEUDONYM_SECRET", " s3cret ")  # a secret is taken verbatim
+    assert Settings.from_env(tmp_path).pseudonym_secret == " s3cret "
+    for empty in ("", "   "):
+        monkeypatch.setenv("FLYWHEEL_PSEUDONYM_SECRET", empty)
+        with pytest.raises(ValueError, match="FLYWHEEL_PSEUDONYM_SECRET is set but empty"):
+            Settings.from_env(tmp_path)

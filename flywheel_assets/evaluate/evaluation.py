@@ -196,12 +196,23 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
                                    settings.serving.popularity_balance))}
     written = report.write(settings.reports_dir, record)
     with connect() as conn:
-        warehouse.replace_rows(conn, "ml.model_evaluations", {"partition_date": day}, {
-            "partition_date": day, "candidate_version": candidate, "champion_version": champion,
-            "holdout_rows": len(holdout), "holdout_requests": record["holdout_requests"],
-            "metrics": json.dumps(record, default=str), "report_path": str(written["dir"]),
-            "evaluated_at": warehouse.now()})
+        record_evaluation(conn, record, written["dir"])
     return {**record, "report": written}
+
+
+def record_evaluation(conn, record: dict, report_dir) -> None:
+    """Replace the day's evaluation in `ml.model_evaluations`. A gate decision taken on
+    the evaluation it replaces goes with it, in the same transaction: the gate must
+    judge the new evidence before `champion_model` can apply anything."""
+    day = record["partition_date"]
+    with warehouse.transaction(conn):
+        warehouse.replace_rows(conn, "ml.model_evaluations", {"partition_date": day}, {
+            "partition_date": day, "candidate_version": record["candidate_version"],
+            "champion_version": record["champion_version"],
+            "holdout_rows": record["holdout_rows"], "holdout_requests": record["holdout_requests"],
+            "metrics": json.dumps(record, default=str), "report_path": str(report_dir),
+            "evaluated_at": warehouse.now()}, own_transaction=False)
+        conn.execute("DELETE FROM ml.gate_decisions WHERE partition_date = ?", [day])
 
 
 def read_evaluation(conn, partition_date: str) -> dict | None:

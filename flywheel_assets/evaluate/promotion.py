@@ -205,10 +205,12 @@ def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: di
     appended to `ml.promotions`. Returns the decision applied and the champion after."""
     day, candidate = record["partition_date"], record["candidate_version"]
     current = model_store.champion_version(models_dir)
-    row = conn.execute("SELECT candidate_version, in_service, decision FROM ml.gate_decisions "
-                       "WHERE partition_date = ?", [day]).fetchone()
-    recorded = (Decision(**json.loads(row[2])) if row is not None and row[0] == candidate
-                else None)
+    row = conn.execute("SELECT candidate_version, compared_with, in_service, decision "
+                       "FROM ml.gate_decisions WHERE partition_date = ?", [day]).fetchone()
+    # The gate's decision on this very evaluation (same candidate, same champion
+    # compared with; a new evaluation of the day deletes the decision on the old one).
+    recorded = (Decision(**json.loads(row[3])) if row is not None and row[0] == candidate
+                and row[1] == record.get("champion_version") else None)
     if current == candidate:
         # A re-run: the champion stays (the gate never demotes; rolling back is the
         # operator's call).
@@ -225,9 +227,9 @@ def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: di
             decision = Decision(False, ["blocking checks upstream did not pass: "
                                         + "; ".join(problems)],
                                 {"policy": recorded.figures.get("policy")})
-        elif decision.promote and current != row[1]:
+        elif decision.promote and current != row[2]:
             decision = Decision(False, [
-                f"the champion in service changed since the gate decided ({row[1] or 'none'} "
+                f"the champion in service changed since the gate decided ({row[2] or 'none'} "
                 f"→ {current}); materialise model_evaluation again"], decision.figures)
     new = candidate if decision.promote else current
     change_champion(conn, models_dir, new_version=new, reasons=decision.reasons,

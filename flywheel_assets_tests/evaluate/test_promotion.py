@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flywheel_assets import warehouse
-from flywheel_assets.evaluate import promotion
+from flywheel_assets.evaluate import evaluation, promotion
 from flywheel_assets.settings import Settings
 from flywheel_assets.train import model_store
 from flywheel_assets.train.model import train
@@ -150,6 +150,29 @@ def test_a_rerun_never_demotes_even_without_a_recorded_decision(flywheel):
                                                   "dagster:run")
     assert decision.promote and champion == "m2" and decision.reasons[0] == promotion.RERUN
     assert model_store.champion_version(settings.models_dir) == "m2"
+    promoted, new, _, _ = _last_promotion(conn)
+    assert promoted and new == "m2"
+
+
+def test_a_new_evaluation_of_the_day_needs_the_gate_again(flywheel):
+    settings, conn = flywheel
+    record = _day_record()
+    assert _gate(settings, conn, record).promote
+    # The day is evaluated again (its evidence may now say otherwise); no gate has run.
+    promotion_record = {**record, "holdout_rows": 1, "holdout_requests": 1}
+    evaluation.record_evaluation(conn, promotion_record, settings.reports_dir)
+    decision, champion = promotion.apply_decision(conn, settings.models_dir, record, "dagster:run")
+    assert not decision.promote and champion == "m1"
+    assert "has not decided" in decision.reasons[0]
+
+
+def test_a_decision_against_another_champion_is_not_applied(flywheel):
+    settings, conn = flywheel
+    assert _gate(settings, conn, _day_record()).promote
+    # The same candidate, evaluated against no champion: not what the gate judged.
+    decision, champion = promotion.apply_decision(conn, settings.models_dir,
+                                                  _day_record(champion=None), "dagster:run")
+    assert not decision.promote and champion == "m1"
 
 
 def test_without_a_gate_decision_nothing_is_promoted(flywheel):
