@@ -23,10 +23,6 @@ def readable(**values) -> dict:
     return out
 
 
-def markdown(text: str) -> dg.MetadataValue:
-    return dg.MetadataValue.md(text)
-
-
 def bullets(lines: list[str]) -> dg.MetadataValue:
     return dg.MetadataValue.md("\n".join(f"- {line}" for line in lines))
 

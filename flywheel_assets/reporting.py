@@ -37,21 +37,27 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
     return "\n".join(lines)
 
 
-def png_data_uri(fig) -> str:
-    """A matplotlib figure as a PNG data URI (for markdown), the figure closed after."""
+def png_bytes(fig) -> bytes:
+    """A matplotlib figure as PNG, the figure closed after."""
     import matplotlib.pyplot as plt
 
     buf = BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
 
 
-def new_figure(width: float, height: float, dpi: int = 80):
-    """A headless matplotlib figure and its axes."""
+def data_uri(png: bytes) -> str:
+    """PNG bytes as a data URI, to embed in markdown metadata."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def new_figure(width: float, height: float, dpi: int = 80, ncols: int = 1):
+    """A headless matplotlib figure and its axes (matplotlib is imported here, not when
+    the code location loads)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height), dpi=dpi)
+    return plt.subplots(1, ncols, figsize=(width, height), dpi=dpi)

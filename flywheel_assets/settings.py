@@ -20,6 +20,7 @@ side in different data directories.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import shutil
 import typing
@@ -333,8 +334,13 @@ def encode(values: Mapping[str, object]) -> dict[str, str]:
                 str(v).lower() if isinstance(v, bool) else str(v)) for k, v in values.items()}
 
 
+@functools.cache
+def _type_hints(owner: type) -> dict:
+    return typing.get_type_hints(owner)
+
+
 def _field_type(owner: type, name: str):
-    return typing.get_type_hints(owner)[name]
+    return _type_hints(owner)[name]
 
 
 def _parse(value: object, kind, name: str):

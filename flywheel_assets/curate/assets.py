@@ -4,7 +4,7 @@ import dagster as dg
 
 from flywheel_assets.curate import feedback
 from flywheel_assets.curate import position_bias as pb
-from flywheel_assets.metadata import markdown, readable
+from flywheel_assets.metadata import readable
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.reporting import markdown_table
 from flywheel_assets.resources import FlywheelResource
@@ -43,7 +43,7 @@ def curated_feedback(context: dg.AssetExecutionContext, flywheel: FlywheelResour
     return dg.MaterializeResult(metadata=readable(**{
         "dagster/row_count": stats.pop("rows"), **stats,
         "rows_removed": sum(removed.values()),
-        "removed_by_reason": markdown(markdown_table(["reason", "rows"], removed.items())),
+        "removed_by_reason": dg.MetadataValue.md(markdown_table(["reason", "rows"], removed.items())),
         # Read by quality_sensor at full precision: mean summed grade per request.
         "engagement_per_request": dg.MetadataValue.float(round(engagement, 5))}))
 
@@ -64,4 +64,4 @@ def position_bias(context: dg.AssetExecutionContext, flywheel: FlywheelResource)
     return dg.MaterializeResult(metadata=readable(
         explored_requests=int(curve["explored_requests"].iloc[0]),
         examination_at_last_position=float(curve["examination"].iloc[-1]),
-        curve=markdown(pb.curve_markdown(curve)), method=pb.METHOD))
+        curve=dg.MetadataValue.md(pb.curve_markdown(curve)), method=pb.METHOD))

@@ -1,21 +1,12 @@
 """Evaluate: candidate vs champion on the same data, and the champion pointer that
 applies the gate's decision (the gate itself is in checks.py)."""
 
-import datetime as dt
-
 import dagster as dg
 
 from flywheel_assets.evaluate import evaluation, promotion
-from flywheel_assets.metadata import bullets, markdown, readable
-from flywheel_assets.partitions import daily_partitions
+from flywheel_assets.metadata import bullets, readable
+from flywheel_assets.partitions import DAILY_FRESHNESS, daily_partitions
 from flywheel_assets.resources import FlywheelResource
-from flywheel_assets.settings import Settings
-
-_monitor = Settings.from_env().monitor
-# A decision a day: on-call sees a stale champion in the UI after a day and a bit.
-DAILY_FRESHNESS = dg.FreshnessPolicy.time_window(
-    fail_window=dt.timedelta(hours=_monitor.freshness_fail_hours),
-    warn_window=dt.timedelta(hours=_monitor.freshness_warn_hours))
 
 
 def recorded_evaluation(flywheel: FlywheelResource, day: str) -> dict:
@@ -48,7 +39,7 @@ def model_evaluation(context: dg.AssetExecutionContext, flywheel: FlywheelResour
         candidate_version=record["candidate_version"],
         champion_version=record["champion_version"] or "none",
         holdout_rows=record["holdout_rows"], **evaluation.headline_figures(record),
-        summary=markdown(f"{report['markdown']}\n\n![charts]({report['chart_data_uri']})"),
+        summary=dg.MetadataValue.md(f"{report['markdown']}\n\n![charts]({report['chart_data_uri']})"),
         report=dg.MetadataValue.path(str(report["dir"] / "report.md"))))
 
 

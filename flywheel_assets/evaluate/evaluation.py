@@ -228,9 +228,7 @@ def headline_figures(record: dict) -> dict:
     figures = {"logged_requests": ope.get("requests", 0),
                "candidate_holdout_ndcg_at_10": record["holdout"]["candidate"]["ndcg_at_10"]}
     for name, p in ope["policies"].items():
-        figures[f"{name}_dr_dcg_at_10"] = p["dr"]["value"]
-    for name, p in ope["policies"].items():
-        figures[f"{name}_catalog_coverage"] = p["catalog_coverage"]
-    for name, p in ope["policies"].items():
-        figures[f"{name}_exposure_gini"] = p["exposure_gini"]
+        figures |= {f"{name}_dr_dcg_at_10": p["dr"]["value"],
+                    f"{name}_catalog_coverage": p["catalog_coverage"],
+                    f"{name}_exposure_gini": p["exposure_gini"]}
     return figures

@@ -154,7 +154,7 @@ def day_facts(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: dict) -
     day = record["partition_date"]
     current = model_store.champion_version(models_dir)
     trained_for = (model_store.load_card(models_dir, current).get("partition_date", "")
-                   if current else None)
+                   if current and current != record["candidate_version"] else None)
     return DayFacts(record, warehouse.failed_or_missing_checks(conn, day, DATA_CHECKS),
                     current, trained_for)
 

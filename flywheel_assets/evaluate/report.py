@@ -7,16 +7,11 @@ sees half a report.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-from io import BytesIO
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from flywheel_assets.reporting import data_uri, new_figure, png_bytes
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -27,7 +22,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def chart_png(record: dict) -> bytes:
     """Off-policy estimates with intervals (left), calibration (right)."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
+    fig, (ax1, ax2) = new_figure(8, 3, ncols=2)
     ope = (record.get("off_policy") or {}).get("policies", {})
     names = list(ope)
     for i, name in enumerate(names):
@@ -48,10 +43,7 @@ def chart_png(record: dict) -> bytes:
     ax2.set_title("calibration: predicted vs observed grade", fontsize=9)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    buf = BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def markdown(record: dict, decision_reasons: list[str] | None = None) -> str:
@@ -98,4 +90,4 @@ def write(reports_dir: Path, record: dict, decision_reasons: list[str] | None = 
     _atomic_write(out / "report.md", (text + "\n\n![charts](evaluation.png)\n").encode())
     _atomic_write(out / "report.json", json.dumps(record, indent=2, default=str).encode())
     return {"dir": out, "markdown": text,
-            "chart_data_uri": "data:image/png;base64," + base64.b64encode(png).decode()}
+            "chart_data_uri": data_uri(png)}

@@ -5,7 +5,7 @@ import dagster as dg
 from flywheel_assets.ingest import erasure, load
 from flywheel_assets.ingest.contract import LANDING_STREAMS, RAW_ASSETS, default_contracts
 from flywheel_assets.ingest.reader import LandingFileError
-from flywheel_assets.metadata import markdown, readable
+from flywheel_assets.metadata import readable
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.resources import FlywheelResource
 
@@ -75,7 +75,7 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
             "quarantine_share": r.quarantine_share, "files": r.files}))
     yield dg.MaterializeResult(asset_key="quarantined_events", metadata=readable(**{
         "dagster/row_count": sum(r.quarantined for r in reports.values()),
-        "by_stream": markdown(load.summary_markdown(reports)),
+        "by_stream": dg.MetadataValue.md(load.summary_markdown(reports)),
         "reasons": load.quarantine_reasons(reports)}))
 
 

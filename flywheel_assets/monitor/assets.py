@@ -2,11 +2,10 @@
 
 import dagster as dg
 
-from flywheel_assets.evaluate.assets import DAILY_FRESHNESS
-from flywheel_assets.metadata import markdown, readable
+from flywheel_assets.metadata import readable
 from flywheel_assets.monitor import drift_report as drift_lib
 from flywheel_assets.monitor import loop_health
-from flywheel_assets.partitions import daily_partitions
+from flywheel_assets.partitions import DAILY_FRESHNESS, daily_partitions
 from flywheel_assets.resources import FlywheelResource
 
 
@@ -40,7 +39,7 @@ def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
         drift_share=dg.MetadataValue.float(round(v.drift_share, 4)), dataset_drift=v.dataset_drift,
         drift_share_threshold=s.drift.share_threshold,
         drifted_columns=", ".join(d.column for d in v.drifts if d.drifted) or "none",
-        columns_compared=len(v.drifts), top_drifted_columns=markdown(report.top_markdown()),
+        columns_compared=len(v.drifts), top_drifted_columns=dg.MetadataValue.md(report.top_markdown()),
         served_by=report.served_by, reference_window=report.reference_window,
         not_compared=report.not_compared,
         evidently_drift_share=(None if report.evidently.get("evidently_drift_share") is None
@@ -67,4 +66,4 @@ def flywheel_health(context: dg.AssetExecutionContext, flywheel: FlywheelResourc
         loop_closed=health["loop_closed"]["ok"],
         event_to_champion_hours=health["event_to_champion_hours"],
         quality_trend=health["quality_trend"]["trend"],
-        summary=markdown(health["summary"]), details=health["details"]))
+        summary=dg.MetadataValue.md(health["summary"]), details=health["details"]))

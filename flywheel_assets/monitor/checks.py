@@ -5,15 +5,12 @@ import dagster as dg
 from flywheel_assets.metadata import readable
 from flywheel_assets.monitor import loop_health
 from flywheel_assets.resources import FlywheelResource
-from flywheel_assets.settings import Settings
-
-RISING_ROTATIONS = Settings.from_env().monitor.rising_rotations
 
 
 @dg.asset_check(asset="champion_model", blocking=False, pool="duckdb",
-                description=f"Warns when the exposure Gini of the model in service rose at "
-                            f"each of the last {RISING_ROTATIONS} rotations "
-                            "(`monitor.rising_rotations`): a degenerate feedback loop "
+                description="Warns when the exposure Gini of the model in service rose at "
+                            "each of the last `monitor.rising_rotations` rotations (3): a "
+                            "degenerate feedback loop "
                             "creeping past the gate one small step at a time.")
 def concentration_not_rising(context: dg.AssetCheckExecutionContext,
                              flywheel: FlywheelResource) -> dg.AssetCheckResult:

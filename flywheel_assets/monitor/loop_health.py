@@ -15,7 +15,8 @@ import json
 import duckdb
 
 from flywheel_assets import warehouse
-from flywheel_assets.reporting import new_figure, png_data_uri
+from flywheel_assets.evaluate.evaluation import read_evaluation
+from flywheel_assets.reporting import data_uri, new_figure, png_bytes
 from flywheel_assets.settings import MonitorSettings, Settings
 from flywheel_assets.train import model_store
 
@@ -121,8 +122,7 @@ def assess_day(connect, settings: Settings, partition_date: str) -> dict:
     pointer = model_store.read_champion(settings.models_dir)
     card = model_store.load_card(settings.models_dir, pointer["version"]) if pointer else None
     with connect() as conn:
-        evaluation = json.loads(conn.execute(
-            "SELECT metrics FROM ml.model_evaluations WHERE partition_date = ?", [day]).fetchone()[0])
+        evaluation = read_evaluation(conn, day)
         landed = {str(r[0]) for r in conn.execute(
             "SELECT DISTINCT partition_date FROM raw.landing_files WHERE stream = 'impressions' "
             "AND rows_read > 0").fetchall()}
@@ -166,4 +166,4 @@ def _summary(verdict, valid, closed, hours, trend, series) -> str:
             f"{valid['popularity_holdout_ndcg_at_10']:.3f}); loop closed: "
             f"{'yes' if closed['ok'] else 'NO'}; event → champion: "
             + (f"{hours:.2f} h" if hours is not None else "n/a")
-            + f"; quality: {trend['trend']}\n\n![trend]({png_data_uri(fig)})")
+            + f"; quality: {trend['trend']}\n\n![trend]({data_uri(png_bytes(fig))})")
