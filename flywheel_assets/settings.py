@@ -52,16 +52,64 @@ class IngestSettings:
     # The Great Expectations suite validates every stored row up to this many, a
     # reproducible sample beyond (pandas-backed GX takes seconds per million rows).
     gx_max_rows: int = 50_000
+    # Columns a landing file carries beyond the contract are kept as JSON in the raw
+    # tables' `extras` (and may become features). They are stored as written: a product
+    # that lands personal data in unnamed columns turns this off (or names the column).
+    keep_extra_columns: bool = True
+
+
+# The default signal vocabulary and its grades: what each logged signal means. An
+# impression's grade is its strongest signal; an examined item with no signal is 0.
+DEFAULT_GRADES = {"save": 3, "thumbs_up": 3, "complete": 2, "partial": 1, "click": 1,
+                  "skip": 0, "thumbs_down": 0}
+
+
+@dataclass(frozen=True)
+class SignalSettings:
+    """The product's feedback vocabulary (curate/signals.py). A click-only product sets
+    ``FLYWHEEL_SIGNALS_GRADES="click:1"``; one with purchases ``"click:1,purchase:3"``.
+    Interactions with a signal outside the vocabulary are quarantined. Grades are
+    computed when `feedback_events` is materialised: after a change, re-materialise
+    the training window's partitions."""
+
+    grades: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_GRADES))
+
+    def __post_init__(self):
+        bad = [s for s in self.grades if not s or "'" in s or s != s.strip()]
+        if not self.grades or bad or any(g < 0 for g in self.grades.values()):
+            raise ValueError(f"signals.grades must name at least one signal, each with a grade "
+                             f">= 0 and no quotes or outer spaces; got {self.grades!r}")
+
+    @property
+    def vocabulary(self) -> tuple[str, ...]:
+        return tuple(self.grades)
+
+    @property
+    def max_grade(self) -> int:
+        return max(self.grades.values())
+
+
+CONSENT_POLICIES = ("when_logged", "required", "not_logged")
 
 
 @dataclass(frozen=True)
 class CurationSettings:
     # Bot, contradiction, cap and label-noise filters; off = dedupe and consent only.
     filters: bool = True
+    # Training consent: "when_logged" (default) excludes a user whose latest users
+    # snapshot says no, and, when the product logs consent flags at all, any row without
+    # a flag (anonymous requests included); "required" needs a flag that says yes on
+    # every row; "not_logged" uses every row (the product collects consent upstream).
+    consent: str = "when_logged"
     # At most this share of judged rows is removed as label noise.
     max_label_issue_share: float = 0.02
     # Position bias is stable; a long window keeps its estimate precise.
     position_bias_window_days: int = 28
+
+    def __post_init__(self):
+        if self.consent not in CONSENT_POLICIES:
+            raise ValueError(f"curation.consent must be one of {CONSENT_POLICIES}, "
+                             f"got {self.consent!r}")
 
 
 @dataclass(frozen=True)
@@ -97,6 +145,10 @@ class TrainingSettings:
     ips: bool = True
     # IPS weights are clipped at this level (1 / examination of position 10 is ~10).
     ips_clip: float = 10.0
+    # A categorical attribute (item_id included) with more distinct values than this in
+    # the training window is not used as a feature (gradient-boosted trees bin at most
+    # 255 categories).
+    max_categories: int = 250
     # The blocking check `training_set_is_usable` asks for at least this much.
     min_train_rows: int = 1000
     min_holdout_requests: int = 50
@@ -118,6 +170,9 @@ class EvaluationSettings:
     # Holdout metrics and slices read at most this many requests (a hash sample).
     max_holdout_requests: int = 5_000
     bootstrap_samples: int = 200
+    # K of every ranking metric (ndcg_at_k, DCG@K): the product's slate size; 0 = read it
+    # from the data (the most common number of positions per request).
+    slate_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -197,7 +252,7 @@ class AlertSettings:
     webhook_url: str | None = None
 
 
-GROUPS = {"ingest": IngestSettings, "curation": CurationSettings,
+GROUPS = {"ingest": IngestSettings, "signals": SignalSettings, "curation": CurationSettings,
           "curation_rules": CurationRules, "training": TrainingSettings,
           "serving": ServingSettings, "evaluation": EvaluationSettings, "gate": GateSettings,
           "drift": DriftSettings, "quality": QualitySettings, "monitor": MonitorSettings,
@@ -214,6 +269,7 @@ class Settings:
     start_date: dt.date = dt.date(2026, 1, 1)
     duckdb_memory_limit: str = "4GB"
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    signals: SignalSettings = field(default_factory=SignalSettings)
     curation: CurationSettings = field(default_factory=CurationSettings)
     curation_rules: CurationRules = field(default_factory=CurationRules)
     training: TrainingSettings = field(default_factory=TrainingSettings)
@@ -330,7 +386,9 @@ def env_name(name: str) -> str:
 
 def encode(values: Mapping[str, object]) -> dict[str, str]:
     """Overrides as strings (Dagster resource config), parsed back by the knob's type."""
-    return {k: (",".join(v) if isinstance(v, tuple) else "" if v is None else
+    return {k: (",".join(v) if isinstance(v, tuple) else
+                ",".join(f"{a}:{b}" for a, b in v.items()) if isinstance(v, dict) else
+                "" if v is None else
                 str(v).lower() if isinstance(v, bool) else str(v)) for k, v in values.items()}
 
 
@@ -360,6 +418,11 @@ def _parse(value: object, kind, name: str):
             return float(text)
         if kind is dt.date:
             return dt.date.fromisoformat(text)
+        if typing.get_origin(kind) is dict:
+            pairs = [p.partition(":") for p in text.split(",") if p.strip()]
+            if not pairs or any(not sep or not a.strip() for a, sep, _ in pairs):
+                raise ValueError("expected name:number pairs, e.g. 'click:1,purchase:3'")
+            return {a.strip(): int(b) for a, _, b in pairs}
         if typing.get_origin(kind) is tuple:
             return tuple(p.strip() for p in text.split(",") if p.strip())
         if kind == (str | None):

@@ -29,30 +29,31 @@ CREATE TABLE IF NOT EXISTS raw.deletion_requests (
 CREATE TABLE IF NOT EXISTS raw.impressions (
     partition_date DATE, impression_id VARCHAR, request_id VARCHAR, ts TIMESTAMPTZ,
     user_key VARCHAR, item_id VARCHAR, position INTEGER, propensity DOUBLE,
-    policy_version VARCHAR, device VARCHAR, source_file VARCHAR, source_row BIGINT);
+    policy_version VARCHAR, device VARCHAR, explored BOOLEAN, source_file VARCHAR,
+    source_row BIGINT, extras VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.candidates (
     partition_date DATE, request_id VARCHAR, item_id VARCHAR, exposure_propensity DOUBLE,
-    source_file VARCHAR, source_row BIGINT);
+    source_file VARCHAR, source_row BIGINT, extras VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.interactions (
     partition_date DATE, event_id VARCHAR, impression_id VARCHAR, ts TIMESTAMPTZ,
-    signal VARCHAR, value DOUBLE, source_file VARCHAR, source_row BIGINT);
+    signal VARCHAR, value DOUBLE, source_file VARCHAR, source_row BIGINT, extras VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.users (
     partition_date DATE, user_key VARCHAR, country VARCHAR, age_band VARCHAR,
-    signup_date DATE, consent_training BOOLEAN, source_file VARCHAR, source_row BIGINT);
+    signup_date DATE, consent_training BOOLEAN, source_file VARCHAR, source_row BIGINT,
+    extras VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.items (
     partition_date DATE, item_id VARCHAR, category VARCHAR, published_date DATE,
     duration_s DOUBLE, popularity BIGINT, c0 DOUBLE, c1 DOUBLE, c2 DOUBLE, c3 DOUBLE,
-    c4 DOUBLE, c5 DOUBLE, source_file VARCHAR, source_row BIGINT);
+    c4 DOUBLE, c5 DOUBLE, source_file VARCHAR, source_row BIGINT, extras VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.quarantined_events (
     partition_date DATE, stream VARCHAR, source_file VARCHAR, source_row BIGINT,
     column_name VARCHAR, reason VARCHAR, record VARCHAR);
 CREATE TABLE IF NOT EXISTS curated.feedback_events (
     partition_date DATE, impression_id VARCHAR, request_id VARCHAR, ts TIMESTAMPTZ,
     user_key VARCHAR, item_id VARCHAR, position INTEGER, propensity DOUBLE,
-    policy_version VARCHAR, device VARCHAR, n_interactions INTEGER,
-    has_skip BOOLEAN, has_partial BOOLEAN, has_complete BOOLEAN, has_save BOOLEAN,
-    has_thumbs_up BOOLEAN, has_thumbs_down BOOLEAN, max_value DOUBLE,
-    first_interaction_ts TIMESTAMPTZ);
+    policy_version VARCHAR, device VARCHAR, explored BOOLEAN, n_interactions INTEGER,
+    signals VARCHAR[], grade INTEGER, max_value DOUBLE, first_interaction_ts TIMESTAMPTZ,
+    extras VARCHAR);
 CREATE TABLE IF NOT EXISTS curated.curated_feedback AS
     SELECT * FROM curated.feedback_events WITH NO DATA;
 CREATE TABLE IF NOT EXISTS curated.feedback_removals (
@@ -71,7 +72,7 @@ CREATE TABLE IF NOT EXISTS ml.training_set (
     signup_date DATE, category VARCHAR, published_date DATE, duration_s DOUBLE,
     popularity BIGINT, c0 DOUBLE, c1 DOUBLE, c2 DOUBLE, c3 DOUBLE, c4 DOUBLE,
     c5 DOUBLE, n_interactions INTEGER, label_grade INTEGER, weight DOUBLE,
-    target DOUBLE, split VARCHAR);
+    target DOUBLE, split VARCHAR, extras VARCHAR);
 CREATE TABLE IF NOT EXISTS ml.model_registry (
     version VARCHAR, partition_date DATE, created_at TIMESTAMPTZ, path VARCHAR,
     parent_version VARCHAR, train_rows BIGINT, window_start DATE, window_end DATE,
@@ -113,12 +114,32 @@ def prepare(conn: duckdb.DuckDBPyConnection, temp_dir: Path | None = None,
     return conn
 
 
+# Columns added since a table was first created: a warehouse of an earlier version gets
+# them (nullable; the columns they replace stay, unused).
+ADDED_COLUMNS = {
+    "raw.impressions": {"explored": "BOOLEAN", "extras": "VARCHAR"},
+    "raw.candidates": {"extras": "VARCHAR"}, "raw.interactions": {"extras": "VARCHAR"},
+    "raw.users": {"extras": "VARCHAR"}, "raw.items": {"extras": "VARCHAR"},
+    "curated.feedback_events": {"explored": "BOOLEAN", "signals": "VARCHAR[]",
+                                "grade": "INTEGER", "extras": "VARCHAR"},
+    "curated.curated_feedback": {"explored": "BOOLEAN", "signals": "VARCHAR[]",
+                                 "grade": "INTEGER", "extras": "VARCHAR"},
+    "ml.training_set": {"extras": "VARCHAR"},
+}
+
+
 def create_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the warehouse's schemas and tables if they do not exist yet."""
     for schema in SCHEMAS:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     conn.execute(TABLES_DDL)
     conn.execute(ALERTS_DDL)
+    present = set(conn.execute("SELECT table_schema || '.' || table_name || '.' || column_name "
+                               "FROM information_schema.columns").fetchall())
+    for table, columns in ADDED_COLUMNS.items():
+        for column, kind in columns.items():
+            if (f"{table}.{column}",) not in present:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 @contextlib.contextmanager

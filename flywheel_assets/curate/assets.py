@@ -13,12 +13,15 @@ from flywheel_assets.resources import FlywheelResource
 @dg.asset(group_name="curate", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
           deps=["raw_impressions", "raw_interactions", "raw_users", "user_erasure"])
 def feedback_events(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
-    """One row per impression of the day with its outcome flags (skip, partial, complete,
-    save, thumbs) in `curated.feedback_events`. Replayed events count once; impressions
-    of users without training consent are excluded and listed in
-    `curated.feedback_removals`."""
+    """One row per impression of the day with the signals logged on it and its grade
+    (the strongest signal's, from the `signals.grades` vocabulary) in
+    `curated.feedback_events`. Replayed events count once; rows without training consent
+    (`curation.consent`) are excluded and listed in `curated.feedback_removals`.
+    Anonymous impressions (no user id) are kept: the request is their unit."""
+    s = flywheel.settings
     with flywheel.warehouse() as conn:
-        stats = feedback.build_feedback_events(conn, context.partition_key)
+        stats = feedback.build_feedback_events(conn, context.partition_key, s.signals.grades,
+                                               s.curation.consent)
     return dg.MaterializeResult(metadata=readable(**{"dagster/row_count": stats.pop("rows"),
                                                      **stats}))
 

@@ -13,10 +13,7 @@ from flywheel_assets import warehouse
 from flywheel_assets.curate.filters import FilterRules, flag_bots, removal_sql
 from flywheel_assets.curate.label_noise import flag_label_issues
 from flywheel_assets.curate.signals import grade_sql
-from flywheel_assets.ingest.contract import DEFAULT_SIGNALS
-
-_FLAGS = ",\n".join(f"bool_or(signal = '{s}') AS has_{s}" for s in DEFAULT_SIGNALS)
-_FLAG_COLUMNS = ", ".join(f"coalesce(e.has_{s}, FALSE) AS has_{s}" for s in DEFAULT_SIGNALS)
+from flywheel_assets.settings import DEFAULT_GRADES
 
 
 def latest_snapshot_date(conn: duckdb.DuckDBPyConnection, table: str, partition_date: str):
@@ -25,29 +22,51 @@ def latest_snapshot_date(conn: duckdb.DuckDBPyConnection, table: str, partition_
                         [partition_date]).fetchone()[0]
 
 
-def build_feedback_events(conn: duckdb.DuckDBPyConnection, partition_date: str) -> dict:
-    """One row per impression with its outcome flags; users without training consent
-    (or absent from every users snapshot) are excluded and counted."""
+def consent_sql(policy: str, consent_logged: bool, flag: str = "u.consent_training") -> str:
+    """SQL: may this row be learnt from? (settings: `curation.consent`)"""
+    if policy == "not_logged":
+        return "TRUE"
+    if policy == "required" or consent_logged:
+        return f"coalesce({flag}, FALSE)"
+    return f"coalesce({flag}, TRUE)"
+
+
+def consent_logged(conn: duckdb.DuckDBPyConnection, users_date) -> bool:
+    """Does the product log training consent at all (any flag in the users snapshot)?"""
+    return users_date is not None and conn.execute(
+        "SELECT count(consent_training) > 0 FROM raw.users WHERE partition_date = ?",
+        [users_date]).fetchone()[0]
+
+
+def build_feedback_events(conn: duckdb.DuckDBPyConnection, partition_date: str,
+                          grades: dict[str, int] = DEFAULT_GRADES,
+                          consent: str = "when_logged") -> dict:
+    """One row per impression with the signals logged on it and its grade (the
+    strongest signal's, from ``grades``); rows without training consent (policy
+    ``consent``, `curation.consent`) are excluded and counted."""
     users_date = latest_snapshot_date(conn, "raw.users", partition_date)
+    allowed = consent_sql(consent, consent_logged(conn, users_date))
     with warehouse.transaction(conn):
         conn.execute("DELETE FROM curated.feedback_removals WHERE partition_date = ? "
                      "AND stage = 'feedback_events'", [partition_date])
         conn.execute(f"""
             CREATE OR REPLACE TEMP TABLE _joined AS
             SELECT i.partition_date, i.impression_id, i.request_id, i.ts, i.user_key,
-                   i.item_id, i.position, i.propensity, i.policy_version, i.device,
-                   coalesce(e.n_interactions, 0) AS n_interactions, {_FLAG_COLUMNS},
-                   e.max_value, e.first_interaction_ts,
-                   coalesce(u.consent_training, FALSE) AS _consent
+                   i.item_id, i.position, i.propensity, i.policy_version, i.device, i.explored,
+                   coalesce(e.n_interactions, 0) AS n_interactions, e.signals,
+                   {grade_sql(grades, "e.signals")} AS grade,
+                   e.max_value, e.first_interaction_ts, i.extras,
+                   {allowed} AS _consent
             FROM raw.impressions i
             LEFT JOIN (
                 -- A replayed event (same impression, signal and time) counts once.
                 SELECT impression_id, count(DISTINCT (signal, ts)) AS n_interactions,
-                       {_FLAGS}, max(value) AS max_value, min(ts) AS first_interaction_ts
+                       list_sort(list(DISTINCT signal)) AS signals, max(value) AS max_value,
+                       min(ts) AS first_interaction_ts
                 FROM raw.interactions WHERE partition_date = $d GROUP BY impression_id
             ) e USING (impression_id)
             LEFT JOIN (SELECT user_key, consent_training FROM raw.users
-                       WHERE partition_date = $u) u USING (user_key)
+                       WHERE partition_date = $u) u ON u.user_key = i.user_key
             WHERE i.partition_date = $d""", {"d": partition_date, "u": users_date})
         conn.execute("""INSERT INTO curated.feedback_removals
             SELECT partition_date, impression_id, 'feedback_events', 'no training consent'
@@ -57,7 +76,8 @@ def build_feedback_events(conn: duckdb.DuckDBPyConnection, partition_date: str) 
             "SELECT * EXCLUDE (_consent) FROM _joined WHERE _consent")
         stats = conn.execute("""
             SELECT count(*) FILTER (WHERE NOT _consent),
-                   count(*) FILTER (WHERE _consent AND n_interactions > 0)
+                   count(*) FILTER (WHERE _consent AND n_interactions > 0),
+                   count(*) FILTER (WHERE user_key IS NULL)
             FROM _joined""").fetchone()
         orphans = conn.execute("""
             SELECT count(*) FROM raw.interactions x WHERE x.partition_date = $d
@@ -66,7 +86,8 @@ def build_feedback_events(conn: duckdb.DuckDBPyConnection, partition_date: str) 
                                {"d": partition_date}).fetchone()[0]
         conn.execute("DROP TABLE _joined")
     return {"rows": rows, "excluded_no_consent": stats[0], "with_interactions": stats[1],
-            "orphan_interactions": orphans, "users_snapshot": str(users_date)}
+            "anonymous_impressions": stats[2], "orphan_interactions": orphans,
+            "users_snapshot": str(users_date), "consent_policy": consent}
 
 
 def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
@@ -97,13 +118,15 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
                 WHERE impression_id NOT IN (SELECT impression_id FROM _removed)""",
                                           [reason]).fetchone()[0]
         if use_filters and max_label_issue_share > 0:
-            judged = conn.execute(f"""
-                SELECT d.*, {grade_sql()} AS label_grade, u.country, u.age_band, u.signup_date,
-                       it.category, it.published_date, it.duration_s, it.popularity,
-                       it.c0, it.c1, it.c2, it.c3, it.c4, it.c5
+            judged = conn.execute("""
+                SELECT d.* EXCLUDE (extras), d.grade AS label_grade, u.country, u.age_band,
+                       u.signup_date, it.category, it.published_date, it.duration_s,
+                       it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
+                       json_merge_patch(coalesce(u.extras, '{}'), coalesce(it.extras, '{}'),
+                                        coalesce(d.extras, '{}'))::VARCHAR AS extras
                 FROM _day d
-                JOIN raw.users u ON u.user_key = d.user_key AND u.partition_date = $ud
-                JOIN raw.items it ON it.item_id = d.item_id AND it.partition_date = $id
+                LEFT JOIN raw.users u ON u.user_key = d.user_key AND u.partition_date = $ud
+                LEFT JOIN raw.items it ON it.item_id = d.item_id AND it.partition_date = $id
                 WHERE d.n_interactions > 0
                   AND d.impression_id NOT IN (SELECT impression_id FROM _removed)
                 -- A fixed row order: cross-validation folds (and so the flags) follow it.
@@ -132,9 +155,9 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
 def engagement_per_request(conn: duckdb.DuckDBPyConnection, partition_date: str) -> float:
     """Online quality from the logs: the mean over the day's requests (flagged bots left
     out) of the summed grade of the slate. What `quality_sensor` watches."""
-    value = conn.execute(f"""
+    value = conn.execute("""
         SELECT avg(total) FROM (
-            SELECT request_id, sum({grade_sql()}) AS total FROM curated.feedback_events f
+            SELECT request_id, sum(grade) AS total FROM curated.feedback_events f
             WHERE partition_date = $d AND NOT EXISTS (
                 SELECT 1 FROM curated.flagged_users b
                 WHERE b.partition_date = f.partition_date AND b.user_key = f.user_key)

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import duckdb
 
+from flywheel_assets.curate.signals import has_signal
 from flywheel_assets.settings import CurationRules
 
 # The filters' thresholds are the `curation_rules` group of the settings.
 FilterRules = CurationRules
 
 
-USER_FEATURES_SQL = """
+# Per-user behaviour; anonymous rows (no user id) have no user to judge.
+USER_FEATURES_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _user_features AS
-WITH requests AS (
-    SELECT user_key, request_id, min(ts) AS ts FROM _day WHERE _copy = 1 GROUP BY ALL),
+WITH identified AS (SELECT * FROM _day WHERE _copy = 1 AND user_key IS NOT NULL),
+requests AS (
+    SELECT user_key, request_id, min(ts) AS ts FROM identified GROUP BY ALL),
 gaps AS (
     SELECT user_key, epoch(ts) - epoch(lag(ts) OVER (PARTITION BY user_key ORDER BY ts)) AS gap
     FROM requests),
@@ -31,10 +34,10 @@ activity AS (
            count(*) FILTER (WHERE n_interactions > 0) AS n_reactions,
            median(epoch(first_interaction_ts) - epoch(ts)) FILTER (WHERE n_interactions > 0)
                AS median_reaction_s
-    FROM _day WHERE _copy = 1 GROUP BY user_key),
+    FROM identified GROUP BY user_key),
 saves AS (
     SELECT user_key, sum(n) AS n_saves, max(n) / sum(n) AS top_item_save_share
-    FROM (SELECT user_key, item_id, count(*) AS n FROM _day WHERE _copy = 1 AND has_save
+    FROM (SELECT user_key, item_id, count(*) AS n FROM identified WHERE {has_signal("save")}
           GROUP BY ALL) GROUP BY user_key)
 SELECT a.*, g.n_gaps, g.gap_cv, coalesce(s.n_saves, 0) AS n_saves, s.top_item_save_share
 FROM activity a LEFT JOIN gap_stats g USING (user_key) LEFT JOIN saves s USING (user_key)
@@ -67,20 +70,24 @@ def flag_bots(conn: duckdb.DuckDBPyConnection, partition_date: str, rules: Filte
 
 def removal_sql(partition_date: str, rules: FilterRules) -> list[tuple[str, str]]:
     """(reason, SQL selecting impression_id from ``_day``) for each row-level filter,
-    in the order they apply: a row removed by one is not counted again by the next."""
+    in the order they apply: a row removed by one is not counted again by the next.
+    A filter on a signal the product does not log removes nothing."""
+    has = has_signal
     return [
         ("bot or spam user", f"""SELECT d.impression_id FROM _day d JOIN curated.flagged_users f
             ON f.user_key = d.user_key AND f.partition_date = DATE '{partition_date}'"""),
         ("contradictory signals (thumbs down with a save, thumbs up or complete)",
-         "SELECT impression_id FROM _day WHERE has_thumbs_down AND (has_save OR has_thumbs_up "
-         "OR has_complete)"),
+         f"SELECT impression_id FROM _day WHERE {has('thumbs_down')} AND ({has('save')} OR "
+         f"{has('thumbs_up')} OR {has('complete')})"),
         (f"low information (a lone partial under {rules.min_partial_value:g} watched)",
-         f"SELECT impression_id FROM _day WHERE has_partial AND NOT (has_complete OR has_save "
-         f"OR has_thumbs_up) AND coalesce(max_value, 0) < {rules.min_partial_value}"),
+         f"SELECT impression_id FROM _day WHERE {has('partial')} AND NOT ({has('complete')} OR "
+         f"{has('save')} OR {has('thumbs_up')}) AND coalesce(max_value, 0) < "
+         f"{rules.min_partial_value}"),
         (f"per-user cap ({rules.per_user_cap} impressions a day)", f"""
             SELECT impression_id FROM (
                 SELECT impression_id, row_number() OVER (PARTITION BY user_key
                     ORDER BY ts, position, impression_id) AS n
-                FROM _day WHERE _copy = 1 AND impression_id NOT IN (SELECT impression_id FROM _removed))
+                FROM _day WHERE _copy = 1 AND user_key IS NOT NULL
+                  AND impression_id NOT IN (SELECT impression_id FROM _removed))
             WHERE n > {rules.per_user_cap}"""),
     ]

@@ -12,10 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from flywheel_assets.train.features import feature_frame
+from flywheel_assets.train import features
 
 
-def flag_label_issues(rows: pd.DataFrame, max_share: float, seed: int = 0) -> list[str]:
+def flag_label_issues(rows: pd.DataFrame, max_share: float, seed: int = 0,
+                      max_categories: int = 250) -> list[str]:
     """Impression ids whose grade is most likely wrong (at most ``max_share`` of rows)."""
     from cleanlab.filter import find_label_issues
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -28,13 +29,13 @@ def flag_label_issues(rows: pd.DataFrame, max_share: float, seed: int = 0) -> li
     if len(rows) < 500 or len(classes) < 2 or counts.min() < 10 or max_share <= 0:
         return []
     y_codes = np.searchsorted(classes, y)
-    X = feature_frame(rows)
-    X["position"] = rows["position"].to_numpy(dtype="float64")
-    pipeline = build_pipeline(random_state=seed)
-    pipeline.steps[-1] = ("model", HistGradientBoostingClassifier(
-        max_iter=20, learning_rate=0.25, categorical_features=list(range(4)), random_state=seed))
-    pipeline.steps[0][1].transformers[1] = ("numeric", "passthrough",
-                                            [*pipeline.steps[0][1].transformers[1][2], "position"])
+    derived = features.derive(rows)
+    derived["position"] = rows["position"].to_numpy(dtype="float64")
+    chosen = features.choose(derived.drop(columns="position"), max_categories)
+    spec = features.FeatureSpec(chosen.categorical, (*chosen.numeric, "position"))
+    X = features.typed(derived, spec)
+    pipeline = build_pipeline(spec, estimator=HistGradientBoostingClassifier(
+        max_iter=20, learning_rate=0.25, random_state=seed))
     # Two folds: each row is judged by a model that never saw it, at half the cost of three.
     pred = cross_val_predict(pipeline, X, y_codes, cv=2, method="predict_proba")
     ranked = find_label_issues(y_codes, pred, filter_by="prune_by_noise_rate",

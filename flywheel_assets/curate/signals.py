@@ -1,23 +1,24 @@
-"""The signal hierarchy: which feedback means how much.
+"""The signal vocabulary: which feedback means how much.
 
-save / thumbs_up (3) > complete (2) > partial (1) > skip / thumbs_down / nothing (0).
-An impression's grade is its strongest signal. The hierarchy is configuration: pass
-another mapping to :func:`grade_sql` to change it.
+The product's vocabulary and grades are configuration (`signals.grades`; the default:
+save / thumbs_up 3 > complete 2 > partial / click 1 > skip / thumbs_down / nothing 0).
+An impression's grade is its strongest signal, computed once, when `feedback_events`
+is built, from the list of signals logged on it; every later stage reads that grade.
 """
 
 from __future__ import annotations
 
-DEFAULT_HIERARCHY: dict[str, int] = {
-    "save": 3, "thumbs_up": 3, "complete": 2, "partial": 1, "skip": 0, "thumbs_down": 0,
-}
-MAX_GRADE = 3
+from flywheel_assets.settings import DEFAULT_GRADES
 
 
-def grade_sql(hierarchy: dict[str, int] = DEFAULT_HIERARCHY) -> str:
-    """SQL over a feedback row (``has_<signal>`` flags) giving its graded label."""
-    unknown = [s for s in hierarchy if not s.isidentifier()]
-    if unknown:
-        raise ValueError(f"signal names must be identifiers, got {unknown}")
-    terms = [f"CASE WHEN has_{signal} THEN {int(grade)} ELSE 0 END"
-             for signal, grade in hierarchy.items() if grade > 0]
+def grade_sql(grades: dict[str, int] = DEFAULT_GRADES, signals: str = "signals") -> str:
+    """SQL over a row whose ``signals`` column lists its logged signals, giving its
+    graded label (0 when none of them grades above 0)."""
+    terms = [f"CASE WHEN list_contains({signals}, '{name}') THEN {int(grade)} ELSE 0 END"
+             for name, grade in grades.items() if grade > 0]
     return f"greatest(0, {', '.join(terms)})" if terms else "0"
+
+
+def has_signal(name: str, signals: str = "signals") -> str:
+    """SQL: the row logged ``name`` (FALSE for a signal the product does not log)."""
+    return f"coalesce(list_contains({signals}, '{name}'), FALSE)"

@@ -22,12 +22,13 @@ def recorded_evaluation(flywheel: FlywheelResource, day: str) -> dict:
           deps=["candidate_model", "training_set", "position_bias", "raw_candidates"])
 def model_evaluation(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """Candidate and champion on the same data. On the temporal holdout (the training
-    day's curated rows): NDCG@10 on examined impressions, AUC, RMSE, per slice (new
-    items, new users, devices), and calibration. On the day's logged requests with
+    day's curated rows): NDCG@K on examined impressions (K: the product's slate size, in
+    the metadata), AUC, RMSE, per slice (new items, new users, devices, where the data
+    has them), and calibration. On the day's logged requests with
     their candidate pools: each model's ranking valued off-policy (IPS, self-normalised
     IPS, doubly robust) with effective sample size and bootstrap intervals, the paired
     candidate − champion difference, and the exposure Gini and catalogue coverage of
-    its top-10s. Recorded in `ml.model_evaluations`; a readable report (markdown,
+    its slates. Recorded in `ml.model_evaluations`; a readable report (markdown,
     chart, JSON) under `data/reports/evaluation/<day>/`."""
     try:
         record = evaluation.evaluate_day(flywheel.warehouse, flywheel.settings,

@@ -11,7 +11,7 @@ from flywheel_assets.resources import FlywheelResource
 
 @dg.asset_check(asset=model_evaluation, blocking=True, pool="duckdb",
                 description="The promotion rule (docs/architecture.md): the candidate's "
-                            "primary metric (off-policy DCG@10, doubly robust) beats the "
+                            "primary metric (off-policy DCG@K, doubly robust) beats the "
                             "champion's with a confidence bound that clears the minimum "
                             "effect; coverage, concentration and slice guards within "
                             "tolerance; every blocking data check upstream passed; never a "

@@ -3,12 +3,14 @@ concentration. Pure functions over frames, and `evaluate_day`, which reads the d
 evidence, writes the report and records the evaluation.
 
 Two kinds of evidence:
-- the temporal holdout (the training day's curated rows, never trained on): NDCG@10 on
-  examined impressions, AUC, RMSE, the same per slice (new items, new users, devices),
-  and calibration of the predicted grade;
+- the temporal holdout (the training day's curated rows, never trained on): NDCG@K on
+  examined impressions, AUC, RMSE, the same per slice (new items, new users, devices,
+  where the data has them), and calibration of the predicted grade;
 - the day's logged requests with their candidate pools: each model's ranking policy
   valued off-policy (IPS, SNIPS, doubly robust; see `off_policy`), and the exposure Gini
-  and catalogue coverage of its top-10s over those requests.
+  and catalogue coverage of its top-K slates over those requests.
+
+K is the product's slate size (`evaluation.slate_size`, or read from the day's logs).
 """
 
 from __future__ import annotations
@@ -26,35 +28,57 @@ from flywheel_assets.train import model as model_lib
 from flywheel_assets.train import model_store
 from flywheel_assets.train import training_set as ts_lib
 from flywheel_assets.train.candidate import registered_candidate
-from flywheel_assets.train.features import feature_frame
+from flywheel_assets.train import features as feats
 
-SLATE_SIZE = 10
 NEW_ITEM_DAYS = 7
 NEW_USER_DAYS = 14
 
 
-def holdout_metrics(holdout: pd.DataFrame, scores: dict[str, np.ndarray]) -> dict[str, dict]:
-    return {name: metrics.ranking_report(holdout, s) for name, s in scores.items()}
+def slate_size(conn, partition_date: str, configured: int = 0) -> int:
+    """K: ``configured`` when set, else the most common number of positions per request
+    in the day's impressions (1 when the day has none)."""
+    if configured > 0:
+        return int(configured)
+    value = conn.execute("""
+        SELECT mode(n) FROM (SELECT count(DISTINCT position) AS n FROM raw.impressions
+                             WHERE partition_date = ? GROUP BY request_id)""",
+                         [partition_date]).fetchone()[0]
+    return int(value or 1)
+
+
+def positive_grade(max_grade: int) -> int:
+    """The grade from which an outcome counts as positive for AUC and log loss: 2
+    (complete or better) on a graded vocabulary, 1 on a click-only one."""
+    return min(2, max(int(max_grade), 1))
+
+
+def holdout_metrics(holdout: pd.DataFrame, scores: dict[str, np.ndarray], k: int,
+                    positive: int = 2) -> dict[str, dict]:
+    return {name: metrics.ranking_report(holdout, s, k, positive) for name, s in scores.items()}
 
 
 def slice_masks(holdout: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Rows of each slice: cold-start items, new users, and each device."""
-    features = feature_frame(holdout)
-    out = {"new_items": (features["item_age_days"] <= NEW_ITEM_DAYS).to_numpy(),
-           "new_users": (features["tenure_days"] <= NEW_USER_DAYS).to_numpy()}
-    for device in sorted(holdout["device"].dropna().unique()):
-        out[f"device={device}"] = (holdout["device"] == device).to_numpy()
+    """Rows of each slice the data has: cold-start items, new users, each device."""
+    derived = feats.derive(holdout)
+    out = {}
+    if "item_age_days" in derived and derived["item_age_days"].notna().any():
+        out["new_items"] = (derived["item_age_days"] <= NEW_ITEM_DAYS).to_numpy()
+    if "tenure_days" in derived and derived["tenure_days"].notna().any():
+        out["new_users"] = (derived["tenure_days"] <= NEW_USER_DAYS).to_numpy()
+    if "device" in holdout:
+        for device in sorted(holdout["device"].dropna().unique()):
+            out[f"device={device}"] = (holdout["device"] == device).to_numpy()
     return out
 
 
-def slice_metrics(holdout: pd.DataFrame, scores: dict[str, np.ndarray]) -> dict[str, dict]:
-    """Examined-only NDCG@10 per slice and model, with the number of requests it rests on."""
+def slice_metrics(holdout: pd.DataFrame, scores: dict[str, np.ndarray], k: int) -> dict[str, dict]:
+    """Examined-only NDCG@K per slice and model, with the number of requests it rests on."""
     examined = holdout["n_interactions"].to_numpy() > 0
     groups, labels = holdout["request_id"].to_numpy(), holdout["label_grade"].to_numpy()
     out = {}
     for name, mask in slice_masks(holdout).items():
         rows = mask & examined
-        per_model = {m: metrics.ndcg_per_group(groups[rows], labels[rows], s[rows])
+        per_model = {m: metrics.ndcg_per_group(groups[rows], labels[rows], s[rows], k)
                      for m, s in scores.items()}
         first = next(iter(per_model.values()))
         out[name] = {"requests": int(len(first)),
@@ -76,13 +100,13 @@ def calibration(holdout: pd.DataFrame, scores: np.ndarray, bins: int = 10) -> di
 
 
 def paired_ndcg_difference(holdout: pd.DataFrame, candidate: np.ndarray, champion: np.ndarray,
-                           n_boot: int, level: float, seed: int = 0) -> dict:
-    """Examined-only NDCG@10, candidate − champion per request, with a bootstrap
+                           n_boot: int, level: float, k: int, seed: int = 0) -> dict:
+    """Examined-only NDCG@K, candidate − champion per request, with a bootstrap
     interval over requests: the gate's fallback when pools are not logged."""
     examined = holdout["n_interactions"].to_numpy() > 0
     groups, labels = holdout["request_id"].to_numpy()[examined], holdout["label_grade"].to_numpy()[examined]
-    diff = (metrics.ndcg_per_group(groups, labels, candidate[examined])
-            - metrics.ndcg_per_group(groups, labels, champion[examined])).to_numpy()
+    diff = (metrics.ndcg_per_group(groups, labels, candidate[examined], k)
+            - metrics.ndcg_per_group(groups, labels, champion[examined], k)).to_numpy()
     rng = np.random.default_rng(seed)
     # Poisson bootstrap: weighted means of the per-request differences.
     weights = rng.poisson(1.0, (n_boot, len(diff))).astype("float64")
@@ -95,15 +119,16 @@ def paired_ndcg_difference(holdout: pd.DataFrame, candidate: np.ndarray, champio
 
 def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
                           examination: dict[int, float], catalogue_size: int,
-                          n_boot: int, level: float, reranking: Reranking = PLAIN_TOP_K) -> dict:
+                          n_boot: int, level: float, k: int,
+                          reranking: Reranking = PLAIN_TOP_K) -> dict:
     """Each model's ranking policy, served as `serving` serves it (``reranking``,
     exploration aside), on the logged requests: IPS / SNIPS / DR with ESS
     and intervals, exposure Gini and catalogue coverage of its slates, and (with a
     champion) the paired candidate − champion differences. The reward model of DR is
     the candidate's prediction of the grade."""
     m = logged_pools.pool_matrix(pools)
-    features = feature_frame(pools)
-    scores = {name: model_lib.score(pipe, pools, features)[m.row_index]
+    derived = feats.derive(pools)
+    scores = {name: model_lib.score(pipe, pools, derived)[m.row_index]
               for name, pipe in models.items()}
     out: dict = {"requests": len(m.request_ids), "pool_rows": len(pools),
                  "requests_skipped_unusual_pool_size": m.dropped_requests,
@@ -112,7 +137,7 @@ def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
     rows = {}
     for name, s in scores.items():
         rows[name], slates = logged_pools.target_rows(m, s, scores["candidate"], examination,
-                                                      SLATE_SIZE, reranking)
+                                                      k, reranking)
         shown_items = np.take_along_axis(m.item_ids, slates, axis=1).ravel()
         top_items, counts = np.unique(shown_items, return_counts=True)
         exposures = np.concatenate([counts, np.zeros(max(catalogue_size - len(top_items), 0))])
@@ -126,23 +151,33 @@ def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
     return out
 
 
+def popularity_baseline(holdout: pd.DataFrame, item_engagement: dict[str, float]) -> np.ndarray:
+    """The no-learning baseline's scores: the catalogue's popularity where the items
+    snapshot has it, else each item's mean grade in the training split (unseen items 0)."""
+    if "popularity" in holdout and holdout["popularity"].notna().all():
+        return np.log1p(holdout["popularity"].to_numpy(dtype="float64"))
+    return holdout["item_id"].map(item_engagement).fillna(0.0).to_numpy(dtype="float64")
+
+
 def evaluate(holdout: pd.DataFrame, pools: pd.DataFrame, models: dict[str, object],
              examination: dict[int, float], catalogue_size: int, n_boot: int = 200,
-             level: float = 0.95, reranking: Reranking = PLAIN_TOP_K) -> dict:
-    """The whole evaluation record for the gate and the report."""
-    features = feature_frame(holdout)
-    scores = {name: model_lib.score(pipe, holdout, features) for name, pipe in models.items()}
+             level: float = 0.95, reranking: Reranking = PLAIN_TOP_K, k: int = 10,
+             positive: int = 2, item_engagement: dict[str, float] | None = None) -> dict:
+    """The whole evaluation record for the gate and the report, at K = ``k``."""
+    derived = feats.derive(holdout)
+    scores = {name: model_lib.score(pipe, holdout, derived) for name, pipe in models.items()}
     # The no-learning baseline: is the signal worth learning from at all?
-    baseline = {"popularity": np.log1p(holdout["popularity"].to_numpy(dtype="float64"))}
-    record = {"holdout": holdout_metrics(holdout, scores | baseline),
-              "slices": slice_metrics(holdout, scores),
+    baseline = {"popularity": popularity_baseline(holdout, item_engagement or {})}
+    record = {"k": k, "positive_grade": positive,
+              "holdout": holdout_metrics(holdout, scores | baseline, k, positive),
+              "slices": slice_metrics(holdout, scores, k),
               "calibration": {name: calibration(holdout, s) for name, s in scores.items()},
               "off_policy": (off_policy_evaluation(pools, models, examination, catalogue_size,
-                                                   n_boot, level, reranking)
+                                                   n_boot, level, k, reranking)
                              if len(pools) else None)}
     if "champion" in scores:
         record["holdout_difference"] = paired_ndcg_difference(
-            holdout, scores["candidate"], scores["champion"], n_boot, level)
+            holdout, scores["candidate"], scores["champion"], n_boot, level, k)
     return record
 
 
@@ -155,6 +190,20 @@ def bounded_requests(holdout: pd.DataFrame, max_requests: int) -> pd.DataFrame:
     order = np.argsort(pd.util.hash_array(requests.to_numpy(dtype=object)), kind="stable")
     keep = set(requests.to_numpy()[order[:max_requests]])
     return holdout[holdout["request_id"].isin(keep)].reset_index(drop=True)
+
+
+def catalogue_size(conn, partition_date: str) -> int:
+    """Items in the latest items snapshot, or, when the product lands none, the distinct
+    items of the day's impressions and candidate pools."""
+    items_date = latest_snapshot_date(conn, "raw.items", partition_date)
+    if items_date is not None:
+        return conn.execute("SELECT count(DISTINCT item_id) FROM raw.items WHERE "
+                            "partition_date = ?", [items_date]).fetchone()[0]
+    return conn.execute("""
+        SELECT count(DISTINCT item_id) FROM (
+            SELECT item_id FROM raw.impressions WHERE partition_date = $d
+            UNION ALL SELECT item_id FROM raw.candidates WHERE partition_date = $d)""",
+                        {"d": partition_date}).fetchone()[0]
 
 
 class NothingToEvaluate(RuntimeError):
@@ -181,9 +230,11 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
         examination = dict(conn.execute(
             "SELECT position, examination FROM curated.position_bias WHERE partition_date = ?",
             [day]).fetchall())
-        items_date = latest_snapshot_date(conn, "raw.items", day)
-        catalogue = conn.execute("SELECT count(DISTINCT item_id) FROM raw.items WHERE "
-                                 "partition_date = ?", [items_date]).fetchone()[0]
+        catalogue = catalogue_size(conn, day)
+        k = slate_size(conn, day, e.slate_size)
+        engagement = dict(conn.execute(
+            "SELECT item_id, avg(label_grade) FROM ml.training_set WHERE partition_date = ? "
+            "AND split = 'train' GROUP BY item_id", [day]).fetchall())
     if holdout.empty:
         raise NothingToEvaluate(f"the holdout of {day} is empty: nothing to evaluate on")
     record = {"partition_date": day, "candidate_version": candidate,
@@ -193,7 +244,8 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
               **evaluate(holdout, pools, models, examination, int(catalogue),
                          e.bootstrap_samples, settings.gate.confidence,
                          Reranking(settings.serving.diversity,
-                                   settings.serving.popularity_balance))}
+                                   settings.serving.popularity_balance), k,
+                         positive_grade(settings.signals.max_grade), engagement)}
     written = report.write(settings.reports_dir, record)
     with connect() as conn:
         record_evaluation(conn, record, written["dir"])
@@ -225,10 +277,10 @@ def read_evaluation(conn, partition_date: str) -> dict | None:
 def headline_figures(record: dict) -> dict:
     """What the UI shows of an evaluation at a glance."""
     ope = record["off_policy"] or {"policies": {}}
-    figures = {"logged_requests": ope.get("requests", 0),
-               "candidate_holdout_ndcg_at_10": record["holdout"]["candidate"]["ndcg_at_10"]}
+    figures = {"k": record.get("k"), "logged_requests": ope.get("requests", 0),
+               "candidate_holdout_ndcg_at_k": record["holdout"]["candidate"]["ndcg_at_k"]}
     for name, p in ope["policies"].items():
-        figures |= {f"{name}_dr_dcg_at_10": p["dr"]["value"],
+        figures |= {f"{name}_dr_dcg_at_k": p["dr"]["value"],
                     f"{name}_catalog_coverage": p["catalog_coverage"],
                     f"{name}_exposure_gini": p["exposure_gini"]}
     return figures

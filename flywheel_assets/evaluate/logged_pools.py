@@ -17,19 +17,17 @@ import numpy as np
 import pandas as pd
 
 from flywheel_assets.curate.feedback import latest_snapshot_date
-from flywheel_assets.curate.signals import DEFAULT_HIERARCHY, grade_sql
 from flywheel_assets.evaluate.off_policy import TargetRows
 from flywheel_assets.serve.serving import PLAIN_TOP_K, Reranking
 
 
-def logged_pools(conn: duckdb.DuckDBPyConnection, partition_date: str, max_requests: int,
-                 hierarchy: dict[str, int] = DEFAULT_HIERARCHY) -> pd.DataFrame:
-    """The day's requests with a logged pool, ordered by request then item."""
+def logged_pools(conn: duckdb.DuckDBPyConnection, partition_date: str,
+                 max_requests: int) -> pd.DataFrame:
+    """The day's requests with a logged pool, ordered by request then item. User and
+    item attributes are NULL where the product lands no snapshot."""
     users_date = latest_snapshot_date(conn, "raw.users", partition_date)
     items_date = latest_snapshot_date(conn, "raw.items", partition_date)
-    if users_date is None or items_date is None:
-        return pd.DataFrame()
-    return conn.execute(f"""
+    return conn.execute("""
         WITH events AS (
             SELECT * FROM curated.feedback_events f
             WHERE f.partition_date = $d AND NOT EXISTS (
@@ -37,7 +35,7 @@ def logged_pools(conn: duckdb.DuckDBPyConnection, partition_date: str, max_reque
                 WHERE b.partition_date = f.partition_date AND b.user_key = f.user_key)),
         requests AS (
             SELECT request_id, any_value(user_key) AS user_key, min(ts) AS ts,
-                   any_value(device) AS device
+                   any_value(device) AS device, any_value(extras) AS extras
             FROM events WHERE request_id IN (SELECT request_id FROM raw.candidates
                                              WHERE partition_date = $d)
             -- Never value a model on the requests it learnt from (on the first day the
@@ -52,7 +50,7 @@ def logged_pools(conn: duckdb.DuckDBPyConnection, partition_date: str, max_reque
         shown AS (
             -- A double-logged impression is one showing: keep its best position and grade.
             SELECT request_id, item_id, min(position) AS shown_position,
-                   max({grade_sql(hierarchy)}) AS grade
+                   max(grade) AS grade
             FROM events GROUP BY request_id, item_id),
         pools AS (
             SELECT request_id, item_id, max(exposure_propensity) AS exposure
@@ -60,11 +58,13 @@ def logged_pools(conn: duckdb.DuckDBPyConnection, partition_date: str, max_reque
         SELECT r.request_id, p.item_id, p.exposure, s.shown_position,
                coalesce(s.grade, 0) AS grade, r.ts, r.device, u.country, u.age_band,
                u.signup_date, it.category, it.published_date, it.duration_s, it.popularity,
-               it.c0, it.c1, it.c2, it.c3, it.c4, it.c5
+               it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
+               nullif(json_merge_patch(coalesce(u.extras, '{}'), coalesce(it.extras, '{}'),
+                                       coalesce(r.extras, '{}'))::VARCHAR, '{}') AS extras
         FROM requests r
         JOIN pools p USING (request_id)
-        JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = $ud
-        JOIN raw.items it ON it.item_id = p.item_id AND it.partition_date = $id
+        LEFT JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = $ud
+        LEFT JOIN raw.items it ON it.item_id = p.item_id AND it.partition_date = $id
         LEFT JOIN shown s ON s.request_id = p.request_id AND s.item_id = p.item_id
         ORDER BY r.request_id, p.item_id""",
                         {"d": partition_date, "n": int(max_requests), "ud": users_date,
@@ -81,8 +81,8 @@ class PoolMatrix:
     request_ids: np.ndarray
     row_index: np.ndarray      # R×P: row of `pools` (for scores computed on the frame)
     item_ids: np.ndarray       # R×P
-    categories: np.ndarray     # R×P integer codes
-    popularity: np.ndarray     # R×P, from the day's catalogue snapshot
+    categories: np.ndarray | None  # R×P integer codes (None: the product logs no category)
+    popularity: np.ndarray | None  # R×P, from the catalogue snapshot (None: not logged)
     exposure: np.ndarray       # R×P
     shown_position: np.ndarray  # R×P, NaN where not shown
     grade: np.ndarray          # R×P
@@ -105,8 +105,9 @@ def pool_matrix(pools: pd.DataFrame) -> PoolMatrix:
         request_ids=pools["request_id"].to_numpy()[rows][::size],
         row_index=rows.reshape(shape),
         item_ids=matrix(pools["item_id"].to_numpy()),
-        categories=matrix(codes),
-        popularity=matrix(pools["popularity"].to_numpy(dtype="float64")),
+        categories=matrix(codes) if pools["category"].notna().any() else None,
+        popularity=(matrix(pools["popularity"].to_numpy(dtype="float64"))
+                    if pools["popularity"].notna().all() else None),
         exposure=matrix(pools["exposure"].to_numpy(dtype="float64")),
         shown_position=matrix(pools["shown_position"].to_numpy(dtype="float64")),
         grade=matrix(pools["grade"].to_numpy(dtype="float64")),
@@ -119,7 +120,7 @@ def target_rows(m: PoolMatrix, scores: np.ndarray, reward_model: np.ndarray,
     """The policy "serve each pool by these scores" (R×P; top-k, or re-ranked as
     `serving` does) as rows for the off-policy estimators; also returns its slates
     (R×k pool columns)."""
-    slates = reranking.slates(scores, k, m.categories, m.popularity)
+    slates = reranking.slates(scores, min(k, scores.shape[1]), m.categories, m.popularity)
     pick = lambda a: np.take_along_axis(a, slates, axis=1).ravel()  # noqa: E731
     shown_position = pick(m.shown_position)
     shown = ~np.isnan(shown_position)

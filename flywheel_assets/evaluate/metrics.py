@@ -78,16 +78,18 @@ def calibrated_log_loss(labels_binary: np.ndarray, scores: np.ndarray) -> float:
     return float(-np.mean(y * np.log(prob) + (1 - y) * np.log(1 - prob)))
 
 
-def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10) -> dict[str, float]:
-    """Holdout metrics of one model's scores on a training-set frame.
+def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10,
+                   positive_grade: int = 2) -> dict[str, float]:
+    """Holdout metrics of one model's scores on a training-set frame, at K = ``k`` (the
+    product's slate size).
 
-    The primary metric, ``ndcg_at_10``, ranks only the *examined* impressions of each
+    The primary metric, ``ndcg_at_k``, ranks only the *examined* impressions of each
     logged slate: those with any logged interaction, a skip included. Logged slates
     were ordered by the policy in service, and top positions are examined more, so on
     all impressions "no interaction" mostly means "shown low": the policy that ordered
     the slates would win by construction. Once examined, an item's grade no longer
     depends on its position (the examination hypothesis), so this comparison is fair to
-    a challenger. ``ndcg_at_10_all_logged`` keeps the biased figure for reference.
+    a challenger. ``ndcg_at_k_all_logged`` keeps the biased figure for reference.
     """
     y = frame["label_grade"].to_numpy()
     groups = frame["request_id"].to_numpy()
@@ -95,10 +97,12 @@ def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10) -> dict
     primary = (ndcg_at_k(groups[examined], y[examined], scores[examined], k)
                if examined is not None else ndcg_at_k(groups, y, scores, k))
     return {
-        f"ndcg_at_{k}": primary,
-        f"ndcg_at_{k}_all_logged": ndcg_at_k(groups, y, scores, k),
-        "auc_complete_or_better": auc(y >= 2, scores),
-        "log_loss_complete_or_better": calibrated_log_loss(y >= 2, scores),
+        "ndcg_at_k": primary,
+        "ndcg_at_k_all_logged": ndcg_at_k(groups, y, scores, k),
+        # A positive: grade >= positive_grade (complete or better on the default vocabulary,
+        # a click on a click-only one).
+        "auc_positive": auc(y >= positive_grade, scores),
+        "log_loss_positive": calibrated_log_loss(y >= positive_grade, scores),
         "rmse_grade": float(np.sqrt(np.mean((scores - y) ** 2))),
     }
 

@@ -2,16 +2,16 @@
 (docs/architecture.md, "The promotion rule").
 
 Primary metric: the candidate's ranking valued off-policy on the day's logged requests
-(doubly robust DCG@10) minus the champion's; the lower end of the paired bootstrap
+(doubly robust DCG@K, K the product's slate size) minus the champion's; the lower end of the paired bootstrap
 interval must clear the minimum effect. When the logs cannot support that estimate
 (no candidate pools, or a logging policy that never explores what the candidate
-chooses), the primary metric falls back to examined-only NDCG@10 on the holdout, with
+chooses), the primary metric falls back to examined-only NDCG@K on the holdout, with
 the same kind of interval; the reasons say which was used.
 
-Guards, each within its tolerance: catalogue coverage and exposure Gini of the top-10s
+Guards, each within its tolerance: catalogue coverage and exposure Gini of the slates
 (a flywheel that feeds on its own exposure drifts toward a few popular items; a level
 inside the healthy bounds passes whatever the champion's), and
-NDCG@10 on every slice with enough requests (new items, new users, devices).
+NDCG@K on every slice with enough requests (new items, new users, devices).
 
 Around the evidence, the rules of a day's decision (:func:`decide_for_day`): every
 blocking data check passed; the first model of ours is promoted once its checks pass;
@@ -58,11 +58,12 @@ class Decision:
 def primary_evidence(record: dict, policy: GatePolicy) -> dict | None:
     """Candidate − champion on the primary metric, with its interval and its source."""
     ope = record.get("off_policy") or {}
+    k = record.get("k", 10)
     if "difference" in ope:
         pol = ope["policies"]
         supported = min(pol["candidate"]["support"], pol["champion"]["support"])
         if supported >= policy.min_ope_support:
-            return {"metric": "off-policy DCG@10 (doubly robust)",
+            return {"metric": f"off-policy DCG@{k} (doubly robust)",
                     "candidate": pol["candidate"]["dr"]["value"],
                     "champion": pol["champion"]["dr"]["value"],
                     "support": supported, **ope["difference"]["dr"]}
@@ -70,9 +71,9 @@ def primary_evidence(record: dict, policy: GatePolicy) -> dict | None:
     if holdout:
         why = ("no logged candidate pools" if "difference" not in ope else
                "logged pools do not support the candidate's choices (no exploration?)")
-        return {"metric": f"holdout NDCG@10, examined impressions ({why})",
-                "candidate": record["holdout"]["candidate"]["ndcg_at_10"],
-                "champion": record["holdout"]["champion"]["ndcg_at_10"], **holdout}
+        return {"metric": f"holdout NDCG@{k}, examined impressions ({why})",
+                "candidate": record["holdout"]["candidate"]["ndcg_at_k"],
+                "champion": record["holdout"]["champion"]["ndcg_at_k"], **holdout}
     return None
 
 
@@ -96,7 +97,7 @@ def guards(record: dict, policy: GatePolicy) -> list[dict]:
         if "champion" not in s or s["requests"] < policy.min_slice_requests:
             continue
         limit = s["champion"] - policy.slice_tolerance
-        out.append({"guard": f"slice {name} ndcg_at_10", "candidate": s["candidate"],
+        out.append({"guard": f"slice {name} ndcg_at_k", "candidate": s["candidate"],
                     "champion": s["champion"], "limit": limit, "requests": s["requests"],
                     "ok": bool(s["candidate"] >= limit), "rule": ">="})
     return out

@@ -32,7 +32,7 @@ def chart_png(record: dict) -> bytes:
         highs = [ope[name][e]["ci_high"] - v for v, e in zip(vals, ("ips", "snips", "dr"))]
         ax1.errorbar(xs, vals, yerr=[lows, highs], fmt="o", capsize=3, label=name)
     ax1.set_xticks(range(3), ["IPS", "SNIPS", "DR"])
-    ax1.set_title("off-policy DCG@10 (95% CI)", fontsize=9)
+    ax1.set_title(f"off-policy DCG@{record.get('k', 10)} (95% CI)", fontsize=9)
     if names:
         ax1.legend(fontsize=8)
     for name, cal in record.get("calibration", {}).items():
@@ -55,7 +55,8 @@ def markdown(record: dict, decision_reasons: list[str] | None = None) -> str:
     ope = record.get("off_policy")
     if ope:
         lines += ["", f"Off-policy value on {ope['requests']} logged requests "
-                      "(DCG@10; 95% bootstrap interval; ESS of the importance weights):", "",
+                      f"(DCG@{record.get('k', 10)}; 95% bootstrap interval; ESS of the "
+                      "importance weights):", "",
                   "| policy | IPS | SNIPS | DR | ESS | coverage | exposure Gini |",
                   "|---|---|---|---|---|---|---|"]
         for name, p in ope["policies"].items():
@@ -69,7 +70,7 @@ def markdown(record: dict, decision_reasons: list[str] | None = None) -> str:
     lines += ["", "Temporal holdout:", "", "| metric | " + " | ".join(hold) + " |",
               "|---|" + "---|" * len(hold)]
     lines += [f"| {k} | " + " | ".join(f"{hold[n][k]:.4f}" for n in hold) + " |" for k in keys]
-    lines += ["", "Slices (NDCG@10 on examined impressions):", "",
+    lines += ["", f"Slices (NDCG@{record.get('k', 10)} on examined impressions):", "",
               "| slice | requests | " + " | ".join(hold) + " |", "|---|---|" + "---|" * len(hold)]
     for name, s in record["slices"].items():
         lines.append(f"| {name} | {s['requests']} | "

@@ -61,8 +61,10 @@ def accepted_rows_expectations(context: dg.AssetCheckExecutionContext,
                                flywheel: FlywheelResource) -> Iterator[dg.AssetCheckResult]:
     day = context.partition_key
     max_rows = flywheel.settings.ingest.gx_max_rows
+    # The product's signal vocabulary decides what an accepted signal is.
+    contracts = {c.stream: c for c in default_contracts(flywheel.settings.signals.vocabulary)}
     for stream, asset in RAW_ASSETS.items():
-        contract = CONTRACTS[stream]
+        contract = contracts[stream]
         with flywheel.warehouse() as conn:
             frame, stored = expectations.stored_rows(conn, contract, day, max_rows)
         result = expectations.validate(frame, contract, day)

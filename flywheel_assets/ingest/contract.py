@@ -3,13 +3,23 @@
 Each stream's contract turns into SQL that types every accepted row and gives every
 rejected row the first column that failed and a reason a person can act on. One
 definition serves the parser, the validator, the quarantine and the docs.
+
+Required is only what every ranking product logs: impressions (`impression_id`,
+`request_id`, `ts`, `item_id`, `position`, `propensity`) and interactions (`event_id`,
+`impression_id`, `ts`, `signal`). Everything else is optional and used when present:
+`user_id` (anonymous traffic is valid; the request is then the unit), the users and
+items snapshots and each of their attributes, candidate pools. A column the contract
+does not name is kept, as JSON in the table's `extras` column, and can become a
+feature (train/features.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_SIGNALS = ("skip", "partial", "complete", "save", "thumbs_up", "thumbs_down")
+from flywheel_assets.settings import DEFAULT_GRADES
+
+DEFAULT_SIGNALS = tuple(DEFAULT_GRADES)
 
 
 @dataclass(frozen=True)
@@ -39,6 +49,8 @@ class StreamContract:
     # Event streams: `ts` must fall inside the partition's UTC day.
     ts_in_partition: bool = False
     description: str = ""
+    # Columns the contract does not name are kept (JSON in `extras`), not dropped.
+    keeps_extras: bool = True
 
     @property
     def names(self) -> list[str]:
@@ -143,12 +155,14 @@ IMPRESSIONS = StreamContract(
         _f("impression_id", "id"),
         _f("request_id", "id"),
         _f("ts", "timestamp"),
-        _f("user_id", "id", pseudonymise=True, stored_name="user_key"),
+        _f("user_id", "id", required=False, pseudonymise=True, stored_name="user_key"),
         _f("item_id", "id"),
         _f("position", "int", min=1, max=10_000),
         _f("propensity", "float", min=0, min_exclusive=True, max=1),
-        _f("policy_version", "string"),
+        _f("policy_version", "string", required=False),
         _f("device", "string", required=False),
+        # Declared by the product: this slate was drawn at random (exploration).
+        _f("explored", "bool", required=False),
     ),
 )
 
@@ -163,7 +177,7 @@ CANDIDATES = StreamContract(
     fields=(
         _f("request_id", "id"),
         _f("item_id", "id"),
-        _f("exposure_propensity", "float", min=0, max=1),
+        _f("exposure_propensity", "float", required=False, min=0, max=1),
     ),
 )
 
@@ -192,10 +206,10 @@ USERS = StreamContract(
     description="Daily snapshot of user attributes and training consent.",
     fields=(
         _f("user_id", "id", pseudonymise=True, stored_name="user_key"),
-        _f("country", "string"),
-        _f("age_band", "string"),
-        _f("signup_date", "date"),
-        _f("consent_training", "bool"),
+        _f("country", "string", required=False),
+        _f("age_band", "string", required=False),
+        _f("signup_date", "date", required=False),
+        _f("consent_training", "bool", required=False),
     ),
 )
 
@@ -206,11 +220,11 @@ ITEMS = StreamContract(
     description="Daily snapshot of the catalogue with content features.",
     fields=(
         _f("item_id", "id"),
-        _f("category", "string"),
-        _f("published_date", "date"),
-        _f("duration_s", "float", min=0, min_exclusive=True),
-        _f("popularity", "int", min=0),
-        *(_f(f"c{i}", "float") for i in range(6)),
+        _f("category", "string", required=False),
+        _f("published_date", "date", required=False),
+        _f("duration_s", "float", required=False, min=0, min_exclusive=True),
+        _f("popularity", "int", required=False, min=0),
+        *(_f(f"c{i}", "float", required=False) for i in range(6)),
     ),
 )
 
@@ -222,6 +236,7 @@ DELETIONS = StreamContract(
     description="Users who asked for their data to be erased. The stored keyed hashes "
                 "are the tombstones: those users' rows are erased from every table and "
                 "never ingested again.",
+    keeps_extras=False,
     fields=(
         _f("user_id", "id", pseudonymise=True, stored_name="user_key"),
         _f("requested_at", "timestamp", required=False),

@@ -64,14 +64,14 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
     cols = contract.names
     col_defs = ", ".join(f"{quote_ident(c)} VARCHAR" for c in cols)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _stage ({col_defs}, _file VARCHAR, "
-                 f"_row BIGINT, _parse_error VARCHAR)")
+                 f"_row BIGINT, _parse_error VARCHAR, _extras VARCHAR)")
     for path in files:
         rel = str(path.relative_to(landing_dir))
         n = 0
         for batch in read_landing_file(path, cols):
             conn.register("_batch", batch)
             conn.execute(f"INSERT INTO _stage SELECT {', '.join(quote_ident(c) for c in cols)}, "
-                         f"?, _row, _parse_error FROM _batch", [rel])
+                         f"?, _row, _parse_error, _extras FROM _batch", [rel])
             conn.unregister("_batch")
             n += batch.num_rows
         report.files.append({"file": rel, "format": file_format(path), "rows": n,
@@ -152,14 +152,16 @@ def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partiti
 
 
 def _write(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_date: str,
-           report: StreamReport) -> None:
+           report: StreamReport, keep_extras: bool) -> None:
     typed = ", ".join(f"{typed_expr(f)} AS {quote_ident(f.column)}" for f in contract.fields)
+    extras = ", _extras AS extras" if contract.keeps_extras and keep_extras else ""
     report.accepted = warehouse.replace_partition(
         conn, contract.table, partition_date,
         f"SELECT DATE '{partition_date}' AS partition_date, {typed}, "
-        f"_file AS source_file, _row AS source_row FROM _checked WHERE _reason IS NULL")
+        f"_file AS source_file, _row AS source_row{extras} FROM _checked WHERE _reason IS NULL")
     record = "to_json(struct_pack(" + ", ".join(
-        f"{quote_ident(f.column)} := {quote_ident(f.name)}" for f in contract.fields) + "))"
+        [f"{quote_ident(f.column)} := {quote_ident(f.name)}" for f in contract.fields]
+        + (["extras := _extras"] if extras else [])) + "))"
     conn.execute(
         f"INSERT INTO raw.quarantined_events SELECT DATE '{partition_date}', "
         f"'{contract.stream}', _file, _row, _bad_column, _reason, "
@@ -181,8 +183,10 @@ def _write(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_
 
 def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partition_date: str,
                      contracts: tuple[StreamContract, ...], secret: str,
-                     required_streams: tuple[str, ...]) -> dict[str, StreamReport]:
-    """Ingest every stream of one landing day, all in one transaction.
+                     required_streams: tuple[str, ...],
+                     keep_extras: bool = True) -> dict[str, StreamReport]:
+    """Ingest every stream of one landing day, all in one transaction. Columns the
+    contract does not name are kept in `extras` unless ``keep_extras`` is off.
 
     Raises :class:`LandingIncomplete` when a required stream has no _SUCCESS marker,
     and :class:`~flywheel_assets.ingest.reader.LandingFileError` for a file that
@@ -207,7 +211,7 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
             _pseudonymise(conn, contract, secret)
             _erase(conn, contract, report)
             _classify(conn, contract, partition_date)
-            _write(conn, contract, partition_date, report)
+            _write(conn, contract, partition_date, report, keep_extras)
             reports[contract.stream] = report
         for temp in ("_stage", "_checked", "_erased_impressions"):
             conn.execute(f"DROP TABLE IF EXISTS {temp}")

@@ -4,7 +4,9 @@ Every value is kept as text and every row keeps its line (or row) number, so tha
 contract's SQL can type the good rows and say exactly where a bad one came from. A row
 that cannot even be parsed (broken JSON, a CSV line with the wrong number of fields)
 still becomes a row, with `_parse_error` set, so it is quarantined and never lost.
-Memory is bounded by the batch size, not the file size.
+Columns the contract does not name are kept too: each row's other fields as one JSON
+object in `_extras` (NULL when there are none). Memory is bounded by the batch size,
+not the file size.
 """
 
 from __future__ import annotations
@@ -51,11 +53,18 @@ def _text(value) -> str | None:
 
 
 def _batch(columns: list[str], rows: list[list], row_numbers: list[int],
-           errors: list[str | None]) -> pa.Table:
+           errors: list[str | None], extras: list[str | None]) -> pa.Table:
     data = {c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(columns)}
     data["_row"] = pa.array(row_numbers, pa.int64())
     data["_parse_error"] = pa.array(errors, pa.string())
+    data["_extras"] = pa.array(extras, pa.string())
     return pa.table(data)
+
+
+def _extras_json(record: dict, named: set[str]) -> str | None:
+    """The fields of a record that the contract does not name, as one JSON object."""
+    other = {k: record[k] for k in record if k not in named and record[k] is not None}
+    return json.dumps(other, sort_keys=True, default=str) if other else None
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -65,7 +74,8 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 
 def _read_jsonl(path: Path, columns: list[str]) -> Iterator[pa.Table]:
-    rows, numbers, errors = [], [], []
+    rows, numbers, errors, extras = [], [], [], []
+    named = set(columns)
     with _open_text(path) as fh:
         for line_no, line in enumerate(fh, start=1):
             stripped = line.strip()
@@ -85,15 +95,16 @@ def _read_jsonl(path: Path, columns: list[str]) -> Iterator[pa.Table]:
             rows.append([_text(record.get(c)) for c in columns])
             numbers.append(line_no)
             errors.append(error)
+            extras.append(_extras_json(record, named))
             if len(rows) >= BATCH_ROWS:
-                yield _batch(columns, rows, numbers, errors)
-                rows, numbers, errors = [], [], []
+                yield _batch(columns, rows, numbers, errors, extras)
+                rows, numbers, errors, extras = [], [], [], []
     if rows:
-        yield _batch(columns, rows, numbers, errors)
+        yield _batch(columns, rows, numbers, errors, extras)
 
 
 def _read_csv(path: Path, columns: list[str]) -> Iterator[pa.Table]:
-    rows, numbers, errors = [], [], []
+    rows, numbers, errors, extras = [], [], [], []
     with _open_text(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -101,6 +112,7 @@ def _read_csv(path: Path, columns: list[str]) -> Iterator[pa.Table]:
             return
         header = [h.strip() for h in header]
         index = {name: i for i, name in enumerate(header)}
+        other = [(name, i) for i, name in enumerate(header) if name and name not in columns]
         for values in reader:
             # Line numbers count the header as line 1, as a spreadsheet shows them.
             line_no = reader.line_num
@@ -116,11 +128,13 @@ def _read_csv(path: Path, columns: list[str]) -> Iterator[pa.Table]:
             ])
             numbers.append(line_no)
             errors.append(error)
+            extras.append(_extras_json({name: values[i] or None for name, i in other
+                                        if i < len(values)}, set()) if other else None)
             if len(rows) >= BATCH_ROWS:
-                yield _batch(columns, rows, numbers, errors)
-                rows, numbers, errors = [], [], []
+                yield _batch(columns, rows, numbers, errors, extras)
+                rows, numbers, errors, extras = [], [], [], []
     if rows:
-        yield _batch(columns, rows, numbers, errors)
+        yield _batch(columns, rows, numbers, errors, extras)
 
 
 def _read_parquet(path: Path, columns: list[str]) -> Iterator[pa.Table]:
@@ -128,29 +142,42 @@ def _read_parquet(path: Path, columns: list[str]) -> Iterator[pa.Table]:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise LandingFileError(f"{path}: not a readable Parquet file ({exc})") from exc
-    present = [c for c in columns if c in pf.schema_arrow.names]
+    names = pf.schema_arrow.names
+    present = [c for c in columns if c in names]
+    other = [c for c in names if c not in columns and not c.startswith("__index_level_")]
     start = 1
-    for record_batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=present or None):
+    for record_batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=(present + other) or None):
         n = record_batch.num_rows
         data = {}
         for c in columns:
-            if c in present:
-                col = record_batch.column(c)
-                if pa.types.is_timestamp(col.type):
-                    # ISO-8601 with an explicit offset, whatever the writer's unit.
-                    col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S%z") if col.type.tz \
-                        else pc.strftime(col, format="%Y-%m-%dT%H:%M:%S")
-                data[c] = pc.cast(col, pa.string())
-            else:
-                data[c] = pa.nulls(n, pa.string())
+            data[c] = _as_text(record_batch.column(c)) if c in present else pa.nulls(n, pa.string())
         data["_row"] = pa.array(range(start, start + n), pa.int64())
         data["_parse_error"] = pa.nulls(n, pa.string())
+        if other:
+            texts = {c: _as_text(record_batch.column(c)).to_pylist() for c in other}
+            data["_extras"] = pa.array([_extras_json({c: texts[c][i] for c in other}, set())
+                                        for i in range(n)], pa.string())
+        else:
+            data["_extras"] = pa.nulls(n, pa.string())
         start += n
         yield pa.table(data)
 
 
+def _as_text(col: pa.Array) -> pa.Array:
+    if pa.types.is_timestamp(col.type):
+        # ISO-8601 with an explicit offset, whatever the writer's unit.
+        col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S%z") if col.type.tz \
+            else pc.strftime(col, format="%Y-%m-%dT%H:%M:%S")
+    try:
+        return pc.cast(col, pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+        # Lists, structs, maps: their JSON text.
+        return pa.array([_text(v) for v in col.to_pylist()], pa.string())
+
+
 def read_landing_file(path: Path, columns: list[str]) -> Iterator[pa.Table]:
-    """Yield string-typed batches of ``columns`` (+ ``_row``, ``_parse_error``)."""
+    """Yield string-typed batches of ``columns`` (+ ``_row``, ``_parse_error``,
+    ``_extras``)."""
     fmt = file_format(path)
     reader = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[fmt]
     try:

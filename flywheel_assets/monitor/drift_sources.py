@@ -25,7 +25,6 @@ training rows are smaller (the model has seen them) and would always read as dri
 
 from __future__ import annotations
 
-from flywheel_assets.curate.signals import grade_sql
 from flywheel_assets.monitor.drift import ColumnSpec
 
 REQUEST_COLUMNS = [ColumnSpec("device", "categorical"), ColumnSpec("country", "categorical"),
@@ -107,8 +106,8 @@ def explored_sql(first: str, last: str, with_context: bool = False,
         JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = f.partition_date"""
              if with_context else "")
     return f"""
-        SELECT ({grade_sql()})::VARCHAR AS grade, (n_interactions > 0)::VARCHAR AS examined,
-               {grade_sql()} AS grade_value{context}
+        SELECT grade::VARCHAR AS grade, (n_interactions > 0)::VARCHAR AS examined,
+               grade AS grade_value{context}
         FROM curated.feedback_events f {joins}
         WHERE f.partition_date {_days(first, last)} AND {_NOT_BOT}
           AND f.request_id IN (SELECT request_id FROM curated.feedback_events

@@ -65,9 +65,10 @@ def signal_valid(evaluation: dict) -> dict:
     """The signal is valid when the model trained on it beats the no-learning baseline
     (popularity) on held-out data; gold-set metrics join when a gold set exists."""
     holdout = evaluation["holdout"]
-    model, base = holdout["candidate"]["ndcg_at_10"], holdout["popularity"]["ndcg_at_10"]
-    return {"ok": bool(model > base), "candidate_holdout_ndcg_at_10": model,
-            "popularity_holdout_ndcg_at_10": base, "gold_set": "none yet (labelling issue)"}
+    model, base = holdout["candidate"]["ndcg_at_k"], holdout["popularity"]["ndcg_at_k"]
+    return {"ok": bool(model > base), "k": evaluation.get("k"),
+            "candidate_holdout_ndcg_at_k": model, "popularity_holdout_ndcg_at_k": base,
+            "gold_set": "none yet (labelling issue)"}
 
 
 def loop_closed(card: dict | None, landed_days: set[str], trained_days: set[str]) -> dict:
@@ -158,12 +159,13 @@ def assess_day(connect, settings: Settings, partition_date: str) -> dict:
 def _summary(verdict, valid, closed, hours, trend, series) -> str:
     fig, ax = new_figure(5, 2.2)
     ax.plot([p["date"][5:] for p in series], [p["value"] for p in series], marker="o")
-    ax.set_title(f"in-service model, off-policy DCG@10: {trend['trend']}", fontsize=9)
+    ax.set_title(f"in-service model, off-policy DCG@{valid.get('k') or 'K'}: {trend['trend']}",
+                 fontsize=9)
     ax.tick_params(labelsize=7)
     fig.tight_layout()
     return (f"**{verdict}** — signal valid: {'yes' if valid['ok'] else 'NO'} "
-            f"(holdout NDCG@10 {valid['candidate_holdout_ndcg_at_10']:.3f} vs popularity "
-            f"{valid['popularity_holdout_ndcg_at_10']:.3f}); loop closed: "
+            f"(holdout NDCG@{valid.get('k') or 'K'} {valid['candidate_holdout_ndcg_at_k']:.3f} vs "
+            f"popularity {valid['popularity_holdout_ndcg_at_k']:.3f}); loop closed: "
             f"{'yes' if closed['ok'] else 'NO'}; event → champion: "
             + (f"{hours:.2f} h" if hours is not None else "n/a")
             + f"; quality: {trend['trend']}\n\n![trend]({data_uri(png_bytes(fig))})")

@@ -261,7 +261,7 @@ def _break_client(rng, config, traffic: DayTraffic) -> None:
     take_int = rng.random(len(inter)) < config.broken_client_rate
     imp_faults = [("position", "first"), ("propensity", 0), ("ts", "yesterday"),
                   ("user_id", None), ("propensity", 1.7), ("__json__", None)]
-    int_faults = [("signal", "click"), ("value", -3), ("ts", "1970-01-01T00:00:00Z"),
+    int_faults = [("signal", "tap"), ("value", -3), ("ts", "1970-01-01T00:00:00Z"),
                   ("impression_id", ""), ("__json__", None)]
     for frame, take, faults, sink in ((imp, take_imp, imp_faults, traffic.broken_impressions),
                                       (inter, take_int, int_faults, traffic.broken_interactions)):

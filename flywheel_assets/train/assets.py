@@ -24,18 +24,21 @@ class TrainingWindowConfig(dg.Config):
 def training_set(context: dg.AssetExecutionContext, config: TrainingWindowConfig,
                  flywheel: FlywheelResource):
     """Rows of the last `training.window_days` of curated feedback (`ml.training_set`),
-    joined with the user and item snapshots of the day, with graded labels from the
-    signal hierarchy (save/thumbs_up 3 > complete 2 > partial 1 > skip/thumbs_down/none 0),
+    joined with the user and item snapshots of the day when the product lands them, with
+    graded labels from the signal vocabulary (`signals.grades`; by default save/thumbs_up
+    3 > complete 2 > partial/click 1 > skip/thumbs_down/none 0),
     a clipped inverse-propensity weight from `position_bias`, the learning target
     (grade × weight) and a split: `holdout` is the training day itself, `train` the days
     before (capped at `training.max_rows` by a deterministic hash sample). Metadata: the
     clip level, the share of clipped weights and the effective sample size."""
-    t = flywheel.settings.training
+    s = flywheel.settings
+    t = s.training
     with flywheel.warehouse() as conn:
         stats = ts_lib.build_training_set(conn, context.partition_key,
                                           config.window_days or t.window_days, t.max_rows,
                                           t.ips, t.ips_clip,
-                                          holdout_share=config.holdout_share or None)
+                                          holdout_share=config.holdout_share or None,
+                                          consent=s.curation.consent)
     grades = stats.pop("grade_counts")
     return dg.MaterializeResult(metadata=readable(**{
         "dagster/row_count": stats.pop("rows"), **stats,
@@ -46,12 +49,16 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingWindowConfig
           deps=[training_set])
 def candidate_model(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """A gradient-boosted scikit-learn pipeline trained on the `train` split, predicting
-    the graded label from user, item and context features. Saved with skops under
+    the graded label from the features the training rows support (context, user and
+    item attributes, the item id of a small catalogue, extra columns; listed in the
+    card and the metadata). Saved with skops under
     `data/models/<version>/` with a model card, registered in `ml.model_registry`. The
     version is the day plus a hash of the training rows: same data, same version."""
-    card = candidate.train_candidate(flywheel.warehouse, flywheel.settings.models_dir,
-                                     context.partition_key)
+    s = flywheel.settings
+    card = candidate.train_candidate(flywheel.warehouse, s.models_dir, context.partition_key,
+                                     s.training.max_categories)
     return dg.MaterializeResult(metadata=readable(
         version=card["version"], path=dg.MetadataValue.path(str(card["path"])),
         train_rows=card["train_rows"], parent_version=card["parent_version"] or "none",
-        window=f"{card['window_start']} .. {card['window_end']}"))
+        window=f"{card['window_start']} .. {card['window_end']}",
+        features=", ".join([*card["features"]["categorical"], *card["features"]["numeric"]])))

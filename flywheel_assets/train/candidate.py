@@ -14,25 +14,29 @@ from flywheel_assets import warehouse
 from flywheel_assets.train import model as model_lib
 from flywheel_assets.train import model_store
 from flywheel_assets.train import training_set as ts_lib
-from flywheel_assets.train.features import FEATURES
+from flywheel_assets.train.features import spec_of
 
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 
-def train_candidate(connect: Connect, models_dir: Path, partition_date: str) -> dict:
+def train_candidate(connect: Connect, models_dir: Path, partition_date: str,
+                    max_categories: int = 250) -> dict:
     """Train, save and register the candidate of ``partition_date``; returns its card
     (with ``version`` and ``path``). Same rows, labels and parameters → same version;
     change any of them → a new one."""
     with connect() as conn:
         rows = ts_lib.read_split(conn, partition_date, "train")
         fingerprint = ts_lib.fingerprint(conn, partition_date)
-    pipeline = model_lib.train(rows, label="target", weight=None)
+    pipeline = model_lib.train(rows, label="target", weight=None, max_categories=max_categories)
+    features = spec_of(pipeline).to_dict()
     version = model_store.model_version(
-        partition_date, f"{fingerprint}:{json.dumps(model_lib.DEFAULT_PARAMS, sort_keys=True)}")
+        partition_date, f"{fingerprint}:{json.dumps(model_lib.DEFAULT_PARAMS, sort_keys=True)}"
+                        f":{json.dumps(features)}")
     parent = model_store.champion_before(models_dir, version)
     card = {
-        "partition_date": partition_date, "features": FEATURES,
-        "label": "target = label_grade (0..3) x clipped inverse examination propensity",
+        "partition_date": partition_date, "features": features,
+        "label": "target = label_grade (the signal vocabulary's grade) x clipped inverse "
+                 "examination propensity",
         "params": model_lib.DEFAULT_PARAMS, "train_rows": len(rows),
         "window_start": str(rows["source_date"].min()), "window_end": str(rows["source_date"].max()),
         "source_partitions": sorted(str(d) for d in rows["source_date"].unique()),

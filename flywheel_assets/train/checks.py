@@ -10,14 +10,15 @@ from flywheel_assets.train import training_set as ts_lib
 @dg.asset_check(asset="training_set", blocking=True, pool="duckdb",
                 description="At least `training.min_train_rows` training rows (1000) with more "
                             "than one label grade, at least `training.min_holdout_requests` "
-                            "holdout requests (50), labels within the hierarchy, positive "
+                            "holdout requests (50), labels within the vocabulary's grades, positive "
                             "weights.")
 def training_set_is_usable(context: dg.AssetCheckExecutionContext,
                            flywheel: FlywheelResource) -> dg.AssetCheckResult:
-    t = flywheel.settings.training
+    s = flywheel.settings
+    t = s.training
     with flywheel.warehouse() as conn:
         problems, counts = ts_lib.usability(conn, context.partition_key, t.min_train_rows,
-                                            t.min_holdout_requests)
+                                            t.min_holdout_requests, s.signals.max_grade)
         return recorded_result(conn, context.partition_key, "training_set",
                                "training_set_is_usable", not problems,
                                "; ".join(problems) or None, metadata=counts)

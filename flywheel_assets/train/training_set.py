@@ -13,16 +13,14 @@ import duckdb
 import pandas as pd
 
 from flywheel_assets import warehouse
-from flywheel_assets.curate.feedback import latest_snapshot_date
-from flywheel_assets.curate.signals import DEFAULT_HIERARCHY, MAX_GRADE, grade_sql
+from flywheel_assets.curate.feedback import consent_logged, consent_sql, latest_snapshot_date
 
 FIRST_DAY_HOLDOUT_SHARE = 0.2
 
 
 def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, window_days: int,
                        max_training_rows: int, use_ips: bool = True, ips_clip: float = 10.0,
-                       hierarchy: dict[str, int] = DEFAULT_HIERARCHY,
-                       holdout_share: float | None = None) -> dict:
+                       holdout_share: float | None = None, consent: str = "when_logged") -> dict:
     """Window rows with labels, weights and the learning target.
 
     With IPS on, ``weight`` = min(1 / examination(position), ``ips_clip``) from the
@@ -31,6 +29,11 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
     has expectation examination(k) × grade-if-examined, so dividing by examination(k)
     gives an unbiased target for the grade a person would give (clipping trades a
     little bias for variance). With IPS off, weight 1 and target = grade.
+
+    User and item attributes come from the snapshots when the product lands them (NULL
+    otherwise); the extra columns of the impression, the user and the item are merged
+    into one JSON object (`extras`). Consent is judged again as of the training day
+    (policy ``consent``): a withdrawal stops every later training set.
     """
     first_day = warehouse.window_start(partition_date, window_days)
     users_date = latest_snapshot_date(conn, "raw.users", partition_date)
@@ -45,15 +48,16 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                    f.propensity, f.device, u.country, u.age_band, u.signup_date,
                    it.category, it.published_date, it.duration_s, it.popularity,
                    it.c0, it.c1, it.c2, it.c3, it.c4, it.c5, f.n_interactions,
-                   {grade_sql(hierarchy)} AS label_grade, {weight} AS weight
+                   f.grade AS label_grade, {weight} AS weight,
+                   nullif(json_merge_patch(coalesce(u.extras, '{{}}'), coalesce(it.extras, '{{}}'),
+                                           coalesce(f.extras, '{{}}'))::VARCHAR, '{{}}') AS extras
             FROM curated.curated_feedback f
             LEFT JOIN curated.position_bias pb
                    ON pb.partition_date = $d AND pb.position = f.position
-            -- Consent as of the training day: a withdrawal stops all later training sets.
-            JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = $ud
-                            AND u.consent_training
-            JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = $id
-            WHERE f.partition_date BETWEEN $ws AND $d""",
+            LEFT JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = $ud
+            LEFT JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = $id
+            WHERE f.partition_date BETWEEN $ws AND $d
+              AND {consent_sql(consent, consent_logged(conn, users_date))}""",
                      {"ud": users_date, "id": items_date, "ws": first_day, "d": partition_date})
         earlier = conn.execute(f"SELECT count(*) FROM _window WHERE source_date < DATE "
                                f"'{partition_date}'").fetchone()[0]
@@ -69,7 +73,7 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                        f"ts >= TIMESTAMPTZ '{cutoff.isoformat()}'" if cutoff else "FALSE")
         rows = warehouse.replace_partition(conn, "ml.training_set", partition_date, f"""
             SELECT *, label_grade * weight AS target, 'holdout' AS split FROM _window WHERE {holdout}
-            UNION ALL
+            UNION ALL BY NAME
             (SELECT *, label_grade * weight AS target, 'train' AS split FROM _window
              WHERE NOT ({holdout})
              ORDER BY hash(impression_id), impression_id LIMIT {int(max_training_rows)})""")
@@ -122,7 +126,7 @@ def fingerprint(conn: duckdb.DuckDBPyConnection, partition_date: str) -> str:
 
 
 def usability(conn: duckdb.DuckDBPyConnection, partition_date: str, min_train_rows: int,
-              min_holdout_requests: int) -> tuple[list[str], dict]:
+              min_holdout_requests: int, max_grade: int) -> tuple[list[str], dict]:
     """What makes the day's training set unusable (empty when it is usable), and the
     counts it was judged on: enough training rows with more than one label grade,
     enough holdout requests, labels within the hierarchy, positive weights."""
@@ -133,7 +137,7 @@ def usability(conn: duckdb.DuckDBPyConnection, partition_date: str, min_train_ro
                count(*) FILTER (WHERE label_grade NOT BETWEEN 0 AND $max OR label_grade IS NULL),
                count(*) FILTER (WHERE NOT weight > 0 OR weight IS NULL)
         FROM ml.training_set WHERE partition_date = $d""",
-        {"d": partition_date, "max": MAX_GRADE}).fetchone()
+        {"d": partition_date, "max": max_grade}).fetchone()
     problems: list[str] = []
     if train < min_train_rows:
         problems.append(f"only {train} training rows (need {min_train_rows})")
@@ -142,7 +146,7 @@ def usability(conn: duckdb.DuckDBPyConnection, partition_date: str, min_train_ro
     if holdout_requests < min_holdout_requests:
         problems.append(f"only {holdout_requests} holdout requests (need {min_holdout_requests})")
     if bad_labels:
-        problems.append(f"{bad_labels} labels outside 0..{MAX_GRADE}")
+        problems.append(f"{bad_labels} labels outside 0..{max_grade}")
     if bad_weights:
         problems.append(f"{bad_weights} weights not > 0")
     return problems, {"train_rows": train, "distinct_grades": grades,

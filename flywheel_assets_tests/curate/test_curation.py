@@ -13,19 +13,17 @@ from flywheel_assets.curate.filters import FilterRules
 from flywheel_assets.curate.label_noise import flag_label_issues
 
 DAY = "2026-01-05"
-FLAGS = ["skip", "partial", "complete", "save", "thumbs_up", "thumbs_down"]
 
 
-def _row(i, user="u_human", **flags):
+def _row(i, user="u_human", signals=(), **fields):
     base = dict(partition_date=dt.date(2026, 1, 5), impression_id=f"i{i}", request_id=f"r{i}",
                 # A person: requests at irregular times of the day.
                 ts=pd.Timestamp("2026-01-05 00:00", tz="UTC")
                 + pd.Timedelta(seconds=float(np.random.default_rng(i).uniform(0, 86_000))),
                 user_key=user, item_id=f"item{i % 7}", position=1 + i % 10, propensity=0.9,
                 policy_version="p", device="mobile", n_interactions=1,
-                max_value=0.5, first_interaction_ts=None)
-    base.update({f"has_{f}": False for f in FLAGS})
-    base.update(flags)
+                max_value=0.5, first_interaction_ts=None, signals=list(signals) or None)
+    base.update(fields)
     base["first_interaction_ts"] = base["ts"] + pd.Timedelta(seconds=base.pop("reaction", 30))
     return base
 
@@ -43,14 +41,14 @@ def _load(conn, rows):
 
 
 def test_planted_bad_signals_are_removed_with_reasons(conn):
-    rows = [_row(i, has_complete=True) for i in range(40)]
-    rows.append(_row(100, has_complete=True, has_thumbs_down=True))              # contradictory
-    rows.append(_row(101, has_partial=True, max_value=0.01))                    # no information
-    original = _row(102, has_save=True)
+    rows = [_row(i, signals=["complete"]) for i in range(40)]
+    rows.append(_row(100, signals=["complete", "thumbs_down"]))              # contradictory
+    rows.append(_row(101, signals=["partial"], max_value=0.01))                    # no information
+    original = _row(102, signals=["save"])
     rows += [original, dict(original, impression_id="i102-dup")]                # double-logged
     bot_start = pd.Timestamp("2026-01-05 00:00", tz="UTC")
     for j in range(12):  # a machine: every 2 hours on the dot, reacting in half a second
-        r = _row(200 + j, user="u_bot", has_save=True, reaction=0.5)
+        r = _row(200 + j, user="u_bot", signals=["save"], reaction=0.5)
         r["ts"] = bot_start + pd.Timedelta(hours=2 * j)
         r["first_interaction_ts"] = r["ts"] + pd.Timedelta(seconds=0.5)
         rows.append(r)
@@ -70,19 +68,29 @@ def test_planted_bad_signals_are_removed_with_reasons(conn):
 
 
 def test_filters_off_means_dedupe_only(conn):
-    rows = [_row(i, has_complete=True) for i in range(10)]
-    rows.append(_row(100, has_complete=True, has_thumbs_down=True))
+    rows = [_row(i, signals=["complete"]) for i in range(10)]
+    rows.append(_row(100, signals=["complete", "thumbs_down"]))
     _load(conn, rows)
     stats = curate.build_curated_feedback(conn, DAY, use_filters=False)
     assert stats["rows"] == 11 and stats["filters"].startswith("off")
 
 
 def test_per_user_cap(conn):
-    _load(conn, [_row(i, user="u_heavy", has_partial=True, max_value=0.4) for i in range(30)])
+    _load(conn, [_row(i, user="u_heavy", signals=["partial"], max_value=0.4) for i in range(30)])
     curate.build_curated_feedback(conn, DAY, rules=FilterRules(per_user_cap=25),
                                   max_label_issue_share=0)
     reasons = conn.execute("SELECT reason, count(*) FROM curated.feedback_removals GROUP BY 1").fetchall()
     assert reasons == [("per-user cap (25 impressions a day)", 5)]
+
+
+def test_anonymous_traffic_is_neither_a_bot_nor_capped(conn):
+    """Rows without a user id are not one giant user: no user-level filter applies."""
+    rows = [_row(i, user=None, signals=["click"]) for i in range(60)]
+    _load(conn, rows)
+    stats = curate.build_curated_feedback(conn, DAY, rules=FilterRules(per_user_cap=25,
+                                                                      max_requests_per_day=10),
+                                          max_label_issue_share=0)
+    assert stats["rows"] == 60 and stats["flagged_users"] == 0
 
 
 def test_confident_learning_finds_planted_label_flips():

@@ -24,7 +24,7 @@ def _record(delta_ci=(0.1, 0.3), cand_cov=0.8, champ_cov=0.8, cand_gini=0.7, cha
                                                  "ci_high": delta_ci[1], "level": 0.95}}},
             "slices": {"new_items": {"requests": 500, "candidate": slice_cand,
                                      "champion": slice_champ}},
-            "holdout": {"candidate": {"ndcg_at_10": 0.8}, "champion": {"ndcg_at_10": 0.7}},
+            "holdout": {"candidate": {"ndcg_at_k": 0.8}, "champion": {"ndcg_at_k": 0.7}},
             "holdout_difference": {"delta": 0.1, "ci_low": 0.05, "ci_high": 0.15, "level": 0.95}}
 
 
