@@ -53,6 +53,26 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from flywheel_assets.evaluate import evaluation, logged_pools, policy_values
+
+    settings = Settings.from_env(args.data_dir, {"evaluation.value": args.value} if args.value else None)
+    names = args.policy or list(evaluation.NAMED_POLICIES)
+    try:
+        record = evaluation.evaluate_policies(settings, args.day, names)
+    except (ValueError, FileNotFoundError, logged_pools.NoPools) as exc:
+        print(f"flywheel evaluate: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(record, indent=2, default=str))
+        return 0
+    print(f"What would each policy have done on {args.day}?")
+    for name, version in record["versions"].items():
+        print(f"  {name}: {version}")
+    print(policy_values.table_markdown(record))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flywheel", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True)
     p.add_argument("--data-dir")
     p.set_defaults(func=_promote)
+    p = sub.add_parser("evaluate", help="value policies off-policy on a day's logs",
+                       description="What would policy P have done on day D? Each estimate "
+                                   "(IPS, SNIPS, doubly robust) with its interval, effective "
+                                   "sample size and trust verdict, on the day's logged requests.")
+    p.add_argument("--day", required=True, help="the partition, YYYY-MM-DD")
+    p.add_argument("--policy", action="append", metavar="P",
+                   help="logging, uniform, popularity, champion, candidate or a model version "
+                        "(repeatable; default: the five named ones)")
+    p.add_argument("--value", choices=["dcg", "reward"],
+                   help="DCG@K of graded rewards or reward per request (default: setting "
+                        "evaluation.value)")
+    p.add_argument("--json", action="store_true", help="the full record as JSON")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=_evaluate)
     p = sub.add_parser("rollback", help="put the previous champion back in service (audited)")
     p.add_argument("--reason", required=True)
     p.add_argument("--data-dir")

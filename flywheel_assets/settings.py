@@ -173,6 +173,22 @@ class EvaluationSettings:
     # K of every ranking metric (ndcg_at_k, DCG@K): the product's slate size; 0 = read it
     # from the data (the most common number of positions per request).
     slate_size: int = 0
+    # The off-policy value of a policy: "dcg" (DCG@K of graded rewards) or "reward" (the
+    # expected reward per request: clicks per request on a click-only product).
+    value: str = "dcg"
+    # A product that logs no candidate pools is valued on its whole catalogue, up to
+    # this many items (beyond, rankings are not valued off-policy; the gate says so).
+    max_catalogue_pool: int = 200
+    # The trust guard: an off-policy estimate with fewer effective samples than this
+    # (as a count, or as a share of the impressions it values) or with one weight above
+    # this share of the total is untrustworthy, shown so, and the gate holds on it.
+    min_effective_sample_size: float = 200.0
+    min_ess_share: float = 0.01
+    max_weight_share: float = 0.05
+
+    def __post_init__(self):
+        if self.value not in ("dcg", "reward"):
+            raise ValueError(f"evaluation.value must be 'dcg' or 'reward', got {self.value!r}")
 
 
 @dataclass(frozen=True)

@@ -110,3 +110,26 @@ def test_evaluation_is_at_the_products_slate_size(minimal_product):
     decision = _query(data_dir, "SELECT decision FROM ml.gate_decisions WHERE partition_date = ?",
                       [DAYS[1]])
     assert decision, "the gate decided on day 2"
+
+
+def test_policies_are_valued_off_policy_on_the_catalogue(minimal_product, capsys):
+    """No pools logged: every request is valued on the 40-item catalogue with the
+    per-impression propensities. The logs came from a uniformly random policy, so the
+    off-policy IPS value of "uniform" is exactly the logs' own mean reward."""
+    from flywheel_assets.cli import main
+
+    data_dir, landed, _ = minimal_product
+    assert main(["evaluate", "--day", DAYS[1], "--data-dir", str(data_dir), "--json",
+                 "--value", "reward", "--policy", "logging", "--policy", "uniform",
+                 "--policy", "candidate"]) == 0
+    ope = json.loads(capsys.readouterr().out)
+    assert ope["family"] == "item-position" and "catalogue (40 items" in ope["pool_source"]
+    logging, uniform = ope["policies"]["logging"], ope["policies"]["uniform"]
+    assert uniform["ips"]["value"] == pytest.approx(logging["ips"]["value"])
+    assert uniform["effective_sample_size"] == pytest.approx(uniform["valued_impressions"])
+    # Reward per request = clicks per request of the requests valued (none trained on).
+    assert logging["dr"]["value"] == pytest.approx(landed[1]["clicks"] / REQUESTS, rel=0.15)
+    assert set(ope["policies"]) == {"logging", "uniform", "candidate"}
+    assert main(["evaluate", "--day", DAYS[1], "--data-dir", str(data_dir)]) == 0
+    table = capsys.readouterr().out
+    assert "| uniform |" in table and "| popularity |" in table and "trust" in table

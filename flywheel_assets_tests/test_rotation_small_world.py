@@ -158,7 +158,6 @@ def test_the_gate_reads_the_days_checks_even_when_run_alone(rotated):
     """Materialising champion_model on its own must not skip a failed blocking check."""
     data_dir, _ = rotated
     settings = Settings.from_env(data_dir)
-    before = model_store.champion_version(settings.models_dir)
     with warehouse.connect(settings.warehouse_path) as conn:
         warehouse.record_check(conn, DAYS[1], "raw_impressions", "rows_reconcile", False,
                                "planted failure")
@@ -166,8 +165,11 @@ def test_the_gate_reads_the_days_checks_even_when_run_alone(rotated):
     from flywheel_assets.evaluate.assets import champion_model
     from flywheel_assets.resources import FlywheelResource
 
-    model_store.set_champion(settings.models_dir, model_store.read_champion(settings.models_dir)["previous"]
-                             or before, "test: step back", "test")
+    pointer = model_store.read_champion(settings.models_dir)
+    # Step back to another model than the day's candidate (whether or not it was promoted).
+    versions = sorted(p.name for p in settings.models_dir.iterdir() if p.is_dir())
+    model_store.set_champion(settings.models_dir, (pointer or {}).get("previous") or versions[0],
+                             "test: step back", "test")
     stepped_back = model_store.champion_version(settings.models_dir)
     result = dg.materialize([champion_model], partition_key=DAYS[1],
                             resources={"flywheel": FlywheelResource(data_dir=str(data_dir))})

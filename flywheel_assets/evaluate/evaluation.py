@@ -22,13 +22,13 @@ import pandas as pd
 
 from flywheel_assets import warehouse
 from flywheel_assets.curate.feedback import latest_snapshot_date
-from flywheel_assets.evaluate import logged_pools, metrics, off_policy, report
-from flywheel_assets.serve.serving import PLAIN_TOP_K, Reranking
+from flywheel_assets.evaluate import logged_pools, metrics, policy_values, report
+from flywheel_assets.serve.serving import Reranking
+from flywheel_assets.train import features as feats
 from flywheel_assets.train import model as model_lib
 from flywheel_assets.train import model_store
 from flywheel_assets.train import training_set as ts_lib
 from flywheel_assets.train.candidate import registered_candidate
-from flywheel_assets.train import features as feats
 
 NEW_ITEM_DAYS = 7
 NEW_USER_DAYS = 14
@@ -117,40 +117,6 @@ def paired_ndcg_difference(holdout: pd.DataFrame, candidate: np.ndarray, champio
             "ci_high": float(hi), "level": level, "requests": int(len(diff))}
 
 
-def off_policy_evaluation(pools: pd.DataFrame, models: dict[str, object],
-                          examination: dict[int, float], catalogue_size: int,
-                          n_boot: int, level: float, k: int,
-                          reranking: Reranking = PLAIN_TOP_K) -> dict:
-    """Each model's ranking policy, served as `serving` serves it (``reranking``,
-    exploration aside), on the logged requests: IPS / SNIPS / DR with ESS
-    and intervals, exposure Gini and catalogue coverage of its slates, and (with a
-    champion) the paired candidate − champion differences. The reward model of DR is
-    the candidate's prediction of the grade."""
-    m = logged_pools.pool_matrix(pools)
-    derived = feats.derive(pools)
-    scores = {name: model_lib.score(pipe, pools, derived)[m.row_index]
-              for name, pipe in models.items()}
-    out: dict = {"requests": len(m.request_ids), "pool_rows": len(pools),
-                 "requests_skipped_unusual_pool_size": m.dropped_requests,
-                 "diversity": reranking.diversity,
-                 "popularity_balance": reranking.popularity_balance, "policies": {}}
-    rows = {}
-    for name, s in scores.items():
-        rows[name], slates = logged_pools.target_rows(m, s, scores["candidate"], examination,
-                                                      k, reranking)
-        shown_items = np.take_along_axis(m.item_ids, slates, axis=1).ravel()
-        top_items, counts = np.unique(shown_items, return_counts=True)
-        exposures = np.concatenate([counts, np.zeros(max(catalogue_size - len(top_items), 0))])
-        out["policies"][name] = {
-            **off_policy.estimate(rows[name], n_boot=n_boot, level=level),
-            "exposure_gini": metrics.exposure_gini(exposures),
-            "catalog_coverage": len(top_items) / catalogue_size if catalogue_size else 0.0}
-    if "champion" in rows:
-        out["difference"] = off_policy.compare(rows["candidate"], rows["champion"],
-                                               n_boot=n_boot, level=level)
-    return out
-
-
 def popularity_baseline(holdout: pd.DataFrame, item_engagement: dict[str, float]) -> np.ndarray:
     """The no-learning baseline's scores: the catalogue's popularity where the items
     snapshot has it, else each item's mean grade in the training split (unseen items 0)."""
@@ -159,25 +125,26 @@ def popularity_baseline(holdout: pd.DataFrame, item_engagement: dict[str, float]
     return holdout["item_id"].map(item_engagement).fillna(0.0).to_numpy(dtype="float64")
 
 
-def evaluate(holdout: pd.DataFrame, pools: pd.DataFrame, models: dict[str, object],
-             examination: dict[int, float], catalogue_size: int, n_boot: int = 200,
-             level: float = 0.95, reranking: Reranking = PLAIN_TOP_K, k: int = 10,
-             positive: int = 2, item_engagement: dict[str, float] | None = None) -> dict:
-    """The whole evaluation record for the gate and the report, at K = ``k``."""
+def evaluate(holdout: pd.DataFrame, models: dict[str, object], k: int = 10,
+             positive: int = 2, item_engagement: dict[str, float] | None = None,
+             n_boot: int = 200, level: float = 0.95) -> dict:
+    """The holdout part of the evaluation record, at K = ``k``: each model, the
+    popularity baseline and the logged order itself (``logging``: the ranking that
+    produced the logs, as they showed it), and the paired difference of the candidate
+    with the champion, or, before any champion, with the logged order."""
     derived = feats.derive(holdout)
     scores = {name: model_lib.score(pipe, holdout, derived) for name, pipe in models.items()}
     # The no-learning baseline: is the signal worth learning from at all?
-    baseline = {"popularity": popularity_baseline(holdout, item_engagement or {})}
+    baselines = {"popularity": popularity_baseline(holdout, item_engagement or {}),
+                 "logging": -holdout["position"].to_numpy(dtype="float64")}
     record = {"k": k, "positive_grade": positive,
-              "holdout": holdout_metrics(holdout, scores | baseline, k, positive),
+              "holdout": holdout_metrics(holdout, scores | baselines, k, positive),
               "slices": slice_metrics(holdout, scores, k),
-              "calibration": {name: calibration(holdout, s) for name, s in scores.items()},
-              "off_policy": (off_policy_evaluation(pools, models, examination, catalogue_size,
-                                                   n_boot, level, k, reranking)
-                             if len(pools) else None)}
-    if "champion" in scores:
-        record["holdout_difference"] = paired_ndcg_difference(
-            holdout, scores["candidate"], scores["champion"], n_boot, level, k)
+              "calibration": {name: calibration(holdout, s) for name, s in scores.items()}}
+    if "candidate" in scores:
+        base = "champion" if "champion" in scores else "logging"
+        record["holdout_difference"] = {"versus": base, **paired_ndcg_difference(
+            holdout, scores["candidate"], (scores | baselines)[base], n_boot, level, k)}
     return record
 
 
@@ -226,7 +193,6 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
         models["champion"] = model_store.load_model(models_dir, champion)
     with connect() as conn:
         holdout = bounded_requests(ts_lib.read_split(conn, day, "holdout"), e.max_holdout_requests)
-        pools = logged_pools.logged_pools(conn, day, e.max_ope_requests)
         examination = dict(conn.execute(
             "SELECT position, examination FROM curated.position_bias WHERE partition_date = ?",
             [day]).fetchall())
@@ -235,21 +201,91 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
         engagement = dict(conn.execute(
             "SELECT item_id, avg(label_grade) FROM ml.training_set WHERE partition_date = ? "
             "AND split = 'train' GROUP BY item_id", [day]).fetchall())
+        try:
+            logged, no_ope = logged_pools.load(conn, day, e.max_ope_requests,
+                                               e.max_catalogue_pool), None
+        except logged_pools.NoPools as exc:
+            logged, no_ope = None, str(exc)
     if holdout.empty:
         raise NothingToEvaluate(f"the holdout of {day} is empty: nothing to evaluate on")
+    positive = positive_grade(settings.signals.max_grade)
     record = {"partition_date": day, "candidate_version": candidate,
               "champion_version": champion, "holdout_rows": len(holdout),
               "holdout_requests": int(holdout["request_id"].nunique()),
               "catalogue_size": int(catalogue), "examination": examination,
-              **evaluate(holdout, pools, models, examination, int(catalogue),
-                         e.bootstrap_samples, settings.gate.confidence,
-                         Reranking(settings.serving.diversity,
-                                   settings.serving.popularity_balance), k,
-                         positive_grade(settings.signals.max_grade), engagement)}
+              **evaluate(holdout, models, k, positive, engagement, e.bootstrap_samples,
+                         settings.gate.confidence)}
+    if logged is not None and logged.log.n_requests:
+        record["off_policy"] = value_day(logged, models, settings, k, examination, catalogue,
+                                         engagement)
+    else:
+        record["off_policy"] = None
+        record["off_policy_unavailable"] = no_ope or "no logged request left to value"
     written = report.write(settings.reports_dir, record)
     with connect() as conn:
         record_evaluation(conn, record, written["dir"])
     return {**record, "report": written}
+
+
+def trust_limits(settings) -> policy_values.TrustLimits:
+    e = settings.evaluation
+    return policy_values.TrustLimits(e.min_effective_sample_size, e.min_ess_share,
+                                     e.max_weight_share, settings.gate.min_ope_support)
+
+
+def value_day(logged: logged_pools.LoggedDay, models: dict, settings, k: int,
+              examination: dict, catalogue: int, engagement: dict, uniform: bool = True) -> dict:
+    """Every policy's off-policy value on the day's logged requests (policy_values)."""
+    e = settings.evaluation
+    baseline = (np.log1p(logged.popularity) if logged.popularity is not None else
+                logged.matrix(logged.pools["item_id"].map(engagement).fillna(0.0)))
+    return policy_values.value_policies(
+        logged, models, k, e.value, examination, int(catalogue), trust_limits(settings),
+        e.bootstrap_samples, settings.gate.confidence,
+        Reranking(settings.serving.diversity, settings.serving.popularity_balance), baseline,
+        uniform)
+
+
+NAMED_POLICIES = ("logging", "uniform", "popularity", "champion", "candidate")
+
+
+def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
+    """``flywheel evaluate``: what would each policy in ``names`` (one of
+    :data:`NAMED_POLICIES` or a model version) have done on the day's logged requests?
+    ``candidate`` is the day's registered candidate, ``champion`` the model in service.
+    The day's candidate is the doubly robust reward model whether or not it is asked for."""
+    day, e, models_dir = partition_date, settings.evaluation, settings.models_dir
+    with warehouse.connect(settings.warehouse_path) as conn:
+        candidate = registered_candidate(conn, day)
+        examination = dict(conn.execute(
+            "SELECT position, examination FROM curated.position_bias WHERE partition_date = ?",
+            [day]).fetchall())
+        catalogue = catalogue_size(conn, day)
+        k = slate_size(conn, day, e.slate_size)
+        engagement = dict(conn.execute(
+            "SELECT item_id, avg(label_grade) FROM ml.training_set WHERE partition_date = ? "
+            "AND split = 'train' GROUP BY item_id", [day]).fetchall())
+        logged = logged_pools.load(conn, day, e.max_ope_requests, e.max_catalogue_pool)
+    versions = {"candidate": candidate, "champion": model_store.champion_version(models_dir)}
+    models, missing = {}, {}
+    if candidate:
+        models["candidate"] = model_store.load_model(models_dir, candidate)
+    for name in names:
+        if name in ("logging", "uniform", "popularity"):
+            continue
+        version = versions.get(name, name)
+        if version is None:
+            missing[name] = ("no model of ours has served: the logging policy is the champion"
+                             if name == "champion" else f"no candidate registered for {day}")
+            continue
+        models[name] = model_store.load_model(models_dir, version)
+    record = value_day(logged, models, settings, k, examination, catalogue, engagement,
+                       uniform="uniform" in names)
+    record["policies"] = {n: record["policies"][n] for n in names if n in record["policies"]}
+    record["not_valued"] = {n: why for n, why in record.get("not_valued", {}).items()
+                            if n in names} | missing
+    record["versions"] = {n: versions.get(n, n) for n in names if n in models}
+    return record
 
 
 def record_evaluation(conn, record: dict, report_dir) -> None:
@@ -280,7 +316,9 @@ def headline_figures(record: dict) -> dict:
     figures = {"k": record.get("k"), "logged_requests": ope.get("requests", 0),
                "candidate_holdout_ndcg_at_k": record["holdout"]["candidate"]["ndcg_at_k"]}
     for name, p in ope["policies"].items():
-        figures |= {f"{name}_dr_dcg_at_k": p["dr"]["value"],
-                    f"{name}_catalog_coverage": p["catalog_coverage"],
-                    f"{name}_exposure_gini": p["exposure_gini"]}
+        figures[f"{name}_dr_value"] = p["dr"]["value"]
+        figures[f"{name}_trusted"] = p["trusted"]
+        if "catalog_coverage" in p:
+            figures |= {f"{name}_catalog_coverage": p["catalog_coverage"],
+                        f"{name}_exposure_gini": p["exposure_gini"]}
     return figures

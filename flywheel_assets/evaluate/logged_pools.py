@@ -1,138 +1,195 @@
-"""A day's logged requests with their candidate pools: what off-policy evaluation reads.
+"""A day's logged requests with their pools: what off-policy evaluation reads.
 
-One row per (request, candidate) with the raw attributes the model scores, the logging
-policy's exposure propensity, and, when the candidate was shown, its position and the
-grade it received (0 when silent). Requests come from `feedback_events` (consenting
-users) less the users flagged as bots that day, less any request in the day's
-training split and any slate with a missing impression, hash-sampled to a bounded
-number. A position missing from `position_bias` counts as examined (examination 1).
+Requests come from `feedback_events` (rows with training consent) less the users flagged
+as bots that day and less any request of the day's training split, hash-sampled to a
+bounded number; every request left out is counted with its reason. Each request's pool
+is the candidate pool the product logged, or, for a product that logs none, the
+catalogue (the items snapshot, else the items shown that day) when it is small enough
+to rank whole (`evaluation.max_catalogue_pool`). Rows carry the raw attributes the
+models score. The family of estimators follows what the product logs: exposure
+propensities on every pool row → "exposure" (on complete slates; a partial slate is
+counted as skipped), else "item-position" (partial slates valued on their positions).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
 import pandas as pd
 
 from flywheel_assets.curate.feedback import latest_snapshot_date
-from flywheel_assets.evaluate.off_policy import TargetRows
+from flywheel_assets.evaluate import off_policy
 from flywheel_assets.serve.serving import PLAIN_TOP_K, Reranking
 
 
-def logged_pools(conn: duckdb.DuckDBPyConnection, partition_date: str,
-                 max_requests: int) -> pd.DataFrame:
-    """The day's requests with a logged pool, ordered by request then item. User and
-    item attributes are NULL where the product lands no snapshot."""
-    users_date = latest_snapshot_date(conn, "raw.users", partition_date)
-    items_date = latest_snapshot_date(conn, "raw.items", partition_date)
-    return conn.execute("""
-        WITH events AS (
-            SELECT * FROM curated.feedback_events f
-            WHERE f.partition_date = $d AND NOT EXISTS (
-                SELECT 1 FROM curated.flagged_users b
-                WHERE b.partition_date = f.partition_date AND b.user_key = f.user_key)),
-        requests AS (
-            SELECT request_id, any_value(user_key) AS user_key, min(ts) AS ts,
-                   any_value(device) AS device, any_value(extras) AS extras
-            FROM events WHERE request_id IN (SELECT request_id FROM raw.candidates
-                                             WHERE partition_date = $d)
-            -- Never value a model on the requests it learnt from (on the first day the
-            -- training set takes most of the day itself).
-            AND request_id NOT IN (SELECT request_id FROM ml.training_set
-                                   WHERE partition_date = $d AND split = 'train')
-            GROUP BY request_id
-            -- Complete slates only: with an impression quarantined (a broken client), a
-            -- shown item would read as never shown.
-            HAVING count(DISTINCT position) = max(position)
-            ORDER BY hash(request_id), request_id LIMIT $n),
-        shown AS (
-            -- A double-logged impression is one showing: keep its best position and grade.
-            SELECT request_id, item_id, min(position) AS shown_position,
-                   max(grade) AS grade
-            FROM events GROUP BY request_id, item_id),
-        pools AS (
-            SELECT request_id, item_id, max(exposure_propensity) AS exposure
-            FROM raw.candidates WHERE partition_date = $d GROUP BY request_id, item_id)
-        SELECT r.request_id, p.item_id, p.exposure, s.shown_position,
-               coalesce(s.grade, 0) AS grade, r.ts, r.device, u.country, u.age_band,
-               u.signup_date, it.category, it.published_date, it.duration_s, it.popularity,
-               it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
-               nullif(json_merge_patch(coalesce(u.extras, '{}'), coalesce(it.extras, '{}'),
-                                       coalesce(r.extras, '{}'))::VARCHAR, '{}') AS extras
-        FROM requests r
-        JOIN pools p USING (request_id)
+class NoPools(RuntimeError):
+    """The day cannot value rankings: no logged pools and a catalogue too large to rank."""
+
+
+@dataclass
+class LoggedDay:
+    pools: pd.DataFrame             # one row per (request, candidate), for scoring
+    log: off_policy.LoggedSlates
+    row_index: np.ndarray           # R×P: row of `pools` (-1 in padding)
+    categories: np.ndarray | None   # R×P codes (None: the product logs no category)
+    popularity: np.ndarray | None   # R×P (None: no popularity in the catalogue)
+    shown_position: np.ndarray      # R×P, NaN where not shown
+    grade: np.ndarray               # R×P, 0 where not shown or silent
+    family: str                     # "exposure" | "item-position"
+    pool_source: str
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def matrix(self, values: np.ndarray, fill=np.nan) -> np.ndarray:
+        """Per-row values of `pools` as an R×P matrix."""
+        out = np.full(self.row_index.shape, fill, dtype="float64")
+        inside = self.row_index >= 0
+        out[inside] = np.asarray(values, dtype="float64")[self.row_index[inside]]
+        return out
+
+
+def _catalogue(conn, day: str, items_date) -> list[str]:
+    if items_date is not None:
+        return [r[0] for r in conn.execute(
+            "SELECT DISTINCT item_id FROM raw.items WHERE partition_date = ? ORDER BY 1",
+            [items_date]).fetchall()]
+    return [r[0] for r in conn.execute(
+        "SELECT DISTINCT item_id FROM raw.impressions WHERE partition_date = ? ORDER BY 1",
+        [day]).fetchall()]
+
+
+def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
+         max_catalogue_pool: int) -> LoggedDay:
+    """The day's logged requests and pools; raises :class:`NoPools` when rankings cannot
+    be valued on it."""
+    users_date = latest_snapshot_date(conn, "raw.users", day)
+    items_date = latest_snapshot_date(conn, "raw.items", day)
+    logs_pools = conn.execute("SELECT count(*) > 0 FROM raw.candidates WHERE partition_date = ?",
+                              [day]).fetchone()[0]
+    conn.execute("""
+        CREATE OR REPLACE TEMP TABLE _eligible AS
+        SELECT f.request_id, any_value(f.user_key) AS user_key, min(f.ts) AS ts,
+               any_value(f.device) AS device, any_value(f.extras) AS extras,
+               bool_and(b.user_key IS NULL) AS human, bool_or(t.request_id IS NOT NULL) AS trained_on,
+               count(DISTINCT f.position) = max(f.position) AS complete
+        FROM curated.feedback_events f
+        LEFT JOIN curated.flagged_users b
+               ON b.partition_date = f.partition_date AND b.user_key = f.user_key
+        LEFT JOIN (SELECT DISTINCT request_id FROM ml.training_set
+                   WHERE partition_date = $d AND split = 'train') t ON t.request_id = f.request_id
+        WHERE f.partition_date = $d GROUP BY f.request_id""", {"d": day})
+    skipped = dict(zip(["flagged bot", "in the training split"], conn.execute(
+        "SELECT count(*) FILTER (WHERE NOT human), count(*) FILTER (WHERE human AND trained_on) "
+        "FROM _eligible").fetchone()))
+    if logs_pools:
+        skipped["no logged pool"] = conn.execute("""
+            SELECT count(*) FROM _eligible WHERE human AND NOT trained_on AND request_id NOT IN
+            (SELECT request_id FROM raw.candidates WHERE partition_date = ?)""", [day]).fetchone()[0]
+        pool_sql = """SELECT request_id, item_id, max(exposure_propensity) AS exposure
+                      FROM raw.candidates WHERE partition_date = $d GROUP BY ALL"""
+        source = "logged candidate pools"
+        eligible = "human AND NOT trained_on AND request_id IN (SELECT request_id FROM _pool)"
+    else:
+        catalogue = _catalogue(conn, day, items_date)
+        if not catalogue or len(catalogue) > max_catalogue_pool:
+            conn.execute("DROP TABLE _eligible")
+            raise NoPools(f"the product logs no candidate pools and its catalogue has "
+                          f"{len(catalogue)} items (more than evaluation.max_catalogue_pool = "
+                          f"{max_catalogue_pool} to rank whole)")
+        conn.register("_catalogue", pd.DataFrame({"item_id": catalogue}))
+        pool_sql = "SELECT NULL::VARCHAR AS request_id, item_id, NULL::DOUBLE AS exposure FROM _catalogue"
+        source = f"the catalogue ({len(catalogue)} items; the product logs no pools)"
+        eligible = "human AND NOT trained_on"
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _pool AS {pool_sql}", {"d": day} if logs_pools else {})
+    if not logs_pools:
+        conn.unregister("_catalogue")
+    total = conn.execute(f"SELECT count(*) FROM _eligible WHERE {eligible}").fetchone()[0]
+    conn.execute(f"""CREATE OR REPLACE TEMP TABLE _requests AS SELECT * FROM _eligible
+                     WHERE {eligible} ORDER BY hash(request_id), request_id LIMIT $n""",
+                 {"n": int(max_requests)})
+    skipped["beyond the sample of evaluation.max_ope_requests"] = max(total - max_requests, 0)
+    pool_join = ("JOIN _pool p ON p.request_id = r.request_id" if logs_pools
+                 else "CROSS JOIN _pool p")
+    pools = conn.execute(f"""
+        SELECT r.request_id, p.item_id, p.exposure, r.complete, r.ts, r.device, u.country,
+               u.age_band, u.signup_date, it.category, it.published_date, it.duration_s,
+               it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
+               nullif(json_merge_patch(coalesce(u.extras, '{{}}'), coalesce(it.extras, '{{}}'),
+                                       coalesce(r.extras, '{{}}'))::VARCHAR, '{{}}') AS extras
+        FROM _requests r {pool_join}
         LEFT JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = $ud
         LEFT JOIN raw.items it ON it.item_id = p.item_id AND it.partition_date = $id
-        LEFT JOIN shown s ON s.request_id = p.request_id AND s.item_id = p.item_id
-        ORDER BY r.request_id, p.item_id""",
-                        {"d": partition_date, "n": int(max_requests), "ud": users_date,
-                         "id": items_date}).df()
+        ORDER BY r.request_id, p.item_id""", {"ud": users_date, "id": items_date}).df()
+    shown = conn.execute("""
+        SELECT request_id, item_id, position, propensity, grade FROM curated.feedback_events
+        WHERE partition_date = $d AND request_id IN (SELECT request_id FROM _requests)
+        -- A double-logged impression is one showing: keep the copy with the outcomes.
+        QUALIFY row_number() OVER (PARTITION BY request_id, position
+                                   ORDER BY n_interactions DESC, impression_id) = 1
+        ORDER BY request_id, position""", {"d": day}).df()
+    for temp in ("_eligible", "_pool", "_requests"):
+        conn.execute(f"DROP TABLE IF EXISTS {temp}")
+    return assemble(pools, shown, source, skipped)
 
 
-@dataclass(frozen=True)
-class PoolMatrix:
-    """Logged pools as R×P matrices, candidates in item-id order within each request:
-    the tie-break of the policies valued here (the world's oracle uses the same one to
-    value them; serving itself breaks ties by pool order, which only matters for
-    exactly equal scores)."""
+def assemble(pools: pd.DataFrame, shown: pd.DataFrame, source: str, skipped: dict) -> LoggedDay:
+    """Matrices and the log from the pool rows and the shown impressions."""
+    family = ("exposure" if len(pools) and pools["exposure"].notna().all() else "item-position")
+    if family == "exposure":
+        # Exposure weighting reads "not shown" from a missing impression: complete slates only.
+        partial = pools.loc[~pools["complete"].astype(bool), "request_id"].unique()
+        skipped["partial slate (the exposure estimators need complete slates)"] = len(partial)
+        pools = pools[~pools["request_id"].isin(partial)].reset_index(drop=True)
+        shown = shown[~shown["request_id"].isin(partial)]
+    requests, codes = np.unique(pools["request_id"].to_numpy(dtype=object), return_inverse=True)
+    column = pools.groupby(codes, sort=False).cumcount().to_numpy()
+    sizes = np.bincount(codes, minlength=len(requests))
+    width = int(sizes.max(initial=0))
+    row_index = np.full((len(requests), width), -1, dtype=np.int64)
+    row_index[codes, column] = np.arange(len(pools))
+    items = np.full((len(requests), width), None, dtype=object)
+    items[codes, column] = pools["item_id"].to_numpy(dtype=object)
+    place = pd.DataFrame({"request_id": pools["request_id"], "item_id": pools["item_id"],
+                          "n": codes, "j": column})
+    imp = shown.merge(place, on=["request_id", "item_id"], how="inner")
+    not_in_pool = len(shown) - len(imp)
+    if not_in_pool:
+        skipped["impressions of an item outside the request's pool"] = int(not_in_pool)
+    n, j = imp["n"].to_numpy(), imp["j"].to_numpy()
+    position = imp["position"].to_numpy(dtype=np.int64)
+    shown_position = np.full(row_index.shape, np.nan)
+    grade = np.zeros(row_index.shape)
+    shown_position[n, j] = position
+    grade[n, j] = imp["grade"].to_numpy(dtype="float64")
+    pairs = frozenset(zip(shown["item_id"], shown["position"].astype(int)))
+    day = LoggedDay(pools=pools, log=None, row_index=row_index, categories=None, popularity=None,
+                    shown_position=shown_position, grade=grade, family=family,
+                    pool_source=source, skipped={k: int(v) for k, v in skipped.items() if v})
+    exposure = day.matrix(pools["exposure"]) if family == "exposure" else None
+    day.log = off_policy.LoggedSlates(
+        n_requests=len(requests), pool_sizes=sizes, imp_request=n, imp_column=j,
+        imp_position=position, imp_propensity=imp["propensity"].to_numpy(dtype="float64"),
+        imp_reward=imp["grade"].to_numpy(dtype="float64"), pool_items=items,
+        supported_pairs=pairs, exposure=exposure)
+    if pools["category"].notna().any():
+        day.categories = day.matrix(pd.factorize(pools["category"], sort=True)[0], fill=-1)
+    if len(pools) and pools["popularity"].notna().all():
+        day.popularity = day.matrix(pools["popularity"])
+    return day
 
-    request_ids: np.ndarray
-    row_index: np.ndarray      # R×P: row of `pools` (for scores computed on the frame)
-    item_ids: np.ndarray       # R×P
-    categories: np.ndarray | None  # R×P integer codes (None: the product logs no category)
-    popularity: np.ndarray | None  # R×P, from the catalogue snapshot (None: not logged)
-    exposure: np.ndarray       # R×P
-    shown_position: np.ndarray  # R×P, NaN where not shown
-    grade: np.ndarray          # R×P
-    dropped_requests: int      # requests whose pool size differed from the usual one
 
-
-def pool_matrix(pools: pd.DataFrame) -> PoolMatrix:
-    """Requests with the usual pool size (the mode) as matrices; others are counted."""
-    sizes = pools.groupby("request_id", sort=False).size()
-    size = int(sizes.mode().iloc[0])
-    keep_requests = sizes.index[sizes == size]
-    rows = np.flatnonzero(pools["request_id"].isin(keep_requests).to_numpy())
-    shape = (len(keep_requests), size)
-    codes, _ = pd.factorize(pools["category"], sort=True)
-
-    def matrix(values: np.ndarray) -> np.ndarray:
-        return values[rows].reshape(shape)
-
-    return PoolMatrix(
-        request_ids=pools["request_id"].to_numpy()[rows][::size],
-        row_index=rows.reshape(shape),
-        item_ids=matrix(pools["item_id"].to_numpy()),
-        categories=matrix(codes) if pools["category"].notna().any() else None,
-        popularity=(matrix(pools["popularity"].to_numpy(dtype="float64"))
-                    if pools["popularity"].notna().all() else None),
-        exposure=matrix(pools["exposure"].to_numpy(dtype="float64")),
-        shown_position=matrix(pools["shown_position"].to_numpy(dtype="float64")),
-        grade=matrix(pools["grade"].to_numpy(dtype="float64")),
-        dropped_requests=int((sizes != size).sum()))
-
-
-def target_rows(m: PoolMatrix, scores: np.ndarray, reward_model: np.ndarray,
-                examination: dict[int, float], k: int, reranking: Reranking = PLAIN_TOP_K
-                ) -> tuple[TargetRows, np.ndarray]:
-    """The policy "serve each pool by these scores" (R×P; top-k, or re-ranked as
-    `serving` does) as rows for the off-policy estimators; also returns its slates
-    (R×k pool columns)."""
-    slates = reranking.slates(scores, min(k, scores.shape[1]), m.categories, m.popularity)
-    pick = lambda a: np.take_along_axis(a, slates, axis=1).ravel()  # noqa: E731
-    shown_position = pick(m.shown_position)
-    shown = ~np.isnan(shown_position)
-    at = np.nan_to_num(shown_position).astype(np.int64)
-    lookup = np.ones(int(at.max(initial=0)) + 1)
-    for pos, value in examination.items():
-        if 0 <= pos < len(lookup):
-            lookup[pos] = value
-    theta = lookup[at]
-    n, kk = slates.shape
-    rows = TargetRows(request=np.repeat(np.arange(n), kk), position=np.tile(np.arange(1, kk + 1), n),
-                      shown=shown, exposure=pick(m.exposure),
-                      debiased_grade=np.where(shown, pick(m.grade) / np.maximum(theta, 1e-6), 0.0),
-                      reward_model=pick(reward_model), n_requests=n)
-    return rows, slates
+def slates(day: LoggedDay, scores: np.ndarray, k: int,
+           reranking: Reranking = PLAIN_TOP_K) -> np.ndarray:
+    """The deterministic policy "serve each pool by these scores" (R×P, padding
+    ignored): R×K pool columns in position order, as `serving` re-ranks them (-1 where a
+    pool has fewer than K candidates). Pools of each size are ranked together."""
+    sizes = day.log.pool_sizes
+    out = np.full((len(sizes), k), -1, dtype=np.int64)
+    for size in np.unique(sizes):
+        rows = np.flatnonzero(sizes == size)
+        cut = lambda a: None if a is None else a[rows, :size]  # noqa: E731
+        chosen = reranking.slates(scores[rows, :size], min(k, int(size)), cut(day.categories),
+                                  cut(day.popularity))
+        out[rows, :chosen.shape[1]] = chosen
+    return out

@@ -9,13 +9,16 @@ from sklearn.metrics import roc_auc_score
 
 def ndcg_per_group(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
                    k: int = 10) -> pd.Series:
-    """NDCG@k of each group (request) with at least one positive label.
+    """NDCG@k of each group (request) whose labels can tell two rankings apart: at least
+    two different labels, one of them positive. (Any order of a group with one item, or
+    of equal labels, scores 1: such a group carries no information and is left out.)
 
     Gain 2^label - 1, discount log2(rank + 1); ties in score keep the input order.
     """
     frame = pd.DataFrame({"g": groups, "y": labels.astype("float64"), "s": scores})
     frame["gain"] = np.exp2(frame["y"]) - 1.0
-    frame = frame[frame.groupby("g")["gain"].transform("max") > 0]
+    by_group = frame.groupby("g")["gain"]
+    frame = frame[(by_group.transform("max") > 0) & (by_group.transform("nunique") > 1)]
     if frame.empty:
         return pd.Series(dtype="float64")
     frame["_i"] = np.arange(len(frame))
@@ -31,7 +34,7 @@ def ndcg_per_group(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
 
 
 def ndcg_at_k(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray, k: int = 10) -> float:
-    """Mean NDCG@k over groups (requests) with at least one positive label."""
+    """Mean NDCG@k over the informative groups (requests); NaN when there is none."""
     per_group = ndcg_per_group(groups, labels, scores, k)
     return float(per_group.mean()) if len(per_group) else float("nan")
 

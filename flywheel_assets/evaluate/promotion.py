@@ -2,11 +2,16 @@
 (docs/architecture.md, "The promotion rule").
 
 Primary metric: the candidate's ranking valued off-policy on the day's logged requests
-(doubly robust DCG@K, K the product's slate size) minus the champion's; the lower end of the paired bootstrap
-interval must clear the minimum effect. When the logs cannot support that estimate
-(no candidate pools, or a logging policy that never explores what the candidate
-chooses), the primary metric falls back to examined-only NDCG@K on the holdout, with
-the same kind of interval; the reasons say which was used.
+(doubly robust, in the value `evaluation.value` at K the product's slate size) minus
+the champion's, or, before any model of ours has served, minus the incumbent's: the
+policy that produced the logs, valued by the logs' own mean reward. The lower end of
+the paired bootstrap interval must clear the minimum effect. An estimate the trust
+guard marks untrustworthy (effective sample size, largest weight, support) is not
+decided on: the champion holds, with that reason. When the product's logs cannot value
+rankings at all (no pools and a catalogue too large to rank), the primary metric falls
+back to examined-only NDCG@K on the holdout, with the same kind of interval; a holdout
+whose requests carry no ranking information (one examined item each, or all of equal
+grade, as on click-only feedback) says "no information" and holds.
 
 Guards, each within its tolerance: catalogue coverage and exposure Gini of the slates
 (a flywheel that feeds on its own exposure drifts toward a few popular items; a level
@@ -14,8 +19,7 @@ inside the healthy bounds passes whatever the champion's), and
 NDCG@K on every slice with enough requests (new items, new users, devices).
 
 Around the evidence, the rules of a day's decision (:func:`decide_for_day`): every
-blocking data check passed; the first model of ours is promoted once its checks pass;
-a candidate trained for an earlier day than the champion in service is never promoted
+blocking data check passed; a candidate trained for an earlier day than the champion in service is never promoted
 (a stale comparison); a re-run of the day whose candidate is already in service keeps
 it (the gate never demotes); a candidate compared with another champion than the one
 in service is not promoted until it is evaluated again. `promotion_gate` records the
@@ -55,25 +59,40 @@ class Decision:
     figures: dict = field(default_factory=dict)
 
 
+INCUMBENT = "the incumbent (the policy that produced the logs)"
+
+
 def primary_evidence(record: dict, policy: GatePolicy) -> dict | None:
-    """Candidate − champion on the primary metric, with its interval and its source."""
-    ope = record.get("off_policy") or {}
+    """Candidate − the policy it must beat (the champion, else the incumbent) on the
+    primary metric, with its interval, its source, and ``untrusted`` / ``no_information``
+    when the gate must not decide on it."""
+    ope = record.get("off_policy")
     k = record.get("k", 10)
-    if "difference" in ope:
+    versus_champion = record.get("champion_version") is not None
+    if ope:
         pol = ope["policies"]
-        supported = min(pol["candidate"]["support"], pol["champion"]["support"])
-        if supported >= policy.min_ope_support:
-            return {"metric": f"off-policy DCG@{k} (doubly robust)",
-                    "candidate": pol["candidate"]["dr"]["value"],
-                    "champion": pol["champion"]["dr"]["value"],
-                    "support": supported, **ope["difference"]["dr"]}
+        base, diff = (("champion", ope.get("difference")) if versus_champion
+                      else ("logging", ope.get("versus_logging")))
+        unit = "DCG" if ope.get("value", "dcg") == "dcg" else "reward per request"
+        untrusted = [f"{name}: {why}" for name in ("candidate", base)
+                     for why in pol[name].get("untrusted_because", [])]
+        return {"metric": f"off-policy {unit}@{k} (doubly robust, {ope.get('family', 'exposure')})",
+                "versus": "champion" if versus_champion else INCUMBENT,
+                "candidate": pol["candidate"]["dr"]["value"], "champion": pol[base]["dr"]["value"],
+                "untrusted": untrusted, **diff["dr"]}
     holdout = record.get("holdout_difference")
     if holdout:
-        why = ("no logged candidate pools" if "difference" not in ope else
-               "logged pools do not support the candidate's choices (no exploration?)")
-        return {"metric": f"holdout NDCG@{k}, examined impressions ({why})",
-                "candidate": record["holdout"]["candidate"]["ndcg_at_k"],
-                "champion": record["holdout"]["champion"]["ndcg_at_k"], **holdout}
+        why = record.get("off_policy_unavailable") or "no off-policy evaluation"
+        base = holdout.get("versus", "champion")
+        out = {"metric": f"holdout NDCG@{k}, examined impressions (off-policy unavailable: {why})",
+               "versus": "champion" if base == "champion" else INCUMBENT,
+               "candidate": record["holdout"]["candidate"]["ndcg_at_k"],
+               "champion": record["holdout"][base]["ndcg_at_k"], "untrusted": [], **holdout}
+        if not holdout.get("requests"):
+            out["no_information"] = ("no holdout request has two examined items of different "
+                                     "grades (on click-only feedback every interaction is a "
+                                     "click): the holdout cannot rank")
+        return out
     return None
 
 
@@ -81,8 +100,11 @@ def guards(record: dict, policy: GatePolicy) -> list[dict]:
     """Each guard with both figures, its limit and whether it holds."""
     out = []
     ope = record.get("off_policy") or {}
-    if "champion" in ope.get("policies", {}):
-        cand, champ = ope["policies"]["candidate"], ope["policies"]["champion"]
+    policies = ope.get("policies", {})
+    # Against the champion, or before any, against what the logging policy showed.
+    base = "champion" if "champion" in policies else "logging"
+    if "candidate" in policies and "exposure_gini" in policies.get(base, {}):
+        cand, champ = policies["candidate"], policies[base]
         limit = min((1 - policy.coverage_tolerance) * champ["catalog_coverage"],
                     policy.healthy_coverage)
         out.append({"guard": "catalog_coverage", "candidate": cand["catalog_coverage"],
@@ -104,28 +126,32 @@ def guards(record: dict, policy: GatePolicy) -> list[dict]:
 
 
 def decide(record: dict, blocking_problems: list[str] = (), policy: GatePolicy = GatePolicy(),
-           older_than_champion: str | None = None, has_champion: bool = True) -> Decision:
+           older_than_champion: str | None = None) -> Decision:
     """Promote only when every blocking check passed, the candidate is not older than
-    the champion in service, its primary metric beats the champion's with an interval
-    whose lower end clears the minimum effect, and every guard holds. With no champion
-    yet, the first candidate whose checks passed is promoted."""
+    the champion in service, its primary metric, trusted and informative, beats the
+    champion's (or the incumbent's) with an interval whose lower end clears the minimum
+    effect, and every guard holds."""
     figures = {"policy": asdict(policy)}
     if blocking_problems:
         return Decision(False, ["blocking checks upstream did not pass: "
                                 + "; ".join(blocking_problems)], figures)
     if older_than_champion:
         return Decision(False, [older_than_champion], figures)
-    if not has_champion:
-        return Decision(True, ["no champion yet: the first candidate that passes the data "
-                               "checks is promoted"], figures)
     primary = primary_evidence(record, policy)
     checks = guards(record, policy)
     figures.update(primary=primary, guards=checks)
     if primary is None:
         return Decision(False, ["no evidence to compare the candidate with the champion"],
                         figures)
+    if primary.get("no_information"):
+        return Decision(False, [f"no information: {primary['metric']}: "
+                                f"{primary['no_information']}; the champion holds"], figures)
+    if primary["untrusted"]:
+        return Decision(False, [f"untrustworthy estimate, not decided on: {primary['metric']}: "
+                                + "; ".join(primary["untrusted"])
+                                + "; the champion holds"], figures)
     reasons = []
-    text = (f"{primary['metric']}: candidate {primary['candidate']:.4f} vs champion "
+    text = (f"{primary['metric']}: candidate {primary['candidate']:.4f} vs {primary['versus']} "
             f"{primary['champion']:.4f}, delta {primary['delta']:+.4f} "
             f"({policy.confidence:.0%} interval {primary['ci_low']:+.4f} .. "
             f"{primary['ci_high']:+.4f}; minimum effect {policy.min_effect:+.4f})")
@@ -171,8 +197,7 @@ def decide_for_day(facts: DayFacts, policy: GatePolicy = GatePolicy()) -> Decisi
     if current and current != candidate and (facts.in_service_trained_for or "") > day:
         older = (f"the candidate was trained for {day}, before the champion in service "
                  f"({current}, trained for {facts.in_service_trained_for})")
-    decision = decide(record, facts.data_problems, policy, older,
-                      has_champion=compared_with is not None)
+    decision = decide(record, facts.data_problems, policy, older)
     if current == candidate and not facts.data_problems:
         return Decision(True, [RERUN, *decision.reasons], decision.figures)
     if decision.promote and current != compared_with:

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from flywheel_assets.evaluate import policy_values
 from flywheel_assets.reporting import data_uri, new_figure, png_bytes
 
 
@@ -32,7 +33,8 @@ def chart_png(record: dict) -> bytes:
         highs = [ope[name][e]["ci_high"] - v for v, e in zip(vals, ("ips", "snips", "dr"))]
         ax1.errorbar(xs, vals, yerr=[lows, highs], fmt="o", capsize=3, label=name)
     ax1.set_xticks(range(3), ["IPS", "SNIPS", "DR"])
-    ax1.set_title(f"off-policy DCG@{record.get('k', 10)} (95% CI)", fontsize=9)
+    unit = "DCG" if (record.get("off_policy") or {}).get("value", "dcg") == "dcg" else "reward"
+    ax1.set_title(f"off-policy {unit}@{record.get('k', 10)} (95% CI)", fontsize=9)
     if names:
         ax1.legend(fontsize=8)
     for name, cal in record.get("calibration", {}).items():
@@ -54,22 +56,27 @@ def markdown(record: dict, decision_reasons: list[str] | None = None) -> str:
         lines += ["", *[f"- {r}" for r in decision_reasons]]
     ope = record.get("off_policy")
     if ope:
-        lines += ["", f"Off-policy value on {ope['requests']} logged requests "
-                      f"(DCG@{record.get('k', 10)}; 95% bootstrap interval; ESS of the "
-                      "importance weights):", "",
-                  "| policy | IPS | SNIPS | DR | ESS | coverage | exposure Gini |",
-                  "|---|---|---|---|---|---|---|"]
-        for name, p in ope["policies"].items():
-            cells = [f"{p[e]['value']:.3f} [{p[e]['ci_low']:.3f}, {p[e]['ci_high']:.3f}]"
-                     for e in ("ips", "snips", "dr")]
-            lines.append(f"| {name} | " + " | ".join(cells) +
-                         f" | {p['effective_sample_size']:.0f} | {p['catalog_coverage']:.3f} "
-                         f"| {p['exposure_gini']:.3f} |")
+        lines += ["", "Off-policy value (95% bootstrap interval; ESS of the importance "
+                      "weights; an untrustworthy estimate is not decided on):", "",
+                  policy_values.table_markdown(ope)]
+        stats = [(n, p) for n, p in ope["policies"].items() if "exposure_gini" in p]
+        lines += ["", "| policy | catalogue coverage | exposure Gini |", "|---|---|---|"]
+        lines += [f"| {n} | {p['catalog_coverage']:.3f} | {p['exposure_gini']:.3f} |"
+                  for n, p in stats]
+    else:
+        lines += ["", f"Off-policy value: not available ({record.get('off_policy_unavailable')})."]
     hold = record["holdout"]
     keys = list(next(iter(hold.values())))
     lines += ["", "Temporal holdout:", "", "| metric | " + " | ".join(hold) + " |",
               "|---|" + "---|" * len(hold)]
     lines += [f"| {k} | " + " | ".join(f"{hold[n][k]:.4f}" for n in hold) + " |" for k in keys]
+    diff = record.get("holdout_difference")
+    if diff:
+        lines += ["", f"Holdout NDCG@{record.get('k', 10)}, candidate − {diff['versus']}: "
+                      + (f"{diff['delta']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}] "
+                         f"on {diff['requests']} informative requests" if diff["requests"] else
+                         "no information (no request with two examined items of different "
+                         "grades)")]
     lines += ["", f"Slices (NDCG@{record.get('k', 10)} on examined impressions):", "",
               "| slice | requests | " + " | ".join(hold) + " |", "|---|---|" + "---|" * len(hold)]
     for name, s in record["slices"].items():

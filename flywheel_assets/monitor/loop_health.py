@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 
 import duckdb
 
@@ -37,7 +38,10 @@ def in_service_series(conn: duckdb.DuckDBPyConnection, up_to: str,
     out = []
     for day, metrics, promoted in reversed(rows):
         policies = (json.loads(metrics).get("off_policy") or {}).get("policies", {})
-        chosen = "candidate" if promoted or "champion" not in policies else "champion"
+        # The policy in service after the gate: the candidate if promoted, else the
+        # champion, or before any model of ours the logging policy.
+        chosen = ("candidate" if promoted else "champion" if "champion" in policies
+                  else "logging")
         if chosen in policies:
             out.append({"date": str(day), "model": chosen,
                         "exposure_gini": policies[chosen]["exposure_gini"],
@@ -66,6 +70,12 @@ def signal_valid(evaluation: dict) -> dict:
     (popularity) on held-out data; gold-set metrics join when a gold set exists."""
     holdout = evaluation["holdout"]
     model, base = holdout["candidate"]["ndcg_at_k"], holdout["popularity"]["ndcg_at_k"]
+    if math.isnan(model) or math.isnan(base):
+        # The holdout cannot rank (one examined item per request, or all of one grade):
+        # it says nothing either way.
+        return {"ok": None, "k": evaluation.get("k"), "candidate_holdout_ndcg_at_k": model,
+                "popularity_holdout_ndcg_at_k": base, "why": "no information in the holdout",
+                "gold_set": "none yet (labelling issue)"}
     return {"ok": bool(model > base), "k": evaluation.get("k"),
             "candidate_holdout_ndcg_at_k": model, "popularity_holdout_ndcg_at_k": base,
             "gold_set": "none yet (labelling issue)"}
@@ -141,8 +151,8 @@ def assess_day(connect, settings: Settings, partition_date: str) -> dict:
                    if pointer else None)
     hours = event_to_champion_hours(landed_at, promoted_at)
     trend = quality_trend([p["value"] for p in series], m.trend_rotations, m.trend_step)
-    verdict = ("healthy" if valid["ok"] and closed["ok"] and trend["trend"] != "degrading"
-               else "attention")
+    verdict = ("healthy" if valid["ok"] is not False and closed["ok"]
+               and trend["trend"] != "degrading" else "attention")
     details = {"signal_valid": valid, "loop_closed": closed, "event_to_champion_hours": hours,
                "quality_trend": trend, "in_service": series}
     with connect() as conn:
@@ -163,7 +173,8 @@ def _summary(verdict, valid, closed, hours, trend, series) -> str:
                  fontsize=9)
     ax.tick_params(labelsize=7)
     fig.tight_layout()
-    return (f"**{verdict}** — signal valid: {'yes' if valid['ok'] else 'NO'} "
+    signal = {True: "yes", False: "NO", None: "no information"}[valid["ok"]]
+    return (f"**{verdict}** — signal valid: {signal} "
             f"(holdout NDCG@{valid.get('k') or 'K'} {valid['candidate_holdout_ndcg_at_k']:.3f} vs "
             f"popularity {valid['popularity_holdout_ndcg_at_k']:.3f}); loop closed: "
             f"{'yes' if closed['ok'] else 'NO'}; event → champion: "

@@ -21,21 +21,28 @@ def _world(seed=0, epsilon=0.2):
     return g, theta, slates, reward
 
 
-def _rows(g, theta, slates, reward, target_scores, reward_model=None):
-    order = greedy_slates(target_scores, K)
-    shown_at = np.full((N, P), np.nan)
-    np.put_along_axis(shown_at, slates.columns, np.arange(1, K + 1)[None, :].repeat(N, 0), axis=1)
+def _log(theta, slates, reward):
+    n, k = slates.columns.shape
+    shown_position = np.full((N, P), np.nan)
+    np.put_along_axis(shown_position, slates.columns, np.arange(1, k + 1)[None, :].repeat(N, 0), axis=1)
     grade = np.zeros((N, P))
     np.put_along_axis(grade, slates.columns, reward, axis=1)
-    pick = lambda a: np.take_along_axis(a, order, axis=1).ravel()  # noqa: E731
-    pos = pick(shown_at)
-    shown = ~np.isnan(pos)
-    th = np.where(shown, theta[np.nan_to_num(pos).astype(int) - 1], 1.0)
-    q = pick(reward_model) if reward_model is not None else np.zeros(N * K)
-    rows = off_policy.TargetRows(
-        request=np.repeat(np.arange(N), K), position=np.tile(np.arange(1, K + 1), N),
-        shown=shown, exposure=pick(slates.exposure),
-        debiased_grade=np.where(shown, pick(grade) / th, 0.0), reward_model=q, n_requests=N)
+    log = off_policy.LoggedSlates(
+        n_requests=N, pool_sizes=np.full(N, P), imp_request=np.repeat(np.arange(N), k),
+        imp_column=slates.columns.ravel(), imp_position=np.tile(np.arange(1, k + 1), N),
+        imp_propensity=slates.propensities.ravel(), imp_reward=reward.ravel().astype(float),
+        pool_items=np.tile(np.arange(P), (N, 1)),
+        supported_pairs=frozenset(), exposure=slates.exposure, examination=theta)
+    return log, shown_position, grade
+
+
+def _rows(g, theta, slates, reward, target_scores, reward_model=None):
+    """The exposure family's terms for "serve by ``target_scores``", and its true value."""
+    order = greedy_slates(target_scores, K)
+    log, shown_position, grade = _log(theta, slates, reward)
+    q = reward_model if reward_model is not None else np.zeros((N, P))
+    rows = off_policy.exposure_terms(log, off_policy.Policy.deterministic(order), q,
+                                     shown_position, grade, K)
     truth = float((np.take_along_axis(g, order, axis=1) / np.log2(np.arange(2, K + 2))).sum(1).mean())
     return rows, truth
 
@@ -51,6 +58,28 @@ def test_estimators_recover_the_value_of_another_policy():
         assert est[name]["ci_low"] < est[name]["value"] < est[name]["ci_high"]
     assert est["support"] == 1.0
     assert 0 < est["effective_sample_size"] < N * K
+
+
+def test_item_position_estimators_value_deterministic_and_stochastic_policies():
+    """With per-impression propensities only, the value in observed rewards of a better
+    ranking and of a uniformly random one, against their truth."""
+    g, theta, slates, reward = _world(seed=7, epsilon=0.5)
+    log, _, _ = _log(theta, slates, reward)
+    c = 1 / np.log2(np.arange(2, K + 2))
+    observed = g * 1.0  # E[reward | item at k] = θ_k g
+    target = greedy_slates(g + np.random.default_rng(8).normal(0, 0.5, g.shape), K)
+    truth = float((np.take_along_axis(observed, target, axis=1) * theta * c).sum(1).mean())
+    q = np.zeros((N, P, K))
+    est = off_policy.estimate(off_policy.item_position_terms(
+        log, off_policy.Policy.deterministic(target), q, K))
+    for name in off_policy.ESTIMATORS:
+        assert abs(est[name]["value"] - truth) / truth < 0.1, (name, est[name], truth)
+    uniform_truth = float((g.mean(axis=1)[:, None] * theta * c).sum(1).mean())
+    q_good = g[:, :, None] * theta[None, None, :]
+    est = off_policy.estimate(off_policy.item_position_terms(
+        log, off_policy.Policy.uniform(log.pool_sizes, K), q_good, K))
+    for name in off_policy.ESTIMATORS:
+        assert abs(est[name]["value"] - uniform_truth) / uniform_truth < 0.1, (name, est[name])
 
 
 def test_doubly_robust_is_tighter_with_a_good_reward_model():
@@ -81,6 +110,4 @@ def test_paired_difference_separates_better_from_worse():
     same = off_policy.compare(better, better)
     assert same["dr"]["delta"] == 0 and same["dr"]["ci_low"] == 0 == same["dr"]["ci_high"]
     with pytest.raises(ValueError):
-        off_policy.compare(better, off_policy.TargetRows(*[a[:5] for a in (
-            better.request, better.position, better.shown, better.exposure,
-            better.debiased_grade, better.reward_model)], n_requests=1))
+        off_policy.compare(better, np.zeros(5))

@@ -14,31 +14,56 @@ from flywheel_assets_tests.helpers import tiny_training_rows
 
 
 def _record(delta_ci=(0.1, 0.3), cand_cov=0.8, champ_cov=0.8, cand_gini=0.7, champ_gini=0.7,
-            slice_cand=0.9, slice_champ=0.9, support=1.0):
-    def policy(cov, gini):
-        return {"dr": {"value": 6.0}, "support": support, "catalog_coverage": cov,
-                "exposure_gini": gini}
-    return {"off_policy": {"policies": {"candidate": policy(cand_cov, cand_gini),
-                                        "champion": policy(champ_cov, champ_gini)},
-                           "difference": {"dr": {"delta": sum(delta_ci) / 2, "ci_low": delta_ci[0],
-                                                 "ci_high": delta_ci[1], "level": 0.95}}},
+            slice_cand=0.9, slice_champ=0.9, untrusted=(), versus_logging_ci=(0.1, 0.3),
+            champion="m1"):
+    def policy(cov, gini, problems=()):
+        return {"dr": {"value": 6.0}, "support": 1.0, "catalog_coverage": cov,
+                "exposure_gini": gini, "trusted": not problems,
+                "untrusted_because": list(problems)}
+
+    def diff(ci):
+        return {"dr": {"delta": sum(ci) / 2, "ci_low": ci[0], "ci_high": ci[1], "level": 0.95}}
+    policies = {"candidate": policy(cand_cov, cand_gini, untrusted),
+                "logging": policy(champ_cov, champ_gini)}
+    ope = {"policies": policies, "value": "dcg", "family": "exposure",
+           "versus_logging": diff(versus_logging_ci)}
+    if champion:
+        policies["champion"] = policy(champ_cov, champ_gini)
+        ope["difference"] = diff(delta_ci)
+    return {"k": 10, "champion_version": champion, "off_policy": ope,
             "slices": {"new_items": {"requests": 500, "candidate": slice_cand,
                                      "champion": slice_champ}},
             "holdout": {"candidate": {"ndcg_at_k": 0.8}, "champion": {"ndcg_at_k": 0.7}},
-            "holdout_difference": {"delta": 0.1, "ci_low": 0.05, "ci_high": 0.15, "level": 0.95}}
+            "holdout_difference": {"versus": "champion", "delta": 0.1, "ci_low": 0.05,
+                                   "ci_high": 0.15, "level": 0.95, "requests": 400}}
 
 
 def test_promotion_rule():
     assert promotion.decide(_record()).promote
     assert not promotion.decide(_record(delta_ci=(-0.1, 0.3))).promote
     assert "not better with confidence" in promotion.decide(_record(delta_ci=(-0.1, 0.3))).reasons[0]
-    first = promotion.decide(_record(delta_ci=(-1, -0.5)), has_champion=False)
     blocked = promotion.decide(_record(), ["raw_impressions:rows_reconcile failed"])
     stale = promotion.decide(_record(), older_than_champion="older")
-    assert first.promote and not blocked.promote and not stale.promote
+    assert not blocked.promote and not stale.promote
     assert "rows_reconcile" in blocked.reasons[0]
     strict = promotion.GatePolicy(min_effect=0.2)
     assert not promotion.decide(_record(delta_ci=(0.1, 0.3)), policy=strict).promote
+
+
+def test_before_any_champion_the_candidate_must_beat_the_incumbent():
+    """The policy that produced the logs is the champion until a model of ours beats it."""
+    worse = promotion.decide(_record(champion=None, versus_logging_ci=(-1, -0.5)))
+    assert not worse.promote
+    assert "incumbent" in worse.reasons[0] and "not better" in worse.reasons[0]
+    better = promotion.decide(_record(champion=None, versus_logging_ci=(0.2, 0.4)))
+    assert better.promote and "incumbent" in better.figures["primary"]["versus"]
+
+
+def test_an_untrustworthy_estimate_holds_the_champion_with_its_reason():
+    held = promotion.decide(_record(delta_ci=(0.5, 0.9), untrusted=["effective sample size 2 < 200"]))
+    assert not held.promote
+    assert held.reasons[0].startswith("untrustworthy estimate")
+    assert "effective sample size 2" in held.reasons[0]
 
 
 def test_guards_hold_back_a_better_but_degenerate_candidate():
@@ -56,14 +81,18 @@ def test_guards_hold_back_a_better_but_degenerate_candidate():
     assert promotion.decide(small).promote
 
 
-def test_without_supported_off_policy_evidence_the_gate_uses_the_holdout():
-    unsupported = promotion.decide(_record(delta_ci=(0.5, 0.9), support=0.4))
-    assert "holdout" in unsupported.figures["primary"]["metric"]
+def test_without_off_policy_evidence_the_gate_uses_the_holdout_and_says_when_it_is_empty():
     no_pools = _record()
     no_pools["off_policy"] = None
+    no_pools["off_policy_unavailable"] = "no pools and a catalogue of 5000 items"
     decision = promotion.decide(no_pools)
-    assert "no logged candidate pools" in decision.figures["primary"]["metric"]
+    assert "catalogue of 5000 items" in decision.figures["primary"]["metric"]
     assert decision.promote  # holdout interval 0.05 .. 0.15 clears 0
+    no_pools["holdout_difference"] = {"versus": "champion", "delta": float("nan"),
+                                      "ci_low": float("nan"), "ci_high": float("nan"),
+                                      "level": 0.95, "requests": 0}
+    empty = promotion.decide(no_pools)
+    assert not empty.promote and empty.reasons[0].startswith("no information")
 
 
 # --- the decision recorded by the gate and applied by champion_model ------------------

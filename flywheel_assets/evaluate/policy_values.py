@@ -1,0 +1,151 @@
+"""What would policy P have done on day D? Every policy valued off-policy on the same
+logged requests, each estimate with its interval, diagnostics and a trust verdict.
+
+Policies: ``logging`` (the policy that produced the logs, valued on-policy: the logs'
+own mean reward), ``uniform`` (a uniformly random slate from each pool), ``popularity``
+(the no-learning baseline), and any model (``candidate``, ``champion`` or a version), as
+`serving` serves it (re-ranked, exploration aside). The estimator family (exposure or
+item-position) follows what the product logs (`logged_pools`); the reward model of the
+doubly robust estimator is the candidate's prediction. An estimate whose effective
+sample size, largest weight or support is outside the limits (`evaluation.*`) is marked
+untrustworthy, with its reasons, and the gate does not decide on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from flywheel_assets.evaluate import metrics
+from flywheel_assets.evaluate import off_policy as op
+from flywheel_assets.evaluate.logged_pools import LoggedDay, slates
+from flywheel_assets.serve.serving import PLAIN_TOP_K, Reranking
+from flywheel_assets.train import features as feats
+from flywheel_assets.train import model as model_lib
+
+# Uniform policies put every candidate at every position: beyond this many terms
+# (requests × pool × K) they are not valued, to bound memory.
+MAX_UNIFORM_TERMS = 3_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class TrustLimits:
+    min_effective_sample_size: float = 200.0
+    min_ess_share: float = 0.01
+    max_weight_share: float = 0.05
+    min_support: float = 0.99
+
+
+def examination_array(examination: dict[int, float], size: int) -> np.ndarray:
+    """θ_1..θ_size from `position_bias` (1 where a position has no estimate)."""
+    theta = np.ones(size)
+    for position, value in examination.items():
+        if 1 <= int(position) <= size and value and np.isfinite(value):
+            theta[int(position) - 1] = float(value)
+    return theta
+
+
+def _exposure_stats(day: LoggedDay, chosen: np.ndarray, catalogue_size: int) -> dict:
+    """Exposure Gini and catalogue coverage of a deterministic policy's slates."""
+    rows = np.repeat(np.arange(chosen.shape[0]), chosen.shape[1])
+    cols = chosen.ravel()
+    items = day.log.pool_items[rows[cols >= 0], cols[cols >= 0]]
+    top, counts = np.unique(items.astype(str), return_counts=True)
+    exposures = np.concatenate([counts, np.zeros(max(catalogue_size - len(top), 0))])
+    return {"exposure_gini": metrics.exposure_gini(exposures),
+            "catalog_coverage": len(top) / catalogue_size if catalogue_size else 0.0}
+
+
+def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str,
+                   examination: dict[int, float], catalogue_size: int,
+                   limits: TrustLimits = TrustLimits(), n_boot: int = 200,
+                   level: float = 0.95, reranking: Reranking = PLAIN_TOP_K,
+                   baseline: np.ndarray | None = None, uniform: bool = True) -> dict:
+    """Every policy's estimates on ``day``; with a ``candidate`` among ``models``, its
+    paired differences with the champion and with the logging policy."""
+    log = day.log
+    theta = examination_array(examination, max(k, int(log.imp_position.max(initial=1))))
+    log = dataclasses.replace(log, examination=theta)
+    derived = feats.derive(day.pools)
+    scores = {name: day.matrix(model_lib.score(pipe, day.pools, derived))
+              for name, pipe in models.items()}
+    grade_model = scores.get("candidate", next(iter(scores.values()), None))
+    if grade_model is None:
+        grade_model = np.zeros(day.row_index.shape)
+    grade_model = np.nan_to_num(grade_model)
+
+    def terms(policy: op.Policy) -> op.Terms:
+        if day.family == "exposure":
+            return op.exposure_terms(log, policy, grade_model, day.shown_position, day.grade,
+                                     k, value)
+        reward_model = grade_model[:, :, None] * theta[None, None, :k]
+        return op.item_position_terms(log, policy, reward_model, k, value)
+
+    ranked = dict(scores)
+    if baseline is not None:
+        ranked["popularity"] = baseline
+    policies: dict[str, op.Policy] = {}
+    stats: dict[str, dict] = {}
+    for name, s in ranked.items():
+        chosen = slates(day, s, k, reranking)
+        policies[name] = op.Policy.deterministic(chosen)
+        stats[name] = _exposure_stats(day, chosen, catalogue_size)
+    out: dict = {"family": day.family, "pool_source": day.pool_source, "value": value, "k": k,
+                 "requests": log.n_requests, "pool_rows": len(day.pools),
+                 "skipped": day.skipped, "diversity": reranking.diversity,
+                 "popularity_balance": reranking.popularity_balance,
+                 "trust_limits": dataclasses.asdict(limits), "policies": {}}
+    if uniform:
+        size = int(log.pool_sizes.sum()) * k
+        if size <= MAX_UNIFORM_TERMS:
+            policies["uniform"] = op.Policy.uniform(log.pool_sizes, k)
+        else:
+            out["not_valued"] = {"uniform": f"{size} terms > {MAX_UNIFORM_TERMS}"}
+    logged = log.logged_value(value, debias=day.family == "exposure")
+    all_terms = {name: terms(p) for name, p in policies.items()}
+    shown = log.pool_items[log.imp_request, log.imp_column]
+    top, counts = np.unique(shown.astype(str), return_counts=True)
+    out["policies"]["logging"] = {
+        **_verdict(op.estimate(logged, n_boot, level=level), limits),
+        "exposure_gini": metrics.exposure_gini(
+            np.concatenate([counts, np.zeros(max(catalogue_size - len(top), 0))])),
+        "catalog_coverage": len(top) / catalogue_size if catalogue_size else 0.0}
+    for name, t in all_terms.items():
+        out["policies"][name] = {**_verdict(op.estimate(t, n_boot, level=level), limits),
+                                 **stats.get(name, {})}
+    if "candidate" in all_terms:
+        if "champion" in all_terms:
+            out["difference"] = op.compare(all_terms["candidate"], all_terms["champion"],
+                                           n_boot, level=level)
+        out["versus_logging"] = op.compare(all_terms["candidate"], logged, n_boot, level=level)
+    return out
+
+
+def _verdict(estimate: dict, limits: TrustLimits) -> dict:
+    problems = ([] if estimate["family"] == "on-policy" else
+                op.trust(estimate, limits.min_effective_sample_size, limits.min_ess_share,
+                         limits.max_weight_share, limits.min_support))
+    return {**estimate, "trusted": not problems, "untrusted_because": problems}
+
+
+def table_markdown(ope: dict, estimator: str = "dr") -> str:
+    """One row per policy: each estimate with its interval, ESS and the trust verdict."""
+    unit = "DCG@K" if ope["value"] == "dcg" else "reward per request"
+    lines = [f"{unit} (K = {ope['k']}), {ope['family']} estimators on {ope['requests']} "
+             f"requests ({ope['pool_source']}):", "",
+             "| policy | IPS | SNIPS | DR | ESS | max weight | support | trust |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, p in ope["policies"].items():
+        cells = [f"{p[e]['value']:.4f} [{p[e]['ci_low']:.4f}, {p[e]['ci_high']:.4f}]"
+                 for e in op.ESTIMATORS]
+        verdict = "yes" if p["trusted"] else "NO: " + "; ".join(p["untrusted_because"])
+        lines.append(f"| {name} | " + " | ".join(cells) +
+                     f" | {p['effective_sample_size']:.0f} ({p['ess_share']:.1%}) "
+                     f"| {p['max_weight_share']:.2%} | {p['support']:.1%} | {verdict} |")
+    for name, why in ope.get("not_valued", {}).items():
+        lines.append(f"| {name} | not valued: {why} | | | | | | |")
+    if ope.get("skipped"):
+        lines += ["", "Requests not valued: " + ", ".join(f"{n} {why}" for why, n in
+                                                           ope["skipped"].items())]
+    return "\n".join(lines)
