@@ -105,8 +105,17 @@ class CurationSettings:
     max_label_issue_share: float = 0.02
     # Position bias is stable; a long window keeps its estimate precise.
     position_bias_window_days: int = 28
+    # How the product's logging policy explored (curate/position_bias.py): "flag"
+    # (impressions of random slates carry explored = true, or their policy_version is
+    # listed in random_policies), "non_contextual" (a bandit or Thompson sampling over
+    # items that ignores the request: items land at positions at random), or "none".
+    exploration: str = "flag"
+    random_policies: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if self.exploration not in ("flag", "non_contextual", "none"):
+            raise ValueError("curation.exploration must be one of flag, non_contextual, none; "
+                             f"got {self.exploration!r}")
         if self.consent not in CONSENT_POLICIES:
             raise ValueError(f"curation.consent must be one of {CONSENT_POLICIES}, "
                              f"got {self.consent!r}")

@@ -133,3 +133,16 @@ def test_policies_are_valued_off_policy_on_the_catalogue(minimal_product, capsys
     assert main(["evaluate", "--day", DAYS[1], "--data-dir", str(data_dir)]) == 0
     table = capsys.readouterr().out
     assert "| uniform |" in table and "| popularity |" in table and "trust" in table
+
+
+def test_drift_is_measured_against_the_days_the_same_policy_served(minimal_product):
+    """No model of ours served either day: day 2 is compared with day 1, which the same
+    (undeclared) policy served; day 1 has no reference and says so."""
+    data_dir, _, _ = minimal_product
+    rows = {str(d): (share, ref, json.loads(cols)) for d, share, ref, cols in _query(
+        data_dir, "SELECT partition_date, drift_share, reference_partition, columns "
+                  "FROM monitor.drift_reports")}
+    share, ref, _ = rows[DAYS[1]]
+    assert share is not None and str(ref) == DAYS[0]
+    share, ref, details = rows[DAYS[0]]
+    assert share is None and "no earlier day" in details["not_compared"][0]

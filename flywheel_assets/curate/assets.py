@@ -55,16 +55,21 @@ def curated_feedback(context: dg.AssetExecutionContext, flywheel: FlywheelResour
           deps=[curated_feedback])
 def position_bias(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """Examination probability per position relative to position 1
-    (`curated.position_bias`), estimated from the explored (randomised) slates of the
-    last `curation.position_bias_window_days` of feedback, less flagged bots: on a
-    random slate, the rate of any interaction at position k is proportional to the
-    chance position k is looked at. With a 95% bootstrap interval per position. No
-    hard-coded curve."""
+    (`curated.position_bias`), from the last `curation.position_bias_window_days` of
+    feedback, less flagged bots, as the product's declared exploration allows
+    (`curation.exploration`): the declared random slates (the rate of any interaction at
+    position k is proportional to the chance position k is looked at), or the positions
+    a non-contextual logging policy gave each item at random. With a 95% bootstrap
+    interval per position. When the logs cannot identify the curve, the rows say why
+    and training runs without IPS. No hard-coded curve, no guess from propensities."""
     c = flywheel.settings.curation
     with flywheel.warehouse() as conn:
         curve = pb.estimate_for_day(conn, context.partition_key, c.position_bias_window_days,
-                                    exclude_flagged_users=c.filters)
+                                    exclude_flagged_users=c.filters, exploration=c.exploration,
+                                    random_policies=c.random_policies)
+    identified = pb.identified(curve)
     return dg.MaterializeResult(metadata=readable(
+        identified=identified, exploration=c.exploration,
         explored_requests=int(curve["explored_requests"].iloc[0]),
-        examination_at_last_position=float(curve["examination"].iloc[-1]),
-        curve=dg.MetadataValue.md(pb.curve_markdown(curve)), method=pb.METHOD))
+        examination_at_last_position=float(curve["examination"].iloc[-1]) if identified else None,
+        curve=dg.MetadataValue.md(pb.curve_markdown(curve)), method=curve["method"].iloc[0]))

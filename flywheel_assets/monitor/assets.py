@@ -15,8 +15,9 @@ from flywheel_assets.resources import FlywheelResource
           deps=["feedback_events", "curated_feedback", "raw_candidates"],
           freshness_policy=DAILY_FRESHNESS)
 def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
-    """The day against the training window of the model that served it, on what the
-    serving policy does not choose (so the loop's own choices never read as drift): who
+    """The day against the training window of the model that served it (or, when the
+    product's own policy served it, the days before that the same policy served), on
+    what the serving policy does not choose (so the loop's own choices never read as drift): who
     asks and when (device, country, age band, hour, tenure; every request), what
     retrieval offered (item attributes of the candidate pools; a sample), how people
     react on the random slates of the exploration (graded signal, examined), and the
@@ -32,7 +33,7 @@ def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     if report.verdict is None:
         return dg.MaterializeResult(metadata={
             "drift_share": 0.0, "dataset_drift": False, "served_by": report.served_by or "none",
-            "reference": "none: the day was not served by a trained model"})
+            "reference": "none: " + "; ".join(report.not_compared)})
     v = report.verdict
     return dg.MaterializeResult(metadata=readable(
         # Copied into the drift alert (`monitor.alerts`) at the precision it always had.

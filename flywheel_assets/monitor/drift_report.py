@@ -6,6 +6,7 @@ writes the verdict to `monitor.drift_reports` and an Evidently HTML report."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 
@@ -81,48 +82,112 @@ def _model_view(model, pools: list, explored: list, thresholds, skipped: list) -
     return drifts
 
 
+def reference_days(conn: duckdb.DuckDBPyConnection, day: str, policy: str | None,
+                   max_days: int) -> list[str]:
+    """The consecutive days just before ``day`` that the same policy served (at most
+    ``max_days``): the reference when the policy is not a model of ours (the product's
+    own policy, or no declared version at all)."""
+    first = (dt.date.fromisoformat(day) - dt.timedelta(days=max_days)).isoformat()
+    served = dict(conn.execute("""
+        SELECT partition_date::VARCHAR, mode(policy_version) FROM raw.impressions
+        WHERE partition_date >= ? AND partition_date < ? GROUP BY 1""", [first, day]).fetchall())
+    out, d = [], dt.date.fromisoformat(day)
+    for _ in range(max_days):
+        d -= dt.timedelta(days=1)
+        if d.isoformat() not in served or served[d.isoformat()] != policy:
+            break
+        out.append(d.isoformat())
+    return sorted(out)
+
+
+def _available(conn, sqls: list[str], columns: list, skipped: list, group: str) -> list:
+    """The columns with a value on either side; the others are noted as not logged."""
+    counts = [conn.execute(f"SELECT {', '.join(f'count({drift._ident(c.name)})' for c in columns)} "
+                           f"FROM ({sql})").fetchone() for sql in sqls]
+    kept = [c for i, c in enumerate(columns) if any(n[i] for n in counts)]
+    missing = [c.name for c in columns if c not in kept]
+    if missing:
+        skipped.append(f"{group}: not logged: {', '.join(missing)}")
+    return kept
+
+
 def report_day(connect, settings: Settings, day: str) -> DayDrift:
-    """Compare the day with the serving model's training window (DuckDB verdict on full
-    data, samples for the model's view and the Evidently report) and record it."""
+    """Compare the day with its reference (DuckDB verdict on full data, samples for the
+    model's view and the Evidently report) and record it. The reference is the
+    training window of the model of ours that served the day; when the product's own
+    policy served it, the consecutive days before it that the same policy served."""
     d, models_dir = settings.drift, settings.models_dir
+    random_policies = settings.curation.random_policies
     with connect() as conn:
         policy = served_by(conn, day)
-    if not policy or not (models_dir / policy / "model.skops").exists():
-        return DayDrift(served_by=policy)
-    card = model_store.load_card(models_dir, policy)
-    first, last = str(card["window_start"])[:10], str(card["window_end"])[:10]
+        ours = bool(policy) and (models_dir / policy / "model.skops").exists()
+        card = model_store.load_card(models_dir, policy) if ours else None
+        days = ([] if ours else
+                reference_days(conn, day, policy, settings.training.window_days))
+    if ours:
+        first, last = str(card["window_start"])[:10], str(card["window_end"])[:10]
+    elif days:
+        first, last = days[0], days[-1]
+    else:
+        why = (f"no earlier day served by {policy or 'the same undeclared policy'} to compare "
+               "with (the first day of a policy has no reference)")
+        with connect() as conn:
+            _record(conn, day, policy, None, None, None, {"not_compared": [why]})
+        return DayDrift(served_by=policy, not_compared=[why])
     thresholds = drift.DriftThresholds(drift_share=d.share_threshold)
     skipped: list[str] = []
+    groups = [("requests", src.requests_sql(first, last), src.requests_sql(day, day),
+               src.REQUEST_COLUMNS),
+              ("candidate pools", src.pools_sql(first, last, d.pool_sample_rows),
+               src.pools_sql(day, day, d.pool_sample_rows), src.POOL_COLUMNS),
+              ("explored slates",
+               src.explored_sql(first, last, random_policies=random_policies),
+               src.explored_sql(day, day, random_policies=random_policies), src.SIGNAL_COLUMNS)]
+    drifts, shown = [], []
     with connect() as conn:
-        drifts = _compare(conn, src.requests_sql(first, last), src.requests_sql(day, day),
-                          src.REQUEST_COLUMNS, thresholds, skipped, "requests")
-        drifts += _compare(conn, src.pools_sql(first, last, d.pool_sample_rows),
-                           src.pools_sql(day, day, d.pool_sample_rows),
-                           src.POOL_COLUMNS, thresholds, skipped, "candidate pools")
-        drifts += _compare(conn, src.explored_sql(first, last), src.explored_sql(day, day),
-                           src.SIGNAL_COLUMNS, thresholds, skipped, "explored slates")
+        for group, ref_sql, cur_sql, columns in groups:
+            columns = _available(conn, [ref_sql, cur_sql], columns, skipped, group)
+            if columns:
+                drifts += _compare(conn, ref_sql, cur_sql, columns, thresholds, skipped, group)
+                shown += [c for c in columns if group != "explored slates"]
         pools = [drift.sample_frame(conn, src.pools_sql(a, b, d.sample_rows, True),
                                     d.sample_rows) for a, b in ((first, last), (day, day))]
-        trained_for = str(card["partition_date"])[:10]
-        explored = [drift.sample_frame(conn, sql, d.sample_rows) for sql in (
-            src.explored_sql(trained_for, trained_for, True, unseen_by=trained_for),
-            src.explored_sql(day, day, True))]
-    model = model_store.load_model(models_dir, policy)
-    drifts += _model_view(model, pools, explored, thresholds, skipped)
+        explored = []
+        if ours:
+            trained_for = str(card["partition_date"])[:10]
+            explored = [drift.sample_frame(conn, sql, d.sample_rows) for sql in (
+                src.explored_sql(trained_for, trained_for, True, unseen_by=trained_for,
+                                 random_policies=random_policies),
+                src.explored_sql(day, day, True, random_policies=random_policies))]
+    if ours:
+        drifts += _model_view(model_store.load_model(models_dir, policy), pools, explored,
+                              thresholds, skipped)
+        shown.append(src.MODEL_COLUMNS[0])
+    else:
+        skipped.append(f"model view: {policy or 'an undeclared policy'} is not a model of ours")
     verdict = drift.drift_verdict(drifts, thresholds)
     html = settings.reports_dir / "drift" / f"{day}.html"
     html.parent.mkdir(parents=True, exist_ok=True)
     evidently = {}
-    if all(len(f) for f in pools):
-        shown = [*src.REQUEST_COLUMNS, *src.POOL_COLUMNS, src.MODEL_COLUMNS[0]]
-        names = [c.name for c in shown]
-        evidently = drift.evidently_report(pools[0][names], pools[1][names], shown, html)
+    if all(len(f) for f in pools) and shown:
+        names = [c.name for c in shown if c.name in pools[0]]
+        evidently = drift.evidently_report(pools[0][names], pools[1][names],
+                                           [c for c in shown if c.name in names], html)
+    reference = card["partition_date"] if ours else first
     with connect() as conn:
-        warehouse.replace_rows(conn, "monitor.drift_reports", {"partition_date": day}, {
-            "partition_date": day, "served_by": policy,
-            "reference_partition": card["partition_date"], "drift_share": verdict.drift_share,
-            "dataset_drift": verdict.dataset_drift,
-            "columns": json.dumps(verdict.as_dict()["columns"]),
-            "report_path": str(html) if evidently else None, "computed_at": warehouse.now()})
-    return DayDrift(policy, verdict, f"{first} .. {last}", skipped, evidently,
-                    str(html) if evidently else None)
+        _record(conn, day, policy, reference, verdict, str(html) if evidently else None,
+                {"columns": verdict.as_dict()["columns"], "not_compared": skipped})
+    return DayDrift(policy, verdict, f"{first} .. {last}" + ("" if ours else
+                    f" (days served by {policy or 'the same undeclared policy'})"), skipped,
+                    evidently, str(html) if evidently else None)
+
+
+def _record(conn, day: str, policy: str | None, reference, verdict, html: str | None,
+            details: dict) -> None:
+    """The day's row of `monitor.drift_reports` (a day with no reference says why)."""
+    warehouse.replace_rows(conn, "monitor.drift_reports", {"partition_date": day}, {
+        "partition_date": day, "served_by": policy, "reference_partition": reference,
+        "drift_share": verdict.drift_share if verdict else None,
+        "dataset_drift": verdict.dataset_drift if verdict else False,
+        "columns": json.dumps(details["columns"] if "columns" in details else details),
+        "report_path": html, "computed_at": warehouse.now()})

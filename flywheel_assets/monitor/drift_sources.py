@@ -36,8 +36,6 @@ POOL_COLUMNS = [ColumnSpec("category", "categorical"),
                                                      "c3", "c4", "c5"))]
 SIGNAL_COLUMNS = [ColumnSpec("grade", "categorical"), ColumnSpec("examined", "categorical")]
 MODEL_COLUMNS = [ColumnSpec("model_score", "numeric"), ColumnSpec("model_residual", "numeric")]
-# Explored slates are recognised by their logged propensity (see position_bias).
-EXPLORED_BELOW = 0.5
 
 _NOT_BOT = ("NOT EXISTS (SELECT 1 FROM curated.flagged_users b WHERE "
             "b.partition_date = f.partition_date AND b.user_key = f.user_key)")
@@ -57,7 +55,7 @@ def requests_sql(first: str, last: str) -> str:
               FROM curated.feedback_events f
               WHERE partition_date {_days(first, last)} AND {_NOT_BOT}
               GROUP BY partition_date, request_id) r
-        JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.partition_date"""
+        LEFT JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.partition_date"""
 
 
 def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = False) -> str:
@@ -73,7 +71,7 @@ def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = Fals
                      any_value(device) AS device, any_value(partition_date) AS day
               FROM curated.feedback_events f WHERE partition_date {days} AND {not_bot}
               GROUP BY request_id) r ON r.request_id = c.request_id
-        JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.day"""
+        LEFT JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.day"""
              .format(days=_days(first, last), not_bot=_NOT_BOT) if with_context else "")
     return f"""
         SELECT it.category, it.popularity_percentile,
@@ -83,18 +81,20 @@ def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = Fals
         FROM (SELECT * FROM (SELECT * FROM raw.candidates
                              WHERE partition_date {_days(first, last)})
               USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (7)) c
-        JOIN (SELECT *, percent_rank() OVER (PARTITION BY partition_date ORDER BY popularity)
-                          AS popularity_percentile
-              FROM raw.items WHERE partition_date {_days(first, last)}) it
+        LEFT JOIN (SELECT *, percent_rank() OVER (PARTITION BY partition_date ORDER BY popularity)
+                               AS popularity_percentile
+                   FROM raw.items WHERE partition_date {_days(first, last)}) it
           ON it.item_id = c.item_id AND it.partition_date = c.partition_date
         {joins}"""
 
 
 def explored_sql(first: str, last: str, with_context: bool = False,
-                 unseen_by: str | None = None) -> str:
-    """Impressions of the explored (random) slates of the days, bots left out; with
-    ``unseen_by`` (a model's training partition), only requests that model did not
-    train on, so that its residuals are out-of-sample on both sides."""
+                 unseen_by: str | None = None, random_policies: tuple[str, ...] = ()) -> str:
+    """Impressions of the declared explored (random) slates of the days (`explored`, or a
+    policy version listed in ``random_policies``), bots left out; with ``unseen_by`` (a
+    model's training partition), only requests that model did not train on, so that its
+    residuals are out-of-sample on both sides."""
+    registry = ", ".join("'" + p.replace("'", "''") + "'" for p in random_policies) or "NULL"
     context = ("""
         , f.ts, u.country, u.age_band, u.signup_date, it.category, it.published_date,
           it.duration_s, it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
@@ -102,8 +102,8 @@ def explored_sql(first: str, last: str, with_context: bool = False,
     unseen = (f"AND f.request_id NOT IN (SELECT request_id FROM ml.training_set WHERE "
               f"partition_date = DATE '{unseen_by}' AND split = 'train')" if unseen_by else "")
     joins = ("""
-        JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = f.partition_date
-        JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = f.partition_date"""
+        LEFT JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = f.partition_date
+        LEFT JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = f.partition_date"""
              if with_context else "")
     return f"""
         SELECT grade::VARCHAR AS grade, (n_interactions > 0)::VARCHAR AS examined,
@@ -112,5 +112,6 @@ def explored_sql(first: str, last: str, with_context: bool = False,
         WHERE f.partition_date {_days(first, last)} AND {_NOT_BOT}
           AND f.request_id IN (SELECT request_id FROM curated.feedback_events
                                WHERE partition_date {_days(first, last)}
-                               GROUP BY request_id HAVING bool_or(propensity < {EXPLORED_BELOW}))
+                               GROUP BY request_id HAVING bool_or(coalesce(explored, FALSE))
+                                   OR bool_or(policy_version IN ({registry})))
           {unseen}"""

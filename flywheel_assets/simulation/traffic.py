@@ -176,6 +176,8 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy,
         "propensity": np.round(slates.propensities.ravel(), 10),
         "policy_version": policy.version,
         "device": np.repeat(device, k),
+        # The product declares its exploration: this slate was drawn at random.
+        "explored": np.repeat(slates.explored, k),
     })
     interactions = _interactions(rng, imp, examined.ravel(), grade.ravel(), explicit.ravel(),
                                  logged_skip.ravel(), np.repeat(bot_req, k),

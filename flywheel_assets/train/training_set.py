@@ -38,8 +38,12 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
     first_day = warehouse.window_start(partition_date, window_days)
     users_date = latest_snapshot_date(conn, "raw.users", partition_date)
     items_date = latest_snapshot_date(conn, "raw.items", partition_date)
+    # IPS needs an identified curve; without one (no declared exploration) weight 1.
+    identified = use_ips and conn.execute(
+        "SELECT count(*) > 0 AND count(*) = count(examination) FROM curated.position_bias "
+        "WHERE partition_date = ?", [partition_date]).fetchone()[0]
     weight = (f"least(1.0 / greatest(coalesce(pb.examination, 1.0), 1e-6), {float(ips_clip)})"
-              if use_ips else "1.0")
+              if identified else "1.0")
     with warehouse.transaction(conn):
         conn.execute(f"""
             CREATE OR REPLACE TEMP TABLE _window AS
@@ -96,7 +100,9 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
             "mean_grade": float(stats[5] or 0.0), "grade_counts": {int(k): v for k, v in grades.items()},
             "holdout_rule": ("training day" if earlier and not holdout_share else
                              f"last {holdout_share or FIRST_DAY_HOLDOUT_SHARE:.0%} of the training day"),
-            "ips": "on" if use_ips else "off", "ips_clip": float(ips_clip),
+            "ips": ("on" if identified else
+                    "off (position bias not identified: see position_bias)" if use_ips else "off"),
+            "ips_clip": float(ips_clip),
             "clipped_share": float(ips[1] or 0.0) if use_ips else 0.0,
             "max_weight": float(ips[2] or 0.0),
             "effective_sample_size": ess,
