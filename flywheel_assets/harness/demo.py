@@ -17,8 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+from flywheel_assets.harness import carousel_report
 from flywheel_assets.settings import Settings
-from flywheel_assets.simulation.config import Scenario, WorldConfig
+from flywheel_assets.simulation import carousel
+from flywheel_assets.simulation.config import PROFILES, Scenario, WorldConfig
 
 GENERATED = ("landing", "warehouse.duckdb", "warehouse.duckdb.wal", "models", "reports",
              "world", "tmp", "labeling")
@@ -28,12 +30,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("demo", help="turn the flywheel on the simulated world",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--days", type=int, default=14, help="simulated days (default 14)")
+    p.add_argument("--profile", choices=PROFILES, default="default",
+                   help="the product: default (a 10-slot media feed with graded signals) or "
+                        "carousel (3 slots, a few dozen items, clicks only, anonymous "
+                        "requests, a Thompson-sampling logging policy)")
     p.add_argument("--seed", type=int, default=WorldConfig.seed)
-    p.add_argument("--requests-per-day", type=int, default=WorldConfig.requests_per_day)
-    p.add_argument("--users", type=int, default=WorldConfig.n_users)
-    p.add_argument("--items", type=int, default=WorldConfig.n_items)
-    p.add_argument("--epsilon", type=float, default=WorldConfig.exploration_rate,
-                   help="exploration rate of the serving policy")
+    p.add_argument("--requests-per-day", type=int,
+                   help=f"default {WorldConfig.requests_per_day} (carousel: 10000)")
+    p.add_argument("--users", type=int, help=f"default {WorldConfig.n_users}")
+    p.add_argument("--items", type=int, help=f"default {WorldConfig.n_items} (carousel: 50)")
+    p.add_argument("--epsilon", type=float,
+                   help=f"exploration rate of the serving policy (default "
+                        f"{WorldConfig.exploration_rate})")
     p.add_argument("--no-rerank", action="store_true",
                    help="serve the plain top-k (no diversity or popularity re-ranking); with --epsilon 0 "
                         "this is the greedy loop")
@@ -56,16 +64,23 @@ def _main(args: argparse.Namespace) -> int:
         print(f"flywheel demo: {exc}", file=sys.stderr)
         return 2
     overrides = {"training.ips": not args.no_ips, "curation.filters": not args.no_filters}
-    if args.no_rerank:
-        overrides |= {"serving.diversity": 0.0, "serving.popularity_balance": 0.0}
-    settings = Settings.from_env(args.data_dir, overrides)
-    # The world runs the product's serving system, configured as the product is.
-    config = WorldConfig(seed=args.seed, start_date=settings.start_date,
-                         requests_per_day=args.requests_per_day, n_users=args.users,
-                         n_items=args.items, exploration_rate=args.epsilon,
-                         rerank_diversity=settings.serving.diversity,
-                         rerank_popularity_balance=settings.serving.popularity_balance,
-                         scenarios=scenarios)
+    given = {name: value for name, value in (
+        ("requests_per_day", args.requests_per_day), ("n_users", args.users),
+        ("n_items", args.items), ("exploration_rate", args.epsilon)) if value is not None}
+    if args.profile == carousel.PROFILE:
+        # What the carousel product configures: its vocabulary, its value, its exploration.
+        settings = Settings.from_env(args.data_dir, {**overrides, **carousel.PRODUCT_SETTINGS})
+        config = carousel.carousel_config(seed=args.seed, start_date=settings.start_date,
+                                          scenarios=scenarios, **given)
+    else:
+        if args.no_rerank:
+            overrides |= {"serving.diversity": 0.0, "serving.popularity_balance": 0.0}
+        settings = Settings.from_env(args.data_dir, overrides)
+        # The world runs the product's serving system, configured as the product is.
+        config = WorldConfig(seed=args.seed, start_date=settings.start_date,
+                             rerank_diversity=settings.serving.diversity,
+                             rerank_popularity_balance=settings.serving.popularity_balance,
+                             scenarios=scenarios, **given)
     summary = run_demo(settings, config, args.days, progress=not args.quiet)
     return 0 if summary["days"] else 1
 
@@ -152,6 +167,14 @@ def _chart(days: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _row(record: dict) -> str:
+    return (f"{record['date']:<10} {record['impressions']:>7} {record['interactions']:>6} "
+            f"{record['accepted']:>8} {record['quarantined']:>7} "
+            f"{(record['candidate_version'] or '-'):<18} "
+            f"{('yes' if record['promoted'] else 'no'):<8} "
+            f"{record['champion_version']:<18} {record['oracle_ndcg_at_10']:>14.4f}")
+
+
 def _fmt(value, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -178,16 +201,22 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
     traffic_job = simulation.resolve_job_def("simulated_traffic_job")
     oracle_job = simulation.resolve_job_def("oracle_evaluation_job")
 
+    is_carousel = config.profile == carousel.PROFILE
     print(f"Flywheel demo: {days} simulated days from {config.start_date} in {data_dir}")
-    print(f"  world: {config.n_users} users, {config.n_items} items, {config.requests_per_day} "
+    print(f"  world: profile {config.profile}, {config.n_users} users, {config.n_items} items, "
+          f"{config.requests_per_day} "
           f"requests/day, slate {config.slate_size}, exploration {config.exploration_rate}, "
           f"re-ranking: diversity {config.rerank_diversity}, popularity balance "
           f"{config.rerank_popularity_balance}; "
           f"filters {'on' if settings.curation.filters else 'off'}, IPS {'on' if settings.training.ips else 'off'}"
           + (f", scenarios {', '.join(f'{s.name}@{s.first_day}' for s in config.scenarios)}"
              if config.scenarios else ""))
-    header = (f"{'date':<10} {'impr':>7} {'inter':>6} {'accepted':>8} {'quarant':>7} "
-              f"{'candidate':<18} {'promoted':<8} {'champion':<18} {'oracle NDCG@10':>14}")
+    if is_carousel:
+        print("  product settings: " + ", ".join(f"{k}={v}" for k, v in carousel.PRODUCT_SETTINGS.items())
+              + "; clicks per request are the value; the oracle knows every policy's truth")
+    header = carousel_report.HEADER if is_carousel else (
+        f"{'date':<10} {'impr':>7} {'inter':>6} {'accepted':>8} {'quarant':>7} "
+        f"{'candidate':<18} {'promoted':<8} {'champion':<18} {'oracle NDCG@10':>14}")
     records: list[dict] = []
     tags = {"flywheel/demo": "true"}
     # The full event log is in the instance (make ui); the console gets warnings only.
@@ -211,13 +240,10 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
                                           run_config=quiet)
             oracle = json.loads((world.world_dir(data_dir) / "oracle" / f"date={date}" /
                                  "oracle.json").read_text())
-            record = _day_record(settings, date, oracle, rotated.success)
+            record = (carousel_report.day_record if is_carousel else _day_record)(
+                settings, date, oracle, rotated.success)
             records.append(record)
-            bar.write(f"{date:<10} {record['impressions']:>7} {record['interactions']:>6} "
-                      f"{record['accepted']:>8} {record['quarantined']:>7} "
-                      f"{(record['candidate_version'] or '-'):<18} "
-                      f"{('yes' if record['promoted'] else 'no'):<8} "
-                      f"{record['champion_version']:<18} {record['oracle_ndcg_at_10']:>14.4f}"
+            bar.write((carousel_report.row(record) if is_carousel else _row(record))
                       + ("" if rotated.success else "  (rotation stopped: see the run in the UI)"))
             bar.update(1)
 
@@ -225,7 +251,7 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
     reports = settings.reports_dir
     reports.mkdir(parents=True, exist_ok=True)
     chart = reports / "demo_quality.png"
-    if records:
+    if records and not is_carousel:
         _chart(records, chart)
     first, last = (records[0], records[-1]) if records else ({}, {})
     summary = {
@@ -236,11 +262,15 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
         "promotions": sum(r["promoted"] for r in records),
         "days": records,
     }
-    (reports / "demo_summary.json").write_text(json.dumps(summary, indent=2))
+    figures, lines = carousel_report.summary(records) if is_carousel else ({}, [])
+    summary |= figures
+    (reports / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print()
     print(f"Summary: {len(records)} rotations, {summary['promotions']} promotions, "
           f"champion {summary['final_champion']}")
-    if records:
+    for line in lines:
+        print(line)
+    if records and not is_carousel:
         print(f"  oracle NDCG@10: popularity policy on day 1 {first['popularity_oracle_ndcg_at_10']:.4f}"
               f" -> champion on day {len(records)} {last['oracle_ndcg_at_10']:.4f}")
         print(f"  rows: {sum(r['accepted'] for r in records)} accepted, "
@@ -260,7 +290,8 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
               f"{_fmt(first['exposure_gini'])} -> {_fmt(last['exposure_gini'])}, catalogue "
               f"coverage {_fmt(first['catalog_coverage'])} -> {_fmt(last['catalog_coverage'])}")
     print(f"  record: {reports / 'demo_summary.json'}")
-    print(f"  chart:  {chart}")
+    if not is_carousel:
+        print(f"  chart:  {chart}")
     print(f"  runs, lineage and metadata: make ui  (DAGSTER_HOME={settings.dagster_home})")
     print(f"wall time: {wall:.1f} s")
     return summary

@@ -45,8 +45,14 @@ class Scenario:
         return cls(name, first_day, last_day)
 
 
+PROFILES = ("default", "carousel")
+
+
 @dataclass(frozen=True)
 class WorldConfig:
+    # "default": a 10-slot media feed with graded signals; "carousel": a 3-slot carousel
+    # with clicks only and anonymous requests (simulation/carousel.py).
+    profile: str = "default"
     seed: int = 7
     start_date: dt.date = dt.date(2026, 1, 1)
     n_users: int = 5000

@@ -13,7 +13,7 @@ import pandas as pd
 from flywheel_assets import warehouse
 from flywheel_assets.serve.serving import RankingPolicy, popularity_policy
 from flywheel_assets.settings import Settings
-from flywheel_assets.simulation import signal_quality, truth
+from flywheel_assets.simulation import carousel, signal_quality, truth
 from flywheel_assets.simulation.config import Scenario, WorldConfig
 from flywheel_assets.simulation.landing_writer import write_day
 from flywheel_assets.simulation.oracle import evaluate_policies, off_policy_truth
@@ -85,6 +85,8 @@ def run_day(data_dir: Path, landing_dir: Path, config: WorldConfig, date: str,
     """Serve one day with ``policy``, land its files, record the truth behind them."""
     directory = world_dir(data_dir)
     save_config(directory, config)
+    if config.profile == carousel.PROFILE:
+        return carousel.simulate_day(directory, landing_dir, config, date, policy)
     traffic = simulate_day(config, dt.date.fromisoformat(date), policy,
                            past_plays(directory, config, config.day_index(date)))
     counts = write_day(landing_dir, date, traffic)
@@ -129,6 +131,10 @@ def oracle_day(settings: Settings, config: WorldConfig, date: str,
     """The champion and the popularity baseline against the hidden truth, and the
     validity of the day's training signal; saved to ``world/oracle/date=…/oracle.json``."""
     data_dir = settings.data_dir
+    if config.profile == carousel.PROFILE:
+        record = carousel.oracle_day(world_dir(data_dir), settings, config, date, champion)
+        _save_oracle(data_dir, date, record)
+        return record
     # The catalogue as the day was served: popularity with the plays of the days before.
     plays = past_plays(world_dir(data_dir), config, config.day_index(date))
     result = evaluate_policies(config, dt.date.fromisoformat(date),
@@ -142,7 +148,11 @@ def oracle_day(settings: Settings, config: WorldConfig, date: str,
               "catalog_coverage": result["champion"]["catalog_coverage"],
               "popularity_oracle_ndcg_at_10": result["popularity"]["ndcg_at_10"]}
     record.update(_off_policy_errors(settings, config, date, plays))
+    _save_oracle(data_dir, date, record)
+    return record
+
+
+def _save_oracle(data_dir: Path, date: str, record: dict) -> None:
     out = world_dir(data_dir) / "oracle" / f"date={date}"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "oracle.json").write_text(json.dumps(record, indent=2))
-    return record
+    (out / "oracle.json").write_text(json.dumps(record, indent=2, default=str))

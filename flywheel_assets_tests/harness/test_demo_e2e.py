@@ -48,7 +48,10 @@ def test_demo_writes_its_record_and_chart(demo_dir):
         assert day["accepted"] + day["quarantined"] <= day["impressions"] + day["interactions"]
         assert day["accepted"] + day["quarantined"] + day["erased"] == \
             day["impressions"] + day["interactions"]
-    assert summary["days"][0]["promoted"], "the first candidate is promoted"
+    # The first candidate had to beat the incumbent (the popularity policy that served
+    # day 1), off-policy and with confidence.
+    first = summary["days"][0]
+    assert first["promoted"] and "incumbent" in " ".join(first["decision"]["reasons"])
     png = demo_dir / "reports" / "demo_quality.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stdout = (demo_dir / "demo_stdout.txt").read_text()
@@ -150,3 +153,30 @@ def test_the_ui_shows_lineage_and_runs_of_the_demo(demo_dir):
     assert "champion_model" in deps["simulated_traffic"]
     jobs = [r["jobName"] for r in data["runsOrError"]["results"]]
     assert jobs.count("daily_rotation_job") == 3
+
+
+def test_the_carousel_profile_turns_on_required_columns_only(tmp_path):
+    """`flywheel demo --profile carousel`: a product with anonymous requests, clicks only
+    and a Thompson-sampling logger, through the console script and real Dagster runs;
+    every day the oracle's true values sit beside the product's estimates."""
+    data_dir = tmp_path / "carousel"
+    cli = Path(sys.executable).with_name("flywheel")
+    env = {**os.environ, "FLYWHEEL_DATA_DIR": str(data_dir)}
+    env.pop("DAGSTER_HOME", None)
+    proc = subprocess.run([str(cli), "demo", "--profile", "carousel", "--days", "2",
+                           "--requests-per-day", "4000", "--quiet"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads((data_dir / "reports" / "demo_summary.json").read_text())
+    import pandas as pd
+    landed = pd.read_csv(data_dir / "landing/impressions/date=2026-01-01/impressions.csv")
+    assert set(landed.columns) == {"impression_id", "request_id", "ts", "item_id", "position",
+                                   "propensity", "policy_version"}
+    assert landed["propensity"].between(0, 1, inclusive="right").all()
+    assert summary["days"][0]["served_by"] == "thompson-sampling"  # day 1: the product's own
+    for day in summary["days"]:
+        assert day["quarantined"] == 0 and day["rotation_succeeded"]
+        assert 0 < day["true_value_logging"] < 3 and 0 < day["uniform_truth"] < 3
+        assert day["uniform_dr"] is not None and day["uniform_trusted"] in (True, False)
+        assert day["truly_better"] in (True, False)
+    assert "gate vs oracle" in proc.stdout and "uniform-random policy" in proc.stdout

@@ -143,3 +143,36 @@ def test_scenario_parsing():
         Scenario.parse("meteor@1")
     with pytest.raises(ValueError, match="needs a day"):
         Scenario.parse("bot_attack")
+
+
+def test_the_carousel_logs_thompson_sampling_with_monte_carlo_propensities():
+    """The carousel's logged propensities are the sampler's: per (item, position) the
+    share of posterior draws, close to the rate at which the day's slates put the item
+    there."""
+    from flywheel_assets.simulation import carousel
+
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(1, 30, 40), rng.uniform(1, 30, 40)
+    mc = carousel.monte_carlo_propensities(np.random.default_rng(1), a, b, k=3)
+    assert mc.shape == (40, 3) and (mc > 0).all() and (mc <= 1).all()
+    assert np.allclose(mc.sum(axis=0), 1.0, atol=40 / carousel.MONTE_CARLO_DRAWS)
+    slates = carousel.thompson_slates(np.random.default_rng(2), a, b, 50_000, 3)
+    observed = np.stack([np.bincount(slates[:, k], minlength=40) for k in range(3)], axis=1) / 50_000
+    assert np.abs(observed - mc).max() < 0.01
+
+
+def test_the_carousel_lands_required_columns_and_is_deterministic(tmp_path):
+    from flywheel_assets.simulation import carousel
+
+    config = carousel.carousel_config(requests_per_day=500)
+    frames = []
+    for name in ("a", "b"):
+        world.run_day(tmp_path / name, tmp_path / name / "landing", config, "2026-01-01",
+                      popularity_policy())
+        frames.append(pd.read_csv(tmp_path / name / "landing/impressions/date=2026-01-01/impressions.csv"))
+    pd.testing.assert_frame_equal(*frames)
+    assert len(frames[0]) == 500 * 3 and frames[0]["position"].max() == 3
+    landing = tmp_path / "a" / "landing"
+    assert sorted(p.name for p in landing.iterdir()) == ["impressions", "interactions"]
+    clicks = pd.read_json(landing / "interactions/date=2026-01-01/clicks.jsonl", lines=True)
+    assert set(clicks["signal"]) == {"click"} and clicks["impression_id"].isin(frames[0]["impression_id"]).all()
