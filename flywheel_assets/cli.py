@@ -1,6 +1,7 @@
 """``flywheel``: the flywheel without the UI.
 
-Built-in commands operate the product; commands that live outside it (the simulated
+Built-in commands operate the product (champion, promote, rollback, rotate, evaluate);
+commands that live outside it (the simulated
 world's ``demo``) register through the ``flywheel.commands`` entry-point group, so the
 product never imports them.
 """
@@ -53,6 +54,48 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate(args: argparse.Namespace) -> int:
+    """One turn of the wheel for a day, in this process, on the instance the UI reads."""
+    import os
+
+    import dagster as dg
+
+    from flywheel_assets import warehouse
+    from flywheel_assets.definitions import build_definitions
+    from flywheel_assets.evaluate import evaluation, policy_values
+
+    settings = Settings.from_env(args.data_dir)
+    os.environ.setdefault("DAGSTER_HOME", str(settings.ensure_dagster_home()))
+    job = build_definitions(str(settings.data_dir)).resolve_job_def("daily_rotation_job")
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(partition_key=args.day, instance=instance,
+                                        run_config=quiet, raise_on_error=False,
+                                        tags={"flywheel/cli": "rotate"})
+    failed = [e for e in result.all_events if e.is_step_failure]
+    for event in failed:
+        print(f"step {event.step_key} failed: {event.event_specific_data.error.message.strip()}",
+              file=sys.stderr)
+    with warehouse.connect(settings.warehouse_path) as conn:
+        record = evaluation.read_evaluation(conn, args.day)
+        decision = conn.execute("SELECT promote, decision FROM ml.gate_decisions WHERE "
+                                "partition_date = ?", [args.day]).fetchone()
+        rows = conn.execute("SELECT (SELECT count(*) FROM raw.impressions WHERE partition_date = $d), "
+                            "(SELECT count(*) FROM raw.interactions WHERE partition_date = $d), "
+                            "(SELECT count(*) FROM raw.quarantined_events WHERE partition_date = $d)",
+                            {"d": args.day}).fetchone()
+    print(f"{args.day}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}; "
+          f"{rows[0]} impressions and {rows[1]} interactions accepted, {rows[2]} rows quarantined")
+    if record and record.get("off_policy"):
+        print(policy_values.table_markdown(record["off_policy"]))
+    elif record:
+        print(f"off-policy evaluation not available: {record.get('off_policy_unavailable')}")
+    if decision:
+        reasons = json.loads(decision[1])["reasons"]
+        print(f"gate: {'PROMOTED' if decision[0] else 'held'} — " + "; ".join(reasons))
+    return 0 if result.success else 1
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from flywheel_assets.evaluate import evaluation, logged_pools, policy_values
 
@@ -85,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True)
     p.add_argument("--data-dir")
     p.set_defaults(func=_promote)
+    p = sub.add_parser("rotate", help="turn the wheel for one day (daily_rotation_job, here)",
+                       description="Ingest, curate, train, evaluate and decide for one day's "
+                                   "landing files, as the schedule would, in this process; the "
+                                   "run is recorded in the instance the UI reads.")
+    p.add_argument("--day", required=True, help="the partition, YYYY-MM-DD")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=_rotate)
     p = sub.add_parser("evaluate", help="value policies off-policy on a day's logs",
                        description="What would policy P have done on day D? Each estimate "
                                    "(IPS, SNIPS, doubly robust) with its interval, effective "

@@ -12,42 +12,13 @@ import numpy as np
 import pytest
 
 from flywheel_assets import warehouse
-from flywheel_assets.ingest.load import SUCCESS_MARKER
+from flywheel_assets.harness.example_logs import SLOTS, write_minimal_day
 from flywheel_assets.settings import Settings
 from flywheel_assets.train import model_store
 from flywheel_assets_tests.helpers import rotate
 
 DAYS = ["2026-03-01", "2026-03-02"]
-N_ITEMS, SLOTS, REQUESTS = 40, 3, 1500
-EXAMINATION = np.array([1.0, 0.7, 0.5])
-
-
-def write_minimal_day(landing: Path, day: str, seed: int) -> dict:
-    """A carousel's day in the required columns only: impressions as CSV, interactions as
-    JSON Lines. The logging policy shows a uniformly random ordered 3 of 40 items, so
-    each impression's propensity (this item at this position) is 1/40."""
-    rng = np.random.default_rng(seed)
-    ctr = np.random.default_rng(0).uniform(0.02, 0.4, N_ITEMS)
-    imp_dir, int_dir = (landing / s / f"date={day}" for s in ("impressions", "interactions"))
-    imp_dir.mkdir(parents=True)
-    int_dir.mkdir(parents=True)
-    clicks = 0
-    with open(imp_dir / "impressions.csv", "w", newline="") as fi, \
-            open(int_dir / "events.jsonl", "w") as fe:
-        w = csv.writer(fi)
-        w.writerow(["impression_id", "request_id", "ts", "item_id", "position", "propensity"])
-        for r in range(REQUESTS):
-            ts = f"{day}T{r * 86_000 // REQUESTS // 3600:02d}:{r % 60:02d}:{(r * 7) % 60:02d}Z"
-            for k, item in enumerate(rng.permutation(N_ITEMS)[:SLOTS], start=1):
-                impression = f"{day}-{r}-{k}"
-                w.writerow([impression, f"{day}-{r}", ts, f"sku-{item}", k, 1 / N_ITEMS])
-                if rng.random() < EXAMINATION[k - 1] * ctr[item]:
-                    clicks += 1
-                    fe.write(json.dumps({"event_id": f"e-{impression}", "impression_id": impression,
-                                         "ts": ts, "signal": "click"}) + "\n")
-    for folder in (imp_dir, int_dir):
-        (folder / SUCCESS_MARKER).touch()
-    return {"impressions": REQUESTS * SLOTS, "clicks": clicks}
+REQUESTS = 1500
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +27,7 @@ def minimal_product(tmp_path_factory):
     instance = dg.DagsterInstance.ephemeral()
     landed, results = [], []
     for i, day in enumerate(DAYS):
-        landed.append(write_minimal_day(data_dir / "landing", day, seed=i))
+        landed.append(write_minimal_day(data_dir / "landing", day, seed=i, requests=REQUESTS))
         # A click-only product says so; the default vocabulary would accept its clicks too.
         results.append(rotate(data_dir, day, instance, {"signals.grades": "click:1"}))
     return data_dir, landed, results

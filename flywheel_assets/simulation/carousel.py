@@ -20,7 +20,6 @@ use with `evaluation.value = reward`.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
