@@ -3,12 +3,10 @@
 rotations on a real DuckDB file and Dagster, and nothing is quarantined for a missing
 optional field."""
 
-import csv
 import json
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 import pytest
 
 from flywheel_assets import warehouse
