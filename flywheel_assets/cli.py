@@ -58,24 +58,15 @@ def _rotate(args: argparse.Namespace) -> int:
     """One turn of the wheel for a day, in this process, on the instance the UI reads."""
     import os
 
-    import dagster as dg
-
     from flywheel_assets import warehouse
-    from flywheel_assets.definitions import build_definitions
+    from flywheel_assets.definitions import rotate
     from flywheel_assets.evaluate import evaluation, policy_values
 
     settings = Settings.from_env(args.data_dir)
     os.environ.setdefault("DAGSTER_HOME", str(settings.ensure_dagster_home()))
-    job = build_definitions(str(settings.data_dir)).resolve_job_def("daily_rotation_job")
-    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-    with dg.DagsterInstance.get() as instance:
-        result = job.execute_in_process(partition_key=args.day, instance=instance,
-                                        run_config=quiet, raise_on_error=False,
-                                        tags={"flywheel/cli": "rotate"})
-    failed = [e for e in result.all_events if e.is_step_failure]
-    for event in failed:
-        print(f"step {event.step_key} failed: {event.event_specific_data.error.message.strip()}",
-              file=sys.stderr)
+    success, run_id, failures = rotate(str(settings.data_dir), args.day)
+    for failure in failures:
+        print(failure, file=sys.stderr)
     with warehouse.connect(settings.warehouse_path) as conn:
         record = evaluation.read_evaluation(conn, args.day)
         decision = conn.execute("SELECT promote, decision FROM ml.gate_decisions WHERE "
@@ -84,7 +75,7 @@ def _rotate(args: argparse.Namespace) -> int:
                             "(SELECT count(*) FROM raw.interactions WHERE partition_date = $d), "
                             "(SELECT count(*) FROM raw.quarantined_events WHERE partition_date = $d)",
                             {"d": args.day}).fetchone()
-    print(f"{args.day}: run {result.run_id} {'succeeded' if result.success else 'FAILED'}; "
+    print(f"{args.day}: run {run_id} {'succeeded' if success else 'FAILED'}; "
           f"{rows[0]} impressions and {rows[1]} interactions accepted, {rows[2]} rows quarantined")
     if record and record.get("off_policy"):
         print(policy_values.table_markdown(record["off_policy"]))
@@ -93,7 +84,7 @@ def _rotate(args: argparse.Namespace) -> int:
     if decision:
         reasons = json.loads(decision[1])["reasons"]
         print(f"gate: {'PROMOTED' if decision[0] else 'held'} — " + "; ".join(reasons))
-    return 0 if result.success else 1
+    return 0 if success else 1
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -101,9 +92,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(args.data_dir, {"evaluation.value": args.value} if args.value else None)
     names = args.policy or list(evaluation.NAMED_POLICIES)
+    import duckdb
+
     try:
         record = evaluation.evaluate_policies(settings, args.day, names)
-    except (ValueError, FileNotFoundError, logged_pools.NoPools) as exc:
+    except (ValueError, FileNotFoundError, logged_pools.NoPools, duckdb.IOException) as exc:
         print(f"flywheel evaluate: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -42,4 +42,18 @@ def build_definitions(data_dir: str | None = None,
     )
 
 
+def rotate(data_dir: str, day: str) -> tuple[bool, str, list[str]]:
+    """`daily_rotation_job` for one day, in this process, on the instance at
+    DAGSTER_HOME (``flywheel rotate``): whether it succeeded, its run id, and each
+    failed step's error."""
+    job = build_definitions(data_dir).resolve_job_def("daily_rotation_job")
+    quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(partition_key=day, instance=instance, run_config=quiet,
+                                        raise_on_error=False, tags={"flywheel/cli": "rotate"})
+    failures = [f"step {e.step_key} failed: {e.event_specific_data.error.message.strip()}"
+                for e in result.all_events if e.is_step_failure]
+    return result.success, result.run_id, failures
+
+
 defs = build_definitions()

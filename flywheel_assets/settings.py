@@ -56,6 +56,12 @@ class IngestSettings:
     # tables' `extras` (and may become features). They are stored as written: a product
     # that lands personal data in unnamed columns turns this off (or names the column).
     keep_extra_columns: bool = True
+    # Identifier-like columns beyond the contract are never stored (compared in lower
+    # case): only the contract's `user_id` is pseudonymised, so any other id goes.
+    identifier_columns: tuple[str, ...] = (
+        "user_id", "email", "e_mail", "phone", "phone_number", "ip", "ip_address",
+        "name", "first_name", "last_name", "full_name", "address", "device_id",
+        "advertising_id", "idfa", "gaid", "session_user", "customer_id", "account_id")
 
 
 # The default signal vocabulary and its grades: what each logged signal means. An
@@ -158,6 +164,11 @@ class TrainingSettings:
     # the training window is not used as a feature (gradient-boosted trees bin at most
     # 255 categories).
     max_categories: int = 250
+    # Landing columns beyond the contract (`extras`) used as features, by name ("*": all).
+    # Opt-in: an unnamed column may carry the outcome itself or an identifier. Extras of
+    # impressions should be request context (the same on every impression of a request):
+    # off-policy evaluation scores a request's whole pool with them.
+    extra_features: tuple[str, ...] = ()
     # The blocking check `training_set_is_usable` asks for at least this much.
     min_train_rows: int = 1000
     min_holdout_requests: int = 50
@@ -225,6 +236,9 @@ class GateSettings:
     slice_tolerance: float = 0.03
     min_slice_requests: int = 200
     min_ope_support: float = 0.99
+    # The holdout fallback decides only on this many requests that can rank (two
+    # examined items of different grades); fewer is "no information".
+    min_informative_requests: int = 50
 
 
 @dataclass(frozen=True)

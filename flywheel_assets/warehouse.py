@@ -140,6 +140,24 @@ def create_schema(conn: duckdb.DuckDBPyConnection) -> None:
         for column, kind in columns.items():
             if (f"{table}.{column}",) not in present:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        if (f"{table}.signals",) not in present and (f"{table}.has_skip",) in present:
+            _backfill_signals(conn, table)
+
+
+def _backfill_signals(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """A warehouse of the version with one flag per signal (`has_save` …): its rows get
+    the list of signals and the grade of the default vocabulary, once."""
+    from flywheel_assets.settings import DEFAULT_GRADES
+
+    flags = [s for s in DEFAULT_GRADES if s != "click"]
+    signals = ("list_sort(list_filter([" + ", ".join(f"CASE WHEN has_{s} THEN '{s}' END"
+                                                    for s in flags)
+               + "], lambda x: x IS NOT NULL))")
+    grade = ("greatest(0, " + ", ".join(f"CASE WHEN has_{s} THEN {g} ELSE 0 END"
+                                        for s, g in DEFAULT_GRADES.items() if s != "click")
+             + ")")
+    conn.execute(f"UPDATE {table} SET signals = nullif({signals}, []::VARCHAR[]), "
+                 f"grade = {grade}")
 
 
 @contextlib.contextmanager

@@ -115,3 +115,21 @@ def test_drift_is_measured_against_the_days_the_same_policy_served(minimal_produ
     assert share is not None and str(ref) == DAYS[0]
     share, ref, details = rows[DAYS[0]]
     assert share is None and "no earlier day" in details["not_compared"][0]
+
+
+def test_the_readme_commands_turn_the_wheel(tmp_path, monkeypatch, capsys):
+    """`flywheel example-logs` then `flywheel rotate`, as "Bring your own logs" shows,
+    on a real instance in DAGSTER_HOME."""
+    from flywheel_assets.cli import main
+
+    monkeypatch.setenv("FLYWHEEL_START_DATE", DAYS[0])
+    monkeypatch.setenv("FLYWHEEL_SIGNALS_GRADES", "click:1")
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    data = ["--data-dir", str(tmp_path / "data")]
+    assert main(["example-logs", "--days", "1", "--requests-per-day", "600", *data]) == 0
+    assert main(["rotate", "--day", DAYS[0], *data]) == 0
+    out = capsys.readouterr().out
+    assert "1800 impressions" in out and "0 rows quarantined" in out and "gate:" in out
+    with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
+        assert [r.tags.get("flywheel/cli") for r in instance.get_runs()] == ["rotate"]

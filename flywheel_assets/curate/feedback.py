@@ -32,9 +32,11 @@ def consent_sql(policy: str, consent_logged: bool, flag: str = "u.consent_traini
 
 
 def consent_logged(conn: duckdb.DuckDBPyConnection, users_date) -> bool:
-    """Does the product log training consent at all (any flag in the users snapshot)?"""
+    """Does the product log training consent: has any users snapshot up to this one
+    carried a flag? Once it has, a later snapshot without flags (or without the column)
+    does not turn consent off: rows without a flag are excluded (fail closed)."""
     return users_date is not None and conn.execute(
-        "SELECT count(consent_training) > 0 FROM raw.users WHERE partition_date = ?",
+        "SELECT count(consent_training) > 0 FROM raw.users WHERE partition_date <= ?",
         [users_date]).fetchone()[0]
 
 

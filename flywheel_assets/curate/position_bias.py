@@ -73,11 +73,15 @@ def explored_clicks(conn: duckdb.DuckDBPyConnection, partition_date: str, window
 
 def item_position_counts(conn: duckdb.DuckDBPyConnection, partition_date: str,
                          window_days: int, exclude_flagged_users: bool = True) -> pd.DataFrame:
-    """Impressions and interactions per (item, position) over the window, less bots."""
+    """Impressions and interactions per (item, position) over the window, less bots and
+    less the greedy slates of our own models (contextual rankings: only the logging
+    policy's slates and declared random ones keep positions independent of the person)."""
     return conn.execute(f"""
         SELECT item_id, position, count(*) AS shown, count(*) FILTER (WHERE n_interactions > 0)
                AS clicks
         FROM ({_window_rows(partition_date, window_days, exclude_flagged_users)})
+        WHERE coalesce(explored, FALSE) OR policy_version IS NULL
+           OR policy_version NOT IN (SELECT version FROM ml.model_registry)
         GROUP BY item_id, position ORDER BY item_id, position""").df()
 
 
@@ -171,10 +175,13 @@ def estimate_for_day(conn: duckdb.DuckDBPyConnection, partition_date: str, windo
     partition of `curated.position_bias` with it; returns the curve."""
     if exploration not in EXPLORATION:
         raise ValueError(f"curation.exploration must be one of {EXPLORATION}, got {exploration!r}")
-    slate_size = int(conn.execute(
-        "SELECT coalesce(max(position), 1) FROM curated.feedback_events WHERE partition_date "
-        "BETWEEN ? AND ?", [window_start(partition_date, window_days), partition_date]
-    ).fetchone()[0])
+    # The most common slate length: one long request must not add a position that is
+    # (almost) never shown and leave the whole curve unidentified.
+    slate_size = int(conn.execute("""
+        SELECT coalesce(mode(n), 1) FROM (
+            SELECT count(DISTINCT position) AS n FROM curated.feedback_events
+            WHERE partition_date BETWEEN ? AND ? GROUP BY request_id)""",
+        [window_start(partition_date, window_days), partition_date]).fetchone()[0])
     if exploration == "flag":
         curve = estimate(explored_clicks(conn, partition_date, window_days,
                                          exclude_flagged_users, random_policies), slate_size)

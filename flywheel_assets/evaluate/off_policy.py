@@ -125,15 +125,24 @@ class LoggedSlates:
         out[self.imp_request, self.imp_position - 1] = True
         return out
 
-    def logged_value(self, value: str = "dcg", debias: bool = False) -> np.ndarray:
-        """Per request, the logs' own (on-policy) value: Σ c_k r_k; with ``debias``,
-        each reward divided by θ of its position (the exposure family's unit)."""
-        c = position_weights(int(self.imp_position.max(initial=1)), value)
-        r = self.imp_reward.astype("float64")
+    def logged_value(self, k: int, value: str = "dcg", debias: bool = False) -> np.ndarray:
+        """Per request, the logs' own (on-policy) value over positions 1..k, the ones a
+        policy is valued on: Σ c_k r_k; with ``debias``, each reward divided by θ of its
+        position (the exposure family's unit)."""
+        c = position_weights(k, value)
+        inside = self.imp_position <= k
+        position, r = self.imp_position[inside], self.imp_reward[inside].astype("float64")
         if debias:
-            r = r / _theta(self.examination, self.imp_position)
-        return np.bincount(self.imp_request, c[self.imp_position - 1] * r,
+            r = r / _theta(self.examination, position)
+        return np.bincount(self.imp_request[inside], c[position - 1] * r,
                            minlength=self.n_requests)
+
+    @property
+    def slate_lengths(self) -> np.ndarray:
+        """R: the last position each request logged."""
+        out = np.zeros(self.n_requests, dtype=np.int64)
+        np.maximum.at(out, self.imp_request, self.imp_position)
+        return out
 
 
 def _theta(examination: np.ndarray | None, position: np.ndarray) -> np.ndarray:
@@ -198,7 +207,9 @@ def exposure_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarray,
     if log.exposure is None:
         raise ValueError("the exposure estimators need logged exposure propensities")
     c = position_weights(k, value)
-    keep = policy.position <= k
+    # A request is valued on the positions its logged slate had (as the logs' own value
+    # is): a policy's item at position 8 of a 5-item slate has no observable outcome.
+    keep = policy.position <= np.minimum(k, log.slate_lengths[policy.request])
     n, j, pos, p = (a[keep] for a in (policy.request, policy.column, policy.position,
                                       policy.probability))
     at = shown_position[n, j]

@@ -102,7 +102,7 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
             policies["uniform"] = op.Policy.uniform(log.pool_sizes, k)
         else:
             out["not_valued"] = {"uniform": f"{size} terms > {MAX_UNIFORM_TERMS}"}
-    logged = log.logged_value(value, debias=day.family == "exposure")
+    logged = log.logged_value(k, value, debias=day.family == "exposure")
     all_terms = {name: terms(p) for name, p in policies.items()}
     shown = log.pool_items[log.imp_request, log.imp_column]
     top, counts = np.unique(shown.astype(str), return_counts=True)

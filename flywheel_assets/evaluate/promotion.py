@@ -73,6 +73,8 @@ def primary_evidence(record: dict, policy: GatePolicy) -> dict | None:
         pol = ope["policies"]
         base, diff = (("champion", ope.get("difference")) if versus_champion
                       else ("logging", ope.get("versus_logging")))
+        if diff is None or base not in pol:
+            return None  # an evaluation recorded by an older version: evaluate again
         unit = "DCG" if ope.get("value", "dcg") == "dcg" else "reward per request"
         untrusted = [f"{name}: {why}" for name in ("candidate", base)
                      for why in pol[name].get("untrusted_because", [])]
@@ -88,10 +90,12 @@ def primary_evidence(record: dict, policy: GatePolicy) -> dict | None:
                "versus": "champion" if base == "champion" else INCUMBENT,
                "candidate": record["holdout"]["candidate"]["ndcg_at_k"],
                "champion": record["holdout"][base]["ndcg_at_k"], "untrusted": [], **holdout}
-        if not holdout.get("requests"):
-            out["no_information"] = ("no holdout request has two examined items of different "
-                                     "grades (on click-only feedback every interaction is a "
-                                     "click): the holdout cannot rank")
+        informative = holdout.get("requests") or 0
+        if informative < policy.min_informative_requests:
+            out["no_information"] = (
+                f"{informative} holdout requests have two examined items of different grades "
+                f"(need {policy.min_informative_requests}; on click-only feedback every "
+                "interaction is a click): the holdout cannot rank")
         return out
     return None
 
@@ -141,8 +145,9 @@ def decide(record: dict, blocking_problems: list[str] = (), policy: GatePolicy =
     checks = guards(record, policy)
     figures.update(primary=primary, guards=checks)
     if primary is None:
-        return Decision(False, ["no evidence to compare the candidate with the champion"],
-                        figures)
+        return Decision(False, ["no evidence to compare the candidate with the champion "
+                                "(or an evaluation of an older version: materialise "
+                                "model_evaluation again)"], figures)
     if primary.get("no_information"):
         return Decision(False, [f"no information: {primary['metric']}: "
                                 f"{primary['no_information']}; the champion holds"], figures)

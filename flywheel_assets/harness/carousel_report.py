@@ -29,6 +29,7 @@ def day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> dic
                           else "true_value_champion_evaluated")
     candidate = oracle.get("true_value_candidate_evaluated")
     uniform = oracle.get("estimate_uniform") or {}
+    logging = oracle.get("estimate_logging") or {}
     return {
         "date": date, "impressions": int(counts.get("impressions", 0)),
         "clicks": int(counts.get("interactions", 0)), "quarantined": int(quarantined),
@@ -47,6 +48,7 @@ def day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> dic
         "uniform_rel_error_dr": uniform.get("rel_error_dr"),
         "uniform_ess": uniform.get("ess"), "uniform_trusted": uniform.get("trusted"),
         "uniform_untrusted_because": uniform.get("untrusted_because"),
+        "logging_estimate": logging.get("dr"), "logging_rel_error": logging.get("rel_error_dr"),
         "candidate_estimate": oracle.get("estimate_candidate"),
         "rotation_succeeded": run_ok}
 

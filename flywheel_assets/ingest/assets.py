@@ -65,7 +65,8 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
             reports = load.ingest_partition(conn, s.landing_dir, context.partition_key,
                                             default_contracts(s.signals.vocabulary),
                                             s.pseudonym_secret, s.ingest.required_streams,
-                                            s.ingest.keep_extra_columns)
+                                            s.ingest.keep_extra_columns,
+                                            s.ingest.identifier_columns)
     except (load.LandingIncomplete, LandingFileError) as exc:
         raise dg.Failure(description=str(exc)) from exc
     for stream, asset in RAW_ASSETS.items():

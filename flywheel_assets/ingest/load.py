@@ -60,7 +60,7 @@ def is_day_complete(landing_dir: Path, stream: str, partition_date: str) -> bool
 
 
 def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: list[Path],
-           landing_dir: Path, report: StreamReport) -> None:
+           landing_dir: Path, report: StreamReport, dropped: frozenset) -> None:
     cols = contract.names
     col_defs = ", ".join(f"{quote_ident(c)} VARCHAR" for c in cols)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _stage ({col_defs}, _file VARCHAR, "
@@ -68,7 +68,7 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
     for path in files:
         rel = str(path.relative_to(landing_dir))
         n = 0
-        for batch in read_landing_file(path, cols):
+        for batch in read_landing_file(path, cols, dropped):
             conn.register("_batch", batch)
             conn.execute(f"INSERT INTO _stage SELECT {', '.join(quote_ident(c) for c in cols)}, "
                          f"?, _row, _parse_error, _extras FROM _batch", [rel])
@@ -183,10 +183,11 @@ def _write(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_
 
 def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partition_date: str,
                      contracts: tuple[StreamContract, ...], secret: str,
-                     required_streams: tuple[str, ...],
-                     keep_extras: bool = True) -> dict[str, StreamReport]:
+                     required_streams: tuple[str, ...], keep_extras: bool = True,
+                     dropped_extras: tuple[str, ...] = ()) -> dict[str, StreamReport]:
     """Ingest every stream of one landing day, all in one transaction. Columns the
-    contract does not name are kept in `extras` unless ``keep_extras`` is off.
+    contract does not name are kept in `extras` unless ``keep_extras`` is off, less the
+    identifier-like ones named in ``dropped_extras`` (never stored).
 
     Raises :class:`LandingIncomplete` when a required stream has no _SUCCESS marker,
     and :class:`~flywheel_assets.ingest.reader.LandingFileError` for a file that
@@ -206,7 +207,7 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
         for contract in contracts:
             report = StreamReport(contract.stream)
             files = landing_files(landing_dir, contract.stream, partition_date)
-            _stage(conn, contract, files, landing_dir, report)
+            _stage(conn, contract, files, landing_dir, report, frozenset(dropped_extras))
             _trim(conn, contract)
             _pseudonymise(conn, contract, secret)
             _erase(conn, contract, report)

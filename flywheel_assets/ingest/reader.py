@@ -61,9 +61,11 @@ def _batch(columns: list[str], rows: list[list], row_numbers: list[int],
     return pa.table(data)
 
 
-def _extras_json(record: dict, named: set[str]) -> str | None:
-    """The fields of a record that the contract does not name, as one JSON object."""
-    other = {k: record[k] for k in record if k not in named and record[k] is not None}
+def _extras_json(record: dict, named: set[str], dropped: frozenset = frozenset()) -> str | None:
+    """The fields of a record that the contract does not name, less the identifier-like
+    ones (``dropped``, compared in lower case), as one JSON object."""
+    other = {k: record[k] for k in record if k not in named and record[k] is not None
+             and k.lower() not in dropped}
     return json.dumps(other, sort_keys=True, default=str) if other else None
 
 
@@ -73,7 +75,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, "rt", encoding="utf-8", errors="replace", newline="")
 
 
-def _read_jsonl(path: Path, columns: list[str]) -> Iterator[pa.Table]:
+def _read_jsonl(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:
     rows, numbers, errors, extras = [], [], [], []
     named = set(columns)
     with _open_text(path) as fh:
@@ -95,7 +97,7 @@ def _read_jsonl(path: Path, columns: list[str]) -> Iterator[pa.Table]:
             rows.append([_text(record.get(c)) for c in columns])
             numbers.append(line_no)
             errors.append(error)
-            extras.append(_extras_json(record, named))
+            extras.append(_extras_json(record, named, dropped))
             if len(rows) >= BATCH_ROWS:
                 yield _batch(columns, rows, numbers, errors, extras)
                 rows, numbers, errors, extras = [], [], [], []
@@ -103,7 +105,7 @@ def _read_jsonl(path: Path, columns: list[str]) -> Iterator[pa.Table]:
         yield _batch(columns, rows, numbers, errors, extras)
 
 
-def _read_csv(path: Path, columns: list[str]) -> Iterator[pa.Table]:
+def _read_csv(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:
     rows, numbers, errors, extras = [], [], [], []
     with _open_text(path) as fh:
         reader = csv.reader(fh)
@@ -112,7 +114,8 @@ def _read_csv(path: Path, columns: list[str]) -> Iterator[pa.Table]:
             return
         header = [h.strip() for h in header]
         index = {name: i for i, name in enumerate(header)}
-        other = [(name, i) for i, name in enumerate(header) if name and name not in columns]
+        other = [(name, i) for i, name in enumerate(header)
+                 if name and name not in columns and name.lower() not in dropped]
         for values in reader:
             # Line numbers count the header as line 1, as a spreadsheet shows them.
             line_no = reader.line_num
@@ -137,14 +140,15 @@ def _read_csv(path: Path, columns: list[str]) -> Iterator[pa.Table]:
         yield _batch(columns, rows, numbers, errors, extras)
 
 
-def _read_parquet(path: Path, columns: list[str]) -> Iterator[pa.Table]:
+def _read_parquet(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:
     try:
         pf = pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise LandingFileError(f"{path}: not a readable Parquet file ({exc})") from exc
     names = pf.schema_arrow.names
     present = [c for c in columns if c in names]
-    other = [c for c in names if c not in columns and not c.startswith("__index_level_")]
+    other = [c for c in names if c not in columns and not c.startswith("__index_level_")
+             and c.lower() not in dropped]
     start = 1
     for record_batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=(present + other) or None):
         n = record_batch.num_rows
@@ -175,12 +179,13 @@ def _as_text(col: pa.Array) -> pa.Array:
         return pa.array([_text(v) for v in col.to_pylist()], pa.string())
 
 
-def read_landing_file(path: Path, columns: list[str]) -> Iterator[pa.Table]:
+def read_landing_file(path: Path, columns: list[str],
+                      dropped: frozenset = frozenset()) -> Iterator[pa.Table]:
     """Yield string-typed batches of ``columns`` (+ ``_row``, ``_parse_error``,
-    ``_extras``)."""
+    ``_extras``: the other columns, less those named in ``dropped``)."""
     fmt = file_format(path)
     reader = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[fmt]
     try:
-        yield from reader(path, columns)
+        yield from reader(path, columns, frozenset(c.lower() for c in dropped))
     except (OSError, EOFError, UnicodeError, csv.Error) as exc:
         raise LandingFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc

@@ -40,7 +40,8 @@ class DayDrift:
 def served_by(conn: duckdb.DuckDBPyConnection, day: str) -> str | None:
     """The policy version that served most of the day's impressions."""
     row = conn.execute("SELECT policy_version FROM raw.impressions WHERE partition_date = ? "
-                       "GROUP BY 1 ORDER BY count(*) DESC LIMIT 1", [day]).fetchone()
+                       "GROUP BY 1 ORDER BY count(*) DESC, policy_version NULLS LAST LIMIT 1",
+                       [day]).fetchone()
     return row[0] if row else None
 
 
@@ -58,12 +59,17 @@ def _compare(conn, reference_sql: str, current_sql: str, columns, thresholds, sk
 def _model_view(model, pools: list, explored: list, thresholds, skipped: list) -> list:
     """The serving model's scores on pool candidates and its residual on explored
     impressions, reference vs current (samples)."""
-    for frame in pools:
-        if len(frame):
-            frame["model_score"] = model_lib.score(model, frame)
-    for frame in explored:
-        if len(frame):
-            frame["model_residual"] = frame["grade_value"] - model_lib.score(model, frame)
+    try:
+        for frame in pools:
+            if len(frame):
+                frame["model_score"] = model_lib.score(model, frame)
+        for frame in explored:
+            if len(frame):
+                frame["model_residual"] = frame["grade_value"] - model_lib.score(model, frame)
+    except KeyError as exc:
+        # Never fail the rotation over the model's own view: say what is missing.
+        skipped.append(f"model view: {exc.args[0]}")
+        return []
     drifts, scratch = [], duckdb.connect()
     try:
         for name, frames, column in (("score", pools, "model_score"),
@@ -88,9 +94,14 @@ def reference_days(conn: duckdb.DuckDBPyConnection, day: str, policy: str | None
     ``max_days``): the reference when the policy is not a model of ours (the product's
     own policy, or no declared version at all)."""
     first = (dt.date.fromisoformat(day) - dt.timedelta(days=max_days)).isoformat()
+    # The same rule as served_by: the version of most impressions, NULL counted too.
     served = dict(conn.execute("""
-        SELECT partition_date::VARCHAR, mode(policy_version) FROM raw.impressions
-        WHERE partition_date >= ? AND partition_date < ? GROUP BY 1""", [first, day]).fetchall())
+        SELECT day, policy_version FROM (
+            SELECT partition_date::VARCHAR AS day, policy_version,
+                   row_number() OVER (PARTITION BY partition_date ORDER BY count(*) DESC,
+                                      policy_version NULLS LAST) AS rank
+            FROM raw.impressions WHERE partition_date >= ? AND partition_date < ?
+            GROUP BY partition_date, policy_version) WHERE rank = 1""", [first, day]).fetchall())
     out, d = [], dt.date.fromisoformat(day)
     for _ in range(max_days):
         d -= dt.timedelta(days=1)

@@ -63,12 +63,16 @@ def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = Fals
     of ``sample_rows``. With context, each candidate also carries its request's user and
     context, so that the model can score it."""
     context = ("""
-        , r.ts, r.device, u.country, u.age_band, u.signup_date, it.published_date,
+        , c.item_id, r.ts, r.device, u.country, u.age_band, u.signup_date, it.published_date,
           it.popularity, it.duration_s, extract(hour FROM r.ts)::DOUBLE AS hour,
-          (r.ts::DATE - u.signup_date)::DOUBLE AS tenure_days""" if with_context else "")
+          (r.ts::DATE - u.signup_date)::DOUBLE AS tenure_days,
+          nullif(json_merge_patch(coalesce(u.extras, '{}'), coalesce(it.extras, '{}'),
+                                  coalesce(r.extras, '{}'))::VARCHAR, '{}') AS extras"""
+               if with_context else "")
     joins = ("""
         JOIN (SELECT request_id, any_value(user_key) AS user_key, min(ts) AS ts,
-                     any_value(device) AS device, any_value(partition_date) AS day
+                     any_value(device) AS device, any_value(partition_date) AS day,
+                     any_value(extras) AS extras
               FROM curated.feedback_events f WHERE partition_date {days} AND {not_bot}
               GROUP BY request_id) r ON r.request_id = c.request_id
         LEFT JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.day"""
@@ -96,9 +100,12 @@ def explored_sql(first: str, last: str, with_context: bool = False,
     residuals are out-of-sample on both sides."""
     registry = ", ".join("'" + p.replace("'", "''") + "'" for p in random_policies) or "NULL"
     context = ("""
-        , f.ts, u.country, u.age_band, u.signup_date, it.category, it.published_date,
-          it.duration_s, it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
-          f.device AS device""" if with_context else "")
+        , f.item_id, f.ts, u.country, u.age_band, u.signup_date, it.category,
+          it.published_date, it.duration_s, it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4,
+          it.c5, f.device AS device,
+          nullif(json_merge_patch(coalesce(u.extras, '{}'), coalesce(it.extras, '{}'),
+                                  coalesce(f.extras, '{}'))::VARCHAR, '{}') AS extras"""
+               if with_context else "")
     unseen = (f"AND f.request_id NOT IN (SELECT request_id FROM ml.training_set WHERE "
               f"partition_date = DATE '{unseen_by}' AND split = 'train')" if unseen_by else "")
     joins = ("""

@@ -35,9 +35,13 @@ LOGGING_POLICY = "thompson-sampling"
 CLICK_THRESHOLD = 1.5
 MONTE_CARLO_DRAWS = 20_000
 TS_FORGETTING = 0.1
-# What a product with this shape configures (README, "Bring your own logs").
+# What a product with this shape configures (README, "Bring your own logs"): its
+# vocabulary, its value, how its logging policy explores; and, since a carousel with no
+# user features shows its best few items to everyone by design, the gate's concentration
+# guards (set for a personalised feed) are off.
 PRODUCT_SETTINGS = {"signals.grades": "click:1", "evaluation.value": "reward",
-                    "curation.exploration": "non_contextual"}
+                    "curation.exploration": "non_contextual",
+                    "gate.healthy_coverage": "0", "gate.healthy_exposure_gini": "1"}
 
 
 def carousel_config(**changes) -> WorldConfig:

@@ -50,13 +50,14 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingWindowConfig
 def candidate_model(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """A gradient-boosted scikit-learn pipeline trained on the `train` split, predicting
     the graded label from the features the training rows support (context, user and
-    item attributes, the item id of a small catalogue, extra columns; listed in the
+    item attributes, the item id of a small catalogue, the extra columns named in
+    `training.extra_features`; listed in the
     card and the metadata). Saved with skops under
     `data/models/<version>/` with a model card, registered in `ml.model_registry`. The
     version is the day plus a hash of the training rows: same data, same version."""
     s = flywheel.settings
     card = candidate.train_candidate(flywheel.warehouse, s.models_dir, context.partition_key,
-                                     s.training.max_categories)
+                                     s.training.max_categories, s.training.extra_features)
     return dg.MaterializeResult(metadata=readable(
         version=card["version"], path=dg.MetadataValue.path(str(card["path"])),
         train_rows=card["train_rows"], parent_version=card["parent_version"] or "none",

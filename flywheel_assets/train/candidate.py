@@ -20,14 +20,15 @@ Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 
 def train_candidate(connect: Connect, models_dir: Path, partition_date: str,
-                    max_categories: int = 250) -> dict:
+                    max_categories: int = 250, extra_features: tuple[str, ...] = ()) -> dict:
     """Train, save and register the candidate of ``partition_date``; returns its card
     (with ``version`` and ``path``). Same rows, labels and parameters → same version;
     change any of them → a new one."""
     with connect() as conn:
         rows = ts_lib.read_split(conn, partition_date, "train")
         fingerprint = ts_lib.fingerprint(conn, partition_date)
-    pipeline = model_lib.train(rows, label="target", weight=None, max_categories=max_categories)
+    pipeline = model_lib.train(rows, label="target", weight=None, max_categories=max_categories,
+                               extra_features=extra_features)
     features = spec_of(pipeline).to_dict()
     version = model_store.model_version(
         partition_date, f"{fingerprint}:{json.dumps(model_lib.DEFAULT_PARAMS, sort_keys=True)}"

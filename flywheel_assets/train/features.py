@@ -5,7 +5,8 @@ the user and item snapshots when the product lands them, the extra columns it lo
 derived features are computed here and only here. Which features a model uses is
 decided from the data at training time (:func:`choose`): every known attribute that has
 values in the training rows, the item id when the catalogue is small enough to learn
-per item, and each extra column, numeric or categorical. The choice is recorded in the
+per item, and the extra columns the product names (`training.extra_features`), numeric
+or categorical. The choice is recorded in the
 model card and in the fitted pipeline, and scoring derives the same features
 (:func:`spec_of`), so a product with no user ids or no content features still trains.
 """
@@ -50,11 +51,17 @@ def _days_between(later: pd.Series, earlier: pd.Series) -> np.ndarray:
     return ((later_days - earlier_days) / pd.Timedelta(days=1)).to_numpy(dtype="float64")
 
 
+def _scalars(record: dict) -> dict:
+    # A list or an object (tags, a nested payload) is not a feature.
+    return {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
+
+
 def _extras(raw: pd.DataFrame) -> pd.DataFrame:
-    """The extra columns of each row (JSON objects in `extras`) as `x_<name>` columns."""
+    """The scalar extra columns of each row (JSON objects in `extras`) as `x_<name>`."""
     if "extras" not in raw.columns or not raw["extras"].notna().any():
         return pd.DataFrame(index=raw.index)
-    records = [json.loads(v) if isinstance(v, str) and v else {} for v in raw["extras"]]
+    records = [_scalars(json.loads(v)) if isinstance(v, str) and v else {}
+               for v in raw["extras"]]
     frame = pd.DataFrame.from_records(records, index=raw.index)
     return frame.rename(columns=lambda c: f"{EXTRA_PREFIX}{c}")
 
@@ -90,12 +97,19 @@ def _is_numeric(values: pd.Series) -> bool:
     return bool(len(present)) and pd.to_numeric(present, errors="coerce").notna().all()
 
 
-def choose(derived: pd.DataFrame, max_categories: int) -> FeatureSpec:
+def choose(derived: pd.DataFrame, max_categories: int,
+           extra_features: tuple[str, ...] = ()) -> FeatureSpec:
     """The features the training rows support: a column with at least one value; a
-    categorical one (item id and text extras) with at most ``max_categories`` values."""
+    categorical one (item id and text extras) with at most ``max_categories`` values.
+    Extra columns are features only when named in ``extra_features`` (``"*"``: all):
+    an unnamed column may carry the outcome itself (a dwell time logged on the
+    impression) or an identifier."""
     categorical, numeric = [], []
     for c in derived.columns:
         values = derived[c]
+        if c.startswith(EXTRA_PREFIX) and "*" not in extra_features \
+                and c[len(EXTRA_PREFIX):] not in extra_features:
+            continue
         if not values.notna().any():
             continue
         if c in KNOWN_NUMERIC or (c.startswith(EXTRA_PREFIX) and _is_numeric(values)):

@@ -40,11 +40,12 @@ def build_pipeline(spec: FeatureSpec, random_state: int = 0, estimator=None,
 
 
 def train(rows: pd.DataFrame, label: str = "label_grade", weight: str | None = "weight",
-          random_state: int = 0, max_categories: int = 250, **params) -> Pipeline:
+          random_state: int = 0, max_categories: int = 250,
+          extra_features: tuple[str, ...] = (), **params) -> Pipeline:
     """Fit on raw training rows; the features are chosen from what the rows carry
     (train/features.py) and derived here, as at serving time."""
     derived = feats.derive(rows)
-    spec = feats.choose(derived, max_categories)
+    spec = feats.choose(derived, max_categories, extra_features)
     pipeline = build_pipeline(spec, random_state=random_state, **params)
     fit_params = {} if weight is None else {
         "model__sample_weight": rows[weight].to_numpy(dtype="float64")}

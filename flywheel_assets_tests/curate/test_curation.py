@@ -112,3 +112,33 @@ def test_confident_learning_finds_planted_label_flips():
     truly_flipped = {f"i{i}" for i in flipped if grade[i] != noisy[i]}
     precision = len(set(found) & truly_flipped) / len(found)
     assert precision > 0.7, precision
+
+
+def _impressions(conn, users):
+    for i, user in enumerate(users):
+        conn.execute("INSERT INTO raw.impressions (partition_date, impression_id, request_id, ts, "
+                     "user_key, item_id, position, propensity) VALUES (?, ?, ?, ?, ?, 'x', 1, 0.5)",
+                     [DAY, f"i{i}", f"r{i}", pd.Timestamp(f"{DAY} 10:00", tz="UTC"), user])
+
+
+def _kept(conn):
+    return sorted(r[0] or "anonymous" for r in conn.execute(
+        "SELECT user_key FROM curated.feedback_events").fetchall())
+
+
+def test_consent_is_enforced_once_logged_and_fails_closed(conn):
+    _impressions(conn, ["u_yes", "u_no", None])
+    # A product that never logs consent collects it upstream: every row is learnt from.
+    curate.build_feedback_events(conn, DAY)
+    assert _kept(conn) == ["anonymous", "u_no", "u_yes"]
+    conn.execute("INSERT INTO raw.users (partition_date, user_key, consent_training) VALUES "
+                 "('2026-01-04', 'u_yes', TRUE), ('2026-01-04', 'u_no', FALSE)")
+    curate.build_feedback_events(conn, DAY)
+    assert _kept(conn) == ["u_yes"]  # a "no" and anonymous rows are out once consent is logged
+    # A later snapshot that lost the flag must not open the door again.
+    conn.execute("INSERT INTO raw.users (partition_date, user_key) VALUES "
+                 "('2026-01-05', 'u_yes'), ('2026-01-05', 'u_no')")
+    stats = curate.build_feedback_events(conn, DAY)
+    assert _kept(conn) == [] and stats["excluded_no_consent"] == 3
+    curate.build_feedback_events(conn, DAY, consent="not_logged")
+    assert _kept(conn) == ["anonymous", "u_no", "u_yes"]

@@ -48,7 +48,7 @@ def test_item_position_estimators_of_a_stochastic_policy_by_hand():
     assert est["ips"]["value"] == pytest.approx(1 / 3)
     assert est["snips"]["value"] == pytest.approx(0.25)
     assert est["dr"]["value"] == pytest.approx(0.2 / 3)
-    on_policy = op.estimate(log.logged_value("reward"))
+    on_policy = op.estimate(log.logged_value(1, "reward"))
     assert on_policy["dr"]["value"] == pytest.approx(1 / 3)
     assert on_policy["effective_sample_size"] == 3
 
@@ -95,10 +95,47 @@ def test_paired_comparison_with_the_logs_own_value():
     log = _item_position_log()
     always_a = op.item_position_terms(log, op.Policy.deterministic(np.zeros((3, 1), int)), Q, 1,
                                       "reward")
-    diff = op.compare(always_a, log.logged_value("reward"))
+    diff = op.compare(always_a, log.logged_value(1, "reward"))
     assert diff["ips"]["delta"] == pytest.approx(2 / 3 - 1 / 3)
     with pytest.raises(ValueError):
         op.compare(always_a, np.zeros(5))
+
+
+def test_the_logging_policy_replayed_is_worth_exactly_its_own_value_at_k():
+    """A deterministic logger (propensity 1) that logged 4 positions, valued at K = 2: the
+    same ranking, off-policy, is worth exactly the logs' own value over positions 1-2."""
+    log = op.LoggedSlates(
+        n_requests=2, pool_sizes=np.array([4, 4]), imp_request=np.repeat([0, 1], 4),
+        imp_column=np.tile([0, 1, 2, 3], 2), imp_position=np.tile([1, 2, 3, 4], 2),
+        imp_propensity=np.ones(8), imp_reward=np.array([1.0, 0, 1, 1, 0, 1, 1, 1]),
+        pool_items=np.array([["a", "b", "c", "d"]] * 2, dtype=object),
+        supported_pairs=frozenset({(i, k + 1) for k, i in enumerate("abcd")}))
+    same = op.item_position_terms(log, op.Policy.deterministic(np.array([[0, 1], [0, 1]])),
+                                  np.zeros((2, 4)), k=2, value="reward")
+    diff = op.compare(same, log.logged_value(2, "reward"))
+    assert diff["ips"]["delta"] == pytest.approx(0.0) and diff["dr"]["delta"] == pytest.approx(0.0)
+    assert log.logged_value(2, "reward").tolist() == [1.0, 1.0]
+
+
+def test_exposure_values_compare_with_the_logs_in_the_same_unit():
+    """Exposure family: the logger's own slate, valued off-policy, equals the logs' value
+    with each reward divided by θ of its position; a request that logged one position is
+    valued on that position only."""
+    log = op.LoggedSlates(
+        n_requests=2, pool_sizes=np.array([3, 3]), imp_request=np.array([0, 0, 1]),
+        imp_column=np.array([0, 1, 0]), imp_position=np.array([1, 2, 1]),
+        imp_propensity=np.ones(3), imp_reward=np.array([1.0, 2.0, 3.0]),
+        pool_items=np.array([["a", "b", "c"]] * 2, dtype=object), supported_pairs=frozenset(),
+        exposure=np.array([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]]), examination=np.array([1.0, 0.5]))
+    shown_position = np.array([[1.0, 2.0, np.nan], [1.0, np.nan, np.nan]])
+    grade = np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]])
+    terms = op.exposure_terms(log, op.Policy.deterministic(np.array([[0, 1], [0, 1]])),
+                              np.full((2, 3), 5.0), shown_position, grade, k=2)
+    assert terms.valued.tolist() == [[True, True], [True, False]]
+    logged = log.logged_value(2, debias=True)
+    assert logged.tolist() == pytest.approx([1 + 2 / 0.5 / np.log2(3), 3.0])
+    diff = op.compare(terms, logged)
+    assert diff["ips"]["delta"] == pytest.approx(0.0) and diff["dr"]["delta"] == pytest.approx(0.0)
 
 
 def test_the_trust_guard_names_each_problem():

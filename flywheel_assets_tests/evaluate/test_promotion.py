@@ -88,11 +88,11 @@ def test_without_off_policy_evidence_the_gate_uses_the_holdout_and_says_when_it_
     decision = promotion.decide(no_pools)
     assert "catalogue of 5000 items" in decision.figures["primary"]["metric"]
     assert decision.promote  # holdout interval 0.05 .. 0.15 clears 0
-    no_pools["holdout_difference"] = {"versus": "champion", "delta": float("nan"),
-                                      "ci_low": float("nan"), "ci_high": float("nan"),
-                                      "level": 0.95, "requests": 0}
-    empty = promotion.decide(no_pools)
-    assert not empty.promote and empty.reasons[0].startswith("no information")
+    for informative in (0, 5):  # a handful of requests that can rank is no information either
+        no_pools["holdout_difference"] = {"versus": "champion", "delta": 0.29, "ci_low": 0.29,
+                                          "ci_high": 0.29, "level": 0.95, "requests": informative}
+        empty = promotion.decide(no_pools)
+        assert not empty.promote and empty.reasons[0].startswith("no information")
 
 
 # --- the decision recorded by the gate and applied by champion_model ------------------

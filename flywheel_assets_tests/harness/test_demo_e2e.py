@@ -176,7 +176,10 @@ def test_the_carousel_profile_turns_on_required_columns_only(tmp_path):
     assert summary["days"][0]["served_by"] == "thompson-sampling"  # day 1: the product's own
     for day in summary["days"]:
         assert day["quarantined"] == 0 and day["rotation_succeeded"]
-        assert 0 < day["true_value_logging"] < 3 and 0 < day["uniform_truth"] < 3
-        assert day["uniform_dr"] is not None and day["uniform_trusted"] in (True, False)
+        # The logs' own mean clicks per request is the logging policy's true value (on
+        # policy; only sampling noise), and a trusted off-policy estimate is close to it.
+        assert day["logging_rel_error"] < 0.1
+        if day["uniform_trusted"]:
+            assert day["uniform_rel_error_dr"] < 0.15
         assert day["truly_better"] in (True, False)
     assert "gate vs oracle" in proc.stdout and "uniform-random policy" in proc.stdout

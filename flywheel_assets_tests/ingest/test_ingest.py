@@ -233,10 +233,12 @@ def test_an_interrupted_ingest_leaves_the_previous_partition(mixed_day, monkeypa
 
 def test_columns_beyond_the_contract_are_kept_not_dropped(tmp_path):
     """A product's own columns (a page, a price) land in `extras`, whatever the format."""
-    parquet = [_imp(1, page="home", price=9.5), _imp(2, page="search", price=12.0)]
+    parquet = [_imp(1, page="home", price=9.5, Email="a@b.c"), _imp(2, page="search", price=12.0)]
     jsonl = [_imp(3, page="home", price=3, tags=["a", "b"]), _imp(4)]
-    interactions = [["event_id", "impression_id", "ts", "signal", "app_build"],
-                    ["e1", "i1", T, "complete", "7.1.2"]]
+    # An identifier outside the contract is never stored (only `user_id` of impressions
+    # is pseudonymised).
+    interactions = [["event_id", "impression_id", "ts", "signal", "app_build", "user_id"],
+                    ["e1", "i1", T, "complete", "7.1.2", "person-1"]]
     _write_day(tmp_path / "landing", parquet, jsonl, interactions)
     assert _materialize(tmp_path).success
     extras = dict(_query(tmp_path, "SELECT impression_id, extras FROM raw.impressions"))
@@ -245,3 +247,6 @@ def test_columns_beyond_the_contract_are_kept_not_dropped(tmp_path):
     assert extras["i4"] is None
     assert _query(tmp_path, "SELECT extras FROM raw.interactions") == [('{"app_build": "7.1.2"}',)]
     assert _query(tmp_path, "SELECT count(*) FROM raw.quarantined_events") == [(0,)]
+    dump = str(_query(tmp_path, "SELECT * FROM raw.impressions")) + str(
+        _query(tmp_path, "SELECT * FROM raw.interactions"))
+    assert "a@b.c" not in dump and "person-1" not in dump

@@ -22,14 +22,17 @@ def test_extra_columns_become_numeric_or_categorical_features():
     rng = np.random.default_rng(0)
     rows = pd.DataFrame({
         "ts": pd.Timestamp("2026-01-01 10:00", tz="UTC"), "item_id": rng.choice(["a", "b", "c"], n),
-        "extras": [json.dumps({"page": p, "price": str(v), "session": f"s{i}"})
+        "extras": [json.dumps({"page": p, "price": str(v), "session": f"s{i}", "tags": ["a", i]})
                    for i, (p, v) in enumerate(zip(rng.choice(["home", "search"], n), rng.uniform(1, 9, n)))],
         "label_grade": rng.integers(0, 2, n), "weight": 1.0})
-    spec = features.choose(features.derive(rows), max_categories=250)
+    # Opt-in: without naming them, extras are kept but not learnt from.
+    assert features.choose(features.derive(rows), 250).numeric == ("hour",)
+    spec = features.choose(features.derive(rows), max_categories=250, extra_features=("*",))
     # A session id with a value per row is too many categories to learn from.
     assert spec.categorical == ("item_id", "x_page")
     assert spec.numeric == ("hour", "x_price")
-    pipeline = model_lib.train(rows)
+    assert features.choose(features.derive(rows), 250, ("price",)).numeric == ("hour", "x_price")
+    pipeline = model_lib.train(rows, extra_features=("*",))
     assert features.spec_of(pipeline) == spec
     scores = model_lib.score(pipeline, rows.drop(columns=["label_grade", "weight"]))
     assert scores.shape == (n,) and np.isfinite(scores).all()
