@@ -173,6 +173,19 @@ def catalogue_size(conn, partition_date: str) -> int:
                         {"d": partition_date}).fetchone()[0]
 
 
+def day_inputs(conn, day: str, configured_k: int) -> tuple[dict, int, int, dict]:
+    """What evaluating a day needs besides the models: the examination curve, the
+    catalogue size, K, and each item's mean grade in the training split (the popularity
+    baseline of a product without a catalogue snapshot)."""
+    examination = dict(conn.execute(
+        "SELECT position, examination FROM curated.position_bias WHERE partition_date = ?",
+        [day]).fetchall())
+    engagement = dict(conn.execute(
+        "SELECT item_id, avg(label_grade) FROM ml.training_set WHERE partition_date = ? "
+        "AND split = 'train' GROUP BY item_id", [day]).fetchall())
+    return examination, catalogue_size(conn, day), slate_size(conn, day, configured_k), engagement
+
+
 class NothingToEvaluate(RuntimeError):
     """No candidate registered for the day, or an empty holdout."""
 
@@ -193,14 +206,7 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
         models["champion"] = model_store.load_model(models_dir, champion)
     with connect() as conn:
         holdout = bounded_requests(ts_lib.read_split(conn, day, "holdout"), e.max_holdout_requests)
-        examination = dict(conn.execute(
-            "SELECT position, examination FROM curated.position_bias WHERE partition_date = ?",
-            [day]).fetchall())
-        catalogue = catalogue_size(conn, day)
-        k = slate_size(conn, day, e.slate_size)
-        engagement = dict(conn.execute(
-            "SELECT item_id, avg(label_grade) FROM ml.training_set WHERE partition_date = ? "
-            "AND split = 'train' GROUP BY item_id", [day]).fetchall())
+        examination, catalogue, k, engagement = day_inputs(conn, day, e.slate_size)
         try:
             logged, no_ope = logged_pools.load(conn, day, e.max_ope_requests,
                                                e.max_catalogue_pool), None
@@ -257,14 +263,7 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
     day, e, models_dir = partition_date, settings.evaluation, settings.models_dir
     with warehouse.connect(settings.warehouse_path) as conn:
         candidate = registered_candidate(conn, day)
-        examination = dict(conn.execute(
-            "SELECT position, examination FROM curated.position_bias WHERE partition_date = ?",
-            [day]).fetchall())
-        catalogue = catalogue_size(conn, day)
-        k = slate_size(conn, day, e.slate_size)
-        engagement = dict(conn.execute(
-            "SELECT item_id, avg(label_grade) FROM ml.training_set WHERE partition_date = ? "
-            "AND split = 'train' GROUP BY item_id", [day]).fetchall())
+        examination, catalogue, k, engagement = day_inputs(conn, day, e.slate_size)
         logged = logged_pools.load(conn, day, e.max_ope_requests, e.max_catalogue_pool)
     versions = {"candidate": candidate, "champion": model_store.champion_version(models_dir)}
     models, missing = {}, {}
