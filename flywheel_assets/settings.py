@@ -56,12 +56,14 @@ class IngestSettings:
     # tables' `extras` (and may become features). They are stored as written: a product
     # that lands personal data in unnamed columns turns this off (or names the column).
     keep_extra_columns: bool = True
-    # Identifier-like columns beyond the contract are never stored (compared in lower
-    # case): only the contract's `user_id` is pseudonymised, so any other id goes.
+    # Identifier-like columns beyond the contract are never stored: only the contract's
+    # `user_id` is pseudonymised, so any other id goes. Matched by name in lower case,
+    # letters and digits only (`userId` = `user_id`); a nested object is kept as it is.
     identifier_columns: tuple[str, ...] = (
-        "user_id", "email", "e_mail", "phone", "phone_number", "ip", "ip_address",
-        "name", "first_name", "last_name", "full_name", "address", "device_id",
-        "advertising_id", "idfa", "gaid", "session_user", "customer_id", "account_id")
+        "user_id", "user", "email", "e_mail", "email_address", "phone", "phone_number",
+        "ip", "ip_address", "name", "first_name", "last_name", "full_name", "address",
+        "device_id", "advertising_id", "idfa", "gaid", "session_user", "customer_id",
+        "account_id")
 
 
 # The default signal vocabulary and its grades: what each logged signal means. An

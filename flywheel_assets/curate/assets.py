@@ -40,7 +40,8 @@ def curated_feedback(context: dg.AssetExecutionContext, flywheel: FlywheelResour
     with flywheel.warehouse() as conn:
         stats = feedback.build_curated_feedback(
             conn, context.partition_key, s.curation.filters, rules=s.curation_rules,
-            max_label_issue_share=s.curation.max_label_issue_share)
+            max_label_issue_share=s.curation.max_label_issue_share,
+            max_categories=s.training.max_categories)
         engagement = feedback.engagement_per_request(conn, context.partition_key)
     removed = stats.pop("removed")
     return dg.MaterializeResult(metadata=readable(**{

@@ -94,7 +94,8 @@ def build_feedback_events(conn: duckdb.DuckDBPyConnection, partition_date: str,
 
 def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
                            use_filters: bool = True, rules: FilterRules = FilterRules(),
-                           max_label_issue_share: float = 0.02) -> dict:
+                           max_label_issue_share: float = 0.02,
+                           max_categories: int = 250) -> dict:
     """Feedback fit to learn from. Always: double-logged impressions (same request and
     item) removed, the first kept. With filters on: bot and spam users, contradictory
     and low-information signals, the per-user cap, and label noise (cleanlab)."""
@@ -135,7 +136,8 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
                 ORDER BY d.impression_id""", {
                 "ud": latest_snapshot_date(conn, "raw.users", partition_date),
                 "id": latest_snapshot_date(conn, "raw.items", partition_date)}).df()
-            noisy = flag_label_issues(judged, max_label_issue_share)
+            noisy = flag_label_issues(judged, max_label_issue_share,
+                                      max_categories=max_categories)
             reason = "label issue (confident learning on out-of-fold predictions)"
             conn.register("_noisy", pd.DataFrame({"impression_id": noisy}, dtype=object))
             counts[reason] = conn.execute("INSERT INTO _removed SELECT impression_id, ? FROM _noisy",

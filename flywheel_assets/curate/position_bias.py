@@ -42,6 +42,7 @@ HARVEST_METHOD = ("intervention harvesting (non-contextual logging policy: items
 # Fewer explored requests (or item × position cells) than this: not identified.
 MIN_EXPLORED_REQUESTS = 200
 MIN_CLICKS_AT_TOP = 20
+MIN_POSITION_SHARE = 0.01
 
 
 def _window_rows(partition_date: str, window_days: int, exclude_flagged_users: bool) -> str:
@@ -175,12 +176,15 @@ def estimate_for_day(conn: duckdb.DuckDBPyConnection, partition_date: str, windo
     partition of `curated.position_bias` with it; returns the curve."""
     if exploration not in EXPLORATION:
         raise ValueError(f"curation.exploration must be one of {EXPLORATION}, got {exploration!r}")
-    # The most common slate length: one long request must not add a position that is
-    # (almost) never shown and leave the whole curve unidentified.
-    slate_size = int(conn.execute("""
-        SELECT coalesce(mode(n), 1) FROM (
-            SELECT count(DISTINCT position) AS n FROM curated.feedback_events
-            WHERE partition_date BETWEEN ? AND ? GROUP BY request_id)""",
+    # The deepest position shown in at least MIN_POSITION_SHARE of the window's requests:
+    # one long request must not add a position that is almost never shown and leave the
+    # whole curve unidentified, and deep positions of varied slates still get a θ.
+    slate_size = int(conn.execute(f"""
+        WITH rows AS (SELECT request_id, position FROM curated.feedback_events
+                      WHERE partition_date BETWEEN ? AND ?)
+        SELECT coalesce(max(position), 1) FROM (
+            SELECT position, count(DISTINCT request_id) AS n FROM rows GROUP BY position)
+        WHERE n >= {MIN_POSITION_SHARE} * (SELECT count(DISTINCT request_id) FROM rows)""",
         [window_start(partition_date, window_days), partition_date]).fetchone()[0])
     if exploration == "flag":
         curve = estimate(explored_clicks(conn, partition_date, window_days,

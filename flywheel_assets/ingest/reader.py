@@ -61,11 +61,17 @@ def _batch(columns: list[str], rows: list[list], row_numbers: list[int],
     return pa.table(data)
 
 
+def identifier_key(name: str) -> str:
+    """A column name as identifier columns are matched: lower case, letters and digits
+    only (`userId`, `user_id` and `User-ID` are one name)."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
 def _extras_json(record: dict, named: set[str], dropped: frozenset = frozenset()) -> str | None:
     """The fields of a record that the contract does not name, less the identifier-like
-    ones (``dropped``, compared in lower case), as one JSON object."""
+    ones (``dropped``, matched by :func:`identifier_key`), as one JSON object."""
     other = {k: record[k] for k in record if k not in named and record[k] is not None
-             and k.lower() not in dropped}
+             and identifier_key(k) not in dropped}
     return json.dumps(other, sort_keys=True, default=str) if other else None
 
 
@@ -115,7 +121,7 @@ def _read_csv(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa
         header = [h.strip() for h in header]
         index = {name: i for i, name in enumerate(header)}
         other = [(name, i) for i, name in enumerate(header)
-                 if name and name not in columns and name.lower() not in dropped]
+                 if name and name not in columns and identifier_key(name) not in dropped]
         for values in reader:
             # Line numbers count the header as line 1, as a spreadsheet shows them.
             line_no = reader.line_num
@@ -148,7 +154,7 @@ def _read_parquet(path: Path, columns: list[str], dropped: frozenset) -> Iterato
     names = pf.schema_arrow.names
     present = [c for c in columns if c in names]
     other = [c for c in names if c not in columns and not c.startswith("__index_level_")
-             and c.lower() not in dropped]
+             and identifier_key(c) not in dropped]
     start = 1
     for record_batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=(present + other) or None):
         n = record_batch.num_rows
@@ -182,10 +188,11 @@ def _as_text(col: pa.Array) -> pa.Array:
 def read_landing_file(path: Path, columns: list[str],
                       dropped: frozenset = frozenset()) -> Iterator[pa.Table]:
     """Yield string-typed batches of ``columns`` (+ ``_row``, ``_parse_error``,
-    ``_extras``: the other columns, less those named in ``dropped``)."""
+    ``_extras``: the other columns, less those named in ``dropped``; matched by name,
+    so a nested object is kept as it is)."""
     fmt = file_format(path)
     reader = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[fmt]
     try:
-        yield from reader(path, columns, frozenset(c.lower() for c in dropped))
+        yield from reader(path, columns, frozenset(identifier_key(c) for c in dropped))
     except (OSError, EOFError, UnicodeError, csv.Error) as exc:
         raise LandingFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc

@@ -60,16 +60,19 @@ def _model_view(model, pools: list, explored: list, thresholds, skipped: list) -
     """The serving model's scores on pool candidates and its residual on explored
     impressions, reference vs current (samples)."""
     try:
-        for frame in pools:
-            if len(frame):
-                frame["model_score"] = model_lib.score(model, frame)
-        for frame in explored:
-            if len(frame):
-                frame["model_residual"] = frame["grade_value"] - model_lib.score(model, frame)
+        scores = [model_lib.score(model, f) if len(f) else None for f in pools]
+        residuals = [f["grade_value"] - model_lib.score(model, f) if len(f) else None
+                     for f in explored]
     except KeyError as exc:
         # Never fail the rotation over the model's own view: say what is missing.
         skipped.append(f"model view: {exc.args[0]}")
         return []
+    for frame, values in zip(pools, scores):
+        if values is not None:
+            frame["model_score"] = values
+    for frame, values in zip(explored, residuals):
+        if values is not None:
+            frame["model_residual"] = values
     drifts, scratch = [], duckdb.connect()
     try:
         for name, frames, column in (("score", pools, "model_score"),
@@ -173,7 +176,8 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
     if ours:
         drifts += _model_view(model_store.load_model(models_dir, policy), pools, explored,
                               thresholds, skipped)
-        shown.append(src.MODEL_COLUMNS[0])
+        if all("model_score" in f for f in pools):
+            shown.append(src.MODEL_COLUMNS[0])
     else:
         skipped.append(f"model view: {policy or 'an undeclared policy'} is not a model of ours")
     verdict = drift.drift_verdict(drifts, thresholds)

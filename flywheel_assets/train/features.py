@@ -120,15 +120,20 @@ def choose(derived: pd.DataFrame, max_categories: int,
 
 
 def typed(derived: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """The model's inputs from derived features; raises KeyError naming what is missing."""
+    """The model's inputs from derived features; raises KeyError naming a missing known
+    attribute. An extra column the rows do not carry (the product stopped logging it)
+    is missing values, which the trees handle, not a failure."""
     missing = [c for c in spec.names if c not in derived.columns]
-    if missing:
-        raise KeyError(f"scoring rows lack the columns the model's features need: {missing}")
+    known = [c for c in missing if not c.startswith(EXTRA_PREFIX)]
+    if known:
+        raise KeyError(f"scoring rows lack the columns the model's features need: {known}")
     out = pd.DataFrame(index=derived.index)
     for c in spec.categorical:
-        out[c] = derived[c].astype("string").fillna("unknown").astype(object)
+        values = derived[c] if c in derived else pd.Series(pd.NA, index=derived.index)
+        out[c] = values.astype("string").fillna("unknown").astype(object)
     for c in spec.numeric:
-        out[c] = pd.to_numeric(derived[c], errors="coerce").astype("float64")
+        values = derived[c] if c in derived else pd.Series(np.nan, index=derived.index)
+        out[c] = pd.to_numeric(values, errors="coerce").astype("float64")
     return out
 
 

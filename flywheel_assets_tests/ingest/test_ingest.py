@@ -233,7 +233,8 @@ def test_an_interrupted_ingest_leaves_the_previous_partition(mixed_day, monkeypa
 
 def test_columns_beyond_the_contract_are_kept_not_dropped(tmp_path):
     """A product's own columns (a page, a price) land in `extras`, whatever the format."""
-    parquet = [_imp(1, page="home", price=9.5, Email="a@b.c"), _imp(2, page="search", price=12.0)]
+    parquet = [_imp(1, page="home", price=9.5, Email="a@b.c"),
+               _imp(2, page="search", price=12.0, ipAddress="10.0.0.9")]
     jsonl = [_imp(3, page="home", price=3, tags=["a", "b"]), _imp(4)]
     # An identifier outside the contract is never stored (only `user_id` of impressions
     # is pseudonymised).
@@ -249,4 +250,4 @@ def test_columns_beyond_the_contract_are_kept_not_dropped(tmp_path):
     assert _query(tmp_path, "SELECT count(*) FROM raw.quarantined_events") == [(0,)]
     dump = str(_query(tmp_path, "SELECT * FROM raw.impressions")) + str(
         _query(tmp_path, "SELECT * FROM raw.interactions"))
-    assert "a@b.c" not in dump and "person-1" not in dump
+    assert "a@b.c" not in dump and "person-1" not in dump and "10.0.0.9" not in dump

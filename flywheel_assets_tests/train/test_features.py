@@ -36,6 +36,10 @@ def test_extra_columns_become_numeric_or_categorical_features():
     assert features.spec_of(pipeline) == spec
     scores = model_lib.score(pipeline, rows.drop(columns=["label_grade", "weight"]))
     assert scores.shape == (n,) and np.isfinite(scores).all()
+    # A day on which the product stopped logging its extra columns still scores (missing
+    # values, which the trees handle), where a missing known attribute would fail.
+    without = model_lib.score(pipeline, rows.drop(columns=["label_grade", "weight", "extras"]))
+    assert np.isfinite(without).all()
 
 
 def test_scoring_rows_without_a_feature_the_model_needs_fail_naming_it():
