@@ -32,12 +32,15 @@ def measure(settings: Settings, config: WorldConfig, date: str) -> dict:
                                   "WHERE partition_date = ?", [date]).fetchall())
         ess = effective_sample_size(conn, date)
     active_bots = bots & active
-    estimated = np.array([curve.get(k, np.nan) for k in range(1, len(true_curve) + 1)])
+    # A curve the logs could not identify (no exploration) has no estimate to judge.
+    estimated = np.array([np.nan if curve.get(k) is None else curve[k]
+                          for k in range(1, len(true_curve) + 1)], dtype="float64")
     rel_error = np.abs(estimated - true_curve) / true_curve
     return {
         "bot_filter_precision": len(flagged & bots) / len(flagged) if flagged else None,
         "bot_filter_recall": len(flagged & active_bots) / len(active_bots) if active_bots else None,
         "bots_active": len(active_bots), "users_flagged": len(flagged),
-        "position_bias_max_rel_error": float(np.nanmax(rel_error)) if curve else None,
+        "position_bias_max_rel_error": (float(np.nanmax(rel_error))
+                                        if np.isfinite(rel_error).any() else None),
         "effective_sample_size": ess or None,
     }

@@ -176,3 +176,22 @@ def test_the_carousel_lands_required_columns_and_is_deterministic(tmp_path):
     assert sorted(p.name for p in landing.iterdir()) == ["impressions", "interactions"]
     clicks = pd.read_json(landing / "interactions/date=2026-01-01/clicks.jsonl", lines=True)
     assert set(clicks["signal"]) == {"click"} and clicks["impression_id"].isin(frames[0]["impression_id"]).all()
+
+
+def test_the_oracle_judges_an_unidentified_position_bias_curve_as_no_estimate(tmp_path, small_world):
+    """Serving without exploration leaves the curve unidentified (NULL examination): the
+    signal figures say there is no estimate instead of failing the oracle."""
+    import datetime as dt
+
+    from flywheel_assets import warehouse
+    from flywheel_assets.settings import Settings
+    from flywheel_assets.simulation import signal_quality
+
+    settings = Settings.from_env(tmp_path)
+    with warehouse.connect(settings.warehouse_path) as conn:
+        for k in range(1, small_world.slate_size + 1):
+            conn.execute("INSERT INTO curated.position_bias (partition_date, position, examination, "
+                         "method) VALUES (?, ?, NULL, 'not identified: 0 explored requests')",
+                         [dt.date(2026, 1, 1), k])
+    figures = signal_quality.measure(settings, small_world, "2026-01-01")
+    assert figures["position_bias_max_rel_error"] is None
