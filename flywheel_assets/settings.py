@@ -98,6 +98,10 @@ class SignalSettings:
 
 
 CONSENT_POLICIES = ("when_logged", "required", "not_logged")
+# How a logging policy explored (curate/position_bias.py) and what a policy is worth
+# (evaluate/off_policy.py): the choices of `curation.exploration`, `evaluation.value`.
+EXPLORATION_MODES = ("flag", "non_contextual", "none")
+POLICY_VALUES = ("dcg", "reward")
 
 
 @dataclass(frozen=True)
@@ -121,8 +125,8 @@ class CurationSettings:
     random_policies: tuple[str, ...] = ()
 
     def __post_init__(self):
-        if self.exploration not in ("flag", "non_contextual", "none"):
-            raise ValueError("curation.exploration must be one of flag, non_contextual, none; "
+        if self.exploration not in EXPLORATION_MODES:
+            raise ValueError(f"curation.exploration must be one of {EXPLORATION_MODES}, "
                              f"got {self.exploration!r}")
         if self.consent not in CONSENT_POLICIES:
             raise ValueError(f"curation.consent must be one of {CONSENT_POLICIES}, "
@@ -209,8 +213,9 @@ class EvaluationSettings:
     max_weight_share: float = 0.05
 
     def __post_init__(self):
-        if self.value not in ("dcg", "reward"):
-            raise ValueError(f"evaluation.value must be 'dcg' or 'reward', got {self.value!r}")
+        if self.value not in POLICY_VALUES:
+            raise ValueError(f"evaluation.value must be one of {POLICY_VALUES}, "
+                             f"got {self.value!r}")
 
 
 @dataclass(frozen=True)

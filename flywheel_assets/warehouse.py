@@ -228,6 +228,14 @@ def replace_partition_with_frame(conn: duckdb.DuckDBPyConnection, table: str,
             conn.unregister("_partition_rows")
 
 
+def merged_extras(*aliases: str) -> str:
+    """SQL: the `extras` JSON objects of the rows of the given table aliases merged into
+    one (a later alias wins a shared key), NULL when there is none. Landing columns
+    beyond the contract, of the user, the item and the request alike."""
+    parts = ", ".join(f"coalesce({a}.extras, '{{}}')" for a in aliases)
+    return f"nullif(json_merge_patch({parts})::VARCHAR, '{{}}')"
+
+
 def window_start(partition_date: str, days: int) -> str:
     """First day of a window of ``days`` days ending on ``partition_date``."""
     return (dt.date.fromisoformat(partition_date) - dt.timedelta(days=days - 1)).isoformat()

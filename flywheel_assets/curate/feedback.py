@@ -121,12 +121,11 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
                 WHERE impression_id NOT IN (SELECT impression_id FROM _removed)""",
                                           [reason]).fetchone()[0]
         if use_filters and max_label_issue_share > 0:
-            judged = conn.execute("""
+            judged = conn.execute(f"""
                 SELECT d.* EXCLUDE (extras), d.grade AS label_grade, u.country, u.age_band,
                        u.signup_date, it.category, it.published_date, it.duration_s,
                        it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
-                       json_merge_patch(coalesce(u.extras, '{}'), coalesce(it.extras, '{}'),
-                                        coalesce(d.extras, '{}'))::VARCHAR AS extras
+                       {warehouse.merged_extras("u", "it", "d")} AS extras
                 FROM _day d
                 LEFT JOIN raw.users u ON u.user_key = d.user_key AND u.partition_date = $ud
                 LEFT JOIN raw.items it ON it.item_id = d.item_id AND it.partition_date = $id

@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 
 from flywheel_assets.reporting import markdown_table
+from flywheel_assets.settings import EXPLORATION_MODES
 from flywheel_assets.warehouse import replace_partition_with_frame, window_start
 
-EXPLORATION = ("flag", "non_contextual", "none")
 FLAG_METHOD = "randomisation (declared explored slates), Poisson bootstrap over requests"
 HARVEST_METHOD = ("intervention harvesting (non-contextual logging policy: items at random "
                   "positions), Poisson bootstrap of the counts")
@@ -55,18 +55,24 @@ def _window_rows(partition_date: str, window_days: int, exclude_flagged_users: b
                WHERE partition_date BETWEEN DATE '{start}' AND DATE '{partition_date}' {bots}"""
 
 
+def declared_random(random_policies: tuple[str, ...] = ()) -> str:
+    """SQL, a condition over one request's rows (GROUP BY request_id ... HAVING): the
+    product declared its slate random (`explored`, or a policy version listed in
+    ``random_policies``, `curation.random_policies`)."""
+    registry = ", ".join("'" + p.replace("'", "''") + "'" for p in random_policies) or "NULL"
+    return (f"(bool_or(coalesce(explored, FALSE)) OR bool_or(policy_version IN ({registry})))")
+
+
 def explored_clicks(conn: duckdb.DuckDBPyConnection, partition_date: str, window_days: int,
                     exclude_flagged_users: bool = True,
                     random_policies: tuple[str, ...] = ()) -> pd.DataFrame:
     """Rows of the window's declared explored slates from ``feedback_events``, less
     flagged bots. Not from ``curated_feedback``: its row filters (contradictions, label
     noise) remove only rows with interactions, and would skew the rate by position."""
-    registry = ", ".join("'" + p.replace("'", "''") + "'" for p in random_policies) or "NULL"
     return conn.execute(f"""
         WITH window_rows AS ({_window_rows(partition_date, window_days, exclude_flagged_users)}),
         explored AS (SELECT request_id FROM window_rows GROUP BY request_id
-                     HAVING bool_or(coalesce(explored, FALSE))
-                         OR bool_or(policy_version IN ({registry})))
+                     HAVING {declared_random(random_policies)})
         SELECT request_id, position, (n_interactions > 0)::INTEGER AS clicked
         FROM window_rows JOIN explored USING (request_id)
         ORDER BY request_id, position""").df()
@@ -174,8 +180,9 @@ def estimate_for_day(conn: duckdb.DuckDBPyConnection, partition_date: str, windo
                      random_policies: tuple[str, ...] = ()) -> pd.DataFrame:
     """Estimate the curve as the product's exploration allows and replace the day's
     partition of `curated.position_bias` with it; returns the curve."""
-    if exploration not in EXPLORATION:
-        raise ValueError(f"curation.exploration must be one of {EXPLORATION}, got {exploration!r}")
+    if exploration not in EXPLORATION_MODES:
+        raise ValueError(f"curation.exploration must be one of {EXPLORATION_MODES}, "
+                         f"got {exploration!r}")
     # The deepest position shown in at least MIN_POSITION_SHARE of the window's requests:
     # one long request must not add a position that is almost never shown and leave the
     # whole curve unidentified, and deep positions of varied slates still get a θ.

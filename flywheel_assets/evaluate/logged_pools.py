@@ -22,6 +22,7 @@ import pandas as pd
 from flywheel_assets.curate.feedback import latest_snapshot_date
 from flywheel_assets.evaluate import off_policy
 from flywheel_assets.serve.serving import PLAIN_TOP_K, Reranking
+from flywheel_assets.warehouse import merged_extras
 
 
 class NoPools(RuntimeError):
@@ -115,8 +116,7 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
         SELECT r.request_id, p.item_id, p.exposure, r.complete, r.ts, r.device, u.country,
                u.age_band, u.signup_date, it.category, it.published_date, it.duration_s,
                it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
-               nullif(json_merge_patch(coalesce(u.extras, '{{}}'), coalesce(it.extras, '{{}}'),
-                                       coalesce(r.extras, '{{}}'))::VARCHAR, '{{}}') AS extras
+               {merged_extras("u", "it", "r")} AS extras
         FROM _requests r {pool_join}
         LEFT JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = $ud
         LEFT JOIN raw.items it ON it.item_id = p.item_id AND it.partition_date = $id

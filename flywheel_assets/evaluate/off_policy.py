@@ -46,14 +46,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flywheel_assets.settings import POLICY_VALUES
+
 ESTIMATORS = ("ips", "snips", "dr")
-VALUES = ("dcg", "reward")
 
 
 def position_weights(k: int, value: str = "dcg") -> np.ndarray:
     """c_1..c_k of the value (``dcg``: 1/log2(k+1); ``reward``: 1)."""
-    if value not in VALUES:
-        raise ValueError(f"value must be one of {VALUES}, got {value!r}")
+    if value not in POLICY_VALUES:
+        raise ValueError(f"value must be one of {POLICY_VALUES}, got {value!r}")
     positions = np.arange(1, k + 1, dtype="float64")
     return 1.0 / np.log2(positions + 1.0) if value == "dcg" else np.ones(k)
 

@@ -46,15 +46,20 @@ def examination_array(examination: dict[int, float], size: int) -> np.ndarray:
     return theta
 
 
-def _exposure_stats(day: LoggedDay, chosen: np.ndarray, catalogue_size: int) -> dict:
-    """Exposure Gini and catalogue coverage of a deterministic policy's slates."""
-    rows = np.repeat(np.arange(chosen.shape[0]), chosen.shape[1])
-    cols = chosen.ravel()
-    items = day.log.pool_items[rows[cols >= 0], cols[cols >= 0]]
+def _exposure_stats(items: np.ndarray, catalogue_size: int) -> dict:
+    """Exposure Gini (over the whole catalogue, items never shown included) and
+    catalogue coverage of the items a policy showed."""
     top, counts = np.unique(items.astype(str), return_counts=True)
     exposures = np.concatenate([counts, np.zeros(max(catalogue_size - len(top), 0))])
     return {"exposure_gini": metrics.exposure_gini(exposures),
             "catalog_coverage": len(top) / catalogue_size if catalogue_size else 0.0}
+
+
+def _slate_items(day: LoggedDay, chosen: np.ndarray) -> np.ndarray:
+    """The item ids of a deterministic policy's slates (R×K pool columns, -1 empty)."""
+    rows = np.repeat(np.arange(chosen.shape[0]), chosen.shape[1])
+    cols = chosen.ravel()
+    return day.log.pool_items[rows[cols >= 0], cols[cols >= 0]]
 
 
 def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str,
@@ -90,7 +95,7 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
     for name, s in ranked.items():
         chosen = slates(day, s, k, reranking)
         policies[name] = op.Policy.deterministic(chosen)
-        stats[name] = _exposure_stats(day, chosen, catalogue_size)
+        stats[name] = _exposure_stats(_slate_items(day, chosen), catalogue_size)
     out: dict = {"family": day.family, "pool_source": day.pool_source, "value": value, "k": k,
                  "requests": log.n_requests, "pool_rows": len(day.pools),
                  "skipped": day.skipped, "diversity": reranking.diversity,
@@ -104,13 +109,9 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
             out["not_valued"] = {"uniform": f"{size} terms > {MAX_UNIFORM_TERMS}"}
     logged = log.logged_value(k, value, debias=day.family == "exposure")
     all_terms = {name: terms(p) for name, p in policies.items()}
-    shown = log.pool_items[log.imp_request, log.imp_column]
-    top, counts = np.unique(shown.astype(str), return_counts=True)
     out["policies"]["logging"] = {
         **_verdict(op.estimate(logged, n_boot, level=level), limits),
-        "exposure_gini": metrics.exposure_gini(
-            np.concatenate([counts, np.zeros(max(catalogue_size - len(top), 0))])),
-        "catalog_coverage": len(top) / catalogue_size if catalogue_size else 0.0}
+        **_exposure_stats(log.pool_items[log.imp_request, log.imp_column], catalogue_size)}
     for name, t in all_terms.items():
         out["policies"][name] = {**_verdict(op.estimate(t, n_boot, level=level), limits),
                                  **stats.get(name, {})}

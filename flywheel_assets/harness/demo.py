@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-from flywheel_assets.harness import carousel_report
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import carousel
 from flywheel_assets.simulation.config import PROFILES, Scenario, WorldConfig
@@ -185,6 +184,7 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
     from tqdm import tqdm
 
     from flywheel_assets.definitions import build_definitions
+    from flywheel_assets.harness import carousel_report
     from flywheel_assets.simulation import world
     from flywheel_assets.simulation.definitions import build_world_definitions
 

@@ -20,11 +20,12 @@ import numpy as np
 
 N_ITEMS, SLOTS = 40, 3
 EXAMINATION = np.array([1.0, 0.7, 0.5])
-SUCCESS_MARKER = "_SUCCESS"
 
 
 def write_minimal_day(landing: Path, day: str, seed: int, requests: int = 1500) -> dict:
     """One day in the required columns; returns how many impressions and clicks."""
+    from flywheel_assets.ingest.load import SUCCESS_MARKER
+
     rng = np.random.default_rng(seed)
     ctr = np.random.default_rng(0).uniform(0.02, 0.4, N_ITEMS)
     imp_dir, int_dir = (landing / s / f"date={day}" for s in ("impressions", "interactions"))

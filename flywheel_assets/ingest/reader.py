@@ -52,12 +52,28 @@ def _text(value) -> str | None:
     return str(value)
 
 
-def _batch(columns: list[str], rows: list[list], row_numbers: list[int],
-           errors: list[str | None], extras: list[str | None]) -> pa.Table:
-    data = {c: pa.array([r[i] for r in rows], pa.string()) for i, c in enumerate(columns)}
-    data["_row"] = pa.array(row_numbers, pa.int64())
-    data["_parse_error"] = pa.array(errors, pa.string())
-    data["_extras"] = pa.array(extras, pa.string())
+# A text record: its values of the contract's columns, its line number, the reason it
+# could not be parsed (or None), its other columns as JSON (or None).
+Record = tuple[list, int, "str | None", "str | None"]
+
+
+def _batches(columns: list[str], records: Iterator[Record]) -> Iterator[pa.Table]:
+    """Text records in batches of at most BATCH_ROWS rows."""
+    pending: list[Record] = []
+    for record in records:
+        pending.append(record)
+        if len(pending) >= BATCH_ROWS:
+            yield _batch(columns, pending)
+            pending = []
+    if pending:
+        yield _batch(columns, pending)
+
+
+def _batch(columns: list[str], records: list[Record]) -> pa.Table:
+    data = {c: pa.array([r[0][i] for r in records], pa.string()) for i, c in enumerate(columns)}
+    data["_row"] = pa.array([r[1] for r in records], pa.int64())
+    data["_parse_error"] = pa.array([r[2] for r in records], pa.string())
+    data["_extras"] = pa.array([r[3] for r in records], pa.string())
     return pa.table(data)
 
 
@@ -81,8 +97,7 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, "rt", encoding="utf-8", errors="replace", newline="")
 
 
-def _read_jsonl(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:
-    rows, numbers, errors, extras = [], [], [], []
+def _jsonl_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator[Record]:
     named = set(columns)
     with _open_text(path) as fh:
         for line_no, line in enumerate(fh, start=1):
@@ -100,19 +115,11 @@ def _read_jsonl(path: Path, columns: list[str], dropped: frozenset) -> Iterator[
                     error = f"not a JSON object (a JSON {type(parsed).__name__})"
             except json.JSONDecodeError as exc:
                 error = f"invalid JSON: {exc.msg} at column {exc.colno}"
-            rows.append([_text(record.get(c)) for c in columns])
-            numbers.append(line_no)
-            errors.append(error)
-            extras.append(_extras_json(record, named, dropped))
-            if len(rows) >= BATCH_ROWS:
-                yield _batch(columns, rows, numbers, errors, extras)
-                rows, numbers, errors, extras = [], [], [], []
-    if rows:
-        yield _batch(columns, rows, numbers, errors, extras)
+            yield ([_text(record.get(c)) for c in columns], line_no, error,
+                   _extras_json(record, named, dropped))
 
 
-def _read_csv(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:
-    rows, numbers, errors, extras = [], [], [], []
+def _csv_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator[Record]:
     with _open_text(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -131,19 +138,18 @@ def _read_csv(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa
             if len(values) != len(header):
                 error = f"expected {len(header)} fields, found {len(values)}"
                 values = []
-            rows.append([
-                (values[index[c]] if c in index and index[c] < len(values) else None) or None
-                for c in columns
-            ])
-            numbers.append(line_no)
-            errors.append(error)
-            extras.append(_extras_json({name: values[i] or None for name, i in other
-                                        if i < len(values)}, set()) if other else None)
-            if len(rows) >= BATCH_ROWS:
-                yield _batch(columns, rows, numbers, errors, extras)
-                rows, numbers, errors, extras = [], [], [], []
-    if rows:
-        yield _batch(columns, rows, numbers, errors, extras)
+            yield ([(values[index[c]] if c in index and index[c] < len(values) else None) or None
+                    for c in columns], line_no, error,
+                   _extras_json({name: values[i] or None for name, i in other
+                                 if i < len(values)}, set()) if other else None)
+
+
+def _read_jsonl(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:
+    yield from _batches(columns, _jsonl_records(path, columns, dropped))
+
+
+def _read_csv(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:
+    yield from _batches(columns, _csv_records(path, columns, dropped))
 
 
 def _read_parquet(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:

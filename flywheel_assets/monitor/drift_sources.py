@@ -25,7 +25,9 @@ training rows are smaller (the model has seen them) and would always read as dri
 
 from __future__ import annotations
 
+from flywheel_assets.curate.position_bias import declared_random
 from flywheel_assets.monitor.drift import ColumnSpec
+from flywheel_assets.warehouse import merged_extras
 
 REQUEST_COLUMNS = [ColumnSpec("device", "categorical"), ColumnSpec("country", "categorical"),
                    ColumnSpec("age_band", "categorical"), ColumnSpec("hour", "numeric"),
@@ -62,13 +64,11 @@ def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = Fals
     """Candidates of the days' pools with their items' attributes: a reproducible sample
     of ``sample_rows``. With context, each candidate also carries its request's user and
     context, so that the model can score it."""
-    context = ("""
+    context = (f"""
         , c.item_id, r.ts, r.device, u.country, u.age_band, u.signup_date, it.published_date,
           it.popularity, it.duration_s, extract(hour FROM r.ts)::DOUBLE AS hour,
           (r.ts::DATE - u.signup_date)::DOUBLE AS tenure_days,
-          nullif(json_merge_patch(coalesce(u.extras, '{}'), coalesce(it.extras, '{}'),
-                                  coalesce(r.extras, '{}'))::VARCHAR, '{}') AS extras"""
-               if with_context else "")
+          {merged_extras("u", "it", "r")} AS extras""" if with_context else "")
     joins = ("""
         JOIN (SELECT request_id, any_value(user_key) AS user_key, min(ts) AS ts,
                      any_value(device) AS device, any_value(partition_date) AS day,
@@ -98,13 +98,10 @@ def explored_sql(first: str, last: str, with_context: bool = False,
     policy version listed in ``random_policies``), bots left out; with ``unseen_by`` (a
     model's training partition), only requests that model did not train on, so that its
     residuals are out-of-sample on both sides."""
-    registry = ", ".join("'" + p.replace("'", "''") + "'" for p in random_policies) or "NULL"
-    context = ("""
+    context = (f"""
         , f.item_id, f.ts, u.country, u.age_band, u.signup_date, it.category,
           it.published_date, it.duration_s, it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4,
-          it.c5, f.device AS device,
-          nullif(json_merge_patch(coalesce(u.extras, '{}'), coalesce(it.extras, '{}'),
-                                  coalesce(f.extras, '{}'))::VARCHAR, '{}') AS extras"""
+          it.c5, f.device AS device, {merged_extras("u", "it", "f")} AS extras"""
                if with_context else "")
     unseen = (f"AND f.request_id NOT IN (SELECT request_id FROM ml.training_set WHERE "
               f"partition_date = DATE '{unseen_by}' AND split = 'train')" if unseen_by else "")
@@ -119,6 +116,5 @@ def explored_sql(first: str, last: str, with_context: bool = False,
         WHERE f.partition_date {_days(first, last)} AND {_NOT_BOT}
           AND f.request_id IN (SELECT request_id FROM curated.feedback_events
                                WHERE partition_date {_days(first, last)}
-                               GROUP BY request_id HAVING bool_or(coalesce(explored, FALSE))
-                                   OR bool_or(policy_version IN ({registry})))
+                               GROUP BY request_id HAVING {declared_random(random_policies)})
           {unseen}"""

@@ -173,19 +173,19 @@ def simulate_day(world: Path, landing: Path, config: WorldConfig, date: str,
 def _land(landing: Path, date: str, imp: pd.DataFrame, clicked: np.ndarray) -> None:
     """Impressions as CSV, clicks as JSON Lines, each published by rename, `_SUCCESS` last."""
     from flywheel_assets.ingest.load import SUCCESS_MARKER
-    from flywheel_assets.simulation.landing_writer import _day_dir, _publish
+    from flywheel_assets.simulation.landing_writer import day_dir, publish
 
-    imp_dir, int_dir = _day_dir(landing, "impressions", date), _day_dir(landing, "interactions", date)
+    imp_dir, int_dir = day_dir(landing, "impressions", date), day_dir(landing, "interactions", date)
     tmp = imp_dir / ".tmp-impressions.csv"
     imp.to_csv(tmp, index=False)
-    _publish(tmp)
+    publish(tmp)
     clicks = imp.loc[clicked, ["impression_id", "ts"]]
     tmp = int_dir / ".tmp-clicks.jsonl"
     with open(tmp, "w") as fh:
         for impression, ts in clicks.itertuples(index=False):
             fh.write(json.dumps({"event_id": f"{impression}-click", "impression_id": impression,
                                  "ts": ts, "signal": "click"}) + "\n")
-    _publish(tmp)
+    publish(tmp)
     for folder in (imp_dir, int_dir):
         (folder / SUCCESS_MARKER).touch()
 

@@ -15,7 +15,7 @@ from flywheel_assets.ingest.load import SUCCESS_MARKER
 from flywheel_assets.simulation.traffic import DayTraffic
 
 
-def _day_dir(landing_dir: Path, stream: str, date: str) -> Path:
+def day_dir(landing_dir: Path, stream: str, date: str) -> Path:
     folder = landing_dir / stream / f"date={date}"
     # A re-run replaces the day whole: no file of an earlier attempt survives.
     if folder.exists():
@@ -24,7 +24,7 @@ def _day_dir(landing_dir: Path, stream: str, date: str) -> Path:
     return folder
 
 
-def _publish(tmp: Path) -> None:
+def publish(tmp: Path) -> None:
     os.replace(tmp, tmp.with_name(tmp.name.removeprefix(".tmp-")))
 
 
@@ -34,7 +34,7 @@ def _jsonl_gz(records, path: Path) -> None:
         for record in records:
             fh.write(record["__raw__"] if "__raw__" in record else json.dumps(record, default=str))
             fh.write("\n")
-    _publish(tmp)
+    publish(tmp)
 
 
 def write_day(landing_dir: Path, date: str, traffic: DayTraffic) -> dict[str, int]:
@@ -42,24 +42,24 @@ def write_day(landing_dir: Path, date: str, traffic: DayTraffic) -> dict[str, in
     items snapshots and erasure requests (CSV), plus the broken client's JSON Lines when
     it is switched on."""
     counts = {}
-    imp_dir = _day_dir(landing_dir, "impressions", date)
+    imp_dir = day_dir(landing_dir, "impressions", date)
     imp = traffic.impressions.copy()
     imp["ts"] = pd.to_datetime(imp["ts"], utc=True)
     tmp = imp_dir / ".tmp-part-0000.parquet"
     imp.to_parquet(tmp, index=False)
-    _publish(tmp)
+    publish(tmp)
     counts["impressions"] = len(imp) + len(traffic.broken_impressions)
 
     streams = ["impressions", "interactions"]
     if traffic.candidates is not None:
-        cand_dir = _day_dir(landing_dir, "candidates", date)
+        cand_dir = day_dir(landing_dir, "candidates", date)
         tmp = cand_dir / ".tmp-part-0000.parquet"
         traffic.candidates.to_parquet(tmp, index=False)
-        _publish(tmp)
+        publish(tmp)
         counts["candidates"] = len(traffic.candidates)
         streams.append("candidates")
 
-    int_dir = _day_dir(landing_dir, "interactions", date)
+    int_dir = day_dir(landing_dir, "interactions", date)
     inter = traffic.interactions.copy()
     inter["ts"] = pd.to_datetime(inter["ts"], utc=True).dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     records = inter.astype(object).where(inter.notna(), None).to_dict("records")
@@ -75,14 +75,14 @@ def write_day(landing_dir: Path, date: str, traffic: DayTraffic) -> dict[str, in
     if traffic.deletions is not None:
         snapshots.append(("deletions", traffic.deletions))
     for stream, frame in snapshots:
-        folder = _day_dir(landing_dir, stream, date)
+        folder = day_dir(landing_dir, stream, date)
         out = frame.copy()
         for c in out.columns:
             if pd.api.types.is_datetime64_any_dtype(out[c]):
                 out[c] = out[c].dt.strftime("%Y-%m-%d")
         tmp = folder / f".tmp-{stream}.csv"
         out.to_csv(tmp, index=False)
-        _publish(tmp)
+        publish(tmp)
         counts[stream] = len(out)
 
     for stream in (*streams, *(name for name, _ in snapshots)):

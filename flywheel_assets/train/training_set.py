@@ -53,8 +53,7 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                    it.category, it.published_date, it.duration_s, it.popularity,
                    it.c0, it.c1, it.c2, it.c3, it.c4, it.c5, f.n_interactions,
                    f.grade AS label_grade, {weight} AS weight,
-                   nullif(json_merge_patch(coalesce(u.extras, '{{}}'), coalesce(it.extras, '{{}}'),
-                                           coalesce(f.extras, '{{}}'))::VARCHAR, '{{}}') AS extras
+                   {warehouse.merged_extras("u", "it", "f")} AS extras
             FROM curated.curated_feedback f
             LEFT JOIN curated.position_bias pb
                    ON pb.partition_date = $d AND pb.position = f.position
