@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS curated.flagged_users (
 CREATE TABLE IF NOT EXISTS curated.position_bias (
     partition_date DATE, position INTEGER, examination DOUBLE, ci_low DOUBLE,
     ci_high DOUBLE, clicks BIGINT, impressions BIGINT, explored_requests BIGINT,
-    window_start DATE, method VARCHAR);
+    window_start DATE, method VARCHAR, draws DOUBLE[]);
 CREATE TABLE IF NOT EXISTS ml.training_set (
     partition_date DATE, source_date DATE, impression_id VARCHAR, request_id VARCHAR,
     ts TIMESTAMPTZ, user_key VARCHAR, item_id VARCHAR, position INTEGER,
@@ -120,6 +120,7 @@ ADDED_COLUMNS = {
     "raw.impressions": {"explored": "BOOLEAN", "extras": "VARCHAR"},
     "raw.candidates": {"extras": "VARCHAR"}, "raw.interactions": {"extras": "VARCHAR"},
     "raw.users": {"extras": "VARCHAR"}, "raw.items": {"extras": "VARCHAR"},
+    "curated.position_bias": {"draws": "DOUBLE[]"},
     "curated.feedback_events": {"explored": "BOOLEAN", "signals": "VARCHAR[]",
                                 "grade": "INTEGER", "extras": "VARCHAR"},
     "curated.curated_feedback": {"explored": "BOOLEAN", "signals": "VARCHAR[]",

@@ -97,7 +97,7 @@ def _not_identified(slate_size: int, why: str, explored_requests: int = 0) -> pd
     return pd.DataFrame({"position": positions, "examination": np.nan, "ci_low": np.nan,
                          "ci_high": np.nan, "clicks": 0, "impressions": 0,
                          "explored_requests": explored_requests,
-                         "method": f"not identified: {why}"})
+                         "method": f"not identified: {why}", "draws": None})
 
 
 def estimate(rows: pd.DataFrame, slate_size: int, n_boot: int = 200,
@@ -131,7 +131,13 @@ def estimate(rows: pd.DataFrame, slate_size: int, n_boot: int = 200,
         "position": np.arange(1, slate_size + 1), "examination": point,
         "ci_low": np.percentile(boot, 2.5, axis=0), "ci_high": np.percentile(boot, 97.5, axis=0),
         "clicks": clicks.sum(0).astype(int), "impressions": shown.sum(0).astype(int),
-        "explored_requests": n_req, "method": FLAG_METHOD})
+        "explored_requests": n_req, "method": FLAG_METHOD, "draws": _draws(boot)})
+
+
+def _draws(boot: np.ndarray) -> list[list[float]]:
+    """Each position's bootstrap draws (kept so that off-policy intervals carry the
+    curve's uncertainty: replicate b of an estimate uses draw b of every position)."""
+    return [[float(x) for x in boot[:, k]] for k in range(boot.shape[1])]
 
 
 def _harvest_fit(shown: np.ndarray, clicks: np.ndarray, iterations: int = 200) -> np.ndarray:
@@ -172,7 +178,7 @@ def harvest(counts: pd.DataFrame, slate_size: int, n_boot: int = 200,
         "position": np.arange(1, slate_size + 1), "examination": point,
         "ci_low": np.percentile(boot, 2.5, axis=0), "ci_high": np.percentile(boot, 97.5, axis=0),
         "clicks": clicks.sum(0).astype(int), "impressions": shown.sum(0).astype(int),
-        "explored_requests": 0, "method": HARVEST_METHOD})
+        "explored_requests": 0, "method": HARVEST_METHOD, "draws": _draws(boot)})
 
 
 def estimate_for_day(conn: duckdb.DuckDBPyConnection, partition_date: str, window_days: int,

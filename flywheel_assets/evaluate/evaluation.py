@@ -22,7 +22,7 @@ import pandas as pd
 
 from flywheel_assets import warehouse
 from flywheel_assets.curate.feedback import latest_snapshot_date
-from flywheel_assets.evaluate import logged_pools, metrics, policy_values, report
+from flywheel_assets.evaluate import logged_pools, metrics, policy_values, promotion, report
 from flywheel_assets.serve.serving import Reranking
 from flywheel_assets.train import features as feats
 from flywheel_assets.train import model as model_lib
@@ -30,6 +30,9 @@ from flywheel_assets.train import model_store
 from flywheel_assets.train import training_set as ts_lib
 from flywheel_assets.train.candidate import registered_candidate
 
+# The day's candidate, and the one an earlier day's gate left awaiting confirmation
+# (gate.rule = confirmed): each is compared with the champion on the same evidence.
+CONTENDERS = ("candidate", "pending")
 NEW_ITEM_DAYS = 7
 NEW_USER_DAYS = 14
 
@@ -141,10 +144,14 @@ def evaluate(holdout: pd.DataFrame, models: dict[str, object], k: int = 10,
               "holdout": holdout_metrics(holdout, scores | baselines, k, positive),
               "slices": slice_metrics(holdout, scores, k),
               "calibration": {name: calibration(holdout, s) for name, s in scores.items()}}
-    if "candidate" in scores:
-        base = "champion" if "champion" in scores else "logging"
-        record["holdout_difference"] = {"versus": base, **paired_ndcg_difference(
-            holdout, scores["candidate"], (scores | baselines)[base], n_boot, level, k)}
+    base = "champion" if "champion" in scores else "logging"
+    differences = {name: {"versus": base, **paired_ndcg_difference(
+        holdout, scores[name], (scores | baselines)[base], n_boot, level, k)}
+        for name in CONTENDERS if name in scores}
+    if differences:
+        record["holdout_differences"] = differences
+    if "candidate" in differences:
+        record["holdout_difference"] = differences["candidate"]
     return record
 
 
@@ -173,17 +180,29 @@ def catalogue_size(conn, partition_date: str) -> int:
                         {"d": partition_date}).fetchone()[0]
 
 
-def day_inputs(conn, day: str, configured_k: int) -> tuple[dict, int, int, dict]:
+def examination_curve(conn, day: str) -> tuple[dict, np.ndarray | None]:
+    """The day's examination curve from `position_bias` (position → θ̂) and its bootstrap
+    draws (D×positions; None when the curve was not identified or has no draws)."""
+    rows = conn.execute("SELECT position, examination, draws FROM curated.position_bias "
+                        "WHERE partition_date = ? ORDER BY position", [day]).fetchall()
+    examination = {position: theta for position, theta, _ in rows}
+    draws = [d for _, theta, d in rows if theta is not None]
+    if not rows or len(draws) != len(rows) or any(d is None for d in draws) \
+            or len({len(d) for d in draws}) != 1:
+        return examination, None
+    return examination, np.array(draws, dtype="float64").T
+
+
+def day_inputs(conn, day: str, configured_k: int) -> tuple[dict, int, int, dict, np.ndarray | None]:
     """What evaluating a day needs besides the models: the examination curve, the
-    catalogue size, K, and each item's mean grade in the training split (the popularity
-    baseline of a product without a catalogue snapshot)."""
-    examination = dict(conn.execute(
-        "SELECT position, examination FROM curated.position_bias WHERE partition_date = ?",
-        [day]).fetchall())
+    catalogue size, K, each item's mean grade in the training split (the popularity
+    baseline of a product without a catalogue snapshot) and the curve's bootstrap draws."""
+    examination, draws = examination_curve(conn, day)
     engagement = dict(conn.execute(
         "SELECT item_id, avg(label_grade) FROM ml.training_set WHERE partition_date = ? "
         "AND split = 'train' GROUP BY item_id", [day]).fetchall())
-    return examination, catalogue_size(conn, day), slate_size(conn, day, configured_k), engagement
+    return (examination, catalogue_size(conn, day), slate_size(conn, day, configured_k),
+            engagement, draws)
 
 
 class NothingToEvaluate(RuntimeError):
@@ -205,25 +224,31 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
     if champion:
         models["champion"] = model_store.load_model(models_dir, champion)
     with connect() as conn:
+        pending = (promotion.awaiting_confirmation(conn, day, candidate, champion)
+                   if settings.gate.rule == "confirmed" else None)
+    if pending:
+        models["pending"] = model_store.load_model(models_dir, pending)
+    with connect() as conn:
         holdout = bounded_requests(ts_lib.read_split(conn, day, "holdout"), e.max_holdout_requests)
-        examination, catalogue, k, engagement = day_inputs(conn, day, e.slate_size)
+        examination, catalogue, k, engagement, draws = day_inputs(conn, day, e.slate_size)
         try:
             logged, no_ope = logged_pools.load(conn, day, e.max_ope_requests,
-                                               e.max_catalogue_pool), None
+                                               e.max_catalogue_pool, k), None
         except logged_pools.NoPools as exc:
             logged, no_ope = None, str(exc)
     if holdout.empty:
         raise NothingToEvaluate(f"the holdout of {day} is empty: nothing to evaluate on")
     positive = positive_grade(settings.signals.max_grade)
     record = {"partition_date": day, "candidate_version": candidate,
-              "champion_version": champion, "holdout_rows": len(holdout),
+              "champion_version": champion, "pending_version": pending,
+              "holdout_rows": len(holdout),
               "holdout_requests": int(holdout["request_id"].nunique()),
               "catalogue_size": int(catalogue), "examination": examination,
               **evaluate(holdout, models, k, positive, engagement, e.bootstrap_samples,
                          settings.gate.confidence)}
     if logged is not None and logged.log.n_requests:
         record["off_policy"] = value_day(logged, models, settings, k, examination, catalogue,
-                                         engagement)
+                                         engagement, draws=draws)
     else:
         record["off_policy"] = None
         record["off_policy_unavailable"] = no_ope or "no logged request left to value"
@@ -236,11 +261,12 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
 def trust_limits(settings) -> policy_values.TrustLimits:
     e = settings.evaluation
     return policy_values.TrustLimits(e.min_effective_sample_size, e.min_ess_share,
-                                     e.max_weight_share, settings.gate.min_ope_support)
+                                     e.max_weight_share)
 
 
 def value_day(logged: logged_pools.LoggedDay, models: dict, settings, k: int,
-              examination: dict, catalogue: int, engagement: dict, uniform: bool = True) -> dict:
+              examination: dict, catalogue: int, engagement: dict, uniform: bool = True,
+              draws: np.ndarray | None = None) -> dict:
     """Every policy's off-policy value on the day's logged requests (policy_values)."""
     e = settings.evaluation
     baseline = (np.log1p(logged.popularity) if logged.popularity is not None else
@@ -249,7 +275,7 @@ def value_day(logged: logged_pools.LoggedDay, models: dict, settings, k: int,
         logged, models, k, e.value, examination, int(catalogue), trust_limits(settings),
         e.bootstrap_samples, settings.gate.confidence,
         Reranking(settings.serving.diversity, settings.serving.popularity_balance), baseline,
-        uniform)
+        uniform, draws, contenders=CONTENDERS)
 
 
 NAMED_POLICIES = ("logging", "uniform", "popularity", "champion", "candidate")
@@ -263,8 +289,8 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
     day, e, models_dir = partition_date, settings.evaluation, settings.models_dir
     with warehouse.connect(settings.warehouse_path) as conn:
         candidate = registered_candidate(conn, day)
-        examination, catalogue, k, engagement = day_inputs(conn, day, e.slate_size)
-        logged = logged_pools.load(conn, day, e.max_ope_requests, e.max_catalogue_pool)
+        examination, catalogue, k, engagement, draws = day_inputs(conn, day, e.slate_size)
+        logged = logged_pools.load(conn, day, e.max_ope_requests, e.max_catalogue_pool, k)
     versions = {"candidate": candidate, "champion": model_store.champion_version(models_dir)}
     models, missing = {}, {}
     if candidate:
@@ -279,7 +305,7 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
             continue
         models[name] = model_store.load_model(models_dir, version)
     record = value_day(logged, models, settings, k, examination, catalogue, engagement,
-                       uniform="uniform" in names)
+                       uniform="uniform" in names, draws=draws)
     record["policies"] = {n: record["policies"][n] for n in names if n in record["policies"]}
     record["not_valued"] = {n: why for n, why in record.get("not_valued", {}).items()
                             if n in names} | missing

@@ -61,9 +61,10 @@ def _catalogue(conn, day: str, items_date) -> list[str]:
 
 
 def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
-         max_catalogue_pool: int) -> LoggedDay:
+         max_catalogue_pool: int, slate_size: int) -> LoggedDay:
     """The day's logged requests and pools; raises :class:`NoPools` when rankings cannot
-    be valued on it."""
+    be valued on it. A slate is complete when it logged every position from 1 to the
+    product's ``slate_size`` (or to its pool's size, when the pool is smaller)."""
     users_date = latest_snapshot_date(conn, "raw.users", day)
     items_date = latest_snapshot_date(conn, "raw.items", day)
     logs_pools = conn.execute("SELECT count(*) > 0 FROM raw.candidates WHERE partition_date = ?",
@@ -72,8 +73,7 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
         CREATE OR REPLACE TEMP TABLE _eligible AS
         SELECT f.request_id, any_value(f.user_key) AS user_key, min(f.ts) AS ts,
                any_value(f.device) AS device, any_value(f.extras) AS extras,
-               bool_and(b.user_key IS NULL) AS human, bool_or(t.request_id IS NOT NULL) AS trained_on,
-               count(DISTINCT f.position) = max(f.position) AS complete
+               bool_and(b.user_key IS NULL) AS human, bool_or(t.request_id IS NOT NULL) AS trained_on
         FROM curated.feedback_events f
         LEFT JOIN curated.flagged_users b
                ON b.partition_date = f.partition_date AND b.user_key = f.user_key
@@ -113,7 +113,7 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
     pool_join = ("JOIN _pool p ON p.request_id = r.request_id" if logs_pools
                  else "CROSS JOIN _pool p")
     pools = conn.execute(f"""
-        SELECT r.request_id, p.item_id, p.exposure, r.complete, r.ts, r.device, u.country,
+        SELECT r.request_id, r.user_key, p.item_id, p.exposure, r.ts, r.device, u.country,
                u.age_band, u.signup_date, it.category, it.published_date, it.duration_s,
                it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
                {merged_extras("u", "it", "r")} AS extras
@@ -130,19 +130,39 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
         ORDER BY request_id, position""", {"d": day}).df()
     for temp in ("_eligible", "_pool", "_requests"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
-    return assemble(pools, shown, source, skipped)
+    return assemble(pools, shown, source, skipped, slate_size)
 
 
-def assemble(pools: pd.DataFrame, shown: pd.DataFrame, source: str, skipped: dict) -> LoggedDay:
+def partial_slates(pools: pd.DataFrame, shown: pd.DataFrame, slate_size: int) -> np.ndarray:
+    """Requests whose slate is not complete: it did not log every position from 1 to
+    the product's slate size (or to its pool's size, when the pool is smaller)."""
+    positions = shown.groupby("request_id")["position"].agg(["nunique", "max"])
+    need = np.minimum(pools.groupby("request_id").size(), int(slate_size))
+    positions = positions.reindex(need.index)
+    complete = ((positions["nunique"] == positions["max"]) & (positions["max"] >= need)
+                ).fillna(False)
+    return complete.index[~complete.to_numpy(dtype=bool)].to_numpy()
+
+
+def assemble(pools: pd.DataFrame, shown: pd.DataFrame, source: str, skipped: dict,
+             slate_size: int) -> LoggedDay:
     """Matrices and the log from the pool rows and the shown impressions."""
     family = ("exposure" if len(pools) and pools["exposure"].notna().all() else "item-position")
     if family == "exposure":
         # Exposure weighting reads "not shown" from a missing impression: complete slates only.
-        partial = pools.loc[~pools["complete"].astype(bool), "request_id"].unique()
+        partial = partial_slates(pools, shown, slate_size)
         skipped["partial slate (the exposure estimators need complete slates)"] = len(partial)
         pools = pools[~pools["request_id"].isin(partial)].reset_index(drop=True)
         shown = shown[~shown["request_id"].isin(partial)]
     requests, codes = np.unique(pools["request_id"].to_numpy(dtype=object), return_inverse=True)
+    # A user's requests resample together; an anonymous request is its own cluster.
+    first = pools.drop_duplicates("request_id").set_index("request_id")
+    users = (first["user_key"] if "user_key" in first else pd.Series(None, index=first.index,
+                                                                        dtype=object))
+    users = users.reindex(requests)
+    unit = np.where(users.isna().to_numpy(), "request:" + pd.Index(requests).astype(str),
+                    "user:" + users.astype(str).to_numpy())
+    cluster = np.unique(unit, return_inverse=True)[1]
     column = pools.groupby(codes, sort=False).cumcount().to_numpy()
     sizes = np.bincount(codes, minlength=len(requests))
     width = int(sizes.max(initial=0))
@@ -171,7 +191,7 @@ def assemble(pools: pd.DataFrame, shown: pd.DataFrame, source: str, skipped: dic
         n_requests=len(requests), pool_sizes=sizes, imp_request=n, imp_column=j,
         imp_position=position, imp_propensity=imp["propensity"].to_numpy(dtype="float64"),
         imp_reward=imp["grade"].to_numpy(dtype="float64"), pool_items=items,
-        supported_pairs=pairs, exposure=exposure)
+        supported_pairs=pairs, exposure=exposure, cluster=cluster)
     if pools["category"].notna().any():
         day.categories = day.matrix(pd.factorize(pools["category"], sort=True)[0], fill=-1)
     if len(pools) and pools["popularity"].notna().all():

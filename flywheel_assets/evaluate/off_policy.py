@@ -35,14 +35,27 @@ observation y, reward model q):
 Diagnostics: the effective sample size (Σ v)² / Σ v² of the effective weights v = p·w,
 as a count and as a share of the valued impressions; the largest single weight's share
 of the total; the support (the share of the policy's mass on choices the logging policy
-could make). The logging policy itself is valued on-policy: the logs' own mean reward.
-Intervals come from a Poisson bootstrap over requests, paired (the same resamples) when
-two policies are compared.
+could make: information only, since any exploration makes it 1). The logging policy
+itself is valued on-policy: the logs' own mean reward.
+
+Intervals: a Poisson bootstrap, paired (the same resamples) when two policies are
+compared, that carries every source of error the estimate has:
+- clustered: one weight per cluster (a user; an anonymous request is its own), since a
+  user's requests are not independent;
+- the examination curve's own uncertainty: each replicate uses its own bootstrap draw
+  of θ̂ (`position_bias` keeps them), so an error in θ̂, which does not shrink with
+  the day's traffic and biases a difference in one direction, widens the interval
+  instead of hiding in it. Every estimate is linear in 1/θ (the exposure family's
+  observations) or in θ (the item-position family's reward model), so a replicate
+  needs a few matrix products, not a recomputation;
+- a normal interval, point ± z · the bootstrap standard error: on heavy-tailed terms
+  percentiles of a few hundred replicates undercover.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
@@ -117,6 +130,10 @@ class LoggedSlates:
     # Exposure (None when the product logs no exposure propensities): R×P.
     exposure: np.ndarray | None = None
     examination: np.ndarray | None = None  # θ_1..θ_max (1 where unknown)
+    # Bootstrap draws of the examination curve (D×len(examination)); None: θ is known.
+    examination_draws: np.ndarray | None = None
+    # R: each request's cluster (its user); None: every request is its own.
+    cluster: np.ndarray | None = None
 
     @property
     def positions_logged(self) -> np.ndarray:
@@ -126,17 +143,35 @@ class LoggedSlates:
         out[self.imp_request, self.imp_position - 1] = True
         return out
 
+    @property
+    def theta(self) -> np.ndarray:
+        """θ_1..θ_Kθ, Kθ covering every logged position (1 where unknown)."""
+        size = int(self.imp_position.max(initial=1))
+        theta = np.ones(max(size, len(self.examination) if self.examination is not None else 0))
+        if self.examination is not None and len(self.examination):
+            theta[:len(self.examination)] = self.examination
+        return np.maximum(theta, 1e-6)
+
     def logged_value(self, k: int, value: str = "dcg", debias: bool = False) -> np.ndarray:
         """Per request, the logs' own (on-policy) value over positions 1..k, the ones a
         policy is valued on: Σ c_k r_k; with ``debias``, each reward divided by θ of its
         position (the exposure family's unit)."""
+        return self.on_policy(k, value, debias).point()
+
+    def on_policy(self, k: int, value: str = "dcg", debias: bool = False) -> "OnPolicy":
+        """The logs' own value per request (:meth:`logged_value`), kept linear in 1/θ so
+        that its interval carries θ̂'s uncertainty."""
         c = position_weights(k, value)
         inside = self.imp_position <= k
         position, r = self.imp_position[inside], self.imp_reward[inside].astype("float64")
+        theta = self.theta
+        const, inverse = np.zeros(self.n_requests), np.zeros((self.n_requests, len(theta)))
         if debias:
-            r = r / _theta(self.examination, position)
-        return np.bincount(self.imp_request[inside], c[position - 1] * r,
-                           minlength=self.n_requests)
+            np.add.at(inverse, (self.imp_request[inside], position - 1), c[position - 1] * r)
+        else:
+            const = np.bincount(self.imp_request[inside], c[position - 1] * r,
+                                minlength=self.n_requests)
+        return OnPolicy(const, inverse, theta, self.examination_draws, self.cluster)
 
     @property
     def slate_lengths(self) -> np.ndarray:
@@ -146,35 +181,52 @@ class LoggedSlates:
         return out
 
 
-def _theta(examination: np.ndarray | None, position: np.ndarray) -> np.ndarray:
-    if examination is None or not len(examination):
-        return np.ones(len(position))
-    idx = np.clip(position - 1, 0, len(examination) - 1)
-    theta = np.where(position - 1 < len(examination), examination[idx], 1.0)
-    return np.maximum(theta, 1e-6)
-
-
 @dataclass(frozen=True)
 class Terms:
-    """One policy's estimator terms on one log, and the requests × positions valued."""
+    """One policy's estimator terms on one log, and the requests × positions valued.
+
+    θ enters a term in one of two places, recorded so that a bootstrap replicate can use
+    its own draw of θ: the exposure family divides an observation by θ of the position
+    it was logged at (``observed_at``); the item-position family's reward model is the
+    examined-grade model times θ of the target position (``reward_at``)."""
 
     request: np.ndarray
     position: np.ndarray
     coef: np.ndarray         # p · c_k
     prob: np.ndarray         # p
     weight: np.ndarray       # w
-    observed: np.ndarray     # y
-    reward_model: np.ndarray  # q
+    observed: np.ndarray     # y before any division by θ
+    reward_model: np.ndarray  # q before any multiplication by θ
     supported: np.ndarray    # bool: the logging policy could make this choice
     valued: np.ndarray       # R×K bool: request n valued at position k
     n_requests: int
     family: str
+    theta: np.ndarray        # Kθ: the point examination curve
+    observed_at: np.ndarray | None = None  # y / θ[observed_at] (0-based), exposure family
+    reward_at: np.ndarray | None = None    # q · θ[reward_at] (0-based), item-position family
+    examination_draws: np.ndarray | None = None
+    cluster: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class OnPolicy:
+    """The logging policy's value per request: ``const + inverse · (1/θ)``."""
+
+    const: np.ndarray
+    inverse: np.ndarray      # R×Kθ
+    theta: np.ndarray
+    examination_draws: np.ndarray | None = None
+    cluster: np.ndarray | None = None
+
+    def point(self) -> np.ndarray:
+        return self.const + self.inverse @ (1.0 / self.theta)
 
 
 def item_position_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarray,
-                        k: int, value: str = "dcg") -> Terms:
+                        k: int, value: str = "dcg", examined: bool = False) -> Terms:
     """Terms of the item-position estimators. ``reward_model``: R×P×K or R×P (the same
-    estimate at every position) of the expected observed reward."""
+    estimate at every position) of the expected observed reward; with ``examined``, an
+    R×P model of the grade once examined, multiplied by θ of each target position."""
     c = position_weights(k, value)
     logged = np.full((log.n_requests, k), -1, dtype=np.int64)
     mu = np.ones((log.n_requests, k))
@@ -197,7 +249,9 @@ def item_position_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndar
     supported = np.fromiter(((it, int(kk)) in log.supported_pairs for it, kk in zip(items, pos)),
                             dtype=bool, count=len(items))
     return Terms(n, pos, p * c[pos - 1], p, weight, np.where(match, reward[n, pos - 1], 0.0),
-                 q, supported, valued, log.n_requests, "item-position")
+                 q, supported, valued, log.n_requests, "item-position", log.theta,
+                 reward_at=pos - 1 if examined and reward_model.ndim == 2 else None,
+                 examination_draws=log.examination_draws, cluster=log.cluster)
 
 
 def exposure_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarray,
@@ -218,12 +272,13 @@ def exposure_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarray,
     mu = log.exposure[n, j]
     positive = np.nan_to_num(mu, nan=0.0) > 0
     weight = np.where(shown & positive, 1.0 / np.where(positive, mu, 1.0), 0.0)
-    observed = np.where(shown, grade[n, j] / _theta(log.examination,
-                                                     np.nan_to_num(at, nan=1).astype(np.int64)), 0.0)
+    observed = np.where(shown, grade[n, j], 0.0)
     valued = np.zeros((log.n_requests, k), dtype=bool)
     valued[n, pos - 1] = True
     return Terms(n, pos, p * c[pos - 1], p, weight, observed, reward_model[n, j], positive,
-                 valued, log.n_requests, "exposure")
+                 valued, log.n_requests, "exposure", log.theta,
+                 observed_at=np.nan_to_num(at, nan=1).astype(np.int64) - 1,
+                 examination_draws=log.examination_draws, cluster=log.cluster)
 
 
 def diagnostics(terms: Terms) -> dict:
@@ -240,17 +295,62 @@ def diagnostics(terms: Terms) -> dict:
             "family": terms.family}
 
 
-def _per_request(terms: Terms) -> dict[str, np.ndarray]:
-    n, k = terms.n_requests, terms.valued.shape[1]
-    ips = np.bincount(terms.request, terms.coef * terms.weight * terms.observed, minlength=n)
-    dr = np.bincount(terms.request, terms.coef * (terms.reward_model + terms.weight
-                                                  * (terms.observed - terms.reward_model)),
-                     minlength=n)
-    num, den = np.zeros((n, k)), np.zeros((n, k))
-    np.add.at(num, (terms.request, terms.position - 1), terms.prob * terms.weight * terms.observed)
+@dataclass(frozen=True)
+class _Linear:
+    """Per-request parts of each estimator, linear in 1/θ and in θ:
+    IPS and DR per request = const + inv · (1/θ) + lin · θ; SNIPS per request and
+    position: numerator = num + num_inv · (1/θ), denominator ``den``."""
+
+    ips: tuple[np.ndarray, np.ndarray, np.ndarray]
+    dr: tuple[np.ndarray, np.ndarray, np.ndarray]
+    num: np.ndarray          # R×K
+    num_inv: np.ndarray      # R×K×Kθ
+    den: np.ndarray          # R×K
+    valued: np.ndarray       # R×K
+    c: np.ndarray            # K
+    theta: np.ndarray
+    draws: np.ndarray | None
+    cluster: np.ndarray | None
+
+
+def _linear(terms: Terms | OnPolicy | np.ndarray) -> _Linear:
+    if isinstance(terms, np.ndarray):
+        terms = OnPolicy(np.asarray(terms, "float64"), np.zeros((len(terms), 1)), np.ones(1))
+    if isinstance(terms, OnPolicy):
+        n, size = len(terms.const), len(terms.theta)
+        zero = np.zeros((n, size))
+        part = (terms.const, terms.inverse, zero)
+        return _Linear(part, part, terms.const[:, None], terms.inverse[:, None, :],
+                       np.ones((n, 1)), np.ones((n, 1)), np.ones(1), terms.theta,
+                       terms.examination_draws, terms.cluster)
+    n, k, size = terms.n_requests, terms.valued.shape[1], len(terms.theta)
+    zeros_r, zeros_rt = np.zeros(n), np.zeros((n, size))
+    ips_term = terms.coef * terms.weight * terms.observed
+    q_term = terms.coef * terms.reward_model * (1.0 - terms.weight)
+    num_term = terms.prob * terms.weight * terms.observed
+    num, num_inv = np.zeros((n, k)), np.zeros((n, k, size))
+    if terms.observed_at is not None:
+        ips = (zeros_r, _by_theta(terms.request, terms.observed_at, ips_term, n, size), zeros_rt)
+        np.add.at(num_inv, (terms.request, terms.position - 1, terms.observed_at), num_term)
+    else:
+        ips = (np.bincount(terms.request, ips_term, minlength=n), zeros_rt, zeros_rt)
+        np.add.at(num, (terms.request, terms.position - 1), num_term)
+    if terms.reward_at is not None:
+        dr = (ips[0], ips[1], _by_theta(terms.request, terms.reward_at, q_term, n, size))
+    else:
+        dr = (ips[0] + np.bincount(terms.request, q_term, minlength=n), ips[1], zeros_rt)
+    den = np.zeros((n, k))
     np.add.at(den, (terms.request, terms.position - 1), terms.prob * terms.weight)
-    return {"ips": ips, "dr": dr, "snips_num": num, "snips_den": den,
-            "valued": terms.valued.astype("float64"), "c": _coef_by_position(terms, k)}
+    return _Linear(ips, dr, num, num_inv, den, terms.valued.astype("float64"),
+                   _coef_by_position(terms, k), terms.theta, terms.examination_draws,
+                   terms.cluster)
+
+
+def _by_theta(request: np.ndarray, at: np.ndarray, values: np.ndarray, n: int,
+              size: int) -> np.ndarray:
+    out = np.zeros((n, size))
+    np.add.at(out, (request, np.clip(at, 0, size - 1)), values)
+    return out
 
 
 def _coef_by_position(terms: Terms, k: int) -> np.ndarray:
@@ -261,81 +361,138 @@ def _coef_by_position(terms: Terms, k: int) -> np.ndarray:
     return c
 
 
-def _values(per: dict[str, np.ndarray], resample: np.ndarray) -> dict[str, np.ndarray]:
-    """Estimator values under resampling weights (B×N; a row of ones = the estimate)."""
+def _pad(a: np.ndarray, size: int, fill: float) -> np.ndarray:
+    """θ-shaped arrays (…×Kθ) of two policies to one Kθ."""
+    if a.shape[-1] >= size:
+        return a
+    pad = [(0, 0)] * (a.ndim - 1) + [(0, size - a.shape[-1])]
+    return np.pad(a, pad, constant_values=fill)
+
+
+def _values(lin: _Linear, resample: np.ndarray, theta: np.ndarray,
+            estimators=ESTIMATORS) -> dict[str, np.ndarray]:
+    """Estimator values under resampling weights (B×R) and curves (B×Kθ; a row of ones
+    and the point curve = the estimate)."""
+    size = theta.shape[1]
+    inv, lin_theta = 1.0 / np.maximum(theta, 1e-6), theta
     total = np.maximum(resample.sum(axis=1), 1e-12)
-    num, den = resample @ per["snips_num"], resample @ per["snips_den"]
-    share = (resample @ per["valued"]) / total[:, None]
-    snips = (np.divide(num, den, out=np.zeros_like(num), where=den > 0) * share
-             * per["c"]).sum(axis=1)
-    return {"ips": resample @ per["ips"] / total, "dr": resample @ per["dr"] / total,
-            "snips": snips}
+    out = {}
+    for name in ("ips", "dr"):
+        if name in estimators:
+            const, by_inv, by_theta = getattr(lin, name)
+            out[name] = (resample @ const + ((resample @ _pad(by_inv, size, 0.0)) * inv).sum(1)
+                         + ((resample @ _pad(by_theta, size, 0.0)) * lin_theta).sum(1)) / total
+    if "snips" in estimators:
+        n, k = lin.num.shape
+        num_inv = _pad(lin.num_inv, size, 0.0).reshape(n, k * size)
+        num = resample @ lin.num + np.einsum("bka,ba->bk",
+                                             (resample @ num_inv).reshape(-1, k, size), inv)
+        den = resample @ lin.den
+        share = (resample @ lin.valued) / total[:, None]
+        out["snips"] = (np.divide(num, den, out=np.zeros_like(num), where=den > 0) * share
+                        * lin.c).sum(axis=1)
+    return out
 
 
-def _on_policy(values: np.ndarray) -> dict[str, np.ndarray]:
-    """The logs' own value per request, in the same shape as a policy's terms."""
-    n = len(values)
-    return {"ips": values, "dr": values, "snips_num": values[:, None],
-            "snips_den": np.ones((n, 1)), "valued": np.ones((n, 1)), "c": np.ones(1)}
+def _replicates(lins: list[_Linear], n_boot: int, seed: int):
+    """Chunks of (B×R resampling weights, B×Kθ curves): one Poisson(1) weight per
+    cluster, and each replicate's own draw of θ̂ (cycled when there are fewer draws)."""
+    size = max(len(lin.theta) for lin in lins)
+    n = lins[0].valued.shape[0]
+    cluster = next((lin.cluster for lin in lins if lin.cluster is not None), None)
+    codes = (np.arange(n) if cluster is None else np.unique(cluster, return_inverse=True)[1])
+    n_clusters = int(codes.max(initial=-1)) + 1
+    draws = next((lin.draws for lin in lins if lin.draws is not None), None)
+    point = _pad(max((lin.theta for lin in lins), key=len)[None, :], size, 1.0)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(n_boot, 20_000_000 // max(n, 1)))
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        weights = rng.poisson(1.0, size=(b, n_clusters)).astype("float64")[:, codes]
+        if draws is not None and len(draws):
+            idx = np.arange(start, start + b) % len(draws)
+            curves = _pad(np.where(np.isfinite(draws[idx]), draws[idx], 1.0), size, 1.0)
+        else:
+            curves = np.repeat(point, b, axis=0)
+        yield weights, curves
 
 
-def _poisson(n: int, n_boot: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).poisson(1.0, size=(n_boot, n)).astype("float64")
+_Z = {}
 
 
-def _interval(boot: np.ndarray, level: float) -> tuple[float, float]:
-    tail = (1.0 - level) / 2
-    lo, hi = np.quantile(boot, [tail, 1 - tail])
-    return float(lo), float(hi)
+def _z(level: float) -> float:
+    if level not in _Z:
+        _Z[level] = NormalDist().inv_cdf(1 - (1.0 - level) / 2)
+    return _Z[level]
 
 
-def estimate(terms: Terms | np.ndarray, n_boot: int = 200, seed: int = 0,
-             level: float = 0.95) -> dict:
+def _point(lin: _Linear, estimators, size: int) -> dict[str, float]:
+    theta = _pad(lin.theta[None, :], size, 1.0)
+    n = lin.valued.shape[0]
+    return {k: float(v[0]) for k, v in _values(lin, np.ones((1, n)), theta, estimators).items()}
+
+
+CI_METHOD = ("normal: point ± z · bootstrap standard error (Poisson bootstrap clustered by "
+             "user, each replicate with its own draw of the examination curve)")
+
+
+def estimate(terms: Terms | OnPolicy | np.ndarray, n_boot: int = 1000, seed: int = 0,
+             level: float = 0.95, estimators=ESTIMATORS) -> dict:
     """IPS, SNIPS and DR of one policy (``Terms``; or the logs' own per-request values
     for the logging policy), each with its bootstrap interval, plus the diagnostics."""
+    lin = _linear(terms)
+    n = lin.valued.shape[0]
     if isinstance(terms, Terms):
-        per, diag = _per_request(terms), diagnostics(terms)
+        diag = diagnostics(terms)
     else:
-        per = _on_policy(np.asarray(terms, dtype="float64"))
-        diag = {"requests": len(terms), "valued_impressions": None,
-                "effective_sample_size": float(len(terms)), "ess_share": 1.0,
-                "max_weight_share": 1.0 / len(terms) if len(terms) else 1.0, "support": 1.0,
+        diag = {"requests": n, "valued_impressions": None, "effective_sample_size": float(n),
+                "ess_share": 1.0, "max_weight_share": 1.0 / n if n else 1.0, "support": 1.0,
                 "family": "on-policy"}
-    n = len(per["ips"])
-    point = _values(per, np.ones((1, n)))
-    boot = _values(per, _poisson(n, n_boot, seed))
-    out = {**diag, "level": level}
-    for name in ESTIMATORS:
-        lo, hi = _interval(boot[name], level)
-        out[name] = {"value": float(point[name][0]), "ci_low": lo, "ci_high": hi}
+    size = len(lin.theta)
+    point = _point(lin, estimators, size)
+    boot = {name: [] for name in estimators}
+    for weights, curves in _replicates([lin], n_boot, seed):
+        for name, v in _values(lin, weights, curves, estimators).items():
+            boot[name].append(v)
+    out = {**diag, "level": level, "ci_method": CI_METHOD}
+    for name in estimators:
+        se = float(np.std(np.concatenate(boot[name]), ddof=1)) if n_boot > 1 else 0.0
+        out[name] = {"value": point[name], "ci_low": point[name] - _z(level) * se,
+                     "ci_high": point[name] + _z(level) * se, "se": se}
     return out
 
 
-def compare(candidate: Terms | np.ndarray, baseline: Terms | np.ndarray, n_boot: int = 200,
-            seed: int = 0, level: float = 0.95) -> dict[str, dict[str, float]]:
-    """Candidate − baseline for each estimator, with a paired bootstrap interval. Either
-    side may be the logs' own per-request values (the logging policy, on-policy)."""
-    per = [_per_request(t) if isinstance(t, Terms) else _on_policy(np.asarray(t, "float64"))
-           for t in (candidate, baseline)]
-    n = len(per[0]["ips"])
-    if len(per[1]["ips"]) != n:
+def compare(candidate: Terms | OnPolicy | np.ndarray, baseline: Terms | OnPolicy | np.ndarray,
+            n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+            estimators=ESTIMATORS) -> dict[str, dict[str, float]]:
+    """Candidate − baseline for each estimator, with a paired bootstrap interval (the
+    same resamples and the same examination draws on both sides). Either side may be
+    the logs' own per-request values (the logging policy, on-policy)."""
+    lins = [_linear(t) for t in (candidate, baseline)]
+    n = lins[0].valued.shape[0]
+    if lins[1].valued.shape[0] != n:
         raise ValueError("both policies must be evaluated on the same logged requests")
-    resample = _poisson(n, n_boot, seed)
-    ones = np.ones((1, n))
-    a, b = (_values(p, ones) for p in per)
-    a_boot, b_boot = (_values(p, resample) for p in per)
+    size = max(len(lin.theta) for lin in lins)
+    a, b = (_point(lin, estimators, size) for lin in lins)
+    boot = {name: [] for name in estimators}
+    for weights, curves in _replicates(lins, n_boot, seed):
+        va, vb = (_values(lin, weights, curves, estimators) for lin in lins)
+        for name in estimators:
+            boot[name].append(va[name] - vb[name])
     out = {}
-    for name in ESTIMATORS:
-        lo, hi = _interval(a_boot[name] - b_boot[name], level)
-        out[name] = {"delta": float(a[name][0] - b[name][0]), "ci_low": lo, "ci_high": hi,
-                     "level": level}
+    for name in estimators:
+        delta = a[name] - b[name]
+        se = float(np.std(np.concatenate(boot[name]), ddof=1)) if n_boot > 1 else 0.0
+        out[name] = {"delta": delta, "ci_low": delta - _z(level) * se,
+                     "ci_high": delta + _z(level) * se, "se": se, "level": level}
     return out
 
 
-def trust(estimate_: dict, min_ess: float, min_ess_share: float, max_weight_share: float,
-          min_support: float) -> list[str]:
+def trust(estimate_: dict, min_ess: float, min_ess_share: float,
+          max_weight_share: float) -> list[str]:
     """Why an estimate cannot be trusted (empty: it can): too few effective samples, in
-    count or as a share, one weight carrying too much, or choices the logs cannot show."""
+    count or as a share, or one weight carrying too much. Support is not a guard: any
+    exploration makes it 1, and a policy the logs cannot show has few effective samples."""
     problems = []
     ess, share = estimate_["effective_sample_size"], estimate_["ess_share"]
     if ess < min_ess:
@@ -346,7 +503,4 @@ def trust(estimate_: dict, min_ess: float, min_ess_share: float, max_weight_shar
     if estimate_["max_weight_share"] > max_weight_share:
         problems.append(f"one weight carries {estimate_['max_weight_share']:.1%} of the total "
                         f"(> {max_weight_share:.0%})")
-    if estimate_["support"] < min_support:
-        problems.append(f"support {estimate_['support']:.1%} < {min_support:.0%}: the logging "
-                        "policy could not make the policy's choices")
     return problems

@@ -34,7 +34,6 @@ class TrustLimits:
     min_effective_sample_size: float = 200.0
     min_ess_share: float = 0.01
     max_weight_share: float = 0.05
-    min_support: float = 0.99
 
 
 def examination_array(examination: dict[int, float], size: int) -> np.ndarray:
@@ -44,6 +43,16 @@ def examination_array(examination: dict[int, float], size: int) -> np.ndarray:
         if 1 <= int(position) <= size and value and np.isfinite(value):
             theta[int(position) - 1] = float(value)
     return theta
+
+
+def _draws(draws: np.ndarray | None, size: int) -> np.ndarray | None:
+    """The curve's bootstrap draws as D×size (1 beyond the positions it covers)."""
+    if draws is None or not draws.size:
+        return None
+    out = np.ones((draws.shape[0], size))
+    width = min(size, draws.shape[1])
+    out[:, :width] = draws[:, :width]
+    return out
 
 
 def _exposure_stats(items: np.ndarray, catalogue_size: int) -> dict:
@@ -66,16 +75,26 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
                    examination: dict[int, float], catalogue_size: int,
                    limits: TrustLimits = TrustLimits(), n_boot: int = 200,
                    level: float = 0.95, reranking: Reranking = PLAIN_TOP_K,
-                   baseline: np.ndarray | None = None, uniform: bool = True) -> dict:
+                   baseline: np.ndarray | None = None, uniform: bool = True,
+                   examination_draws: np.ndarray | None = None,
+                   scores: dict[str, np.ndarray] | None = None,
+                   contenders: tuple[str, ...] = ("candidate",),
+                   reward_model: str = "candidate") -> dict:
     """Every policy's estimates on ``day``; with a ``candidate`` among ``models``, its
-    paired differences with the champion and with the logging policy."""
+    paired differences with the champion and with the logging policy; each of the
+    ``contenders`` (models or scored policies) is compared with the champion too
+    (``differences``). ``scores``: R×P score matrices of policies scored elsewhere,
+    valued like models (the gate benchmark's policies, which score from the world's
+    truth). The doubly robust estimator's reward model, shared by every policy, is the
+    ``reward_model`` policy's scores (the candidate's predicted grade)."""
     log = day.log
     theta = examination_array(examination, max(k, int(log.imp_position.max(initial=1))))
-    log = dataclasses.replace(log, examination=theta)
-    derived = feats.derive(day.pools)
-    scores = {name: day.matrix(model_lib.score(pipe, day.pools, derived))
-              for name, pipe in models.items()}
-    grade_model = scores.get("candidate", next(iter(scores.values()), None))
+    log = dataclasses.replace(log, examination=theta,
+                              examination_draws=_draws(examination_draws, len(theta)))
+    derived = feats.derive(day.pools) if models else None
+    scores = dict(scores or {}) | {name: day.matrix(model_lib.score(pipe, day.pools, derived))
+                                   for name, pipe in models.items()}
+    grade_model = scores.get(reward_model, next(iter(scores.values()), None))
     if grade_model is None:
         grade_model = np.zeros(day.row_index.shape)
     grade_model = np.nan_to_num(grade_model)
@@ -84,8 +103,7 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
         if day.family == "exposure":
             return op.exposure_terms(log, policy, grade_model, day.shown_position, day.grade,
                                      k, value)
-        reward_model = grade_model[:, :, None] * theta[None, None, :k]
-        return op.item_position_terms(log, policy, reward_model, k, value)
+        return op.item_position_terms(log, policy, grade_model, k, value, examined=True)
 
     ranked = dict(scores)
     if baseline is not None:
@@ -107,7 +125,7 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
             policies["uniform"] = op.Policy.uniform(log.pool_sizes, k)
         else:
             out["not_valued"] = {"uniform": f"{size} terms > {MAX_UNIFORM_TERMS}"}
-    logged = log.logged_value(k, value, debias=day.family == "exposure")
+    logged = log.on_policy(k, value, debias=day.family == "exposure")
     all_terms = {name: terms(p) for name, p in policies.items()}
     out["policies"]["logging"] = {
         **_verdict(op.estimate(logged, n_boot, level=level), limits),
@@ -115,18 +133,29 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
     for name, t in all_terms.items():
         out["policies"][name] = {**_verdict(op.estimate(t, n_boot, level=level), limits),
                                  **stats.get(name, {})}
+    if "champion" in all_terms:
+        # Every contender against the champion, on the same resamples.
+        out["differences"] = {name: op.compare(all_terms[name], all_terms["champion"], n_boot,
+                                               level=level)
+                              for name in contenders if name in all_terms}
+        if "candidate" in out["differences"]:
+            out["difference"] = out["differences"]["candidate"]
+    else:
+        # Before any champion of ours: every contender against the incumbent.
+        out["differences_versus_logging"] = {
+            name: op.compare(all_terms[name], logged, n_boot, level=level)
+            for name in contenders if name in all_terms}
     if "candidate" in all_terms:
-        if "champion" in all_terms:
-            out["difference"] = op.compare(all_terms["candidate"], all_terms["champion"],
-                                           n_boot, level=level)
-        out["versus_logging"] = op.compare(all_terms["candidate"], logged, n_boot, level=level)
+        out["versus_logging"] = (out.get("differences_versus_logging", {}).get("candidate")
+                                 or op.compare(all_terms["candidate"], logged, n_boot,
+                                               level=level))
     return out
 
 
 def _verdict(estimate: dict, limits: TrustLimits) -> dict:
     problems = ([] if estimate["family"] == "on-policy" else
                 op.trust(estimate, limits.min_effective_sample_size, limits.min_ess_share,
-                         limits.max_weight_share, limits.min_support))
+                         limits.max_weight_share))
     return {**estimate, "trusted": not problems, "untrusted_because": problems}
 
 

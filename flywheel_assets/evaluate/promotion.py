@@ -57,38 +57,49 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
     # Every figure the decision rests on: primary evidence, guards, policy.
     figures: dict = field(default_factory=dict)
+    # The model put in service when ``promote`` (None: the day's candidate; a candidate
+    # confirmed on a later day's logs otherwise).
+    version: str | None = None
 
 
 INCUMBENT = "the incumbent (the policy that produced the logs)"
 
 
-def primary_evidence(record: dict, policy: GatePolicy) -> dict | None:
-    """Candidate − the policy it must beat (the champion, else the incumbent) on the
-    primary metric, with its interval, its source, and ``untrusted`` / ``no_information``
-    when the gate must not decide on it."""
+def primary_evidence(record: dict, policy: GatePolicy, contender: str = "candidate") -> dict | None:
+    """``contender`` (the day's candidate, or the one awaiting confirmation) − the policy
+    it must beat (the champion, else the incumbent) on the primary metric, with its
+    interval, its source, and ``untrusted`` / ``no_information`` when the gate must not
+    decide on it."""
     ope = record.get("off_policy")
     k = record.get("k", 10)
     versus_champion = record.get("champion_version") is not None
     if ope:
         pol = ope["policies"]
-        base, diff = (("champion", ope.get("difference")) if versus_champion
-                      else ("logging", ope.get("versus_logging")))
-        if diff is None or base not in pol:
+        if versus_champion:
+            base = "champion"
+            diff = (ope.get("differences") or {}).get(contender) or (
+                ope.get("difference") if contender == "candidate" else None)
+        else:
+            base = "logging"
+            diff = (ope.get("differences_versus_logging") or {}).get(contender) or (
+                ope.get("versus_logging") if contender == "candidate" else None)
+        if diff is None or base not in pol or contender not in pol:
             return None  # an evaluation recorded by an older version: evaluate again
         unit = "DCG" if ope.get("value", "dcg") == "dcg" else "reward per request"
-        untrusted = [f"{name}: {why}" for name in ("candidate", base)
+        untrusted = [f"{name}: {why}" for name in (contender, base)
                      for why in pol[name].get("untrusted_because", [])]
         return {"metric": f"off-policy {unit}@{k} (doubly robust, {ope.get('family', 'exposure')})",
                 "versus": "champion" if versus_champion else INCUMBENT,
-                "candidate": pol["candidate"]["dr"]["value"], "champion": pol[base]["dr"]["value"],
+                "candidate": pol[contender]["dr"]["value"], "champion": pol[base]["dr"]["value"],
                 "untrusted": untrusted, **diff["dr"]}
-    holdout = record.get("holdout_difference")
+    holdout = (record.get("holdout_differences") or {}).get(contender) or (
+        record.get("holdout_difference") if contender == "candidate" else None)
     if holdout:
         why = record.get("off_policy_unavailable") or "no off-policy evaluation"
         base = holdout.get("versus", "champion")
         out = {"metric": f"holdout NDCG@{k}, examined impressions (off-policy unavailable: {why})",
                "versus": "champion" if base == "champion" else INCUMBENT,
-               "candidate": record["holdout"]["candidate"]["ndcg_at_k"],
+               "candidate": record["holdout"][contender]["ndcg_at_k"],
                "champion": record["holdout"][base]["ndcg_at_k"], "untrusted": [], **holdout}
         informative = holdout.get("requests") or 0
         if informative < policy.min_informative_requests:
@@ -100,15 +111,15 @@ def primary_evidence(record: dict, policy: GatePolicy) -> dict | None:
     return None
 
 
-def guards(record: dict, policy: GatePolicy) -> list[dict]:
+def guards(record: dict, policy: GatePolicy, contender: str = "candidate") -> list[dict]:
     """Each guard with both figures, its limit and whether it holds."""
     out = []
     ope = record.get("off_policy") or {}
     policies = ope.get("policies", {})
     # Against the champion, or before any, against what the logging policy showed.
     base = "champion" if "champion" in policies else "logging"
-    if "candidate" in policies and "exposure_gini" in policies.get(base, {}):
-        cand, champ = policies["candidate"], policies[base]
+    if contender in policies and "exposure_gini" in policies.get(base, {}):
+        cand, champ = policies[contender], policies[base]
         limit = min((1 - policy.coverage_tolerance) * champ["catalog_coverage"],
                     policy.healthy_coverage)
         out.append({"guard": "catalog_coverage", "candidate": cand["catalog_coverage"],
@@ -120,29 +131,35 @@ def guards(record: dict, policy: GatePolicy) -> list[dict]:
                     "champion": champ["exposure_gini"], "limit": limit,
                     "ok": cand["exposure_gini"] <= limit, "rule": "<="})
     for name, s in record.get("slices", {}).items():
-        if "champion" not in s or s["requests"] < policy.min_slice_requests:
+        if "champion" not in s or contender not in s or s["requests"] < policy.min_slice_requests:
             continue
         limit = s["champion"] - policy.slice_tolerance
-        out.append({"guard": f"slice {name} ndcg_at_k", "candidate": s["candidate"],
+        out.append({"guard": f"slice {name} ndcg_at_k", "candidate": s[contender],
                     "champion": s["champion"], "limit": limit, "requests": s["requests"],
-                    "ok": bool(s["candidate"] >= limit), "rule": ">="})
+                    "ok": bool(s[contender] >= limit), "rule": ">="})
     return out
 
 
+def minimum_effect(primary: dict, policy: GatePolicy) -> float:
+    """The larger of the absolute minimum effect and the share of the champion's value."""
+    return max(policy.min_effect, policy.min_effect_share * abs(primary["champion"]))
+
+
 def decide(record: dict, blocking_problems: list[str] = (), policy: GatePolicy = GatePolicy(),
-           older_than_champion: str | None = None) -> Decision:
-    """Promote only when every blocking check passed, the candidate is not older than
-    the champion in service, its primary metric, trusted and informative, beats the
-    champion's (or the incumbent's) with an interval whose lower end clears the minimum
-    effect, and every guard holds."""
+           older_than_champion: str | None = None, contender: str = "candidate") -> Decision:
+    """One test of ``contender``: it passes only when every blocking check passed, it is
+    not older than the champion in service, its primary metric, trusted and
+    informative, beats the champion's (or the incumbent's) with an interval whose lower
+    end clears the minimum effect, and every guard holds. Whether a pass promotes at
+    once or awaits confirmation is the rule's (:func:`decide_for_day`)."""
     figures = {"policy": asdict(policy)}
     if blocking_problems:
         return Decision(False, ["blocking checks upstream did not pass: "
                                 + "; ".join(blocking_problems)], figures)
     if older_than_champion:
         return Decision(False, [older_than_champion], figures)
-    primary = primary_evidence(record, policy)
-    checks = guards(record, policy)
+    primary = primary_evidence(record, policy, contender)
+    checks = guards(record, policy, contender)
     figures.update(primary=primary, guards=checks)
     if primary is None:
         return Decision(False, ["no evidence to compare the candidate with the champion "
@@ -156,11 +173,13 @@ def decide(record: dict, blocking_problems: list[str] = (), policy: GatePolicy =
                                 + "; ".join(primary["untrusted"])
                                 + "; the champion holds"], figures)
     reasons = []
+    floor = minimum_effect(primary, policy)
+    primary["minimum_effect"] = floor
     text = (f"{primary['metric']}: candidate {primary['candidate']:.4f} vs {primary['versus']} "
             f"{primary['champion']:.4f}, delta {primary['delta']:+.4f} "
             f"({policy.confidence:.0%} interval {primary['ci_low']:+.4f} .. "
-            f"{primary['ci_high']:+.4f}; minimum effect {policy.min_effect:+.4f})")
-    better = primary["ci_low"] > policy.min_effect
+            f"{primary['ci_high']:+.4f}; minimum effect {floor:+.4f})")
+    better = primary["ci_low"] > floor
     reasons.append(("better with confidence: " if better else "not better with confidence: ")
                    + text)
     failed = [g for g in checks if not g["ok"]]
@@ -205,11 +224,60 @@ def decide_for_day(facts: DayFacts, policy: GatePolicy = GatePolicy()) -> Decisi
     decision = decide(record, facts.data_problems, policy, older)
     if current == candidate and not facts.data_problems:
         return Decision(True, [RERUN, *decision.reasons], decision.figures)
+    if policy.rule == "confirmed":
+        decision = _confirmation(record, facts, policy, decision)
     if decision.promote and current != compared_with:
         return Decision(False, [
             f"the champion in service changed since the evaluation ({compared_with or 'none'} "
             f"→ {current}); materialise model_evaluation again"], decision.figures)
     return decision
+
+
+AWAITS = "passed its first test; awaits confirmation on the next day's logs (gate.rule = confirmed)"
+
+
+def _confirmation(record: dict, facts: DayFacts, policy: GatePolicy,
+                  first: Decision) -> Decision:
+    """The "confirmed" rule: a candidate that passed on its own day's logs (``first``)
+    is promoted only once it passes again on a later day's logs; the one awaiting
+    confirmation from an earlier day (``pending_version``) is tested on today's."""
+    pending = record.get("pending_version")
+    figures = dict(first.figures)
+    reasons = []
+    if pending:
+        confirm = decide(record, facts.data_problems, policy, contender="pending")
+        figures["confirmation"] = {"version": pending, "reasons": confirm.reasons,
+                                   "primary": confirm.figures.get("primary"),
+                                   "guards": confirm.figures.get("guards")}
+        if confirm.promote:
+            return Decision(True, [f"{pending} confirmed on the logs of "
+                                   f"{record['partition_date']}: " + confirm.reasons[0],
+                                   *confirm.reasons[1:],
+                                   f"today's candidate {record['candidate_version']}: "
+                                   + "; ".join(first.reasons)
+                                   + " (compared with the champion being replaced: not kept)"],
+                            figures, version=pending)
+        reasons.append(f"{pending} not confirmed on the logs of {record['partition_date']}: "
+                       + "; ".join(confirm.reasons))
+    if first.promote:
+        figures["awaiting_confirmation"] = True
+        return Decision(False, [f"{AWAITS}: " + first.reasons[0], *first.reasons[1:], *reasons],
+                        figures)
+    return Decision(False, [*first.reasons, *reasons], figures)
+
+
+def awaiting_confirmation(conn: duckdb.DuckDBPyConnection, day: str, candidate: str,
+                          champion: str | None) -> str | None:
+    """The candidate an earlier day's gate passed once and left awaiting confirmation,
+    if it competed with the same ``champion`` (else the comparison is stale): the most
+    recent decision before ``day`` only."""
+    row = conn.execute("SELECT candidate_version, compared_with, decision FROM ml.gate_decisions "
+                       "WHERE partition_date < ? ORDER BY partition_date DESC LIMIT 1",
+                       [day]).fetchone()
+    if row is None or row[0] == candidate or row[1] != champion:
+        return None
+    figures = json.loads(row[2]).get("figures", {})
+    return row[0] if figures.get("awaiting_confirmation") else None
 
 
 def record_decision(conn: duckdb.DuckDBPyConnection, facts: DayFacts, decision: Decision) -> None:
@@ -231,7 +299,8 @@ def record_decision(conn: duckdb.DuckDBPyConnection, facts: DayFacts, decision: 
 def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: dict,
                    actor: str) -> tuple[Decision, str | None]:
     """Apply the gate's recorded decision for the evaluation in ``record``: the champion
-    moves only when the gate promoted this candidate, every blocking data check still
+    moves only when the gate promoted this candidate (or confirmed an earlier one:
+    ``Decision.version``), every blocking data check still
     passes, and the champion in service is the one the gate saw. Every application is
     appended to `ml.promotions`. Returns the decision applied and the champion after."""
     day, candidate = record["partition_date"], record["candidate_version"]
@@ -242,12 +311,13 @@ def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: di
     # compared with; a new evaluation of the day deletes the decision on the old one).
     recorded = (Decision(**json.loads(row[3])) if row is not None and row[0] == candidate
                 and row[1] == record.get("champion_version") else None)
-    if current == candidate:
+    if current == candidate or (recorded is not None and recorded.promote
+                                and recorded.version is not None and recorded.version == current):
         # A re-run: the champion stays (the gate never demotes; rolling back is the
         # operator's call).
         reasons = recorded.reasons if recorded else []
         decision = Decision(True, reasons if reasons[:1] == [RERUN] else [RERUN, *reasons],
-                            recorded.figures if recorded else {})
+                            recorded.figures if recorded else {}, version=current)
     elif recorded is None:
         decision = Decision(False, [f"promotion_gate has not decided on {candidate} for {day}; "
                                     "run the gate (model_evaluation:promotion_gate) first"])
@@ -262,7 +332,7 @@ def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: di
             decision = Decision(False, [
                 f"the champion in service changed since the gate decided ({row[2] or 'none'} "
                 f"→ {current}); materialise model_evaluation again"], decision.figures)
-    new = candidate if decision.promote else current
+    new = (decision.version or candidate) if decision.promote else current
     change_champion(conn, models_dir, new_version=new, reasons=decision.reasons,
                     figures=decision.figures, actor=actor, partition_date=day,
                     candidate=candidate, previous=record.get("champion_version"),

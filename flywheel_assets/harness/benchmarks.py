@@ -6,6 +6,9 @@ directories, one after the other (so the two runs do not share the machine's cor
 (``--no-ips --no-filters``): the last day's oracle NDCG@10 of both and the
 signal-validity figures.
 
+``flywheel benchmark gate``: the gate's error rates against the world's truth (A/A false
+promotions per 365 rotations, power, coverage of the difference; `gate_benchmark`).
+
 ``flywheel benchmark loops``: does the guarded loop avoid a degenerate feedback loop?
 The guarded loop (the default: exploration 0.1, diversity re-ranking) against the greedy
 loop (``--epsilon 0 --no-rerank``): catalogue coverage and exposure Gini of the
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from flywheel_assets.harness import gate_benchmark
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation.config import WorldConfig
 
@@ -28,12 +32,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("benchmark", help="benchmarks on the simulated world",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=["signal", "loops"],
+    p.add_argument("name", choices=["signal", "loops", "gate"],
                    help="signal: full loop vs --no-ips --no-filters; "
-                        "loops: guarded loop vs --epsilon 0 --no-rerank")
-    p.add_argument("--days", type=int, help="simulated days (default: 14 for signal, 21 for loops)")
+                        "loops: guarded loop vs --epsilon 0 --no-rerank; "
+                        "gate: the gate's error rates against the truth")
+    p.add_argument("--days", type=int, help="simulated days (default: 14 for signal, 21 for "
+                                            "loops, 8 decision days per world for gate)")
     p.add_argument("--seed", type=int, default=WorldConfig.seed)
     p.add_argument("--data-dir", help="runs go to <data dir>/benchmarks/<name>/{full,naive}")
+    gate_benchmark.add_arguments(p)
     p.set_defaults(func=_main)
 
 
@@ -42,7 +49,7 @@ def _fmt(value) -> str:
 
 
 def _main(args: argparse.Namespace) -> int:
-    return (_loops if args.name == "loops" else _signal)(args)
+    return {"loops": _loops, "signal": _signal, "gate": gate_benchmark.main}[args.name](args)
 
 
 LOOP_FIGURES = ("catalog_coverage", "exposure_gini", "oracle_ndcg_at_10")

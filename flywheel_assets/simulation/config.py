@@ -46,6 +46,7 @@ class Scenario:
 
 
 PROFILES = ("default", "carousel")
+EXAMINATION_MODELS = ("position", "cascade")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,18 @@ class WorldConfig:
     n_categories: int = 12
     popularity_skew: float = 1.0
     position_bias_exponent: float = 1.0
+    # How users examine a slate. "position" (the click model the product's estimators
+    # assume): position k is examined with probability θ_k, whatever is above it.
+    # "cascade": users scan down and stop after a satisfying item (grade >= 2) with
+    # probability ``cascade_stop``, so what is examined depends on what was shown above.
+    # ``examination_top`` < 1: not even the first item is always looked at (the product
+    # can only estimate θ relative to position 1). ``trust_bias``: users trust the
+    # ranking, so an examined item they would reject is logged as a partial play with
+    # probability ``trust_bias`` × θ_k (more often near the top).
+    examination_model: str = "position"
+    cascade_stop: float = 0.5
+    examination_top: float = 1.0
+    trust_bias: float = 0.0
     # The product's serving system, as the world runs it: exploration rate, re-ranking
     # (maximal marginal relevance over categories and over the pool's popularity tiers;
     # both 0 = plain top-k) and whether each request's candidate pool is logged (for
@@ -95,6 +108,13 @@ class WorldConfig:
     deletion_requests_per_day: int = 2
     oracle_requests: int = 2000
     scenarios: tuple[Scenario, ...] = field(default_factory=tuple)
+
+    def __post_init__(self):
+        if self.examination_model not in EXAMINATION_MODELS:
+            raise ValueError(f"examination_model must be one of {EXAMINATION_MODELS}, "
+                             f"got {self.examination_model!r}")
+        if not 0.0 < self.examination_top <= 1.0:
+            raise ValueError(f"examination_top must be in (0, 1], got {self.examination_top}")
 
     @property
     def reranking(self) -> Reranking:

@@ -20,7 +20,8 @@ def measure(settings: Settings, config: WorldConfig, date: str) -> dict:
     pop = truth.population(config, day)
     bots = {user_key(u, settings.pseudonym_secret)
             for u in pop.users["user_id"].to_numpy()[pop.is_bot]}
-    true_curve = truth.examination_curve(config)
+    # Relative to position 1, as the product estimates it.
+    true_curve = truth.examination_curve(config) / truth.examination_curve(config)[0]
     with warehouse.connect(settings.warehouse_path) as conn:
         # The filter's input: users whose feedback reached curation (consent given).
         active = {r[0] for r in conn.execute(

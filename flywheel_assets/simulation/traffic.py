@@ -82,6 +82,10 @@ def candidate_frame(users: pd.DataFrame, items: pd.DataFrame, user_idx: np.ndarr
     frame["signup_date"] = u["signup_date"].to_numpy()
     frame["ts"] = np.repeat(ts.to_numpy(), pool)
     frame["device"] = np.repeat(device, pool)
+    # The world's own indices, for policies that score from the hidden truth (the gate
+    # benchmark's); never written to landing files.
+    frame["world_user"] = flat_users
+    frame["world_item"] = flat_items
     return frame
 
 
@@ -150,9 +154,11 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy,
     # --- outcomes -------------------------------------------------------------------
     z = truth.utility(config, pop.taste[user_idx][:, None, :], cat.latent[shown],
                       cat.quality[shown])
-    examined = rng.random((n_req, k)) < truth.examination_curve(config)[None, :]
+    examination_draws = rng.random((n_req, k))
     latent_outcome = z + rng.logistic(size=z.shape)
     grade = (latent_outcome[..., None] >= truth.GRADE_THRESHOLDS).sum(axis=-1)
+    examined = truth.examine(config, rng, examination_draws, grade)
+    grade = truth.trusted_grade(config, rng, grade)
     explicit = rng.random((n_req, k)) < config.explicit_feedback_rate
     logged_skip = rng.random((n_req, k)) < config.skip_log_rate
     # Bots look at everything, save the ring's targets at once and skip the rest.

@@ -178,5 +178,38 @@ def expected_logged_grade(z: np.ndarray, explicit_rate: float) -> np.ndarray:
 
 
 def examination_curve(config: WorldConfig) -> np.ndarray:
-    """P(examined | position k) for k = 1..slate size."""
-    return np.arange(1, config.slate_size + 1) ** -config.position_bias_exponent
+    """P(examined | position k) for k = 1..slate size (under the position model; under
+    the cascade model, the probability of going on to k when nothing above satisfied)."""
+    return config.examination_top * np.arange(1, config.slate_size + 1) ** -config.position_bias_exponent
+
+
+def examine(config: WorldConfig, rng: np.random.Generator, draws: np.ndarray,
+            grade: np.ndarray) -> np.ndarray:
+    """R×K: which shown items were examined (``draws``: R×K uniforms), given the grade
+    each would get once looked at (``config.examination_model``). The position model
+    draws nothing more from ``rng``, so the default world's traffic does not change."""
+    n, k = grade.shape
+    theta = examination_curve(config)[:k]
+    if config.examination_model == "position":
+        return draws < theta[None, :]
+    # Cascade: go on from k-1 to k with probability θ_k / θ_{k-1}, and stop after a
+    # satisfying item with probability cascade_stop.
+    stop = rng.random((n, k)) < config.cascade_stop
+    examined = np.zeros((n, k), dtype=bool)
+    going = draws[:, 0] < theta[0]
+    for position in range(k):
+        if position:
+            going &= draws[:, position] < theta[position] / theta[position - 1]
+        examined[:, position] = going
+        going &= ~((grade[:, position] >= 2) & stop[:, position])
+    return examined
+
+
+def trusted_grade(config: WorldConfig, rng: np.random.Generator, grade: np.ndarray) -> np.ndarray:
+    """The grade as logged when users trust the ranking: a rejection (0) at position k
+    reads as a partial play (1) with probability ``trust_bias`` × θ_k."""
+    if not config.trust_bias:
+        return grade
+    theta = examination_curve(config)[:grade.shape[1]]
+    flip = (grade == 0) & (rng.random(grade.shape) < config.trust_bias * theta[None, :])
+    return np.where(flip, 1, grade)

@@ -18,7 +18,7 @@ from flywheel_assets.train import model_store
 from flywheel_assets_tests.helpers import land_day, rotate, turn_the_wheel
 
 CONFIG = WorldConfig(n_users=600, n_items=300, requests_per_day=4000, pool_size=20)
-DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 UP_TO_TRAINING = ["raw_impressions", "raw_candidates", "raw_interactions", "raw_users",
                   "raw_items", "deletion_requests", "quarantined_events", "user_erasure", "feedback_events", "curated_feedback",
                   "position_bias", "training_set"]
@@ -76,8 +76,11 @@ def test_a_candidate_trained_on_shuffled_labels_is_never_promoted(world_dir):
     _shuffle_labels(data_dir, day)
     _run(data_dir, day, instance, FROM_MODEL)
     candidate, promoted, decision = _decision(data_dir, day)
-    assert not promoted
-    assert model_store.champion_version(settings.models_dir) == before
+    # The shuffled candidate is not put in service (the day may still confirm an
+    # earlier day's candidate, which the gate.rule = confirmed allows).
+    assert model_store.champion_version(settings.models_dir) != candidate
+    if not promoted:
+        assert model_store.champion_version(settings.models_dir) == before
     primary = decision["figures"]["primary"]
     assert primary["metric"].startswith("off-policy")
     # Worse, and the interval says so: not a coin flip that happened to land badly.
@@ -96,12 +99,22 @@ def test_a_genuinely_better_candidate_is_promoted(world_dir):
     _land(data_dir, day)
     _run(data_dir, day, instance)
     candidate, promoted, decision = _decision(data_dir, day)
-    assert promoted, decision["reasons"]
-    assert model_store.champion_version(settings.models_dir) == candidate
+    # gate.rule = confirmed: better on its own day's logs, it awaits the next day's.
+    assert not promoted and decision["reasons"][0].startswith(promotion.AWAITS), decision
+    assert decision["figures"]["awaiting_confirmation"]
+    assert model_store.champion_version(settings.models_dir) == shuffled
     primary = decision["figures"]["primary"]
     assert primary["ci_low"] > 0
     guards = decision["figures"]["guards"]
     assert guards and all(g["ok"] for g in guards)
+    # The next day's logs (disjoint requests) confirm it: it goes into service.
+    _land(data_dir, DAYS[4])
+    _run(data_dir, DAYS[4], instance)
+    _, promoted, confirmed = _decision(data_dir, DAYS[4])
+    assert promoted, confirmed["reasons"]
+    assert confirmed["reasons"][0].startswith(f"{candidate} confirmed on the logs of {DAYS[4]}")
+    assert confirmed["figures"]["confirmation"]["primary"]["ci_low"] > 0
+    assert model_store.champion_version(settings.models_dir) == candidate
     # The report a person reads is there, with its chart.
     report_dir = settings.reports_dir / "evaluation" / day
     assert (report_dir / "evaluation.png").read_bytes()[:4] == b"\x89PNG"
