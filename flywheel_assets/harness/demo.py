@@ -138,6 +138,7 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
                                       "ope_rel_error_dr", "ope_effective_sample_size",
                                       "ope_requests")},
         "decision": json.loads(promo[3]) if promo else ["rotation did not reach the gate"],
+        "gate_decision": oracle.get("gate_decision"),
         "rotation_succeeded": run_ok,
     }
 
@@ -172,6 +173,31 @@ def _row(record: dict) -> str:
             f"{(record['candidate_version'] or '-'):<18} "
             f"{('yes' if record['promoted'] else 'no'):<8} "
             f"{record['champion_version']:<18} {record['oracle_ndcg_at_10']:>14.4f}")
+
+
+def decisions_table(records: list[dict]) -> list[dict]:
+    """One row per test the gate made (the day's candidate, and the one awaiting
+    confirmation): the outcome, the estimated difference with its interval and the true
+    difference (the oracle's, on the same requests)."""
+    rows = []
+    for record in records:
+        gate = record.get("gate_decision")
+        if not gate:
+            continue
+        for test in gate["tests"]:
+            rows.append({"date": record["date"], "outcome": gate["outcome"],
+                         "promoted_version": gate["promoted_version"], **test})
+    return rows
+
+
+def decisions_lines(rows: list[dict]) -> list[str]:
+    lines = [f"{'date':<10} {'outcome':<21} {'tested':<9} {'version':<18} "
+             f"{'estimate [interval]':>28} {'true':>8}"]
+    for r in rows:
+        lines.append(f"{r['date']:<10} {r['outcome']:<21} {r['contender']:<9} "
+                     f"{r['version']:<18} {r['estimated_difference']:>+8.4f} "
+                     f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] {r['true_difference']:>+8.4f}")
+    return lines
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -264,6 +290,7 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
     }
     figures, lines = carousel_report.summary(records) if is_carousel else ({}, [])
     summary |= figures
+    summary["decisions"] = decisions_table(records)
     (reports / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print()
     print(f"Summary: {len(records)} rotations, {summary['promotions']} promotions, "
@@ -289,6 +316,11 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
         print(f"  concentration of the champion's slates: exposure Gini "
               f"{_fmt(first['exposure_gini'])} -> {_fmt(last['exposure_gini'])}, catalogue "
               f"coverage {_fmt(first['catalog_coverage'])} -> {_fmt(last['catalog_coverage'])}")
+    if summary["decisions"]:
+        print("  the gate's decisions against the truth (difference with the champion, or "
+              "the incumbent):")
+        for line in decisions_lines(summary["decisions"]):
+            print("    " + line)
     print(f"  record: {reports / 'demo_summary.json'}")
     if not is_carousel:
         print(f"  chart:  {chart}")

@@ -73,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--correlation", type=float, default=0.8,
                    help="gate: the share of the champion's noise a candidate shares (default "
                         "0.8: a retrained model makes mostly the same mistakes)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="gate: worlds run in parallel processes (default 1)")
     p.add_argument("--requests-per-day", type=int, default=WorldConfig.requests_per_day,
                    help=f"gate: default {WorldConfig.requests_per_day}")
 
@@ -352,6 +354,12 @@ def decision_table(d: pd.DataFrame, rule: str) -> list[dict]:
     return out
 
 
+def _run_task(task: tuple) -> list[dict]:
+    world, seed, args = task
+    return run_world(world, seed, args, Settings.from_env(args.data_dir),
+                     lambda m: print(m, flush=True))
+
+
 def main(args: argparse.Namespace) -> int:
     settings = Settings.from_env(args.data_dir)
     args.days = args.days or 8
@@ -363,11 +371,17 @@ def main(args: argparse.Namespace) -> int:
     out_dir = settings.data_dir / "benchmarks" / "gate"
     out_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    tasks = [(world, seed) for world in worlds for seed in range(1, args.seeds + 1)]
     rows = []
-    for world in worlds:
-        for seed in range(1, args.seeds + 1):
-            rows += run_world(world, seed, args, settings,
-                              lambda m: print(m, flush=True))
+    if args.jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(args.jobs) as pool:
+            for done in pool.map(_run_task, [(w, s, args) for w, s in tasks]):
+                rows += done
+    else:
+        for world, seed in tasks:
+            rows += _run_task((world, seed, args))
     frame = pd.DataFrame(rows)
     frame.to_json(out_dir / "tests.jsonl", orient="records", lines=True)
     rule = settings.gate.rule

@@ -67,15 +67,12 @@ def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, Ra
     return out
 
 
-def off_policy_truth(config: WorldConfig, date: dt.date, policy: RankingPolicy,
-                     requests: dict, k: int = 10, exclude: set[str] = frozenset(),
-                     past_plays: np.ndarray | None = None) -> dict:
-    """The true value of "serve each logged pool by ``policy``'s scores" (re-ranked as
-    configured, exploration aside) on the day's requests, in the unit the product's
-    off-policy estimators use: mean DCG@k of the
-    grade the signal hierarchy reads once an item is examined. Requests of bots, of
-    users without training consent, of users erased that day and those in ``exclude``
-    (the product's training split) are left out, as the product leaves them out."""
+def _valued_requests(config: WorldConfig, date: dt.date, requests: dict,
+                     exclude: set[str], past_plays: np.ndarray | None):
+    """The requests the product values (bots, users without training consent, users
+    erased that day and ``exclude``, the training split, left out), their pools in
+    item-id order (the product's tie-break), the logged slates' pool columns in that
+    order (when the truth kept them), and the true gains."""
     day = config.day_index(date)
     cat = truth.catalogue(config, day, past_plays)
     pop = truth.population(config, day)
@@ -85,18 +82,42 @@ def off_policy_truth(config: WorldConfig, date: dt.date, policy: RankingPolicy,
             & ~np.isin(user_idx, pop.deleted_today)
             & ~np.isin(requests["request_id"], list(exclude)))
     user_idx, pools = user_idx[keep], pools[keep]
-    # Candidates in item-id order within each pool: the product's tie-break.
     id_rank = np.argsort(np.argsort(cat.items["item_id"].to_numpy()))
-    pools = np.take_along_axis(pools, np.argsort(id_rank[pools], axis=1), axis=1)
-    ts = pd.Series(pd.Timestamp(date, tz="UTC")
-                   + pd.to_timedelta(np.round(requests["seconds"][keep], 3), unit="s"))
-    candidates = candidate_frame(pop.users, cat.items, user_idx, pools, ts,
-                                 requests["device"][keep])
-    scores = policy.score(candidates).reshape(pools.shape)
-    order = config.reranking.slates(scores, k, category_codes(cat.items, pools),
-                                    cat.items["popularity"].to_numpy()[pools])
+    order = np.argsort(id_rank[pools], axis=1)
+    shown = None
+    if "columns" in requests:
+        # The logged slates as pool columns of the reordered pools.
+        inverse = np.argsort(order, axis=1)
+        shown = np.take_along_axis(inverse, requests["columns"][keep].astype(np.int64), axis=1)
+    pools = np.take_along_axis(pools, order, axis=1)
     gains = truth.expected_logged_grade(truth.utility(
         config, pop.taste[user_idx][:, None, :], cat.latent[pools], cat.quality[pools]),
         config.explicit_feedback_rate)
+    return keep, user_idx, pools, shown, gains, cat, pop
+
+
+def off_policy_truth(config: WorldConfig, date: dt.date, policy: RankingPolicy | None,
+                     requests: dict, k: int = 10, exclude: set[str] = frozenset(),
+                     past_plays: np.ndarray | None = None) -> dict:
+    """The true value of "serve each logged pool by ``policy``'s scores" (re-ranked as
+    configured, exploration aside) on the day's requests, in the unit the product's
+    off-policy estimators use: mean DCG@k of the grade the signal hierarchy reads once
+    an item is examined. ``policy`` None: the slates the logging policy actually served
+    (exploration included; the truth must have kept them). The requests are the ones
+    the product values (:func:`_valued_requests`)."""
+    keep, user_idx, pools, shown, gains, cat, pop = _valued_requests(
+        config, date, requests, exclude, past_plays)
+    if policy is None:
+        if shown is None:
+            raise ValueError("the day's truth did not keep the served slates")
+        order = shown[:, :k]
+    else:
+        ts = pd.Series(pd.Timestamp(date, tz="UTC")
+                       + pd.to_timedelta(np.round(requests["seconds"][keep], 3), unit="s"))
+        candidates = candidate_frame(pop.users, cat.items, user_idx, pools, ts,
+                                     requests["device"][keep])
+        scores = policy.score(candidates).reshape(pools.shape)
+        order = config.reranking.slates(scores, k, category_codes(cat.items, pools),
+                                        cat.items["popularity"].to_numpy()[pools])
     return {"value": float(np.mean(_dcg(np.take_along_axis(gains, order, axis=1), k))),
             "requests": int(keep.sum())}

@@ -204,7 +204,7 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy,
                          candidates=pool_log,
                          requests={"request_id": request_ids, "user_idx": user_idx,
                                    "pools": pools, "seconds": seconds, "device": device,
-                                   "is_bot": bot_req},
+                                   "is_bot": bot_req, "columns": slates.columns},
                          item_plays=item_plays)
     if config.active("broken_client", day):
         _break_client(rng, config, traffic)

@@ -71,7 +71,7 @@ def _write_truth(directory: Path, config: WorldConfig, date: str, traffic) -> No
     np.savez_compressed(out / "requests.npz", request_id=req["request_id"],
                         user_idx=req["user_idx"], pools=req["pools"].astype(np.int32),
                         seconds=req["seconds"], device=req["device"].astype(str),
-                        is_bot=req["is_bot"])
+                        is_bot=req["is_bot"], columns=req["columns"].astype(np.int16))
     (out / "day.json").write_text(json.dumps({
         "date": date, "day": day,
         "examination_curve": truth.examination_curve(config).tolist(),
@@ -99,7 +99,10 @@ def run_day(data_dir: Path, landing_dir: Path, config: WorldConfig, date: str,
 def _off_policy_errors(settings: Settings, config: WorldConfig, date: str,
                        plays: np.ndarray) -> dict:
     """The product's off-policy estimates of the day's candidate against the candidate
-    policy's true value on the same requests (relative errors)."""
+    policy's true value on the same requests (relative errors), and the gate's decision
+    against the truth: for the day's candidate and the one awaiting confirmation, the
+    estimated difference with the champion (or the incumbent) and its interval beside
+    the true difference of the same two rankings on the same requests."""
     path = world_dir(settings.data_dir) / "truth" / f"date={date}" / "requests.npz"
     with warehouse.connect(settings.warehouse_path) as conn:
         row = conn.execute("SELECT metrics FROM ml.model_evaluations WHERE partition_date = ?",
@@ -107,23 +110,60 @@ def _off_policy_errors(settings: Settings, config: WorldConfig, date: str,
         trained_on = {r[0] for r in conn.execute(
             "SELECT DISTINCT request_id FROM ml.training_set WHERE partition_date = ? "
             "AND split = 'train'", [date]).fetchall()}
+        gate = conn.execute("SELECT decision FROM ml.gate_decisions WHERE partition_date = ?",
+                            [date]).fetchone()
     record = json.loads(row[0]) if row else {}
     ope = (record.get("off_policy") or {}).get("policies", {}).get("candidate")
     if ope is None or not path.exists():
         return {}
     with np.load(path) as npz:
         requests = {name: npz[name] for name in npz.files}
-    candidate = RankingPolicy(record["candidate_version"], model_store.load_model(
-        settings.models_dir, record["candidate_version"]))
-    true = off_policy_truth(config, dt.date.fromisoformat(date), candidate, requests,
-                            exclude=trained_on, past_plays=plays)
+    day, k = dt.date.fromisoformat(date), int(record.get("k") or 10)
+
+    def true_value(version: str | None) -> dict:
+        policy = (None if version is None else RankingPolicy(
+            version, model_store.load_model(settings.models_dir, version)))
+        return off_policy_truth(config, day, policy, requests, k=k, exclude=trained_on,
+                                past_plays=plays)
+
+    true = true_value(record["candidate_version"])
     out = {"ope_true_value": true["value"], "ope_truth_requests": true["requests"],
            "ope_requests": ope["requests"], "ope_effective_sample_size": ope["effective_sample_size"]}
     for name in ("ips", "snips", "dr"):
         out[f"ope_{name}"] = ope[name]["value"]
         out[f"ope_rel_error_{name}"] = abs(ope[name]["value"] - true["value"]) / true["value"]
         out[f"ope_{name}_ci_covers_truth"] = ope[name]["ci_low"] <= true["value"] <= ope[name]["ci_high"]
+    if gate is not None and "columns" in requests:
+        out["gate_decision"] = _decision_truth(settings, record, json.loads(gate[0]),
+                                               true, true_value)
     return out
+
+
+def _decision_truth(settings: Settings, record: dict, decision: dict, candidate_truth: dict,
+                    true_value) -> dict:
+    """The day's gate decision beside the truth of each difference it tested."""
+    from flywheel_assets.evaluate import promotion
+
+    baseline = true_value(record.get("champion_version"))["value"]
+    tests = []
+    for contender in ("candidate", "pending"):
+        version = record.get(f"{contender}_version")
+        evidence = promotion.primary_evidence(record, settings.gate, contender) if version else None
+        if evidence is None:
+            continue
+        value = (candidate_truth if contender == "candidate" else true_value(version))["value"]
+        tests.append({"contender": contender, "version": version, "versus": evidence["versus"],
+                      "metric": evidence["metric"], "estimated_difference": evidence["delta"],
+                      "ci_low": evidence["ci_low"], "ci_high": evidence["ci_high"],
+                      "true_difference": value - baseline, "true_baseline": baseline,
+                      "untrusted": bool(evidence["untrusted"])})
+    figures = decision.get("figures", {})
+    outcome = ("promoted" if decision.get("promote") else "awaiting confirmation"
+               if figures.get("awaiting_confirmation") else "held")
+    return {"outcome": outcome,
+            "promoted_version": ((decision.get("version") or record["candidate_version"])
+                                 if decision.get("promote") else None),
+            "reason": (decision.get("reasons") or [""])[0], "tests": tests}
 
 
 def oracle_day(settings: Settings, config: WorldConfig, date: str,
