@@ -159,10 +159,9 @@ def assemble(pools: pd.DataFrame, shown: pd.DataFrame, source: str, skipped: dic
     first = pools.drop_duplicates("request_id").set_index("request_id")
     users = (first["user_key"] if "user_key" in first else pd.Series(None, index=first.index,
                                                                         dtype=object))
-    users = users.reindex(requests)
-    unit = np.where(users.isna().to_numpy(), "request:" + pd.Index(requests).astype(str),
-                    "user:" + users.astype(str).to_numpy())
-    cluster = np.unique(unit, return_inverse=True)[1]
+    users = users.reindex(requests).to_numpy(dtype=object)
+    unit = [f"request:{r}" if pd.isna(u) else f"user:{u}" for r, u in zip(requests, users)]
+    cluster = np.unique(np.asarray(unit, dtype=object), return_inverse=True)[1]
     column = pools.groupby(codes, sort=False).cumcount().to_numpy()
     sizes = np.bincount(codes, minlength=len(requests))
     width = int(sizes.max(initial=0))

@@ -13,10 +13,11 @@ def ndcg_per_group(groups: np.ndarray, labels: np.ndarray, scores: np.ndarray,
     two different labels, one of them positive. (Any order of a group with one item, or
     of equal labels, scores 1: such a group carries no information and is left out.)
 
-    Gain 2^label - 1, discount log2(rank + 1); ties in score keep the input order.
+    Gain = the label (linear, the gain of the off-policy values and of the oracle: one
+    gain everywhere), discount log2(rank + 1); ties in score keep the input order.
     """
     frame = pd.DataFrame({"g": groups, "y": labels.astype("float64"), "s": scores})
-    frame["gain"] = np.exp2(frame["y"]) - 1.0
+    frame["gain"] = frame["y"]
     by_group = frame.groupby("g")["gain"]
     frame = frame[(by_group.transform("max") > 0) & (by_group.transform("nunique") > 1)]
     if frame.empty:
@@ -106,7 +107,10 @@ def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10,
         # a click on a click-only one).
         "auc_positive": auc(y >= positive_grade, scores),
         "log_loss_positive": calibrated_log_loss(y >= positive_grade, scores),
-        "rmse_grade": float(np.sqrt(np.mean((scores - y) ** 2))),
+        # Against what the model learns, the de-biased target (the graded label is
+        # position-biased: an item shown low and never looked at reads 0).
+        "rmse_target": float(np.sqrt(np.mean((scores - frame["target"].to_numpy(dtype="float64"))
+                                             ** 2))) if "target" in frame else float("nan"),
     }
 
 

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
+from scipy import sparse
 
 from flywheel_assets.settings import POLICY_VALUES
 
@@ -304,7 +305,7 @@ class _Linear:
     ips: tuple[np.ndarray, np.ndarray, np.ndarray]
     dr: tuple[np.ndarray, np.ndarray, np.ndarray]
     num: np.ndarray          # R×K
-    num_inv: np.ndarray      # R×K×Kθ
+    num_inv: tuple           # sparse R×K×Kθ: (request, position index, θ index, value)
     den: np.ndarray          # R×K
     valued: np.ndarray       # R×K
     c: np.ndarray            # K
@@ -320,7 +321,9 @@ def _linear(terms: Terms | OnPolicy | np.ndarray) -> _Linear:
         n, size = len(terms.const), len(terms.theta)
         zero = np.zeros((n, size))
         part = (terms.const, terms.inverse, zero)
-        return _Linear(part, part, terms.const[:, None], terms.inverse[:, None, :],
+        rows, cols = np.nonzero(terms.inverse)
+        sparse = (rows, np.zeros(len(rows), dtype=np.int64), cols, terms.inverse[rows, cols])
+        return _Linear(part, part, terms.const[:, None], sparse,
                        np.ones((n, 1)), np.ones((n, 1)), np.ones(1), terms.theta,
                        terms.examination_draws, terms.cluster)
     n, k, size = terms.n_requests, terms.valued.shape[1], len(terms.theta)
@@ -328,10 +331,13 @@ def _linear(terms: Terms | OnPolicy | np.ndarray) -> _Linear:
     ips_term = terms.coef * terms.weight * terms.observed
     q_term = terms.coef * terms.reward_model * (1.0 - terms.weight)
     num_term = terms.prob * terms.weight * terms.observed
-    num, num_inv = np.zeros((n, k)), np.zeros((n, k, size))
+    num = np.zeros((n, k))
+    empty = np.zeros(0, dtype=np.int64)
+    num_inv = (empty, empty, empty, np.zeros(0))
     if terms.observed_at is not None:
         ips = (zeros_r, _by_theta(terms.request, terms.observed_at, ips_term, n, size), zeros_rt)
-        np.add.at(num_inv, (terms.request, terms.position - 1, terms.observed_at), num_term)
+        num_inv = (terms.request, terms.position - 1, np.clip(terms.observed_at, 0, size - 1),
+                   num_term)
     else:
         ips = (np.bincount(terms.request, ips_term, minlength=n), zeros_rt, zeros_rt)
         np.add.at(num, (terms.request, terms.position - 1), num_term)
@@ -384,9 +390,12 @@ def _values(lin: _Linear, resample: np.ndarray, theta: np.ndarray,
                          + ((resample @ _pad(by_theta, size, 0.0)) * lin_theta).sum(1)) / total
     if "snips" in estimators:
         n, k = lin.num.shape
-        num_inv = _pad(lin.num_inv, size, 0.0).reshape(n, k * size)
-        num = resample @ lin.num + np.einsum("bka,ba->bk",
-                                             (resample @ num_inv).reshape(-1, k, size), inv)
+        request, position, at, values = lin.num_inv
+        # Sparse: a deterministic policy has at most K terms per request.
+        num_inv = sparse.csr_matrix((values, (request, position * size + at)),
+                                    shape=(n, k * size))
+        num = resample @ lin.num + np.einsum(
+            "bka,ba->bk", np.asarray((num_inv.T @ resample.T).T).reshape(-1, k, size), inv)
         den = resample @ lin.den
         share = (resample @ lin.valued) / total[:, None]
         out["snips"] = (np.divide(num, den, out=np.zeros_like(num), where=den > 0) * share

@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "loops: guarded loop vs --epsilon 0 --no-rerank; "
                         "gate: the gate's error rates against the truth")
     p.add_argument("--days", type=int, help="simulated days (default: 14 for signal, 21 for "
-                                            "loops, 8 decision days per world for gate)")
+                                            "loops, 6 decision days per world for gate)")
     p.add_argument("--seed", type=int, default=WorldConfig.seed)
     p.add_argument("--data-dir", help="runs go to <data dir>/benchmarks/<name>/{full,naive}")
     gate_benchmark.add_arguments(p)

@@ -61,7 +61,7 @@ WINDOW_DAYS = 28
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The gate benchmark's options on ``flywheel benchmark`` (``--days`` is shared:
-    decision days per world, default 8; one more day confirms the last)."""
+    decision days per world, default 6; one more day confirms the last)."""
     p.add_argument("--seeds", type=int, default=20, help="gate: worlds per kind (default 20)")
     p.add_argument("--worlds", default=",".join(WORLDS),
                    help=f"gate: comma-separated, of {', '.join(WORLDS)} (default all)")
@@ -362,7 +362,7 @@ def _run_task(task: tuple) -> list[dict]:
 
 def main(args: argparse.Namespace) -> int:
     settings = Settings.from_env(args.data_dir)
-    args.days = args.days or 8
+    args.days = args.days or 6
     worlds = [w.strip() for w in args.worlds.split(",") if w.strip()]
     unknown = [w for w in worlds if w not in WORLDS]
     if unknown:

@@ -104,8 +104,9 @@ DAY = "2026-01-05"
 @pytest.fixture
 def flywheel(tmp_path):
     """Three small models (trained for days 1, 5 and 9), m1 in service, and a warehouse
-    whose blocking data checks for DAY all passed."""
-    settings = Settings.from_env(tmp_path)
+    whose blocking data checks for DAY all passed. The recording and applying of a
+    decision are tested under the one-day rule; the confirmed rule below."""
+    settings = Settings.from_env(tmp_path, {"gate.rule": "single"})
     for i, (version, day) in enumerate([("m1", "2026-01-01"), ("m2", DAY), ("m3", "2026-01-09")]):
         model_store.save_model(settings.models_dir, version, train(tiny_training_rows(i), max_iter=5),
                                {"partition_date": day})
@@ -217,3 +218,63 @@ def test_a_candidate_older_than_the_champion_in_service_is_never_promoted(flywhe
     model_store.set_champion(settings.models_dir, "m3", "newer", "test")
     decision = _gate(settings, conn, _day_record(champion="m3"))
     assert not decision.promote and "before the champion in service" in decision.reasons[0]
+
+
+# --- gate.rule = confirmed: a pass on the candidate's day, then on the next day's logs ----
+
+NEXT = "2026-01-06"
+
+
+def _confirmed(settings):
+    return Settings.from_env(settings.data_dir, {"gate.rule": "confirmed"})
+
+
+def _next_day_record(pending_ci, candidate="m3", pending="m2"):
+    """The next day: a new candidate (no better) and yesterday's awaiting confirmation."""
+    record = {**_record(delta_ci=(-0.2, 0.1)), "partition_date": NEXT,
+              "candidate_version": candidate, "champion_version": "m1",
+              "pending_version": pending}
+    ope = record["off_policy"]
+    ope["policies"]["pending"] = dict(ope["policies"]["candidate"])
+    ope["differences"] = {"candidate": ope["difference"], "pending": {"dr": {
+        "delta": sum(pending_ci) / 2, "ci_low": pending_ci[0], "ci_high": pending_ci[1]}}}
+    record["slices"]["new_items"]["pending"] = 0.9
+    return record
+
+
+def test_a_first_pass_awaits_the_next_days_logs(flywheel):
+    settings, conn = flywheel
+    settings = _confirmed(settings)
+    for asset, check in promotion.DATA_CHECKS:
+        warehouse.record_check(conn, NEXT, asset, check, True)
+    first = _gate(settings, conn, _day_record())
+    assert not first.promote and first.reasons[0].startswith(promotion.AWAITS)
+    assert first.figures["awaiting_confirmation"]
+    promotion.apply_decision(conn, settings.models_dir, _day_record(), "dagster:run")
+    assert model_store.champion_version(settings.models_dir) == "m1"
+    # The next day's evaluation finds it, against the same champion only.
+    assert promotion.awaiting_confirmation(conn, NEXT, "m3", "m1") == "m2"
+    assert promotion.awaiting_confirmation(conn, NEXT, "m3", "m3") is None
+    assert promotion.awaiting_confirmation(conn, DAY, "m3", "m1") is None
+    confirmed = _gate(settings, conn, _next_day_record(pending_ci=(0.05, 0.2)))
+    assert confirmed.promote and confirmed.version == "m2"
+    assert confirmed.reasons[0].startswith(f"m2 confirmed on the logs of {NEXT}")
+    record = _next_day_record(pending_ci=(0.05, 0.2))
+    decision, champion = promotion.apply_decision(conn, settings.models_dir, record, "dagster:run")
+    assert decision.promote and champion == "m2"
+    assert model_store.champion_version(settings.models_dir) == "m2"
+    # A re-run of the next day keeps m2 and puts nothing else in service.
+    decision, champion = promotion.apply_decision(conn, settings.models_dir, record, "dagster:run")
+    assert champion == "m2" and model_store.champion_version(settings.models_dir) == "m2"
+
+
+def test_a_pass_the_next_days_logs_do_not_confirm_is_not_promoted(flywheel):
+    settings, conn = flywheel
+    settings = _confirmed(settings)
+    for asset, check in promotion.DATA_CHECKS:
+        warehouse.record_check(conn, NEXT, asset, check, True)
+    _gate(settings, conn, _day_record())
+    held = _gate(settings, conn, _next_day_record(pending_ci=(-0.05, 0.2)))
+    assert not held.promote and held.version is None
+    assert any(r.startswith(f"m2 not confirmed on the logs of {NEXT}") for r in held.reasons)
+    assert held.figures["confirmation"]["primary"]["ci_low"] == -0.05
