@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops drill clean
+.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate drill clean
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -57,6 +57,11 @@ benchmark-signal: install
 # Guarded loop (exploration + diversity re-ranking) vs the greedy loop, 21 days each.
 benchmark-loops: install
 	$(BIN)/flywheel benchmark loops
+
+# The gate's error rates against the world's truth: 4 worlds x 20 seeds x 7 days,
+# two processes; prints aa_false_promotions_per_365=<x> coverage=<y> power_2pct=<z> last.
+benchmark-gate: install
+	$(BIN)/flywheel benchmark gate --seeds 20 --jobs 2
 
 # On-call fire drill: real webserver + daemon on a temporary instance, a drifted day,
 # prints drift_to_decision_seconds=<N> last.

@@ -253,6 +253,9 @@ class GateSettings:
     healthy_exposure_gini: float = 0.6
     slice_tolerance: float = 0.03
     min_slice_requests: int = 200
+    # The trust guard's support limit: the share of a policy's choices the logging policy
+    # could make (1 under any exploration; it guards against a logger that never explores).
+    min_ope_support: float = 0.99
     # The holdout fallback decides only on this many requests that can rank (two
     # examined items of different grades); fewer is "no information".
     min_informative_requests: int = 50

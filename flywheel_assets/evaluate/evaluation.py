@@ -261,7 +261,7 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
 def trust_limits(settings) -> policy_values.TrustLimits:
     e = settings.evaluation
     return policy_values.TrustLimits(e.min_effective_sample_size, e.min_ess_share,
-                                     e.max_weight_share)
+                                     e.max_weight_share, settings.gate.min_ope_support)
 
 
 def value_day(logged: logged_pools.LoggedDay, models: dict, settings, k: int,

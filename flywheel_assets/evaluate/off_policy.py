@@ -35,8 +35,8 @@ observation y, reward model q):
 Diagnostics: the effective sample size (Σ v)² / Σ v² of the effective weights v = p·w,
 as a count and as a share of the valued impressions; the largest single weight's share
 of the total; the support (the share of the policy's mass on choices the logging policy
-could make: information only, since any exploration makes it 1). The logging policy
-itself is valued on-policy: the logs' own mean reward.
+could make: 1 under any exploration, below 1 only when the logger never explores). The
+logging policy itself is valued on-policy: the logs' own mean reward.
 
 Intervals: a Poisson bootstrap, paired (the same resamples) when two policies are
 compared, that carries every source of error the estimate has:
@@ -497,11 +497,13 @@ def compare(candidate: Terms | OnPolicy | np.ndarray, baseline: Terms | OnPolicy
     return out
 
 
-def trust(estimate_: dict, min_ess: float, min_ess_share: float,
-          max_weight_share: float) -> list[str]:
+def trust(estimate_: dict, min_ess: float, min_ess_share: float, max_weight_share: float,
+          min_support: float) -> list[str]:
     """Why an estimate cannot be trusted (empty: it can): too few effective samples, in
-    count or as a share, or one weight carrying too much. Support is not a guard: any
-    exploration makes it 1, and a policy the logs cannot show has few effective samples."""
+    count or as a share, one weight carrying too much, or choices the logs cannot show.
+    With any exploration, support is 1 and the first three do the work; support is the
+    guard against a logger that never explores (its estimate of another ranking sees
+    only the choices the two share, and its effective sample size can still be large)."""
     problems = []
     ess, share = estimate_["effective_sample_size"], estimate_["ess_share"]
     if ess < min_ess:
@@ -512,4 +514,7 @@ def trust(estimate_: dict, min_ess: float, min_ess_share: float,
     if estimate_["max_weight_share"] > max_weight_share:
         problems.append(f"one weight carries {estimate_['max_weight_share']:.1%} of the total "
                         f"(> {max_weight_share:.0%})")
+    if estimate_["support"] < min_support:
+        problems.append(f"support {estimate_['support']:.1%} < {min_support:.0%}: the logging "
+                        "policy could not make the policy's choices")
     return problems

@@ -34,6 +34,7 @@ class TrustLimits:
     min_effective_sample_size: float = 200.0
     min_ess_share: float = 0.01
     max_weight_share: float = 0.05
+    min_support: float = 0.99
 
 
 def examination_array(examination: dict[int, float], size: int) -> np.ndarray:
@@ -155,7 +156,7 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
 def _verdict(estimate: dict, limits: TrustLimits) -> dict:
     problems = ([] if estimate["family"] == "on-policy" else
                 op.trust(estimate, limits.min_effective_sample_size, limits.min_ess_share,
-                         limits.max_weight_share))
+                         limits.max_weight_share, limits.min_support))
     return {**estimate, "trusted": not problems, "untrusted_because": problems}
 
 

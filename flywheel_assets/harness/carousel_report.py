@@ -24,6 +24,7 @@ def day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> dic
                                    "partition_date = ?", [date]).fetchone()[0]
         decision = conn.execute("SELECT promote, decision FROM ml.gate_decisions WHERE "
                                 "partition_date = ?", [date]).fetchone()
+    chosen = json.loads(decision[1]) if decision else {}
     versus = oracle.get("compared_with") or "incumbent"
     baseline = oracle.get("true_value_logging" if versus == "incumbent"
                           else "true_value_champion_evaluated")
@@ -35,7 +36,11 @@ def day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> dic
         "clicks": int(counts.get("interactions", 0)), "quarantined": int(quarantined),
         "served_by": oracle["served_by"], "candidate_version": oracle.get("candidate_version"),
         "compared_with": versus, "promoted": bool(decision[0]) if decision else False,
-        "decision": json.loads(decision[1])["reasons"] if decision else ["no decision"],
+        # The model the gate put in service: the day's candidate, or under gate.rule =
+        # confirmed an earlier day's, confirmed on this day's logs.
+        "promoted_version": ((chosen.get("version") or oracle.get("candidate_version"))
+                             if decision and decision[0] else None),
+        "decision": chosen.get("reasons", ["no decision"]),
         "champion_version": oracle["champion_version"],
         "true_value_logging": oracle.get("true_value_logging"),
         "true_value_candidate": candidate, "true_value_compared_with": baseline,
@@ -69,13 +74,18 @@ def row(r: dict) -> str:
 def summary(records: list[dict]) -> tuple[dict, list[str]]:
     """Figures and printed lines: decisions against the oracle, uniform OPE errors."""
     promoted = [r for r in records if r["promoted"]]
+    # Each promotion judged on the day its model was the candidate (a confirmed one
+    # competed with the same champion on both days).
+    by_candidate = {r["candidate_version"]: r for r in records}
+    in_service = {r["promoted_version"] for r in promoted}
     better = [r for r in records if r["truly_better"]]
-    held = [r for r in better if not r["promoted"]]
+    held = [r for r in better if r["candidate_version"] not in in_service]
     figures = {"promotions": len(promoted),
-               "promoted_truly_better": sum(bool(r["truly_better"]) for r in promoted),
+               "promoted_truly_better": sum(bool(by_candidate.get(r["promoted_version"], {})
+                                                 .get("truly_better")) for r in promoted),
                "truly_better_candidates": len(better), "truly_better_held": len(held),
-               "held_because_untrustworthy": sum(r["decision"][0].startswith("untrustworthy")
-                                                 for r in held)}
+               "held_because_untrustworthy": sum(any(d.startswith("untrustworthy")
+                                                     for d in r["decision"]) for r in held)}
     lines = [f"  gate vs oracle: {figures['promotions']} promotions, "
              f"{figures['promoted_truly_better']} of them truly better than what they replaced; "
              f"{figures['truly_better_held']} of {figures['truly_better_candidates']} truly "

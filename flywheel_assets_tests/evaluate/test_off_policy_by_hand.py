@@ -139,10 +139,9 @@ def test_exposure_values_compare_with_the_logs_in_the_same_unit():
 
 
 def test_the_trust_guard_names_each_problem():
-    ok = {"effective_sample_size": 5000, "ess_share": 0.5, "max_weight_share": 0.001, "support": 0.4}
-    # Support is reported, not a guard: any exploration makes it 1.
-    assert op.trust(ok, 100, 0.01, 0.05) == []
-    bad = {"effective_sample_size": 2, "ess_share": 0.0002, "max_weight_share": 0.6, "support": 1.0}
-    problems = op.trust(bad, 100, 0.01, 0.05)
-    assert len(problems) == 3
-    assert "effective sample size 2" in problems[0] and "one weight carries 60.0%" in problems[2]
+    ok = {"effective_sample_size": 5000, "ess_share": 0.5, "max_weight_share": 0.001, "support": 1.0}
+    assert op.trust(ok, 100, 0.01, 0.05, 0.95) == []
+    bad = {"effective_sample_size": 2, "ess_share": 0.0002, "max_weight_share": 0.6, "support": 0.4}
+    problems = op.trust(bad, 100, 0.01, 0.05, 0.95)
+    assert len(problems) == 4
+    assert "effective sample size 2" in problems[0] and "support 40.0%" in problems[3]

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from flywheel_assets.definitions import build_definitions
+from flywheel_assets.evaluate import promotion
 
 pytestmark = pytest.mark.slow
 
@@ -49,9 +50,20 @@ def test_demo_writes_its_record_and_chart(demo_dir):
         assert day["accepted"] + day["quarantined"] + day["erased"] == \
             day["impressions"] + day["interactions"]
     # The first candidate had to beat the incumbent (the popularity policy that served
-    # day 1), off-policy and with confidence.
-    first = summary["days"][0]
-    assert first["promoted"] and "incumbent" in " ".join(first["decision"]["reasons"])
+    # day 1), off-policy and with confidence, on day 1's logs and again on day 2's
+    # (gate.rule = confirmed).
+    first, second = summary["days"][:2]
+    assert not first["promoted"] and "incumbent" in " ".join(first["decision"]["reasons"])
+    assert first["decision"]["reasons"][0].startswith(promotion.AWAITS)
+    assert second["promoted"] and second["champion_version"] == first["candidate_version"]
+    assert second["gate_decision"]["promoted_version"] == first["candidate_version"]
+    # The oracle's view of each decision: the estimate beside the true difference.
+    tests = summary["decisions"]
+    assert {(t["date"], t["contender"]) for t in tests} >= {
+        (first["date"], "candidate"), (second["date"], "pending")}
+    confirmed = next(t for t in tests if t["date"] == second["date"] and t["contender"] == "pending")
+    assert confirmed["version"] == first["candidate_version"]
+    assert confirmed["ci_low"] > 0 and confirmed["true_difference"] > 0
     png = demo_dir / "reports" / "demo_quality.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     stdout = (demo_dir / "demo_stdout.txt").read_text()
@@ -61,11 +73,11 @@ def test_demo_writes_its_record_and_chart(demo_dir):
 def test_the_wheel_improves_on_the_popularity_policy(demo_dir):
     days = json.loads((demo_dir / "reports" / "demo_summary.json").read_text())["days"]
     assert days[2]["oracle_ndcg_at_10"] > days[0]["popularity_oracle_ndcg_at_10"]
-    # Day 2's traffic was served by the model promoted on day 1 (the loop is closed).
+    # Day 3's traffic was served by the model promoted on day 2 (the loop is closed).
     import pandas as pd
-    served = pd.read_parquet(demo_dir / "landing/impressions/date=2026-01-02/part-0000.parquet",
+    served = pd.read_parquet(demo_dir / "landing/impressions/date=2026-01-03/part-0000.parquet",
                              columns=["policy_version"])
-    assert set(served["policy_version"]) == {days[0]["champion_version"]}
+    assert set(served["policy_version"]) == {days[1]["champion_version"]}
 
 
 def test_runs_are_in_the_instance_the_ui_reads(demo_dir):

@@ -11,7 +11,7 @@ import pytest
 
 from flywheel_assets.serve.serving import popularity_policy
 from flywheel_assets.simulation import truth, world
-from flywheel_assets.simulation.config import Scenario
+from flywheel_assets.simulation.config import Scenario, WorldConfig
 from flywheel_assets.simulation.traffic import simulate_day
 
 DAY = dt.date(2026, 1, 1)
@@ -195,3 +195,36 @@ def test_the_oracle_judges_an_unidentified_position_bias_curve_as_no_estimate(tm
                          [dt.date(2026, 1, 1), k])
     figures = signal_quality.measure(settings, small_world, "2026-01-01")
     assert figures["position_bias_max_rel_error"] is None
+
+
+def test_worlds_that_break_the_click_model():
+    """Cascade examination depends on what was shown above; trust bias turns rejections
+    into partial plays near the top; the first position need not always be examined."""
+    rng = np.random.default_rng(0)
+    n, k = 20000, 5
+    draws = rng.random((n, k))
+    satisfying = np.zeros((n, k), int)
+    satisfying[:, 0] = 3
+    base = WorldConfig(slate_size=k)
+    pbm = truth.examine(base, np.random.default_rng(1), draws, satisfying)
+    cascade_cfg = base.replace(examination_model="cascade", cascade_stop=0.5)
+    after_satisfied = truth.examine(cascade_cfg, np.random.default_rng(1), draws, satisfying)
+    after_rejected = truth.examine(cascade_cfg, np.random.default_rng(1), draws,
+                                   np.zeros((n, k), int))
+    theta = truth.examination_curve(base)
+    # The position model examines position 2 at θ_2 whatever was above.
+    assert pbm[:, 1].mean() == pytest.approx(theta[1], abs=0.01)
+    # Cascade: without a satisfying item it goes on at the same rates; after one, half stop.
+    assert after_rejected[:, 1].mean() == pytest.approx(theta[1], abs=0.01)
+    assert after_satisfied[:, 1].mean() == pytest.approx(0.5 * theta[1], abs=0.01)
+    # A first position not always examined.
+    top = truth.examine(base.replace(examination_top=0.6), np.random.default_rng(1), draws,
+                        satisfying)
+    assert top[:, 0].mean() == pytest.approx(0.6, abs=0.01)
+    # Trust bias: rejections become partial plays, more often at the top.
+    trusted = truth.trusted_grade(base.replace(trust_bias=0.3), np.random.default_rng(2),
+                                  np.zeros((n, k), int))
+    assert trusted[:, 0].mean() == pytest.approx(0.3, abs=0.01)
+    assert trusted[:, 4].mean() == pytest.approx(0.3 * theta[4], abs=0.01)
+    with pytest.raises(ValueError, match="examination_model"):
+        WorldConfig(examination_model="random")
