@@ -1,7 +1,7 @@
 """One settings object: every path and knob of the product comes from here.
 
 Knobs are grouped by the stage or concern they belong to (``settings.gate.min_effect``,
-``settings.drift.share_threshold``). Each is read from the environment by one scheme,
+``settings.drift.large_factor``). Each is read from the environment by one scheme,
 ``FLYWHEEL_<GROUP>_<FIELD>`` (``FLYWHEEL_SERVING_DIVERSITY=0``), and the few top-level
 ones as ``FLYWHEEL_<FIELD>`` (``FLYWHEEL_DATA_DIR``, ``FLYWHEEL_PSEUDONYM_SECRET``,
 ``FLYWHEEL_START_DATE``). An experiment changes knobs with one mapping of dotted names,
@@ -269,10 +269,20 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class DriftSettings:
-    # A column drifts when its statistic (Jensen-Shannon distance, or Wasserstein
-    # distance over the reference std) reaches 0.1; the day drifts when this share of
-    # columns does: 0.05 is one column in the 19 compared (docs/runbook.md).
-    share_threshold: float = 0.05
+    # The reference is the days with feedback among the last `reference_days` (from the
+    # last day a drift started a retrain on). A column drifts when its statistic
+    # (Jensen-Shannon distance, or Wasserstein distance over the reference std) reaches
+    # `noise_multiplier` × the largest it reached on one reference day against the others
+    # (at least `min_threshold`); with fewer than `min_reference_days` reference days
+    # the last calibrated thresholds (else 0.1) apply. A retrain is asked for when a
+    # data column drifts and the drift is large (`large_factor` × its threshold) or
+    # persists (`persist_days` days in a row). docs/runbook.md, "drift_report".
+    reference_days: int = 7
+    min_reference_days: int = 2
+    noise_multiplier: float = 3.0
+    min_threshold: float = 0.02
+    large_factor: float = 2.0
+    persist_days: int = 2
     # Rows per side of the Evidently report and of the model's score and residual
     # comparison; candidate-pool attributes are compared on a larger sample.
     sample_rows: int = 5_000

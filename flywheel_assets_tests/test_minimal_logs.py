@@ -107,9 +107,8 @@ def test_policies_are_valued_off_policy_on_the_catalogue(minimal_product, capsys
     assert "| uniform |" in table and "| popularity |" in table and "trust" in table
 
 
-def test_drift_is_measured_against_the_days_the_same_policy_served(minimal_product):
-    """No model of ours served either day: day 2 is compared with day 1, which the same
-    (undeclared) policy served; day 1 has no reference and says so."""
+def test_drift_is_measured_against_the_days_before(minimal_product):
+    """Day 2 is compared with day 1; day 1 has no reference and says so."""
     data_dir, _, _ = minimal_product
     rows = {str(d): (share, ref, json.loads(cols)) for d, share, ref, cols in _query(
         data_dir, "SELECT partition_date, drift_share, reference_partition, columns "

@@ -114,6 +114,8 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
                              "ORDER BY decided_at DESC LIMIT 1", [date]).fetchone()
         evaluation = conn.execute("SELECT metrics FROM ml.model_evaluations WHERE partition_date = ?",
                                   [date]).fetchone()
+        drift_row = conn.execute("SELECT dataset_drift, columns FROM monitor.drift_reports "
+                                 "WHERE partition_date = ?", [date]).fetchone()
     metrics = json.loads(evaluation[0]) if evaluation else {}
     return {
         "date": date,
@@ -139,6 +141,7 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
                                       "ope_requests")},
         "decision": json.loads(promo[3]) if promo else ["rotation did not reach the gate"],
         "gate_decision": oracle.get("gate_decision"),
+        "drift": _drift(drift_row),
         "rotation_succeeded": run_ok,
     }
 
@@ -173,6 +176,18 @@ def _row(record: dict) -> str:
             f"{(record['candidate_version'] or '-'):<18} "
             f"{('yes' if record['promoted'] else 'no'):<8} "
             f"{record['champion_version']:<18} {record['oracle_ndcg_at_10']:>14.4f}")
+
+
+def _drift(row) -> dict | None:
+    """The day's drift verdict: whether it asked for a retrain (what drift_sensor acts
+    on), and why."""
+    if row is None:
+        return None
+    details = json.loads(row[1])
+    return {"retrain": bool(row[0]), "drifted": bool(details.get("drifted")),
+            "large": bool(details.get("large")), "persistent": bool(details.get("persistent")),
+            "drifted_columns": [c["column"] for c in details.get("columns", []) if c["drifted"]],
+            "reference_days": len(details.get("reference_days") or [])}
 
 
 def decisions_table(records: list[dict]) -> list[dict]:
@@ -286,6 +301,8 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
         "chart": str(chart),
         "final_champion": last.get("champion_version"),
         "promotions": sum(r["promoted"] for r in records),
+        "drift_retrain_days": [r["date"] for r in records
+                               if (r.get("drift") or {}).get("retrain")],
         "days": records,
     }
     figures, lines = carousel_report.summary(records) if is_carousel else ({}, [])
@@ -316,6 +333,12 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
         print(f"  concentration of the champion's slates: exposure Gini "
               f"{_fmt(first['exposure_gini'])} -> {_fmt(last['exposure_gini'])}, catalogue "
               f"coverage {_fmt(first['catalog_coverage'])} -> {_fmt(last['catalog_coverage'])}")
+    drifts = [r for r in records if r.get("drift")]
+    if drifts and not is_carousel:
+        asked = [r["date"] for r in drifts if r["drift"]["retrain"]]
+        print(f"  drift: {len(asked)} of {len(drifts)} days compared asked drift_sensor for a "
+              f"retrain{' (' + ', '.join(asked) + ')' if asked else ''}; "
+              f"{sum(r['drift']['drifted'] for r in drifts)} drifted on a data column")
     if summary["decisions"]:
         print("  the gate's decisions against the truth (difference with the champion, or "
               "the incumbent):")

@@ -141,6 +141,8 @@ def land_drift_and_wait(services, settings: Settings, config: WorldConfig, drift
         "retrain_reason": reason, "retrain_tags": {t["key"]: t["value"] for t in retrain["tags"]},
         "rotation_runs": [(r["runId"], r["status"]) for r in rotation],
         "drift_share": report[0] if report else None,
+        "drifted_columns": [c["column"] for c in json.loads(report[1]).get("columns", [])
+                            if c.get("drifted")] if report else [],
         "evaluated_candidate": evaluation[0] if evaluation else None,
         "decision": {"candidate": decision[1], "promoted": decision[2],
                      "champion": decision[3], "reasons": json.loads(decision[4])["reasons"]}
@@ -184,7 +186,8 @@ def _main(args: argparse.Namespace) -> int:
         print("drift_to_decision_seconds=none")
         return 1
     d = outcome["decision"]
-    print(f"drifted day {outcome['date']}: drift share {outcome['drift_share']:.2f}")
+    print(f"drifted day {outcome['date']}: drift share {outcome['drift_share']:.2f}, drifted "
+          f"{', '.join(outcome['drifted_columns']) or 'none'}")
     print(f"retrain_job {outcome['retrain_run'][:8]} ({outcome['retrain_status']}): "
           f"{outcome['retrain_reason']}")
     print(f"decision: {'promoted' if d['promoted'] else 'not promoted'} {d['candidate']}; "

@@ -15,19 +15,21 @@ from flywheel_assets.resources import FlywheelResource
           deps=["feedback_events", "curated_feedback", "raw_candidates"],
           freshness_policy=DAILY_FRESHNESS)
 def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
-    """The day against the training window of the model that served it (or, when the
-    product's own policy served it, the days before that the same policy served), on
-    what the serving policy does not choose (so the loop's own choices never read as drift): who
-    asks and when (device, country, age band, hour, tenure; every request), what
-    retrieval offered (item attributes of the candidate pools; a sample), how people
-    react on the random slates of the exploration (graded signal, examined), and the
-    model's own view (its scores on pool candidates, its residual on explored
-    impressions; samples). The verdict is computed in DuckDB: Jensen–Shannon distance
-    for categorical columns, Wasserstein distance over the reference std for numeric
-    ones, a column drifts at 0.1, the day drifts when `drift.share_threshold` of the
-    columns do. An Evidently `DataDriftPreset` report on a bounded sample is saved as
-    HTML under `data/reports/drift/`. `drift_sensor` reads `drift_share` and
-    `dataset_drift` from this asset's metadata."""
+    """The day against the days just before it (`drift.reference_days`, from the last
+    day whose drift started a retrain), on what the serving policy does not choose (so
+    the loop's own choices never read as drift): who asks and when (device, country,
+    age band, hour, tenure; every request), what retrieval offered (item attributes of
+    the candidate pools; a sample), how people react on the random slates of the
+    exploration (graded signal, examined), and the model's own view (its scores on pool
+    candidates, its residual on explored impressions; samples; reported, never a
+    trigger). The verdict is computed in DuckDB: Jensen–Shannon distance for
+    categorical columns, Wasserstein distance over the reference std for numeric ones.
+    Each column's threshold is calibrated on the reference's own normal days
+    (`drift.noise_multiplier` × the largest statistic of one reference day against the
+    others). `dataset_drift` (what `drift_sensor` acts on) asks for a retrain when a
+    data column drifts and the drift is large (`drift.large_factor` × its threshold)
+    or persists (`drift.persist_days` in a row). An Evidently `DataDriftPreset` report
+    on a bounded sample is saved as HTML under `data/reports/drift/`."""
     s = flywheel.settings
     report = drift_lib.report_day(flywheel.warehouse, s, context.partition_key)
     if report.verdict is None:
@@ -38,10 +40,12 @@ def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     return dg.MaterializeResult(metadata=readable(
         # Copied into the drift alert (`monitor.alerts`) at the precision it always had.
         drift_share=dg.MetadataValue.float(round(v.drift_share, 4)), dataset_drift=v.dataset_drift,
-        drift_share_threshold=s.drift.share_threshold,
+        drifted=report.drifted, large=report.large, persistent=report.persistent,
+        calibrated=report.calibrated,
         drifted_columns=", ".join(d.column for d in v.drifts if d.drifted) or "none",
         columns_compared=len(v.drifts), top_drifted_columns=dg.MetadataValue.md(report.top_markdown()),
         served_by=report.served_by, reference_window=report.reference_window,
+        champion_age_days=report.champion_age_days,
         not_compared=report.not_compared,
         evidently_drift_share=(None if report.evidently.get("evidently_drift_share") is None
                                else dg.MetadataValue.float(report.evidently["evidently_drift_share"])),

@@ -1,16 +1,20 @@
-"""The day's drift report: the day against the training window of the model that
-served it, on what the serving policy does not choose (so the loop's own choices never
-read as drift). Statistics in `drift`, the compared rows in `drift_sources`; this
-module reads both sides, adds the model's own view (scores and residuals on samples),
-writes the verdict to `monitor.drift_reports` and an Evidently HTML report."""
+"""The day's drift report: the day against the days just before it, on what the
+serving policy does not choose (so the loop's own choices never read as drift).
+Statistics in `drift`, the compared rows in `drift_sources`; this module reads both
+sides, calibrates each column's threshold on the reference's own normal days, adds the
+model's own view (scores and residuals on samples; reported, never a trigger), decides
+whether the drift asks for a retrain (large, or persisting), writes the verdict to
+`monitor.drift_reports` and an Evidently HTML report."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
 
 from flywheel_assets import warehouse
 from flywheel_assets.monitor import drift
@@ -24,11 +28,17 @@ from flywheel_assets.train import model_store
 @dataclass
 class DayDrift:
     served_by: str | None
+    # dataset_drift: a retrain is asked for (drifted, and large or persistent).
     verdict: drift.DriftVerdict | None = None
     reference_window: str | None = None
     not_compared: list[str] = field(default_factory=list)
     evidently: dict = field(default_factory=dict)
     html: str | None = None
+    drifted: bool = False      # a data column past its threshold today
+    large: bool = False        # one past `drift.large_factor` × its threshold
+    persistent: bool = False   # drifted on `drift.persist_days` days in a row
+    calibrated: bool = False   # thresholds from this reference's own normal days
+    champion_age_days: int | None = None
 
     def top_markdown(self, n: int = 6) -> str:
         return markdown_table(
@@ -91,27 +101,24 @@ def _model_view(model, pools: list, explored: list, thresholds, skipped: list) -
     return drifts
 
 
-def reference_days(conn: duckdb.DuckDBPyConnection, day: str, policy: str | None,
-                   max_days: int) -> list[str]:
-    """The consecutive days just before ``day`` that the same policy served (at most
-    ``max_days``): the reference when the policy is not a model of ours (the product's
-    own policy, or no declared version at all)."""
+def reference_window(conn: duckdb.DuckDBPyConnection, day: str, max_days: int) -> list[str]:
+    """The reference: the normal days with feedback among the ``max_days`` before
+    ``day``, from the last day whose drift started a retrain on (that day included: a
+    change that was acted on is the new normal, not drift again every day until it
+    leaves the window). A day that drifted without a retrain is left out: it is not
+    normal, and it would teach the thresholds that drift is."""
     first = (dt.date.fromisoformat(day) - dt.timedelta(days=max_days)).isoformat()
-    # The same rule as served_by: the version of most impressions, NULL counted too.
-    served = dict(conn.execute("""
-        SELECT day, policy_version FROM (
-            SELECT partition_date::VARCHAR AS day, policy_version,
-                   row_number() OVER (PARTITION BY partition_date ORDER BY count(*) DESC,
-                                      policy_version NULLS LAST) AS rank
-            FROM raw.impressions WHERE partition_date >= ? AND partition_date < ?
-            GROUP BY partition_date, policy_version) WHERE rank = 1""", [first, day]).fetchall())
-    out, d = [], dt.date.fromisoformat(day)
-    for _ in range(max_days):
-        d -= dt.timedelta(days=1)
-        if d.isoformat() not in served or served[d.isoformat()] != policy:
-            break
-        out.append(d.isoformat())
-    return sorted(out)
+    since = conn.execute("SELECT max(partition_date) FROM monitor.drift_reports "
+                         "WHERE partition_date < ? AND dataset_drift", [day]).fetchone()[0]
+    if since is not None and since.isoformat() > first:
+        first = since.isoformat()
+    return [str(r[0]) for r in conn.execute("""
+        SELECT DISTINCT f.partition_date FROM curated.feedback_events f
+        WHERE f.partition_date >= ? AND f.partition_date < ? AND NOT EXISTS (
+            SELECT 1 FROM monitor.drift_reports r WHERE r.partition_date = f.partition_date
+            AND NOT r.dataset_drift
+            AND coalesce(json_extract(r.columns, '$.drifted')::BOOLEAN, FALSE))
+        ORDER BY 1""", [first, day]).fetchall()]
 
 
 def _available(conn, sqls: list[str], columns: list, skipped: list, group: str) -> list:
@@ -125,62 +132,119 @@ def _available(conn, sqls: list[str], columns: list, skipped: list, group: str) 
     return kept
 
 
+def calibrate(conn, groups: list, days: list[str]) -> dict[str, float]:
+    """Each column's normal variation: the largest statistic of one reference day against
+    the other reference days (leave one out), so that a column's threshold reflects its
+    own sampling noise and day-to-day movement, not a constant."""
+    noise: dict[str, float] = {}
+    for held_out in days:
+        others = [d for d in days if d != held_out]
+        for group, sql_of, columns in groups:
+            for d in _compare(conn, sql_of(others), sql_of([held_out]), columns,
+                              drift.DriftThresholds(), [], group):
+                if np.isfinite(d.value):
+                    noise[d.column] = max(noise.get(d.column, 0.0), d.value)
+    return noise
+
+
+def thresholds_for(conn, day: str, noise: dict[str, float] | None, d) -> dict[str, float]:
+    """Per-column thresholds: ``noise_multiplier`` × the normal variation (at least
+    ``min_threshold``) when the reference can calibrate; else the latest calibrated
+    thresholds of an earlier report; else none (the fixed 0.1 applies)."""
+    if noise is not None:
+        return {c: max(d.min_threshold, d.noise_multiplier * v) for c, v in noise.items()}
+    row = conn.execute("SELECT columns FROM monitor.drift_reports WHERE partition_date < ? "
+                       "AND json_extract(columns, '$.calibrated')::BOOLEAN "
+                       "ORDER BY partition_date DESC LIMIT 1", [day]).fetchone()
+    if row is None:
+        return {}
+    return {c["column"]: c["threshold"] for c in json.loads(row[0])["columns"]
+            if c["column"] not in MODEL_COLUMNS}
+
+
+def _persisted(conn, day: str, days: int) -> bool:
+    """The ``days`` - 1 days before ``day`` each drifted (calibrated) without a retrain."""
+    if days <= 1:
+        return True
+    d = dt.date.fromisoformat(day)
+    wanted = [(d - dt.timedelta(days=i)).isoformat() for i in range(1, days)]
+    rows = dict(conn.execute(
+        f"SELECT partition_date::VARCHAR, columns FROM monitor.drift_reports WHERE "
+        f"partition_date IN ({', '.join('?' for _ in wanted)}) AND NOT dataset_drift",
+        wanted).fetchall())
+    return all(w in rows and json.loads(rows[w]).get("drifted") and
+               json.loads(rows[w]).get("calibrated") for w in wanted)
+
+
+MODEL_COLUMNS = {c.name for c in src.MODEL_COLUMNS}
+
+
 def report_day(connect, settings: Settings, day: str) -> DayDrift:
-    """Compare the day with its reference (DuckDB verdict on full data, samples for the
-    model's view and the Evidently report) and record it. The reference is the
-    training window of the model of ours that served the day; when the product's own
-    policy served it, the consecutive days before it that the same policy served."""
+    """Compare the day with the days just before it (DuckDB verdict on full data, with
+    per-column thresholds calibrated on those days; samples for the model's view and
+    the Evidently report) and record it. A retrain is asked for (``dataset_drift``)
+    when a data column drifts and the drift is large or persists."""
     d, models_dir = settings.drift, settings.models_dir
     random_policies = settings.curation.random_policies
     with connect() as conn:
         policy = served_by(conn, day)
         ours = bool(policy) and (models_dir / policy / "model.skops").exists()
         card = model_store.load_card(models_dir, policy) if ours else None
-        days = ([] if ours else
-                reference_days(conn, day, policy, settings.training.window_days))
-    if ours:
-        first, last = str(card["window_start"])[:10], str(card["window_end"])[:10]
-    elif days:
-        first, last = days[0], days[-1]
-    else:
-        why = (f"no earlier day served by {policy or 'the same undeclared policy'} to compare "
-               "with (the first day of a policy has no reference)")
+        days = reference_window(conn, day, d.reference_days)
+    champion_age = ((dt.date.fromisoformat(day)
+                     - dt.date.fromisoformat(str(card["partition_date"])[:10])).days
+                    if ours else None)
+    if not days:
+        why = "no earlier day with feedback to compare with (the first day has no reference)"
         with connect() as conn:
             _record(conn, day, policy, None, None, None, {"not_compared": [why]})
         return DayDrift(served_by=policy, not_compared=[why])
-    thresholds = drift.DriftThresholds(drift_share=d.share_threshold)
     skipped: list[str] = []
-    groups = [("requests", src.requests_sql(first, last), src.requests_sql(day, day),
-               src.REQUEST_COLUMNS),
-              ("candidate pools", src.pools_sql(first, last, d.pool_sample_rows),
-               src.pools_sql(day, day, d.pool_sample_rows), src.POOL_COLUMNS),
-              ("explored slates",
-               src.explored_sql(first, last, random_policies=random_policies),
-               src.explored_sql(day, day, random_policies=random_policies), src.SIGNAL_COLUMNS)]
+    groups = [("requests", src.requests_sql, src.REQUEST_COLUMNS),
+              ("candidate pools", lambda ds: src.pools_sql(ds, d.pool_sample_rows),
+               src.POOL_COLUMNS),
+              ("explored slates", lambda ds: src.explored_sql(ds, random_policies=random_policies),
+               src.SIGNAL_COLUMNS)]
     drifts, shown = [], []
     with connect() as conn:
-        for group, ref_sql, cur_sql, columns in groups:
-            columns = _available(conn, [ref_sql, cur_sql], columns, skipped, group)
+        kept = []
+        for group, sql_of, columns in groups:
+            columns = _available(conn, [sql_of(days), sql_of([day])], columns, skipped, group)
             if columns:
-                drifts += _compare(conn, ref_sql, cur_sql, columns, thresholds, skipped, group)
+                kept.append((group, sql_of, columns))
+                drifts += _compare(conn, sql_of(days), sql_of([day]), columns,
+                                   drift.DriftThresholds(), skipped, group)
                 shown += [c for c in columns if group != "explored slates"]
-        pools = [drift.sample_frame(conn, src.pools_sql(a, b, d.sample_rows, True),
-                                    d.sample_rows) for a, b in ((first, last), (day, day))]
+        calibrated = len(days) >= d.min_reference_days
+        limits = thresholds_for(conn, day, calibrate(conn, kept, days) if calibrated else None, d)
+        drifts = [dataclasses.replace(c, threshold=limits[c.column],
+                                      drifted=bool(c.value >= limits[c.column]))
+                  if c.column in limits else c for c in drifts]
+        pools = [drift.sample_frame(conn, src.pools_sql(ds, d.sample_rows, True), d.sample_rows)
+                 for ds in (days, [day])]
         explored = []
         if ours:
             trained_for = str(card["partition_date"])[:10]
             explored = [drift.sample_frame(conn, sql, d.sample_rows) for sql in (
-                src.explored_sql(trained_for, trained_for, True, unseen_by=trained_for,
+                src.explored_sql([trained_for], True, unseen_by=trained_for,
                                  random_policies=random_policies),
-                src.explored_sql(day, day, True, random_policies=random_policies))]
+                src.explored_sql([day], True, random_policies=random_policies))]
+        persisted = _persisted(conn, day, d.persist_days)
     if ours:
         drifts += _model_view(model_store.load_model(models_dir, policy), pools, explored,
-                              thresholds, skipped)
+                              drift.DriftThresholds(), skipped)
         if all("model_score" in f for f in pools):
             shown.append(src.MODEL_COLUMNS[0])
     else:
         skipped.append(f"model view: {policy or 'an undeclared policy'} is not a model of ours")
-    verdict = drift.drift_verdict(drifts, thresholds)
+    # The model's own view is reported, never a trigger: its scores move whenever the
+    # champion changes, and its residual whenever it is retrained.
+    trigger = [c for c in drifts if c.column not in MODEL_COLUMNS]
+    drifted = any(c.drifted for c in trigger)
+    large = any(c.value >= d.large_factor * c.threshold for c in trigger)
+    persistent = calibrated and drifted and persisted
+    share = sum(c.drifted for c in trigger) / len(trigger) if trigger else 0.0
+    verdict = drift.DriftVerdict(tuple(drifts), share, drifted and (large or persistent))
     html = settings.reports_dir / "drift" / f"{day}.html"
     html.parent.mkdir(parents=True, exist_ok=True)
     evidently = {}
@@ -188,13 +252,16 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
         names = [c.name for c in shown if c.name in pools[0]]
         evidently = drift.evidently_report(pools[0][names], pools[1][names],
                                            [c for c in shown if c.name in names], html)
-    reference = card["partition_date"] if ours else first
+    window = f"{days[0]} .. {days[-1]} ({len(days)} days)"
     with connect() as conn:
-        _record(conn, day, policy, reference, verdict, str(html) if evidently else None,
-                {"columns": verdict.as_dict()["columns"], "not_compared": skipped})
-    return DayDrift(policy, verdict, f"{first} .. {last}" + ("" if ours else
-                    f" (days served by {policy or 'the same undeclared policy'})"), skipped,
-                    evidently, str(html) if evidently else None)
+        _record(conn, day, policy, days[0], verdict, str(html) if evidently else None,
+                {"columns": verdict.as_dict()["columns"], "not_compared": skipped,
+                 "drifted": drifted, "large": large, "persistent": persistent,
+                 "calibrated": calibrated, "reference_days": days,
+                 "champion_age_days": champion_age})
+    return DayDrift(policy, verdict, window, skipped, evidently, str(html) if evidently else None,
+                    drifted=drifted, large=large, persistent=persistent, calibrated=calibrated,
+                    champion_age_days=champion_age)
 
 
 def _record(conn, day: str, policy: str | None, reference, verdict, html: str | None,
@@ -204,5 +271,6 @@ def _record(conn, day: str, policy: str | None, reference, verdict, html: str | 
         "partition_date": day, "served_by": policy, "reference_partition": reference,
         "drift_share": verdict.drift_share if verdict else None,
         "dataset_drift": verdict.dataset_drift if verdict else False,
-        "columns": json.dumps(details["columns"] if "columns" in details else details),
+        # Every column with its statistic and threshold, and the verdict's parts.
+        "columns": json.dumps(details, default=str),
         "report_path": html, "computed_at": warehouse.now()})

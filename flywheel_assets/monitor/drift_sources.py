@@ -1,4 +1,4 @@
-"""What drift compares: the day against the window the model in service learnt from.
+"""What drift compares: the day against the days just before it.
 
 Only what the serving policy does not choose is compared, or the loop would report its
 own choices as drift (a new champion shows other items, so the *shown* items' features
@@ -43,11 +43,12 @@ _NOT_BOT = ("NOT EXISTS (SELECT 1 FROM curated.flagged_users b WHERE "
             "b.partition_date = f.partition_date AND b.user_key = f.user_key)")
 
 
-def _days(first: str, last: str) -> str:
-    return f"BETWEEN DATE '{first}' AND DATE '{last}'"
+def _days(days: list[str]) -> str:
+    """SQL: partition_date in ``days`` (ISO days)."""
+    return "IN (" + ", ".join(f"DATE '{d}'" for d in days) + ")"
 
 
-def requests_sql(first: str, last: str) -> str:
+def requests_sql(days: list[str]) -> str:
     """One row per request of the days, with the user's snapshot of that day."""
     return f"""
         SELECT r.device, u.country, u.age_band, extract(hour FROM r.ts)::DOUBLE AS hour,
@@ -55,12 +56,12 @@ def requests_sql(first: str, last: str) -> str:
         FROM (SELECT partition_date, request_id, any_value(user_key) AS user_key,
                      min(ts) AS ts, any_value(device) AS device
               FROM curated.feedback_events f
-              WHERE partition_date {_days(first, last)} AND {_NOT_BOT}
+              WHERE partition_date {_days(days)} AND {_NOT_BOT}
               GROUP BY partition_date, request_id) r
         LEFT JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.partition_date"""
 
 
-def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = False) -> str:
+def pools_sql(days: list[str], sample_rows: int, with_context: bool = False) -> str:
     """Candidates of the days' pools with their items' attributes: a reproducible sample
     of ``sample_rows``. With context, each candidate also carries its request's user and
     context, so that the model can score it."""
@@ -76,23 +77,23 @@ def pools_sql(first: str, last: str, sample_rows: int, with_context: bool = Fals
               FROM curated.feedback_events f WHERE partition_date {days} AND {not_bot}
               GROUP BY request_id) r ON r.request_id = c.request_id
         LEFT JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.day"""
-             .format(days=_days(first, last), not_bot=_NOT_BOT) if with_context else "")
+             .format(days=_days(days), not_bot=_NOT_BOT) if with_context else "")
     return f"""
         SELECT it.category, it.popularity_percentile,
                ln(1 + greatest(it.duration_s, 0)) AS log_duration,
                (c.partition_date - it.published_date)::DOUBLE AS item_age_days,
                it.c0, it.c1, it.c2, it.c3, it.c4, it.c5{context}
         FROM (SELECT * FROM (SELECT * FROM raw.candidates
-                             WHERE partition_date {_days(first, last)})
+                             WHERE partition_date {_days(days)})
               USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (7)) c
         LEFT JOIN (SELECT *, percent_rank() OVER (PARTITION BY partition_date ORDER BY popularity)
                                AS popularity_percentile
-                   FROM raw.items WHERE partition_date {_days(first, last)}) it
+                   FROM raw.items WHERE partition_date {_days(days)}) it
           ON it.item_id = c.item_id AND it.partition_date = c.partition_date
         {joins}"""
 
 
-def explored_sql(first: str, last: str, with_context: bool = False,
+def explored_sql(days: list[str], with_context: bool = False,
                  unseen_by: str | None = None, random_policies: tuple[str, ...] = ()) -> str:
     """Impressions of the declared explored (random) slates of the days (`explored`, or a
     policy version listed in ``random_policies``), bots left out; with ``unseen_by`` (a
@@ -113,8 +114,8 @@ def explored_sql(first: str, last: str, with_context: bool = False,
         SELECT grade::VARCHAR AS grade, (n_interactions > 0)::VARCHAR AS examined,
                grade AS grade_value{context}
         FROM curated.feedback_events f {joins}
-        WHERE f.partition_date {_days(first, last)} AND {_NOT_BOT}
+        WHERE f.partition_date {_days(days)} AND {_NOT_BOT}
           AND f.request_id IN (SELECT request_id FROM curated.feedback_events
-                               WHERE partition_date {_days(first, last)}
+                               WHERE partition_date {_days(days)}
                                GROUP BY request_id HAVING {declared_random(random_policies)})
           {unseen}"""

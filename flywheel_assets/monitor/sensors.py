@@ -138,7 +138,8 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
 
 @dg.sensor(jobs=[retrain_job, record_alert_job], minimum_interval_seconds=TICK_SECONDS,
            default_status=RUNNING,
-           description="A `drift_report` whose drift share reached the threshold → "
+           description="A `drift_report` that asks for a retrain (a data column past its "
+                       "calibrated threshold, by a large margin or two days in a row) → "
                        "`retrain_job` on the recent days only (trigger=drift) and an alert.")
 def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     s = flywheel.settings
@@ -148,8 +149,10 @@ def drift_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource
     requests = []
     for record, day, rotation in ready:
         meta = {k: v.value for k, v in record.asset_materialization.metadata.items()}
-        reason = (f"drift share {meta['drift_share']:.2f} >= {meta['drift_share_threshold']} "
-                  f"on {day}; drifted: {meta.get('drifted_columns')}")
+        why = ("large" if meta.get("large") else
+               f"persisting {s.drift.persist_days} days" if meta.get("persistent") else "drift")
+        reason = (f"drift on {day} ({why}): {meta.get('drifted_columns')}; drift share "
+                  f"{meta['drift_share']:.2f}")
         key = f"drift:{day}:{record.storage_id}"
         requests += _retrain(context, day, key, "drift", reason, s.drift.retrain_window_days,
                              s.drift.retrain_holdout_share, rotation, Alert(

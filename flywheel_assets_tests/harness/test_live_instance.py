@@ -23,11 +23,13 @@ def test_the_drift_sensor_retrains_and_the_gate_decides(live_instance):
                                   if r["status"] in FINISHED] or None, 120,
                          what="the landing-triggered rotation to finish")
     assert [r["status"] for r in rotations] == ["SUCCESS"]
-    assert outcome["drift_share"] >= live_instance["settings"].drift.share_threshold
+    # (taste_drift moves the device mix by far more than two normal days ever moved it)
+    assert "device" in outcome["drifted_columns"]
     # ... and the drift sensor launched a retrain, tagged with its trigger and reason.
     assert outcome["retrain_status"] == "SUCCESS"
     assert outcome["retrain_tags"]["trigger"] == "drift"
-    assert "drift share" in outcome["retrain_reason"] and "device" in outcome["retrain_reason"]
+    assert outcome["retrain_reason"].startswith(f"drift on {outcome['date']}")
+    assert "device" in outcome["retrain_reason"]
     # The retrained candidate (2-day window, the drifted day's first part included) was
     # evaluated, and the gate recorded its decision about it.
     decision = outcome["decision"]

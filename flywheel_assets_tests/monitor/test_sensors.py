@@ -57,10 +57,11 @@ def _report(instance, asset, day, **metadata):
 
 
 def test_drift_sensor_retrains_once_per_drifted_report(instance, tmp_path):
+    # Day 5 drifted on one column, not by much: no retrain asked for.
     _report(instance, "drift_report", "2026-01-05", drift_share=0.05, dataset_drift=False,
-            drift_share_threshold=0.2, drifted_columns="none")
+            drifted=True, large=False, persistent=False, drifted_columns="hour")
     _report(instance, "drift_report", "2026-01-06", drift_share=0.35, dataset_drift=True,
-            drift_share_threshold=0.2, drifted_columns="device, grade")
+            drifted=True, large=False, persistent=True, drifted_columns="device, grade")
     # The day's rotation is still running: the sensor waits, and keeps its place.
     waiting = _tick(sensors.drift_sensor, instance, tmp_path)
     assert not waiting.run_requests
@@ -72,7 +73,8 @@ def test_drift_sensor_retrains_once_per_drifted_report(instance, tmp_path):
     retrain = jobs["retrain_job"]
     assert retrain.partition_key == "2026-01-06"
     assert retrain.tags["trigger"] == "drift"
-    assert "0.35" in retrain.tags["flywheel/reason"] and "device" in retrain.tags["flywheel/reason"]
+    reason = retrain.tags["flywheel/reason"]
+    assert "persisting 2 days" in reason and "device" in reason and "0.35" in reason
     config = retrain.run_config["ops"]["training_set"]["config"]
     settings = Settings.from_env(tmp_path)
     assert config == {"window_days": settings.drift.retrain_window_days,
@@ -129,7 +131,7 @@ def test_quality_sensor_leaves_a_drifted_day_to_the_drift_sensor(instance, tmp_p
     for day, value in (("2026-01-01", 3.0), ("2026-01-02", 3.1), ("2026-01-03", 2.0)):
         _report(instance, "curated_feedback", day, engagement_per_request=value)
     _report(instance, "drift_report", "2026-01-03", drift_share=0.1, dataset_drift=True,
-            drift_share_threshold=0.05, drifted_columns="device")
+            drifted=True, large=True, persistent=False, drifted_columns="device")
     for day in ("2026-01-01", "2026-01-02", "2026-01-03"):
         _report(instance, "flywheel_health", day)
     fired = _tick(sensors.quality_sensor, instance, tmp_path)
