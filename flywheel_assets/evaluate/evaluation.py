@@ -16,6 +16,7 @@ K is the product's slate size (`evaluation.slate_size`, or read from the day's l
 from __future__ import annotations
 
 import json
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -74,10 +75,15 @@ def slice_masks(holdout: pd.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
-def slice_metrics(holdout: pd.DataFrame, scores: dict[str, np.ndarray], k: int) -> dict[str, dict]:
-    """Examined-only NDCG@K per slice and model, with the number of requests it rests on."""
+def slice_metrics(holdout: pd.DataFrame, scores: dict[str, np.ndarray], k: int,
+                  level: float = 0.95) -> dict[str, dict]:
+    """Examined-only NDCG@K per slice and model, with the number of requests it rests on;
+    with a champion, each contender's paired difference with it per slice (the same
+    requests) and a normal interval at ``level``: the guard is a non-inferiority bound,
+    not a comparison of two points."""
     examined = holdout["n_interactions"].to_numpy() > 0
     groups, labels = holdout["request_id"].to_numpy(), holdout["label_grade"].to_numpy()
+    z = NormalDist().inv_cdf(1 - (1 - level) / 2)
     out = {}
     for name, mask in slice_masks(holdout).items():
         rows = mask & examined
@@ -87,6 +93,13 @@ def slice_metrics(holdout: pd.DataFrame, scores: dict[str, np.ndarray], k: int) 
         out[name] = {"requests": int(len(first)),
                      **{m: float(v.mean()) if len(v) else float("nan")
                         for m, v in per_model.items()}}
+        for contender in CONTENDERS:
+            if contender in per_model and "champion" in per_model and len(first) > 1:
+                diff = (per_model[contender] - per_model["champion"]).to_numpy()
+                se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
+                out[name][f"{contender}_vs_champion"] = {
+                    "delta": float(diff.mean()), "ci_low": float(diff.mean() - z * se),
+                    "ci_high": float(diff.mean() + z * se), "level": level}
     return out
 
 
@@ -142,7 +155,7 @@ def evaluate(holdout: pd.DataFrame, models: dict[str, object], k: int = 10,
                  "logging": -holdout["position"].to_numpy(dtype="float64")}
     record = {"k": k, "positive_grade": positive,
               "holdout": holdout_metrics(holdout, scores | baselines, k, positive),
-              "slices": slice_metrics(holdout, scores, k),
+              "slices": slice_metrics(holdout, scores, k, level),
               "calibration": {name: calibration(holdout, s) for name, s in scores.items()}}
     base = "champion" if "champion" in scores else "logging"
     differences = {name: {"versus": base, **paired_ndcg_difference(

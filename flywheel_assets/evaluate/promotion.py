@@ -133,6 +133,16 @@ def guards(record: dict, policy: GatePolicy, contender: str = "candidate") -> li
     for name, s in record.get("slices", {}).items():
         if "champion" not in s or contender not in s or s["requests"] < policy.min_slice_requests:
             continue
+        paired = s.get(f"{contender}_vs_champion")
+        if paired is not None:
+            # Non-inferiority: the lower end of the paired difference's interval may not
+            # fall below -tolerance.
+            out.append({"guard": f"slice {name} ndcg_at_k", "candidate": s[contender],
+                        "champion": s["champion"], "limit": -policy.slice_tolerance,
+                        "difference_ci_low": paired["ci_low"], "requests": s["requests"],
+                        "ok": bool(paired["ci_low"] >= -policy.slice_tolerance),
+                        "rule": "difference's lower bound >="})
+            continue
         limit = s["champion"] - policy.slice_tolerance
         out.append({"guard": f"slice {name} ndcg_at_k", "candidate": s[contender],
                     "champion": s["champion"], "limit": limit, "requests": s["requests"],
@@ -184,8 +194,10 @@ def decide(record: dict, blocking_problems: list[str] = (), policy: GatePolicy =
                    + text)
     failed = [g for g in checks if not g["ok"]]
     for g in failed:
+        bound = (f"; lower bound of the difference {g['difference_ci_low']:+.4f}"
+                 if "difference_ci_low" in g else "")
         reasons.append(f"guard {g['guard']} regressed: candidate {g['candidate']:.4f} vs "
-                       f"champion {g['champion']:.4f} (limit {g['rule']} {g['limit']:.4f})")
+                       f"champion {g['champion']:.4f}{bound} (limit {g['rule']} {g['limit']:.4f})")
     if better and not failed:
         reasons.append(f"all {len(checks)} guards within tolerance")
     return Decision(better and not failed, reasons, figures)

@@ -278,3 +278,15 @@ def test_a_pass_the_next_days_logs_do_not_confirm_is_not_promoted(flywheel):
     assert not held.promote and held.version is None
     assert any(r.startswith(f"m2 not confirmed on the logs of {NEXT}") for r in held.reasons)
     assert held.figures["confirmation"]["primary"]["ci_low"] == -0.05
+
+
+def test_a_slice_guard_is_a_paired_non_inferiority_bound():
+    """Points 0.02 apart pass the old point rule (tolerance 0.03); what decides is the
+    lower end of the paired difference's interval."""
+    record = _record(slice_cand=0.88, slice_champ=0.9)
+    record["slices"]["new_items"]["candidate_vs_champion"] = {
+        "delta": -0.02, "ci_low": -0.05, "ci_high": 0.01, "level": 0.9}
+    held = promotion.decide(record)
+    assert not held.promote and "lower bound of the difference -0.0500" in held.reasons[1]
+    record["slices"]["new_items"]["candidate_vs_champion"]["ci_low"] = -0.025
+    assert promotion.decide(record).promote
