@@ -46,14 +46,25 @@ def examination_array(examination: dict[int, float], size: int) -> np.ndarray:
     return theta
 
 
-def _draws(draws: np.ndarray | None, size: int) -> np.ndarray | None:
-    """The curve's bootstrap draws as D×size (1 beyond the positions it covers)."""
+# A bootstrap draw of θ below this share of the point estimate is a degenerate resample
+# (a position with a handful of interactions), not a plausible curve.
+MIN_DRAW_SHARE = 0.1
+
+
+def _draws(draws: np.ndarray | None, theta: np.ndarray,
+           examination: dict[int, float]) -> np.ndarray | None:
+    """The curve's bootstrap draws as D×len(theta), by the same rule as the point: 1
+    where the point has no estimate (beyond the positions it covers, or not positive),
+    floored at MIN_DRAW_SHARE × the point elsewhere."""
     if draws is None or not draws.size:
         return None
-    out = np.ones((draws.shape[0], size))
-    width = min(size, draws.shape[1])
-    out[:, :width] = draws[:, :width]
-    return out
+    known = np.array([bool(examination.get(k)) and np.isfinite(examination.get(k) or np.nan)
+                      and k <= draws.shape[1] for k in range(1, len(theta) + 1)])
+    out = np.ones((draws.shape[0], len(theta)))
+    width = min(len(theta), draws.shape[1])
+    out[:, :width] = np.nan_to_num(draws[:, :width], nan=1.0)
+    out[:, ~known] = 1.0
+    return np.where(known[None, :], np.maximum(out, MIN_DRAW_SHARE * theta[None, :]), out)
 
 
 def _exposure_stats(items: np.ndarray, catalogue_size: int) -> dict:
@@ -91,7 +102,8 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
     log = day.log
     theta = examination_array(examination, max(k, int(log.imp_position.max(initial=1))))
     log = dataclasses.replace(log, examination=theta,
-                              examination_draws=_draws(examination_draws, len(theta)))
+                              examination_draws=_draws(examination_draws, theta,
+                                                                       examination))
     derived = feats.derive(day.pools) if models else None
     scores = dict(scores or {}) | {name: day.matrix(model_lib.score(pipe, day.pools, derived))
                                    for name, pipe in models.items()}

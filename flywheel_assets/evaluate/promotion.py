@@ -236,6 +236,10 @@ def decide_for_day(facts: DayFacts, policy: GatePolicy = GatePolicy()) -> Decisi
     decision = decide(record, facts.data_problems, policy, older)
     if current == candidate and not facts.data_problems:
         return Decision(True, [RERUN, *decision.reasons], decision.figures)
+    if current is not None and current == record.get("pending_version") \
+            and not facts.data_problems:
+        # A re-run of the day that confirmed the model now in service: it stays.
+        return Decision(True, [RERUN, *decision.reasons], decision.figures, version=current)
     if policy.rule == "confirmed":
         decision = _confirmation(record, facts, policy, decision)
     if decision.promote and current != compared_with:

@@ -34,7 +34,8 @@ def chart_png(record: dict) -> bytes:
         ax1.errorbar(xs, vals, yerr=[lows, highs], fmt="o", capsize=3, label=name)
     ax1.set_xticks(range(3), ["IPS", "SNIPS", "DR"])
     unit = "DCG" if (record.get("off_policy") or {}).get("value", "dcg") == "dcg" else "reward"
-    ax1.set_title(f"off-policy {unit}@{record.get('k', 10)} (95% CI)", fontsize=9)
+    level = next((p["level"] for p in ope.values() if "level" in p), 0.95)
+    ax1.set_title(f"off-policy {unit}@{record.get('k', 10)} ({level:.0%} interval)", fontsize=9)
     if names:
         ax1.legend(fontsize=8)
     for name, cal in record.get("calibration", {}).items():
@@ -56,9 +57,16 @@ def markdown(record: dict, decision_reasons: list[str] | None = None) -> str:
         lines += ["", *[f"- {r}" for r in decision_reasons]]
     ope = record.get("off_policy")
     if ope:
-        lines += ["", "Off-policy value (95% bootstrap interval; ESS of the importance "
-                      "weights; an untrustworthy estimate is not decided on):", "",
+        level = next((p["level"] for p in ope["policies"].values() if "level" in p), 0.95)
+        lines += ["", f"Off-policy value ({level:.0%} interval from a bootstrap clustered by "
+                      "user, carrying the examination curve's uncertainty; ESS of the "
+                      "importance weights; an untrustworthy estimate is not decided on):", "",
                   policy_values.table_markdown(ope)]
+        for name, diff in (ope.get("differences") or {}).items():
+            version = record.get(f"{name}_version")
+            dr = diff["dr"]
+            lines += ["", f"{name} `{version}` − champion (doubly robust): {dr['delta']:+.4f} "
+                          f"[{dr['ci_low']:+.4f}, {dr['ci_high']:+.4f}]"]
         stats = [(n, p) for n, p in ope["policies"].items() if "exposure_gini" in p]
         lines += ["", "| policy | catalogue coverage | exposure Gini |", "|---|---|---|"]
         lines += [f"| {n} | {p['catalog_coverage']:.3f} | {p['exposure_gini']:.3f} |"

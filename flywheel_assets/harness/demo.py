@@ -186,7 +186,7 @@ def _drift(row) -> dict | None:
     details = json.loads(row[1])
     return {"retrain": bool(row[0]), "drifted": bool(details.get("drifted")),
             "large": bool(details.get("large")), "persistent": bool(details.get("persistent")),
-            "drifted_columns": [c["column"] for c in details.get("columns", []) if c["drifted"]],
+            "drifted_columns": details.get("drifted_columns", []),
             "reference_days": len(details.get("reference_days") or [])}
 
 

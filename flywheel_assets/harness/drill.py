@@ -141,8 +141,7 @@ def land_drift_and_wait(services, settings: Settings, config: WorldConfig, drift
         "retrain_reason": reason, "retrain_tags": {t["key"]: t["value"] for t in retrain["tags"]},
         "rotation_runs": [(r["runId"], r["status"]) for r in rotation],
         "drift_share": report[0] if report else None,
-        "drifted_columns": [c["column"] for c in json.loads(report[1]).get("columns", [])
-                            if c.get("drifted")] if report else [],
+        "drifted_columns": json.loads(report[1]).get("drifted_columns", []) if report else [],
         "evaluated_candidate": evaluation[0] if evaluation else None,
         "decision": {"candidate": decision[1], "promoted": decision[2],
                      "champion": decision[3], "reasons": json.loads(decision[4])["reasons"]}

@@ -16,7 +16,12 @@ assembled as `logged_pools` assembles them (bots left out, as the product's filt
 leaves them out, and duplicates removed), the examination curve is the product's
 estimate from the last 28 days of declared explored slates, the values, differences and
 intervals come from `policy_values`, and the decision from `promotion.decide` (trust
-guard, minimum effect, guards). A candidate is first tested on the logs of its day and,
+guard, minimum effect, coverage and concentration guards; no slice guards: the
+benchmark has no holdout). Two differences from a product's day: the doubly robust
+reward model is the champion's scores for every test (the product uses the day's
+candidate's), and a policy's errors are drawn afresh per request and day (a real model
+keeps its errors about an item from one day to the next, which makes its two tests
+more alike than these). A candidate is first tested on the logs of its day and,
 when the rule asks for it, confirmed on the next day's logs (disjoint requests).
 
 For each test it records the estimated difference with its interval and the true
@@ -137,6 +142,7 @@ class Day:
     row_grades: np.ndarray   # the same, per row of the pools frame
     rows: pd.DataFrame       # per row of the pools frame: its world user, item, flat index
     explored: pd.DataFrame   # (request_id, position, clicked) of explored human slates
+    catalogue_size: int = 0
 
 
 def served_day(config: WorldConfig, day: int, champion: TruthPolicy, settings: Settings) -> Day:
@@ -172,7 +178,8 @@ def served_day(config: WorldConfig, day: int, champion: TruthPolicy, settings: S
     rows = pd.DataFrame({"user": users[kept], "item": items[kept], "flat": flat[kept]})
     row_grades = true_grades(config, day, rows["user"].to_numpy(), rows["item"].to_numpy())
     explored = imp.loc[imp["explored"], ["request_id", "position", "clicked"]]
-    return Day(day, logged, logged.matrix(row_grades), row_grades, rows, explored)
+    return Day(day, logged, logged.matrix(row_grades), row_grades, rows, explored,
+               len(cat.items))
 
 
 def policy_scores(policy: TruthPolicy, served: Day, n_requests: int, pool: int,
@@ -224,7 +231,7 @@ def test_day(served: Day, theta: tuple, contenders: dict[str, TruthPolicy],
     e = settings.evaluation
     # The shared doubly robust reward model: the predictions of the model in service.
     ope = policy_values.value_policies(
-        served.logged, {}, k, e.value, examination, served.logged.log.n_requests,
+        served.logged, {}, k, e.value, examination, served.catalogue_size,
         trust_limits(settings), e.bootstrap_samples, settings.gate.confidence,
         config.reranking, None, False, draws, scores, tuple(contenders), "champion")
     true = {name: true_value(served, s, config, k) for name, s in scores.items()}

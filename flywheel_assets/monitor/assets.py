@@ -42,7 +42,8 @@ def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
         drift_share=dg.MetadataValue.float(round(v.drift_share, 4)), dataset_drift=v.dataset_drift,
         drifted=report.drifted, large=report.large, persistent=report.persistent,
         calibrated=report.calibrated,
-        drifted_columns=", ".join(d.column for d in v.drifts if d.drifted) or "none",
+        # Data columns: the model's own view is reported in the table, never a trigger.
+        drifted_columns=", ".join(report.drifted_columns) or "none",
         columns_compared=len(v.drifts), top_drifted_columns=dg.MetadataValue.md(report.top_markdown()),
         served_by=report.served_by, reference_window=report.reference_window,
         champion_age_days=report.champion_age_days,

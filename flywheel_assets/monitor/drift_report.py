@@ -39,6 +39,7 @@ class DayDrift:
     persistent: bool = False   # drifted on `drift.persist_days` days in a row
     calibrated: bool = False   # thresholds from this reference's own normal days
     champion_age_days: int | None = None
+    drifted_columns: list[str] = field(default_factory=list)  # data columns only
 
     def top_markdown(self, n: int = 6) -> str:
         return markdown_table(
@@ -103,15 +104,15 @@ def _model_view(model, pools: list, explored: list, thresholds, skipped: list) -
 
 def reference_window(conn: duckdb.DuckDBPyConnection, day: str, max_days: int) -> list[str]:
     """The reference: the normal days with feedback among the ``max_days`` before
-    ``day``, from the last day whose drift started a retrain on (that day included: a
-    change that was acted on is the new normal, not drift again every day until it
-    leaves the window). A day that drifted without a retrain is left out: it is not
-    normal, and it would teach the thresholds that drift is."""
+    ``day``, after the last day whose drift started a retrain (a change that was acted
+    on is the new normal, not drift again every day until it leaves the window). A day
+    that drifted without a retrain is left out: it is not normal, and it would teach the
+    thresholds that drift is."""
     first = (dt.date.fromisoformat(day) - dt.timedelta(days=max_days)).isoformat()
-    since = conn.execute("SELECT max(partition_date) FROM monitor.drift_reports "
-                         "WHERE partition_date < ? AND dataset_drift", [day]).fetchone()[0]
-    if since is not None and since.isoformat() > first:
-        first = since.isoformat()
+    since = last_retrain(conn, day)
+    if since is not None:
+        # The day after it: the day of a change may be a one-day anomaly, not a normal.
+        first = max(first, (dt.date.fromisoformat(since) + dt.timedelta(days=1)).isoformat())
     return [str(r[0]) for r in conn.execute("""
         SELECT DISTINCT f.partition_date FROM curated.feedback_events f
         WHERE f.partition_date >= ? AND f.partition_date < ? AND NOT EXISTS (
@@ -119,6 +120,19 @@ def reference_window(conn: duckdb.DuckDBPyConnection, day: str, max_days: int) -
             AND NOT r.dataset_drift
             AND coalesce(json_extract(r.columns, '$.drifted')::BOOLEAN, FALSE))
         ORDER BY 1""", [first, day]).fetchall()]
+
+
+def last_retrain(conn: duckdb.DuckDBPyConnection, day: str) -> str | None:
+    """The last day before ``day`` whose drift report asked for a retrain."""
+    since = conn.execute("SELECT max(partition_date) FROM monitor.drift_reports "
+                         "WHERE partition_date < ? AND dataset_drift", [day]).fetchone()[0]
+    return None if since is None else since.isoformat()
+
+
+def _details(text: str | None) -> dict:
+    """A report's details (a report written before the verdict had parts: none)."""
+    value = json.loads(text) if text else {}
+    return value if isinstance(value, dict) else {}
 
 
 def _available(conn, sqls: list[str], columns: list, skipped: list, group: str) -> list:
@@ -158,22 +172,29 @@ def thresholds_for(conn, day: str, noise: dict[str, float] | None, d) -> dict[st
                        "ORDER BY partition_date DESC LIMIT 1", [day]).fetchone()
     if row is None:
         return {}
-    return {c["column"]: c["threshold"] for c in json.loads(row[0])["columns"]
+    return {c["column"]: c["threshold"] for c in _details(row[0]).get("columns", [])
             if c["column"] not in MODEL_COLUMNS}
 
 
-def _persisted(conn, day: str, days: int) -> bool:
-    """The ``days`` - 1 days before ``day`` each drifted (calibrated) without a retrain."""
+def _persisting(conn, day: str, days: int, drifted: set[str]) -> set[str]:
+    """The data columns of ``drifted`` that also drifted (calibrated, without a
+    retrain) on each of the ``days`` - 1 days before ``day``: the same column, day
+    after day, not any column on each day."""
     if days <= 1:
-        return True
+        return set(drifted)
     d = dt.date.fromisoformat(day)
     wanted = [(d - dt.timedelta(days=i)).isoformat() for i in range(1, days)]
     rows = dict(conn.execute(
         f"SELECT partition_date::VARCHAR, columns FROM monitor.drift_reports WHERE "
         f"partition_date IN ({', '.join('?' for _ in wanted)}) AND NOT dataset_drift",
         wanted).fetchall())
-    return all(w in rows and json.loads(rows[w]).get("drifted") and
-               json.loads(rows[w]).get("calibrated") for w in wanted)
+    out = set(drifted)
+    for w in wanted:
+        details = _details(rows.get(w))
+        if not details.get("calibrated"):
+            return set()
+        out &= set(details.get("drifted_columns") or ())
+    return out
 
 
 MODEL_COLUMNS = {c.name for c in src.MODEL_COLUMNS}
@@ -196,6 +217,11 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
                     if ours else None)
     if not days:
         why = "no earlier day with feedback to compare with (the first day has no reference)"
+        with connect() as conn:
+            since = last_retrain(conn, day)
+        if since is not None:
+            why = (f"the reference restarts after the retrain drift asked for on {since}: no "
+                   "normal day since")
         with connect() as conn:
             _record(conn, day, policy, None, None, None, {"not_compared": [why]})
         return DayDrift(served_by=policy, not_compared=[why])
@@ -229,7 +255,6 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
                 src.explored_sql([trained_for], True, unseen_by=trained_for,
                                  random_policies=random_policies),
                 src.explored_sql([day], True, random_policies=random_policies))]
-        persisted = _persisted(conn, day, d.persist_days)
     if ours:
         drifts += _model_view(model_store.load_model(models_dir, policy), pools, explored,
                               drift.DriftThresholds(), skipped)
@@ -240,9 +265,13 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
     # The model's own view is reported, never a trigger: its scores move whenever the
     # champion changes, and its residual whenever it is retrained.
     trigger = [c for c in drifts if c.column not in MODEL_COLUMNS]
-    drifted = any(c.drifted for c in trigger)
+    drifted_columns = sorted(c.column for c in trigger if c.drifted)
+    drifted = bool(drifted_columns)
     large = any(c.value >= d.large_factor * c.threshold for c in trigger)
-    persistent = calibrated and drifted and persisted
+    with connect() as conn:
+        persisting = (_persisting(conn, day, d.persist_days, set(drifted_columns))
+                      if calibrated and drifted else set())
+    persistent = bool(persisting)
     share = sum(c.drifted for c in trigger) / len(trigger) if trigger else 0.0
     verdict = drift.DriftVerdict(tuple(drifts), share, drifted and (large or persistent))
     html = settings.reports_dir / "drift" / f"{day}.html"
@@ -256,12 +285,13 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
     with connect() as conn:
         _record(conn, day, policy, days[0], verdict, str(html) if evidently else None,
                 {"columns": verdict.as_dict()["columns"], "not_compared": skipped,
-                 "drifted": drifted, "large": large, "persistent": persistent,
+                 "drifted": drifted, "drifted_columns": drifted_columns, "large": large,
+                 "persistent": persistent, "persisting_columns": sorted(persisting),
                  "calibrated": calibrated, "reference_days": days,
                  "champion_age_days": champion_age})
     return DayDrift(policy, verdict, window, skipped, evidently, str(html) if evidently else None,
                     drifted=drifted, large=large, persistent=persistent, calibrated=calibrated,
-                    champion_age_days=champion_age)
+                    champion_age_days=champion_age, drifted_columns=drifted_columns)
 
 
 def _record(conn, day: str, policy: str | None, reference, verdict, html: str | None,

@@ -31,7 +31,7 @@ def _record(delta_ci=(0.1, 0.3), cand_cov=0.8, champ_cov=0.8, cand_gini=0.7, cha
         policies["champion"] = policy(champ_cov, champ_gini)
         ope["difference"] = diff(delta_ci)
     return {"k": 10, "champion_version": champion, "off_policy": ope,
-            "slices": {"new_items": {"requests": 500, "candidate": slice_cand,
+            "slices": {"new_items": {"requests": 1500, "candidate": slice_cand,
                                      "champion": slice_champ}},
             "holdout": {"candidate": {"ndcg_at_k": 0.8}, "champion": {"ndcg_at_k": 0.7}},
             "holdout_difference": {"versus": "champion", "delta": 0.1, "ci_low": 0.05,
@@ -263,7 +263,10 @@ def test_a_first_pass_awaits_the_next_days_logs(flywheel):
     decision, champion = promotion.apply_decision(conn, settings.models_dir, record, "dagster:run")
     assert decision.promote and champion == "m2"
     assert model_store.champion_version(settings.models_dir) == "m2"
-    # A re-run of the next day keeps m2 and puts nothing else in service.
+    # A re-run of the next day keeps m2 and puts nothing else in service: the gate's
+    # decision again, and its application.
+    again = _gate(settings, conn, record)
+    assert again.promote and again.version == "m2" and again.reasons[0] == promotion.RERUN
     decision, champion = promotion.apply_decision(conn, settings.models_dir, record, "dagster:run")
     assert champion == "m2" and model_store.champion_version(settings.models_dir) == "m2"
 

@@ -52,3 +52,40 @@ def test_a_change_of_taste_asks_for_a_retrain_within_one_rotation(reports):
         assert retrain_next and next_details["persistent"]
         # The drifted day is not part of the next day's normal reference.
         assert DRIFT_DAY not in next_details["reference_days"]
+
+
+def _fill(conn, reports: dict[str, tuple[bool, object]]):
+    """Feedback on 2026-01-01..10 and the given drift reports."""
+    for day in range(1, 11):
+        conn.execute("INSERT INTO curated.feedback_events (partition_date, request_id) "
+                     "VALUES (?, ?)", [f"2026-01-{day:02d}", f"r{day}"])
+    for day, (retrain, details) in reports.items():
+        conn.execute("INSERT INTO monitor.drift_reports (partition_date, dataset_drift, columns) "
+                     "VALUES (?, ?, ?)", [day, retrain, json.dumps(details)])
+
+
+def test_the_reference_skips_drifted_days_and_restarts_after_a_retrain(tmp_path):
+    from flywheel_assets.monitor import drift_report as dr
+
+    with warehouse.connect(Settings.from_env(tmp_path).warehouse_path) as conn:
+        _fill(conn, {"2026-01-03": (False, {"drifted": True, "calibrated": True}),
+                     "2026-01-06": (True, {"drifted": True, "large": True}),
+                     "2026-01-02": (False, ["a report of an older version"])})
+        assert dr.reference_window(conn, "2026-01-05", 7) == ["2026-01-01", "2026-01-02",
+                                                              "2026-01-04"]
+        # After the retrain asked for on the 6th, the reference starts on the 7th.
+        assert dr.reference_window(conn, "2026-01-07", 7) == []
+        assert dr.reference_window(conn, "2026-01-09", 7) == ["2026-01-07", "2026-01-08"]
+
+
+def test_persistence_is_the_same_column_day_after_day(tmp_path):
+    from flywheel_assets.monitor import drift_report as dr
+
+    with warehouse.connect(Settings.from_env(tmp_path).warehouse_path) as conn:
+        _fill(conn, {"2026-01-04": (False, {"drifted": True, "calibrated": True,
+                                            "drifted_columns": ["hour"]}),
+                     "2026-01-05": (False, ["a report of an older version"])})
+        assert dr._persisting(conn, "2026-01-05", 2, {"hour", "device"}) == {"hour"}
+        assert dr._persisting(conn, "2026-01-05", 2, {"device"}) == set()
+        # Yesterday's report is of an older version: nothing persists, nothing crashes.
+        assert dr._persisting(conn, "2026-01-06", 2, {"hour"}) == set()
