@@ -198,6 +198,9 @@ def _persisting(conn, day: str, days: int, drifted: set[str]) -> set[str]:
 
 
 MODEL_COLUMNS = {c.name for c in src.MODEL_COLUMNS}
+# Reported, never a trigger: the model's own view, and the candidate pools (retrieval
+# follows popularity, which the product's own plays move).
+INFORMATIONAL = MODEL_COLUMNS | {c.name for c in src.POOL_COLUMNS}
 
 
 def report_day(connect, settings: Settings, day: str) -> DayDrift:
@@ -227,6 +230,7 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
         return DayDrift(served_by=policy, not_compared=[why])
     skipped: list[str] = []
     groups = [("requests", src.requests_sql, src.REQUEST_COLUMNS),
+              ("catalogue", src.catalogue_sql, src.CATALOGUE_COLUMNS),
               ("candidate pools", lambda ds: src.pools_sql(ds, d.pool_sample_rows),
                src.POOL_COLUMNS),
               ("explored slates", lambda ds: src.explored_sql(ds, random_policies=random_policies),
@@ -240,7 +244,7 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
                 kept.append((group, sql_of, columns))
                 drifts += _compare(conn, sql_of(days), sql_of([day]), columns,
                                    drift.DriftThresholds(), skipped, group)
-                shown += [c for c in columns if group != "explored slates"]
+                shown += [c for c in columns if group in ("requests", "candidate pools")]
         calibrated = len(days) >= d.min_reference_days
         limits = thresholds_for(conn, day, calibrate(conn, kept, days) if calibrated else None, d)
         drifts = [dataclasses.replace(c, threshold=limits[c.column],
@@ -262,9 +266,10 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
             shown.append(src.MODEL_COLUMNS[0])
     else:
         skipped.append(f"model view: {policy or 'an undeclared policy'} is not a model of ours")
-    # The model's own view is reported, never a trigger: its scores move whenever the
-    # champion changes, and its residual whenever it is retrained.
-    trigger = [c for c in drifts if c.column not in MODEL_COLUMNS]
+    # The model's own view and the pools are reported, never a trigger: the scores move
+    # whenever the champion changes, the residual whenever it is retrained, the pools
+    # with the plays the champion earns.
+    trigger = [c for c in drifts if c.column not in INFORMATIONAL]
     drifted_columns = sorted(c.column for c in trigger if c.drifted)
     drifted = bool(drifted_columns)
     large = any(c.value >= d.large_factor * c.threshold for c in trigger)

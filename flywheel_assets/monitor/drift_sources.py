@@ -6,12 +6,15 @@ always move). Three views, each a SELECT over one kind of row:
 
 - requests (one row per request, bots left out): device, country, age band, hour,
   tenure — who asks, and when;
+- the catalogue (one row per item of the day's snapshot): what exists to be offered —
+  a drop of new items, a change of mix;
 - candidate pools (one row per candidate): the item attributes of what retrieval
-  offered, whatever the ranking; a reproducible sample of each side. Popularity is
-  compared as the item's percentile in its day's catalogue, not as a count: the count
-  includes the product's own plays, so its level rises with every day the product
-  serves (exposure feedback), while a shift in *which part* of the catalogue retrieval
-  offers is what a person needs to see;
+  offered, whatever the ranking; a reproducible sample of each side. Reported, not a
+  trigger: retrieval follows popularity, and popularity counts the product's own
+  plays, so a new champion moves the pools a few days later (measured: the content
+  features of the pools drifted on days 4 and 5 of the demo, after the first
+  promotion). Popularity is compared as the item's percentile in its day's catalogue,
+  not as a count;
 - explored slates (random slates of the exploration, one row per impression): the
   graded signal and whether the item was examined — how people react, free of the
   ranking.
@@ -36,6 +39,13 @@ POOL_COLUMNS = [ColumnSpec("category", "categorical"),
                 *(ColumnSpec(c, "numeric") for c in ("popularity_percentile", "log_duration",
                                                      "item_age_days", "c0", "c1", "c2",
                                                      "c3", "c4", "c5"))]
+# The catalogue itself (the items snapshot): what exists to be offered, which the
+# product's own serving does not move (pools do: retrieval follows popularity, and
+# popularity counts the product's own plays).
+CATALOGUE_COLUMNS = [ColumnSpec("catalogue_category", "categorical"),
+                     *(ColumnSpec(f"catalogue_{c}", "numeric")
+                       for c in ("log_duration", "item_age_days", "c0", "c1", "c2", "c3", "c4",
+                                 "c5"))]
 SIGNAL_COLUMNS = [ColumnSpec("grade", "categorical"), ColumnSpec("examined", "categorical")]
 MODEL_COLUMNS = [ColumnSpec("model_score", "numeric"), ColumnSpec("model_residual", "numeric")]
 
@@ -59,6 +69,17 @@ def requests_sql(days: list[str]) -> str:
               WHERE partition_date {_days(days)} AND {_NOT_BOT}
               GROUP BY partition_date, request_id) r
         LEFT JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.partition_date"""
+
+
+def catalogue_sql(days: list[str]) -> str:
+    """One row per item of each day's items snapshot."""
+    return f"""
+        SELECT category AS catalogue_category,
+               ln(1 + greatest(duration_s, 0)) AS catalogue_log_duration,
+               (partition_date - published_date)::DOUBLE AS catalogue_item_age_days,
+               c0 AS catalogue_c0, c1 AS catalogue_c1, c2 AS catalogue_c2, c3 AS catalogue_c3,
+               c4 AS catalogue_c4, c5 AS catalogue_c5
+        FROM raw.items WHERE partition_date {_days(days)}"""
 
 
 def pools_sql(days: list[str], sample_rows: int, with_context: bool = False) -> str:

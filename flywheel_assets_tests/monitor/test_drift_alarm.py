@@ -1,5 +1,6 @@
-"""The drift alarm on a real small world: normal days stay quiet, a change of taste
-asks for a retrain the day it starts (real rotations, a real DuckDB file)."""
+"""The drift alarm on a real small world: normal days stay quiet, a change of taste and
+a catalogue drop ask for a retrain within one rotation (real rotations, a real DuckDB
+file)."""
 
 import json
 
@@ -13,7 +14,7 @@ from flywheel_assets_tests.helpers import turn_the_wheel
 
 CONFIG = WorldConfig(n_users=800, n_items=300, requests_per_day=4000, pool_size=20)
 NORMAL = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
-DRIFT_DAY, NEXT_DAY = "2026-01-05", "2026-01-06"
+DRIFT_DAY, NEXT_DAY, DROP_DAY = "2026-01-05", "2026-01-06", "2026-01-07"
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +24,8 @@ def reports(tmp_path_factory):
     turn_the_wheel(data_dir, CONFIG, NORMAL, instance)
     drifted = CONFIG.replace(scenarios=(Scenario("taste_drift", 5),))
     turn_the_wheel(data_dir, drifted, [DRIFT_DAY, NEXT_DAY], instance)
+    dropped = drifted.replace(scenarios=(*drifted.scenarios, Scenario("catalog_drop", 7)))
+    turn_the_wheel(data_dir, dropped, [DROP_DAY], instance)
     with warehouse.connect(Settings.from_env(data_dir).warehouse_path, read_only=True) as conn:
         rows = conn.execute("SELECT partition_date::VARCHAR, dataset_drift, columns "
                             "FROM monitor.drift_reports ORDER BY 1").fetchall()
@@ -52,6 +55,12 @@ def test_a_change_of_taste_asks_for_a_retrain_within_one_rotation(reports):
         assert retrain_next and next_details["persistent"]
         # The drifted day is not part of the next day's normal reference.
         assert DRIFT_DAY not in next_details["reference_days"]
+
+
+def test_a_catalogue_drop_asks_for_a_retrain_the_day_it_lands(reports):
+    retrain, details = reports[DROP_DAY]
+    assert retrain and details["large"]
+    assert "catalogue_item_age_days" in details["drifted_columns"]
 
 
 def _fill(conn, reports: dict[str, tuple[bool, object]]):
