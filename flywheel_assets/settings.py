@@ -276,8 +276,8 @@ class GateSettings:
 
 @dataclass(frozen=True)
 class DriftSettings:
-    # The reference is the days with feedback among the last `reference_days` (from the
-    # last day a drift started a retrain on). A column drifts when its statistic
+    # The reference is the normal days with feedback among the last `reference_days`
+    # (from the last day whose drift started a retrain, that day included). A column drifts when its statistic
     # (Jensen-Shannon distance, or Wasserstein distance over the reference std) reaches
     # `noise_multiplier` × the largest it reached on one reference day against the others
     # (at least `min_threshold`); with fewer than `min_reference_days` reference days

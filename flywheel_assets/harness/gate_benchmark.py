@@ -385,10 +385,18 @@ def main(args: argparse.Namespace) -> int:
     out_dir = settings.data_dir / "benchmarks" / "gate"
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.from_results:
-        # Summarise the tests an earlier run recorded (no simulation).
-        summary = summarise(pd.read_json(out_dir / "tests.jsonl", lines=True), settings.gate.rule)
-        summary["_level"] = settings.gate.confidence
-        print_summary(summary, settings.gate.rule, args, out_dir)
+        # Summarise the tests an earlier run recorded (no simulation), as that run was
+        # configured (its summary.json), for the worlds asked for.
+        recorded = out_dir / "tests.jsonl"
+        if not recorded.exists():
+            raise SystemExit(f"flywheel benchmark gate: no recorded run in {out_dir}")
+        run = json.loads((out_dir / "summary.json").read_text())
+        for key in ("seeds", "days", "effect"):
+            setattr(args, key, run[key])
+        tests = pd.read_json(recorded, lines=True)
+        summary = summarise(tests[tests["world"].isin(worlds)], run["rule"])
+        summary["_level"] = run.get("level", settings.gate.confidence)
+        print_summary(summary, run["rule"], args, out_dir)
         return 0
     started = time.time()
     tasks = [(world, seed) for world in worlds for seed in range(1, args.seeds + 1)]

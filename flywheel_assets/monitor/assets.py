@@ -15,14 +15,15 @@ from flywheel_assets.resources import FlywheelResource
           deps=["feedback_events", "curated_feedback", "raw_candidates"],
           freshness_policy=DAILY_FRESHNESS)
 def drift_report(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
-    """The day against the days just before it (`drift.reference_days`, from the last
-    day whose drift started a retrain), on what the serving policy does not choose (so
-    the loop's own choices never read as drift): who asks and when (device, country,
-    age band, hour, tenure; every request), what retrieval offered (item attributes of
-    the candidate pools; a sample), how people react on the random slates of the
-    exploration (graded signal, examined), and the model's own view (its scores on pool
-    candidates, its residual on explored impressions; samples; reported, never a
-    trigger). The verdict is computed in DuckDB: Jensen–Shannon distance for
+    """The day against the normal days just before it (`drift.reference_days`, from
+    the last day whose drift started a retrain), on what the serving policy does not
+    choose (so the loop's own choices never read as drift). Triggers: who asks and when
+    (device, country, age band, hour, tenure; every request), what the catalogue holds
+    (the items snapshot), how people react on the random slates of the exploration
+    (graded signal, examined). Reported, never a trigger (they move with the product's
+    own plays): what retrieval offered (item attributes of the candidate pools; a
+    sample) and the model's own view (its scores on pool candidates, its residual on
+    explored impressions; samples). The verdict is computed in DuckDB: Jensen–Shannon distance for
     categorical columns, Wasserstein distance over the reference std for numeric ones.
     Each column's threshold is calibrated on the reference's own normal days
     (`drift.noise_multiplier` × the largest statistic of one reference day against the

@@ -41,11 +41,13 @@ class DayDrift:
     champion_age_days: int | None = None
     drifted_columns: list[str] = field(default_factory=list)  # data columns only
 
-    def top_markdown(self, n: int = 6) -> str:
+    def top_markdown(self, n: int = 8) -> str:
         return markdown_table(
-            ["column", "statistic", "value", "threshold", "drifted"],
-            [(d.column, d.statistic, f"{d.value:.3f}", f"{d.threshold:.2f}",
-              "yes" if d.drifted else "no") for d in self.verdict.top(n)])
+            ["column", "statistic", "value", "threshold", "drifted", "can trigger"],
+            [(d.column, d.statistic, f"{d.value:.3f}", f"{d.threshold:.3f}",
+              "yes" if d.drifted else "no",
+              "no (reported)" if d.column in INFORMATIONAL else "yes")
+             for d in self.verdict.top(n)])
 
 
 def served_by(conn: duckdb.DuckDBPyConnection, day: str) -> str | None:
@@ -104,15 +106,16 @@ def _model_view(model, pools: list, explored: list, thresholds, skipped: list) -
 
 def reference_window(conn: duckdb.DuckDBPyConnection, day: str, max_days: int) -> list[str]:
     """The reference: the normal days with feedback among the ``max_days`` before
-    ``day``, after the last day whose drift started a retrain (a change that was acted
-    on is the new normal, not drift again every day until it leaves the window). A day
-    that drifted without a retrain is left out: it is not normal, and it would teach the
-    thresholds that drift is."""
+    ``day``, from the last day whose drift started a retrain (that day included: a
+    change that was acted on is the new normal, not drift again every day until it
+    leaves the window). A day that drifted without a retrain is left out: it is not
+    normal, and it would teach the thresholds that drift is."""
     first = (dt.date.fromisoformat(day) - dt.timedelta(days=max_days)).isoformat()
     since = last_retrain(conn, day)
     if since is not None:
-        # The day after it: the day of a change may be a one-day anomaly, not a normal.
-        first = max(first, (dt.date.fromisoformat(since) + dt.timedelta(days=1)).isoformat())
+        # From the retrain's day on: the change acted on is the new normal (a day after
+        # it is never left without a reference, so nothing lands unseen).
+        first = max(first, since)
     return [str(r[0]) for r in conn.execute("""
         SELECT DISTINCT f.partition_date FROM curated.feedback_events f
         WHERE f.partition_date >= ? AND f.partition_date < ? AND NOT EXISTS (
@@ -177,9 +180,9 @@ def thresholds_for(conn, day: str, noise: dict[str, float] | None, d) -> dict[st
 
 
 def _persisting(conn, day: str, days: int, drifted: set[str]) -> set[str]:
-    """The data columns of ``drifted`` that also drifted (calibrated, without a
-    retrain) on each of the ``days`` - 1 days before ``day``: the same column, day
-    after day, not any column on each day."""
+    """The data columns of ``drifted`` that also drifted (on calibrated thresholds, this
+    reference's or an earlier one's, without a retrain) on each of the ``days`` - 1
+    days before ``day``: the same column, day after day, not any column on each day."""
     if days <= 1:
         return set(drifted)
     d = dt.date.fromisoformat(day)
@@ -191,7 +194,7 @@ def _persisting(conn, day: str, days: int, drifted: set[str]) -> set[str]:
     out = set(drifted)
     for w in wanted:
         details = _details(rows.get(w))
-        if not details.get("calibrated"):
+        if not (details.get("calibrated") or details.get("judged")):
             return set()
         out &= set(details.get("drifted_columns") or ())
     return out
@@ -247,6 +250,9 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
                 shown += [c for c in columns if group in ("requests", "candidate pools")]
         calibrated = len(days) >= d.min_reference_days
         limits = thresholds_for(conn, day, calibrate(conn, kept, days) if calibrated else None, d)
+        # Thresholds a calibration set (this reference's, or the last one's) can
+        # persist; fixed ones (no calibration yet) cannot.
+        judged = calibrated or bool(limits)
         drifts = [dataclasses.replace(c, threshold=limits[c.column],
                                       drifted=bool(c.value >= limits[c.column]))
                   if c.column in limits else c for c in drifts]
@@ -275,7 +281,7 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
     large = any(c.value >= d.large_factor * c.threshold for c in trigger)
     with connect() as conn:
         persisting = (_persisting(conn, day, d.persist_days, set(drifted_columns))
-                      if calibrated and drifted else set())
+                      if judged and drifted else set())
     persistent = bool(persisting)
     share = sum(c.drifted for c in trigger) / len(trigger) if trigger else 0.0
     verdict = drift.DriftVerdict(tuple(drifts), share, drifted and (large or persistent))
@@ -292,7 +298,7 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
                 {"columns": verdict.as_dict()["columns"], "not_compared": skipped,
                  "drifted": drifted, "drifted_columns": drifted_columns, "large": large,
                  "persistent": persistent, "persisting_columns": sorted(persisting),
-                 "calibrated": calibrated, "reference_days": days,
+                 "calibrated": calibrated, "judged": judged, "reference_days": days,
                  "champion_age_days": champion_age})
     return DayDrift(policy, verdict, window, skipped, evidently, str(html) if evidently else None,
                     drifted=drifted, large=large, persistent=persistent, calibrated=calibrated,

@@ -2,7 +2,7 @@
 
 Only what the serving policy does not choose is compared, or the loop would report its
 own choices as drift (a new champion shows other items, so the *shown* items' features
-always move). Three views, each a SELECT over one kind of row:
+always move). Four views, each a SELECT over one kind of row:
 
 - requests (one row per request, bots left out): device, country, age band, hour,
   tenure — who asks, and when;

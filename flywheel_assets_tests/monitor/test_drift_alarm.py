@@ -82,9 +82,10 @@ def test_the_reference_skips_drifted_days_and_restarts_after_a_retrain(tmp_path)
                      "2026-01-02": (False, ["a report of an older version"])})
         assert dr.reference_window(conn, "2026-01-05", 7) == ["2026-01-01", "2026-01-02",
                                                               "2026-01-04"]
-        # After the retrain asked for on the 6th, the reference starts on the 7th.
-        assert dr.reference_window(conn, "2026-01-07", 7) == []
-        assert dr.reference_window(conn, "2026-01-09", 7) == ["2026-01-07", "2026-01-08"]
+        # After the retrain asked for on the 6th, the reference starts there.
+        assert dr.reference_window(conn, "2026-01-07", 7) == ["2026-01-06"]
+        assert dr.reference_window(conn, "2026-01-09", 7) == ["2026-01-06", "2026-01-07",
+                                                              "2026-01-08"]
 
 
 def test_persistence_is_the_same_column_day_after_day(tmp_path):
