@@ -426,13 +426,8 @@ def _replicates(lins: list[_Linear], n_boot: int, seed: int):
         yield weights, curves
 
 
-_Z = {}
-
-
 def _z(level: float) -> float:
-    if level not in _Z:
-        _Z[level] = NormalDist().inv_cdf(1 - (1.0 - level) / 2)
-    return _Z[level]
+    return NormalDist().inv_cdf(1 - (1.0 - level) / 2)
 
 
 def _point(lin: _Linear, estimators, size: int) -> dict[str, float]:

@@ -11,8 +11,8 @@ always move). Four views, each a SELECT over one kind of row:
 - candidate pools (one row per candidate): the item attributes of what retrieval
   offered, whatever the ranking; a reproducible sample of each side. Reported, not a
   trigger: retrieval follows popularity, and popularity counts the product's own
-  plays, so a new champion moves the pools a few days later (measured: the content
-  features of the pools drifted on days 4 and 5 of the demo, after the first
+  plays, so a new champion moves the pools a few days later (a demo run of commit
+  3a6edf8: the pools' content features drifted on days 4 and 5, after the first
   promotion). Popularity is compared as the item's percentile in its day's catalogue,
   not as a count;
 - explored slates (random slates of the exploration, one row per impression): the
