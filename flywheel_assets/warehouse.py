@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS raw.impressions (
     source_row BIGINT, extras VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.candidates (
     partition_date DATE, request_id VARCHAR, item_id VARCHAR, exposure_propensity DOUBLE,
-    source_file VARCHAR, source_row BIGINT, extras VARCHAR);
+    source_file VARCHAR, source_row BIGINT, extras VARCHAR, greedy_position INTEGER);
 CREATE TABLE IF NOT EXISTS raw.interactions (
     partition_date DATE, event_id VARCHAR, impression_id VARCHAR, ts TIMESTAMPTZ,
     signal VARCHAR, value DOUBLE, source_file VARCHAR, source_row BIGINT, extras VARCHAR);
@@ -118,7 +118,8 @@ def prepare(conn: duckdb.DuckDBPyConnection, temp_dir: Path | None = None,
 # them (nullable; the columns they replace stay, unused).
 ADDED_COLUMNS = {
     "raw.impressions": {"explored": "BOOLEAN", "extras": "VARCHAR"},
-    "raw.candidates": {"extras": "VARCHAR"}, "raw.interactions": {"extras": "VARCHAR"},
+    "raw.candidates": {"extras": "VARCHAR", "greedy_position": "INTEGER"},
+    "raw.interactions": {"extras": "VARCHAR"},
     "raw.users": {"extras": "VARCHAR"}, "raw.items": {"extras": "VARCHAR"},
     "curated.position_bias": {"draws": "DOUBLE[]"},
     "curated.feedback_events": {"explored": "BOOLEAN", "signals": "VARCHAR[]",

@@ -8,12 +8,15 @@ catalogue (the items snapshot, else the items shown that day) when it is small e
 to rank whole (`evaluation.max_catalogue_pool`). Rows carry the raw attributes the
 models score. The family of estimators follows what the product logs: exposure
 propensities on every pool row → "exposure" (on complete slates; a partial slate is
-counted as skipped), else "item-position" (partial slates valued on their positions).
+counted as skipped), and with each candidate's greedy position too, when the logged
+propensities are those of epsilon-greedy logging with a uniformly random slate (checked
+on every request), "policy-aware"; else "item-position" (partial slates valued on their
+positions). Why a day is not policy-aware is said in ``family_note``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import duckdb
 import numpy as np
@@ -41,6 +44,7 @@ class LoggedDay:
     family: str                     # "exposure" | "item-position"
     pool_source: str
     skipped: dict[str, int] = field(default_factory=dict)
+    family_note: str = ""
 
     def matrix(self, values: np.ndarray, fill=np.nan) -> np.ndarray:
         """Per-row values of `pools` as an R×P matrix."""
@@ -87,7 +91,8 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
         skipped["no logged pool"] = conn.execute("""
             SELECT count(*) FROM _eligible WHERE human AND NOT trained_on AND request_id NOT IN
             (SELECT request_id FROM raw.candidates WHERE partition_date = ?)""", [day]).fetchone()[0]
-        pool_sql = """SELECT request_id, item_id, max(exposure_propensity) AS exposure
+        pool_sql = """SELECT request_id, item_id, max(exposure_propensity) AS exposure,
+                             max(greedy_position) AS greedy
                       FROM raw.candidates WHERE partition_date = $d GROUP BY ALL"""
         source = "logged candidate pools"
         eligible = "human AND NOT trained_on AND request_id IN (SELECT request_id FROM _pool)"
@@ -99,7 +104,8 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
                           f"{len(catalogue)} items (more than evaluation.max_catalogue_pool = "
                           f"{max_catalogue_pool} to rank whole)")
         conn.register("_catalogue", pd.DataFrame({"item_id": catalogue}))
-        pool_sql = "SELECT NULL::VARCHAR AS request_id, item_id, NULL::DOUBLE AS exposure FROM _catalogue"
+        pool_sql = ("SELECT NULL::VARCHAR AS request_id, item_id, NULL::DOUBLE AS exposure, "
+                    "NULL::INTEGER AS greedy FROM _catalogue")
         source = f"the catalogue ({len(catalogue)} items; the product logs no pools)"
         eligible = "human AND NOT trained_on"
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _pool AS {pool_sql}", {"d": day} if logs_pools else {})
@@ -113,7 +119,7 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
     pool_join = ("JOIN _pool p ON p.request_id = r.request_id" if logs_pools
                  else "CROSS JOIN _pool p")
     pools = conn.execute(f"""
-        SELECT r.request_id, r.user_key, p.item_id, p.exposure, r.ts, r.device, u.country,
+        SELECT r.request_id, r.user_key, p.item_id, p.exposure, p.greedy, r.ts, r.device, u.country,
                u.age_band, u.signup_date, it.category, it.published_date, it.duration_s,
                it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4, it.c5,
                {merged_extras("u", "it", "r")} AS extras
@@ -182,20 +188,67 @@ def assemble(pools: pd.DataFrame, shown: pd.DataFrame, source: str, skipped: dic
     shown_position[n, j] = position
     grade[n, j] = imp["grade"].to_numpy(dtype="float64")
     pairs = frozenset(zip(shown["item_id"], shown["position"].astype(int)))
+    propensity = imp["propensity"].to_numpy(dtype="float64")
     day = LoggedDay(pools=pools, log=None, row_index=row_index, categories=None, popularity=None,
                     shown_position=shown_position, grade=grade, family=family,
                     pool_source=source, skipped={k: int(v) for k, v in skipped.items() if v})
     exposure = day.matrix(pools["exposure"]) if family == "exposure" else None
     day.log = off_policy.LoggedSlates(
         n_requests=len(requests), pool_sizes=sizes, imp_request=n, imp_column=j,
-        imp_position=position, imp_propensity=imp["propensity"].to_numpy(dtype="float64"),
+        imp_position=position, imp_propensity=propensity,
         imp_reward=imp["grade"].to_numpy(dtype="float64"), pool_items=items,
         supported_pairs=pairs, exposure=exposure, cluster=cluster)
+    if family == "exposure":
+        greedy = (day.matrix(pools["greedy"].astype("float64"), fill=np.nan)
+                  if "greedy" in pools else None)
+        logger, note = epsilon_greedy(greedy, exposure, sizes, n, j, position, propensity)
+        if logger is not None:
+            day.family = "policy-aware"
+            day.log = replace(day.log, **logger)
+        day.family_note = note
     if pools["category"].notna().any():
         day.categories = day.matrix(pd.factorize(pools["category"], sort=True)[0], fill=-1)
     if len(pools) and pools["popularity"].notna().all():
         day.popularity = day.matrix(pools["popularity"])
     return day
+
+
+# Logged propensities are rounded; beyond this they are not epsilon-greedy's.
+EPSILON_GREEDY_TOLERANCE = 1e-6
+
+
+def epsilon_greedy(greedy: np.ndarray | None, exposure: np.ndarray, sizes: np.ndarray,
+                   n: np.ndarray, j: np.ndarray, position: np.ndarray,
+                   propensity: np.ndarray) -> tuple[dict | None, str]:
+    """The logging policy as epsilon-greedy with a uniformly random ordered slate, if the
+    logs say it is: each request's ε from its impressions' propensities (at the greedy
+    position 1 − ε + ε/P, elsewhere ε/P), then every impression propensity and every
+    candidate's exposure ((1 − ε)[in the greedy slate] + ε · depth / P) recomputed from
+    it and compared with the logged ones. Returns the fields of `LoggedSlates` that
+    describe it (None when it is not) and a note saying why not."""
+    if greedy is None or np.isnan(greedy).all():
+        return None, "the product logs no greedy positions: exposure estimators"
+    pools = ~np.isnan(exposure)
+    g = np.where(np.isnan(greedy), 0, greedy).astype(np.int64)
+    depth = ((g > 0) & pools).sum(axis=1)
+    size = sizes.astype("float64")
+    at_greedy = g[n, j] == position
+    spread = 1.0 - 1.0 / np.maximum(size[n], 1.0)
+    eps_i = np.where(at_greedy, np.divide(1.0 - propensity, spread, out=np.zeros_like(spread),
+                                          where=spread > 0), propensity * size[n])
+    count = np.bincount(n, minlength=len(sizes))
+    eps = np.clip(np.bincount(n, eps_i, minlength=len(sizes)) / np.maximum(count, 1), 0.0, 1.0)
+    predicted = eps[n] / size[n] + (1.0 - eps[n]) * at_greedy
+    off = np.abs(predicted - propensity) > EPSILON_GREEDY_TOLERANCE
+    mu = (1.0 - eps[:, None]) * (g > 0) + (eps * depth / np.maximum(size, 1.0))[:, None]
+    off_pool = pools & (np.abs(mu - np.nan_to_num(exposure)) > EPSILON_GREEDY_TOLERANCE)
+    bad = np.unique(np.concatenate([n[off], np.nonzero(off_pool)[0]]))
+    if (count == 0).any() or (depth == 0).any() or len(bad):
+        what = (f"{len(bad)} requests' logged propensities are not those of epsilon-greedy "
+                f"logging with a uniformly random slate" if len(bad) else
+                "some requests have no greedy slate or no impression")
+        return None, f"{what}: exposure estimators"
+    return {"greedy": g, "epsilon": eps, "depth": depth}, ""
 
 
 def slates(day: LoggedDay, scores: np.ndarray, k: int,

@@ -24,6 +24,16 @@ Two ways to weigh the logs, by what the product logs:
   choice (Li et al., "Offline evaluation of ranking policies with click models", 2018).
   The value is in examined grades. Far smaller weights than item-position on a
   ranking of many candidates, so it is preferred where pools are logged.
+- **policy-aware** (products that log, per candidate, where the logging policy would
+  put it: exposure plus the greedy position of an epsilon-greedy policy, so that
+  P(i at j) is known for every position j): the examination propensity of item i is
+  ρ_i = Σ_j P(i at j) · θ_j, and its observed reward y_i (wherever it was shown, 0
+  when not shown) divided by ρ_i estimates g(i) (Oosterhuis & de Rijke, "Policy-aware
+  unbiased learning to rank for top-k rankings", 2020). Dividing by μ(i) and by
+  θ of the one position it was shown at (the exposure family) is never better: ρ_i
+  pools the examination over every position the item could have had. Its doubly robust
+  form: q + (y − q · e) / ρ, with e = θ of the position i was shown at (0 when not
+  shown), whose expectation is ρ; its self-normalised form divides by Σ p e / ρ.
 
 Per term (request n, candidate j, target position k, probability p, weight w,
 observation y, reward model q):
@@ -63,6 +73,7 @@ from scipy import sparse
 from flywheel_assets.settings import POLICY_VALUES
 
 ESTIMATORS = ("ips", "snips", "dr")
+FAMILIES = ("policy-aware", "exposure", "item-position")
 
 
 def position_weights(k: int, value: str = "dcg") -> np.ndarray:
@@ -135,6 +146,12 @@ class LoggedSlates:
     examination_draws: np.ndarray | None = None
     # R: each request's cluster (its user); None: every request is its own.
     cluster: np.ndarray | None = None
+    # Epsilon-greedy logging, when the product logs greedy positions (policy-aware
+    # family): R×P greedy position (0: outside the greedy slate), R: epsilon, and R: the
+    # slate's depth min(K, P). P(i at j) = (1 − ε)[greedy(i) = j] + ε / P for j ≤ depth.
+    greedy: np.ndarray | None = None
+    epsilon: np.ndarray | None = None
+    depth: np.ndarray | None = None
 
     @property
     def positions_logged(self) -> np.ndarray:
@@ -207,6 +224,13 @@ class Terms:
     reward_at: np.ndarray | None = None    # q · θ[reward_at] (0-based), item-position family
     examination_draws: np.ndarray | None = None
     cluster: np.ndarray | None = None
+    # Policy-aware family: ρ = greedy_share · θ[greedy_at] + uniform_share · Σθ[:depth];
+    # e = θ[shown_at] (shown_at = -1: not shown, e = 0).
+    shown_at: np.ndarray | None = None
+    greedy_at: np.ndarray | None = None
+    greedy_share: np.ndarray | None = None
+    uniform_share: np.ndarray | None = None
+    depth: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +306,51 @@ def exposure_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarray,
                  examination_draws=log.examination_draws, cluster=log.cluster)
 
 
+def examination_propensity(theta: np.ndarray, greedy_at: np.ndarray, greedy_share: np.ndarray,
+                           uniform_share: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """ρ = Σ_j P(i at j) θ_j of epsilon-greedy logging, per term (columns) and curve
+    (rows of ``theta``, B×Kθ): the greedy slate's share at the greedy position, the
+    uniform slate's share at each of the first ``depth`` positions."""
+    theta = np.atleast_2d(theta)
+    cum = np.cumsum(theta, axis=1)
+    at = np.maximum(greedy_at, 0)
+    greedy = np.where(greedy_at >= 0, theta[:, at], 0.0)
+    return greedy * greedy_share + cum[:, np.maximum(depth, 1) - 1] * uniform_share
+
+
+def policy_aware_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarray,
+                       shown_position: np.ndarray, grade: np.ndarray, k: int,
+                       value: str = "dcg") -> Terms:
+    """Terms of the policy-aware estimators (module docstring). ``shown_position`` and
+    ``grade``: R×P (NaN / 0 where not shown); ``reward_model``: R×P, the expected grade
+    once examined. Needs the log's epsilon-greedy description (``greedy``)."""
+    if log.greedy is None or log.epsilon is None or log.depth is None:
+        raise ValueError("the policy-aware estimators need the logging policy's greedy "
+                         "positions and exploration rate")
+    c = position_weights(k, value)
+    keep = policy.position <= np.minimum(k, log.slate_lengths[policy.request])
+    n, j, pos, p = (a[keep] for a in (policy.request, policy.column, policy.position,
+                                      policy.probability))
+    at = shown_position[n, j]
+    shown = ~np.isnan(at)
+    shown_at = np.where(shown, np.nan_to_num(at, nan=1), 0).astype(np.int64) - 1
+    greedy_at = log.greedy[n, j].astype(np.int64) - 1
+    eps = log.epsilon[n]
+    greedy_share, uniform_share = 1.0 - eps, eps / log.pool_sizes[n]
+    depth = log.depth[n]
+    theta = log.theta
+    rho = examination_propensity(theta, greedy_at, greedy_share, uniform_share, depth)[0]
+    e = np.where(shown, theta[np.maximum(shown_at, 0)], 0.0)
+    weight = np.divide(e, rho, out=np.zeros_like(e), where=rho > 0)
+    valued = np.zeros((log.n_requests, k), dtype=bool)
+    valued[n, pos - 1] = True
+    return Terms(n, pos, p * c[pos - 1], p, weight, np.where(shown, grade[n, j], 0.0),
+                 reward_model[n, j], rho > 0, valued, log.n_requests, "policy-aware", theta,
+                 examination_draws=log.examination_draws, cluster=log.cluster,
+                 shown_at=shown_at, greedy_at=greedy_at, greedy_share=greedy_share,
+                 uniform_share=uniform_share, depth=depth)
+
+
 def diagnostics(terms: Terms) -> dict:
     """ESS (count and share of the valued impressions), the largest weight's share, support."""
     v = terms.prob * terms.weight
@@ -314,7 +383,89 @@ class _Linear:
     cluster: np.ndarray | None
 
 
-def _linear(terms: Terms | OnPolicy | np.ndarray) -> _Linear:
+@dataclass(frozen=True)
+class _Aware:
+    """The policy-aware family's parts. Not linear in θ (ρ sums θ over positions and
+    divides), so each replicate recomputes ρ and e from its curve; but ρ and e depend
+    on a term only through its key (greedy position, slate depth, ε shares, position
+    shown at, target position), of which a day has a few hundred: the terms are summed
+    per request and key once (sparse R×U), and a replicate costs a product with its
+    resampling weights and U divisions. The doubly robust estimator's direct part
+    (Σ p c q) does not depend on θ."""
+
+    direct: np.ndarray       # R: Σ p c_k q per request
+    sums: dict               # name → sparse R×U: Σ coef·y, coef·q, p·y, p per request and key
+    keys: dict               # name → U: greedy_at, depth, greedy_share, uniform_share,
+    #                          shown_at, position
+    valued: np.ndarray       # R×K
+    c: np.ndarray            # K
+    theta: np.ndarray
+    draws: np.ndarray | None
+    cluster: np.ndarray | None
+
+    def values(self, resample: np.ndarray, theta: np.ndarray, estimators) -> dict:
+        n, k = self.valued.shape
+        total = np.maximum(resample.sum(axis=1), 1e-12)
+        size = theta.shape[1]
+        th = np.maximum(theta, 1e-6)
+        key = self.keys
+        rho = np.maximum(examination_propensity(
+            th, np.minimum(key["greedy_at"], size - 1), key["greedy_share"],
+            key["uniform_share"], np.minimum(key["depth"], size)), 1e-12)    # B×U
+        e = th[:, np.clip(key["shown_at"], 0, size - 1)]                      # B×U
+        by = {name: np.asarray((m.T @ resample.T).T) for name, m in self.sums.items()}
+        out = {}
+        if "ips" in estimators:
+            out["ips"] = (by["coef_y"] / rho).sum(1) / total
+        if "dr" in estimators:
+            out["dr"] = (resample @ self.direct
+                         + ((by["coef_y"] - by["coef_q"] * e) / rho).sum(1)) / total
+        if "snips" in estimators:
+            onehot = np.zeros((len(key["position"]), k))
+            onehot[np.arange(len(key["position"])), key["position"] - 1] = 1.0
+            num = (by["prob_y"] / rho) @ onehot
+            den = (by["prob"] * e / rho) @ onehot
+            share = (resample @ self.valued) / total[:, None]
+            out["snips"] = (np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+                            * share * self.c).sum(axis=1)
+        return out
+
+
+KEY_FIELDS = ("greedy_at", "depth", "greedy_share", "uniform_share", "shown_at", "position")
+
+
+def _aware(terms: Terms) -> _Aware:
+    n, k = terms.n_requests, terms.valued.shape[1]
+    direct = np.bincount(terms.request, terms.coef * terms.reward_model, minlength=n)
+    shown = terms.shown_at >= 0
+    # One integer code per key (each field factorised, then mixed radix): 1-D unique.
+    code = np.zeros(int(shown.sum()), dtype=np.int64)
+    levels = {}
+    for f in KEY_FIELDS:
+        levels[f], inverse = np.unique(np.round(np.asarray(getattr(terms, f), "float64")[shown],
+                                                12), return_inverse=True)
+        code = code * len(levels[f]) + inverse.ravel()
+    unique, code = np.unique(code, return_inverse=True)
+    code = code.ravel()
+    keys, rest = {}, unique
+    for f in reversed(KEY_FIELDS):
+        keys[f] = levels[f][rest % len(levels[f])]
+        rest = rest // len(levels[f])
+    keys = {f: keys[f].astype(np.int64 if f in ("greedy_at", "depth", "shown_at", "position")
+                              else "float64") for f in KEY_FIELDS}
+    request = terms.request[shown]
+    parts = {"coef_y": terms.coef * terms.observed, "coef_q": terms.coef * terms.reward_model,
+             "prob_y": terms.prob * terms.observed, "prob": terms.prob}
+    sums = {name: sparse.csr_matrix((v[shown], (request, code)), shape=(n, len(unique)))
+            for name, v in parts.items()}
+    return _Aware(direct, sums, keys, terms.valued.astype("float64"),
+                  _coef_by_position(terms, k), terms.theta, terms.examination_draws,
+                  terms.cluster)
+
+
+def _linear(terms: Terms | OnPolicy | np.ndarray) -> _Linear | _Aware:
+    if isinstance(terms, Terms) and terms.family == "policy-aware":
+        return _aware(terms)
     if isinstance(terms, np.ndarray):
         terms = OnPolicy(np.asarray(terms, "float64"), np.zeros((len(terms), 1)), np.ones(1))
     if isinstance(terms, OnPolicy):
@@ -379,6 +530,8 @@ def _values(lin: _Linear, resample: np.ndarray, theta: np.ndarray,
             estimators=ESTIMATORS) -> dict[str, np.ndarray]:
     """Estimator values under resampling weights (B×R) and curves (B×Kθ; a row of ones
     and the point curve = the estimate)."""
+    if isinstance(lin, _Aware):
+        return lin.values(resample, theta, estimators)
     size = theta.shape[1]
     inv, lin_theta = 1.0 / np.maximum(theta, 1e-6), theta
     total = np.maximum(resample.sum(axis=1), 1e-12)

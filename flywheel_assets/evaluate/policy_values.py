@@ -6,7 +6,8 @@ own mean reward), ``uniform`` (a uniformly random slate from each pool), ``popul
 (the no-learning baseline), and any model (``candidate``, ``champion`` or a version), as
 `serving` serves it (re-ranked, exploration aside). The estimator family (exposure or
 item-position) follows what the product logs (`logged_pools`); the reward model of the
-doubly robust estimator is the candidate's prediction. An estimate whose effective
+doubly robust estimator is fitted on the day's logs, cross-fitted and shared by every
+policy (`reward_model`). An estimate whose effective
 sample size, largest weight or support is outside the limits (`evaluation.*`) is marked
 untrustworthy, with its reasons, and the gate does not decide on it.
 """
@@ -19,6 +20,7 @@ import numpy as np
 
 from flywheel_assets.evaluate import metrics
 from flywheel_assets.evaluate import off_policy as op
+from flywheel_assets.evaluate import reward_model as rm
 from flywheel_assets.evaluate.logged_pools import LoggedDay, slates
 from flywheel_assets.serve.serving import PLAIN_TOP_K, Reranking
 from flywheel_assets.train import features as feats
@@ -91,15 +93,20 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
                    examination_draws: np.ndarray | None = None,
                    scores: dict[str, np.ndarray] | None = None,
                    contenders: tuple[str, ...] = ("candidate",),
-                   reward_model: str = "candidate") -> dict:
+                   reward_model: str = "cross-fitted", family: str | None = None) -> dict:
     """Every policy's estimates on ``day``; with a ``candidate`` among ``models``, its
     paired differences with the champion and with the logging policy; each of the
     ``contenders`` (models or scored policies) is compared with the champion too
     (``differences``). ``scores``: R×P score matrices of policies scored elsewhere,
     valued like models (the gate benchmark's policies, which score from the world's
-    truth). The doubly robust estimator's reward model, shared by every policy, is the
-    ``reward_model`` policy's scores (the candidate's predicted grade)."""
+    truth). The doubly robust estimator's reward model, shared by every policy, is
+    ``cross-fitted`` (`reward_model`) or the named policy's scores. ``family``: value
+    with another family than the day's (``exposure`` on a policy-aware day), to compare
+    their variance."""
     log = day.log
+    family = family or day.family
+    if family not in (day.family, "exposure") or (family == "exposure" and log.exposure is None):
+        raise ValueError(f"a {day.family} day cannot be valued by the {family} estimators")
     theta = examination_array(examination, max(k, int(log.imp_position.max(initial=1))))
     log = dataclasses.replace(log, examination=theta,
                               examination_draws=_draws(examination_draws, theta,
@@ -107,13 +114,20 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
     derived = feats.derive(day.pools) if models else None
     scores = dict(scores or {}) | {name: day.matrix(model_lib.score(pipe, day.pools, derived))
                                    for name, pipe in models.items()}
-    grade_model = scores.get(reward_model, next(iter(scores.values()), None))
-    if grade_model is None:
-        grade_model = np.zeros(day.row_index.shape)
+    if reward_model == "cross-fitted":
+        grade_model, model_info = rm.cross_fitted(
+            rm.features(scores, day.popularity) if scores else np.zeros((*day.row_index.shape, 0)),
+            day.shown_position, day.grade, log.theta, log.cluster)
+    else:
+        grade_model = scores.get(reward_model, np.zeros(day.row_index.shape))
+        model_info = {"kind": f"the {reward_model} policy's scores"}
     grade_model = np.nan_to_num(grade_model)
 
     def terms(policy: op.Policy) -> op.Terms:
-        if day.family == "exposure":
+        if family == "policy-aware":
+            return op.policy_aware_terms(log, policy, grade_model, day.shown_position,
+                                         day.grade, k, value)
+        if family == "exposure":
             return op.exposure_terms(log, policy, grade_model, day.shown_position, day.grade,
                                      k, value)
         return op.item_position_terms(log, policy, grade_model, k, value, examined=True)
@@ -127,7 +141,8 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
         chosen = slates(day, s, k, reranking)
         policies[name] = op.Policy.deterministic(chosen)
         stats[name] = _exposure_stats(_slate_items(day, chosen), catalogue_size)
-    out: dict = {"family": day.family, "pool_source": day.pool_source, "value": value, "k": k,
+    out: dict = {"family": family, "family_note": day.family_note, "reward_model": model_info,
+                 "pool_source": day.pool_source, "value": value, "k": k,
                  "requests": log.n_requests, "pool_rows": len(day.pools),
                  "skipped": day.skipped, "diversity": reranking.diversity,
                  "popularity_balance": reranking.popularity_balance,
@@ -138,7 +153,7 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
             policies["uniform"] = op.Policy.uniform(log.pool_sizes, k)
         else:
             out["not_valued"] = {"uniform": f"{size} terms > {MAX_UNIFORM_TERMS}"}
-    logged = log.on_policy(k, value, debias=day.family == "exposure")
+    logged = log.on_policy(k, value, debias=family != "item-position")
     all_terms = {name: terms(p) for name, p in policies.items()}
     out["policies"]["logging"] = {
         **_verdict(op.estimate(logged, n_boot, level=level), limits),

@@ -173,11 +173,15 @@ CANDIDATES = StreamContract(
     description="Optional. One row per candidate of a request's pool, with the logging "
                 "policy's probability that the candidate is shown anywhere in the slate. "
                 "Off-policy evaluation of another ranking needs it; without it the gate "
-                "falls back to the holdout.",
+                "falls back to the holdout. With `greedy_position` too (the candidate's "
+                "position in the slate the policy serves when it does not explore, empty "
+                "outside it) and epsilon-greedy exploration by a uniformly random slate, "
+                "evaluation uses the lower-variance policy-aware estimator.",
     fields=(
         _f("request_id", "id"),
         _f("item_id", "id"),
         _f("exposure_propensity", "float", required=False, min=0, max=1),
+        _f("greedy_position", "int", required=False, min=1, max=10_000),
     ),
 )
 

@@ -50,7 +50,7 @@ def build_suite(contract: StreamContract, partition_date: str):
         if f.required:
             suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=col))
         if f.kind in ("int", "float"):
-            types = ["int32", "int64", "Int64"] if f.kind == "int" else ["float64", "Float64"]
+            types = ["int32", "int64", "Int64", "Int64Dtype", "Int32Dtype"] if f.kind == "int" else ["float64", "Float64"]
             suite.add_expectation(E.ExpectColumnValuesToBeInTypeList(column=col, type_list=types))
         if f.min is not None or f.max is not None:
             suite.add_expectation(E.ExpectColumnValuesToBeBetween(
@@ -102,4 +102,8 @@ def stored_rows(conn, contract: StreamContract, partition_date: str,
     frame = conn.execute(f"SELECT * EXCLUDE (partition_date, source_file, source_row) "
                          f"FROM (SELECT * FROM {contract.table} WHERE partition_date = ?)"
                          f"{sample}", [partition_date]).df()
+    # An integer column with empty values arrives as floats: back to nullable integers.
+    for f in contract.fields:
+        if f.kind == "int" and f.column in frame and frame[f.column].dtype.kind == "f":
+            frame[f.column] = frame[f.column].astype("Int64")
     return frame, rows

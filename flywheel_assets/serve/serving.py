@@ -9,7 +9,10 @@ position ``k`` of a pool of ``P`` and a slate of ``K``:
     exposure   = (1 - epsilon) * [greedy slate shows i]     + epsilon * K / P
 
 ``propensity`` is logged per impression (position bias, training weights), ``exposure``
-per candidate of the pool (off-policy evaluation of another ranking). Both are > 0 for
+per candidate of the pool (off-policy evaluation of another ranking), with the
+candidate's ``greedy_position`` (its position in the greedy slate, none when outside
+it): with both, evaluation knows P(i at k) for every position, which the lowest-variance
+(policy-aware) estimator needs. Both are > 0 for
 every candidate when epsilon > 0, which is what those estimators need.
 
 The optional re-ranking is maximal marginal relevance over item categories and
@@ -49,6 +52,7 @@ class Slates:
     propensities: np.ndarray   # R×K: P(that item at that position | pool, scores)
     explored: np.ndarray       # R: the request got a random slate
     exposure: np.ndarray       # R×P: P(candidate shown anywhere in the slate | pool, scores)
+    greedy_position: np.ndarray  # R×P: 1-based position in the greedy slate (0: outside it)
 
 
 POPULARITY_TIERS = 3
@@ -137,8 +141,10 @@ def rank_slates(scores: np.ndarray, slate_size: int, epsilon: float,
     in_greedy = np.zeros((n_requests, pool), dtype=bool)
     np.put_along_axis(in_greedy, greedy, True, axis=1)
     exposure = epsilon * slate_size / pool + (1.0 - epsilon) * in_greedy
+    greedy_position = np.zeros((n_requests, pool), dtype=np.int64)
+    np.put_along_axis(greedy_position, greedy, np.arange(1, greedy.shape[1] + 1)[None, :], axis=1)
     return Slates(columns=columns, propensities=propensities, explored=explored,
-                  exposure=exposure)
+                  exposure=exposure, greedy_position=greedy_position)
 
 
 @dataclass

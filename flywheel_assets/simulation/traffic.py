@@ -196,6 +196,9 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy,
         "request_id": np.repeat(request_ids, config.pool_size),
         "item_id": items["item_id"].to_numpy()[pools.ravel()],
         "exposure_propensity": np.round(slates.exposure.ravel(), 10),
+        # Its place in the slate served without exploration (empty outside it).
+        "greedy_position": pd.Series(slates.greedy_position.ravel()).where(
+            lambda g: g > 0).astype("Int64"),
     }) if config.log_candidate_pools else None
     traffic = DayTraffic(impressions=imp, interactions=interactions,
                          users=users[~pop.gone].reset_index(drop=True), items=items,

@@ -92,3 +92,37 @@ def test_a_slate_missing_its_last_positions_is_partial():
     partial = set(logged_pools.partial_slates(pools, shown, slate_size=3))
     # "short" logged positions 1-2 of 3 (count = max, the old test, passed it).
     assert partial == {"short", "gap"}
+
+
+def _frames(slates, n, p, k, exposure=None):
+    """The pool and impression frames `logged_pools.assemble` reads, from served slates."""
+    request = np.repeat([f"r{i}" for i in range(n)], p)
+    pools = pd.DataFrame({"request_id": request, "user_key": request,
+                          "item_id": np.tile([f"i{j:02d}" for j in range(p)], n),
+                          "exposure": (slates.exposure if exposure is None else exposure).ravel(),
+                          "greedy": np.where(slates.greedy_position > 0,
+                                             slates.greedy_position, np.nan).ravel(),
+                          "category": None, "popularity": np.nan})
+    shown = pd.DataFrame({"request_id": np.repeat([f"r{i}" for i in range(n)], k),
+                          "item_id": [f"i{j:02d}" for j in slates.columns.ravel()],
+                          "position": np.tile(np.arange(1, k + 1), n),
+                          "propensity": slates.propensities.ravel(), "grade": 0.0})
+    return pools, shown
+
+
+def test_epsilon_greedy_logs_are_recognised_and_others_are_not():
+    """A day whose candidates log greedy positions is valued by the policy-aware family,
+    with each request's ε recovered from its propensities; exposures that are not
+    epsilon-greedy's fall back to the exposure family and say why."""
+    n, p, k = 300, 8, 3
+    rng = np.random.default_rng(3)
+    slates = rank_slates(rng.normal(size=(n, p)), k, 0.3, rng)
+    day = logged_pools.assemble(*_frames(slates, n, p, k), "test", {}, k)
+    assert day.family == "policy-aware" and day.family_note == ""
+    assert np.allclose(day.log.epsilon, 0.3) and (day.log.depth == k).all()
+    # The same slates with another logger's exposures (mass moved between candidates).
+    other = slates.exposure.copy()
+    other[:, 0], other[:, 1] = other[:, 0] + 0.01, other[:, 1] - 0.01
+    day = logged_pools.assemble(*_frames(slates, n, p, k, exposure=other), "test", {}, k)
+    assert day.family == "exposure"
+    assert "not those of epsilon-greedy" in day.family_note
