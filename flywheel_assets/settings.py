@@ -113,8 +113,11 @@ class CurationSettings:
     # a flag (anonymous requests included); "required" needs a flag that says yes on
     # every row; "not_logged" uses every row (the product collects consent upstream).
     consent: str = "when_logged"
-    # At most this share of judged rows is removed as label noise.
-    max_label_issue_share: float = 0.02
+    # At most this share of judged rows is removed as label noise (confident learning);
+    # 0, the default, turns the filter off: it removes rows by their outcomes, which
+    # biases the de-biased target, and no run has measured a benefit (README, known
+    # limits). A product with mislogged events can set 0.02.
+    max_label_issue_share: float = 0.0
     # Position bias is stable; a long window keeps its estimate precise.
     position_bias_window_days: int = 28
     # How the product's logging policy explored (curate/position_bias.py): "flag"

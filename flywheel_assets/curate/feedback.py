@@ -94,7 +94,7 @@ def build_feedback_events(conn: duckdb.DuckDBPyConnection, partition_date: str,
 
 def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
                            use_filters: bool = True, rules: FilterRules = FilterRules(),
-                           max_label_issue_share: float = 0.02,
+                           max_label_issue_share: float = 0.0,
                            max_categories: int = 250) -> dict:
     """Feedback fit to learn from. Always: double-logged impressions (same request and
     item) removed, the first kept. With filters on: bot and spam users, contradictory

@@ -93,16 +93,18 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
                    examination_draws: np.ndarray | None = None,
                    scores: dict[str, np.ndarray] | None = None,
                    contenders: tuple[str, ...] = ("candidate",),
-                   reward_model: str = "cross-fitted", family: str | None = None) -> dict:
+                   reward_model: str | np.ndarray = "cross-fitted", family: str | None = None,
+                   levels: bool = True) -> dict:
     """Every policy's estimates on ``day``; with a ``candidate`` among ``models``, its
     paired differences with the champion and with the logging policy; each of the
     ``contenders`` (models or scored policies) is compared with the champion too
     (``differences``). ``scores``: R×P score matrices of policies scored elsewhere,
     valued like models (the gate benchmark's policies, which score from the world's
     truth). The doubly robust estimator's reward model, shared by every policy, is
-    ``cross-fitted`` (`reward_model`) or the named policy's scores. ``family``: value
+    ``cross-fitted`` (`reward_model`), the named policy's scores, or an R×P array of
+    predicted grades (made by :func:`shared_reward_model` once for several calls). ``family``: value
     with another family than the day's (``exposure`` on a policy-aware day), to compare
-    their variance."""
+    their variance. ``levels=False``: the differences only (no policy's own value)."""
     log = day.log
     family = family or day.family
     if family not in (day.family, "exposure") or (family == "exposure" and log.exposure is None):
@@ -114,10 +116,10 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
     derived = feats.derive(day.pools) if models else None
     scores = dict(scores or {}) | {name: day.matrix(model_lib.score(pipe, day.pools, derived))
                                    for name, pipe in models.items()}
-    if reward_model == "cross-fitted":
-        grade_model, model_info = rm.cross_fitted(
-            rm.features(scores, day.popularity) if scores else np.zeros((*day.row_index.shape, 0)),
-            day.shown_position, day.grade, log.theta, log.cluster)
+    if isinstance(reward_model, np.ndarray):
+        grade_model, model_info = reward_model, {"kind": "given"}
+    elif reward_model == "cross-fitted":
+        grade_model, model_info = shared_reward_model(day, scores, log.theta)
     else:
         grade_model = scores.get(reward_model, np.zeros(day.row_index.shape))
         model_info = {"kind": f"the {reward_model} policy's scores"}
@@ -155,12 +157,13 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
             out["not_valued"] = {"uniform": f"{size} terms > {MAX_UNIFORM_TERMS}"}
     logged = log.on_policy(k, value, debias=family != "item-position")
     all_terms = {name: terms(p) for name, p in policies.items()}
-    out["policies"]["logging"] = {
-        **_verdict(op.estimate(logged, n_boot, level=level), limits),
-        **_exposure_stats(log.pool_items[log.imp_request, log.imp_column], catalogue_size)}
-    for name, t in all_terms.items():
-        out["policies"][name] = {**_verdict(op.estimate(t, n_boot, level=level), limits),
-                                 **stats.get(name, {})}
+    if levels:
+        out["policies"]["logging"] = {
+            **_verdict(op.estimate(logged, n_boot, level=level), limits),
+            **_exposure_stats(log.pool_items[log.imp_request, log.imp_column], catalogue_size)}
+        for name, t in all_terms.items():
+            out["policies"][name] = {**_verdict(op.estimate(t, n_boot, level=level), limits),
+                                     **stats.get(name, {})}
     if "champion" in all_terms:
         # Every contender against the champion, on the same resamples.
         out["differences"] = {name: op.compare(all_terms[name], all_terms["champion"], n_boot,
@@ -178,6 +181,15 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
                                  or op.compare(all_terms["candidate"], logged, n_boot,
                                                level=level))
     return out
+
+
+def shared_reward_model(day: LoggedDay, scores: dict[str, np.ndarray],
+                        theta: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The doubly robust reward model every policy of the day shares (`reward_model`):
+    R×P predicted grades once examined, from every policy's scores."""
+    x = (rm.features(scores, day.popularity) if scores
+         else np.zeros((*day.row_index.shape, 0)))
+    return rm.cross_fitted(x, day.shown_position, day.grade, theta, day.log.cluster)
 
 
 def _verdict(estimate: dict, limits: TrustLimits) -> dict:

@@ -22,6 +22,8 @@ FOLDS = 2
 # Fewer shown candidates than this in a fold: no model (the estimators' direct part is 0,
 # doubly robust = IPS).
 MIN_ROWS = 200
+# A model of a few scores needs no more rows than this per fold (a reproducible sample).
+MAX_ROWS = 50_000
 
 
 def features(scores: dict[str, np.ndarray], popularity: np.ndarray | None) -> np.ndarray:
@@ -51,11 +53,15 @@ def cross_fitted(x: np.ndarray, shown_position: np.ndarray, grade: np.ndarray,
     fold = fold_of[codes]
     out = np.zeros(shown_position.shape)
     info = {"kind": "cross-fitted", "folds": FOLDS, "rows": int(len(rows)),
+            "max_rows_per_fold": MAX_ROWS,
             "features": int(x.shape[-1])}
     if x.shape[-1] == 0 or min(int((fold[rows] == f).sum()) for f in range(FOLDS)) < MIN_ROWS:
         return out, {**info, "kind": "none (too few shown candidates or no scores)"}
+    rng = np.random.default_rng(seed + 1)
     for f in range(FOLDS):
-        train = fold[rows] != f
+        train = np.flatnonzero(fold[rows] != f)
+        if len(train) > MAX_ROWS:
+            train = np.sort(rng.choice(train, MAX_ROWS, replace=False))
         model = HistGradientBoostingRegressor(max_iter=100, max_leaf_nodes=15,
                                               learning_rate=0.1, early_stopping=False,
                                               random_state=seed)

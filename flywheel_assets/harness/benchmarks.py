@@ -9,6 +9,9 @@ signal-validity figures.
 ``flywheel benchmark gate``: the gate's error rates against the world's truth (A/A false
 promotions per 365 rotations, power, coverage of the difference; `gate_benchmark`).
 
+``flywheel benchmark target``: which training target makes the better model, on the
+training sets of a finished demo run (`target_benchmark`; ``--days N``: N of its days).
+
 ``flywheel benchmark loops``: does the guarded loop avoid a degenerate feedback loop?
 The guarded loop (the default: exploration 0.1, diversity re-ranking) against the greedy
 loop (``--epsilon 0 --no-rerank``): catalogue coverage and exposure Gini of the
@@ -20,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from flywheel_assets.harness import gate_benchmark
+from flywheel_assets.harness import gate_benchmark, target_benchmark
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation.config import WorldConfig
 
@@ -32,12 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("benchmark", help="benchmarks on the simulated world",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=["signal", "loops", "gate"],
+    p.add_argument("name", choices=["signal", "loops", "gate", "target"],
                    help="signal: full loop vs --no-ips --no-filters; "
                         "loops: guarded loop vs --epsilon 0 --no-rerank; "
-                        "gate: the gate's error rates against the truth")
+                        "gate: the gate's error rates against the truth; "
+                        "target: training targets compared on a finished demo run")
     p.add_argument("--days", type=int, help="simulated days (default: 14 for signal, 21 for "
-                                            "loops, 6 decision days per world for gate)")
+                                            "loops, 6 decision days per world for gate); "
+                                            "target: how many of the run's days (default all)")
     p.add_argument("--seed", type=int, default=WorldConfig.seed)
     p.add_argument("--data-dir", help="runs go to <data dir>/benchmarks/<name>/{full,naive}")
     gate_benchmark.add_arguments(p)
@@ -49,7 +54,8 @@ def _fmt(value) -> str:
 
 
 def _main(args: argparse.Namespace) -> int:
-    return {"loops": _loops, "signal": _signal, "gate": gate_benchmark.main}[args.name](args)
+    return {"loops": _loops, "signal": _signal, "gate": gate_benchmark.main,
+            "target": target_benchmark.main}[args.name](args)
 
 
 LOOP_FIGURES = ("catalog_coverage", "exposure_gini", "oracle_ndcg_at_10")

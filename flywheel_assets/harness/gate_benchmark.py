@@ -243,11 +243,15 @@ def test_day(served: Day, theta: tuple, contenders: dict[str, TruthPolicy],
     # The product's estimate (the day's family, the cross-fitted reward model), and the
     # others side by side: every estimator of the exposure family, and the previous
     # build's doubly robust (the champion's scores as its reward model).
-    ope = valued()
+    theta = policy_values.examination_array(
+        examination, max(k, int(served.logged.log.imp_position.max(initial=1))))
+    shared, _ = policy_values.shared_reward_model(served.logged, scores, theta)
+    ope = valued(reward_model=shared)
     others = {}
     if served.logged.family == "policy-aware":
-        others["exposure"] = valued(family="exposure")
-    others["exposure, champion's scores"] = valued(family="exposure", reward_model="champion")
+        others["exposure"] = valued(family="exposure", reward_model=shared, levels=False)
+    others["exposure, champion's scores"] = valued(family="exposure", reward_model="champion",
+                                                   levels=False)
     true = {name: true_value(served, s, config, k) for name, s in scores.items()}
     out = {}
     for name in contenders:
