@@ -298,7 +298,8 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
     """``flywheel evaluate``: what would each policy in ``names`` (one of
     :data:`NAMED_POLICIES` or a model version) have done on the day's logged requests?
     ``candidate`` is the day's registered candidate, ``champion`` the model in service.
-    The day's candidate is the doubly robust reward model whether or not it is asked for."""
+    The day's candidate is scored (and so a feature of the shared doubly robust reward
+    model) whether or not it is asked for."""
     day, e, models_dir = partition_date, settings.evaluation, settings.models_dir
     with warehouse.connect(settings.warehouse_path) as conn:
         candidate = registered_candidate(conn, day)

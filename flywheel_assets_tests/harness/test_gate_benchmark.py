@@ -49,6 +49,13 @@ def test_a_ranking_by_the_truth_itself_is_found_better(served):
     result = _test(served, {"oracle": oracle})["oracle"]
     assert result["true_delta"] > 0 and result["ci_low"] > 0
     assert result["ci_low"] <= result["true_delta"] <= result["ci_high"]
+    # The world logs greedy positions: the product values it policy-aware, and the same
+    # test by the exposure family, side by side, has the larger standard error.
+    assert result["family"] == "policy-aware"
+    side = result["estimators"]
+    assert side["policy-aware/dr"]["delta"] == pytest.approx(result["delta"])
+    assert side["policy-aware/dr"]["se"] < side["exposure/dr"]["se"]
+    assert "exposure/dr, champion's scores" in side
 
 
 def test_decisions_count_a_confirmation_only_on_the_next_day():
