@@ -167,8 +167,6 @@ class TrainingSettings:
     max_rows: int = 250_000
     # Inverse-propensity weights from the estimated position bias; off = weight 1.
     ips: bool = True
-    # IPS weights are clipped at this level (1 / examination of position 10 is ~10).
-    ips_clip: float = 10.0
     # A categorical attribute (item_id included) with more distinct values than this in
     # the training window is not used as a feature (gradient-boosted trees bin at most
     # 255 categories).

@@ -4,9 +4,9 @@ On the training sets of a finished demo run (its data directory), each day's mod
 trained three ways, on the same rows, and each is measured by the world's oracle
 (NDCG@10 on the day's fixed panel, against the hidden truth):
 
-- **clipped**: target = grade × min(1/θ, `training.ips_clip`), unweighted squared loss
-  (the product's target up to this build);
-- **ratio**: target = grade / θ with ``sample_weight`` = θ: the weighted least-squares
+- **clipped**: target = grade × min(1/θ, 10), unweighted squared loss (the product's
+  target up to the build that adopted ``ratio``);
+- **ratio**: target = grade / θ with ``sample_weight`` = θ (the product's target): the weighted least-squares
   fit of a leaf is Σ grade / Σ θ, the observed grades over their expected examination,
   unbiased for the grade once examined without any clip, and a row of a rarely examined
   position weighs as little as it tells;
@@ -28,6 +28,8 @@ from flywheel_assets.settings import Settings
 from flywheel_assets.train import model as model_lib
 
 TARGETS = ("clipped", "ratio", "raw")
+# The clip of the earlier target.
+CLIP = 10.0
 
 
 def labelled(rows, target: str, clip: float):
@@ -72,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
             continue
         policies = {}
         for target in TARGETS:
-            pipe = model_lib.train(labelled(rows, target, settings.training.ips_clip),
+            pipe = model_lib.train(labelled(rows, target, CLIP),
                                    label="_y", weight="_w")
             policies[target] = RankingPolicy(target, pipe)
         date = dt.date.fromisoformat(day)

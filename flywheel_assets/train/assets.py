@@ -27,16 +27,17 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingWindowConfig
     joined with the user and item snapshots of the day when the product lands them, with
     graded labels from the signal vocabulary (`signals.grades`; by default save/thumbs_up
     3 > complete 2 > partial/click 1 > skip/thumbs_down/none 0),
-    a clipped inverse-propensity weight from `position_bias`, the learning target
-    (grade × weight) and a split: `holdout` is the training day itself, `train` the days
-    before (capped at `training.max_rows` by a deterministic hash sample). Metadata: the
-    clip level, the share of clipped weights and the effective sample size."""
+    the learning target de-biased by `position_bias` (grade / examination of the row's
+    position, weighted by that examination) and a split: `holdout` is the training day
+    itself, `train` the days before (capped at `training.max_rows` by a deterministic
+    hash sample). Metadata: the target, the smallest examination weight, the largest
+    target and the effective sample size of the weights."""
     s = flywheel.settings
     t = s.training
     with flywheel.warehouse() as conn:
         stats = ts_lib.build_training_set(conn, context.partition_key,
                                           config.window_days or t.window_days, t.max_rows,
-                                          t.ips, t.ips_clip,
+                                          t.ips,
                                           holdout_share=config.holdout_share or None,
                                           consent=s.curation.consent)
     grades = stats.pop("grade_counts")

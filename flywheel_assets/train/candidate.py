@@ -27,7 +27,7 @@ def train_candidate(connect: Connect, models_dir: Path, partition_date: str,
     with connect() as conn:
         rows = ts_lib.read_split(conn, partition_date, "train")
         fingerprint = ts_lib.fingerprint(conn, partition_date)
-    pipeline = model_lib.train(rows, label="target", weight=None, max_categories=max_categories,
+    pipeline = model_lib.train(rows, label="target", weight="weight", max_categories=max_categories,
                                extra_features=extra_features)
     features = spec_of(pipeline).to_dict()
     version = model_store.model_version(
@@ -36,8 +36,8 @@ def train_candidate(connect: Connect, models_dir: Path, partition_date: str,
     parent = model_store.champion_before(models_dir, version)
     card = {
         "partition_date": partition_date, "features": features,
-        "label": "target = label_grade (the signal vocabulary's grade) x clipped inverse "
-                 "examination propensity",
+        "label": "target = label_grade (the signal vocabulary's grade) / the examination "
+                 "probability of its position, sample weight = that probability",
         "params": model_lib.DEFAULT_PARAMS, "train_rows": len(rows),
         "window_start": str(rows["source_date"].min()), "window_end": str(rows["source_date"].max()),
         "source_partitions": sorted(str(d) for d in rows["source_date"].unique()),

@@ -1,8 +1,9 @@
 """The training set: a rolling window of curated feedback with graded labels.
 
 Rows carry the raw attributes the model's features derive from (user and item
-snapshots as of the training day), a graded label from the signal hierarchy, a weight
-and a split. The holdout is the training day itself (new to the champion and the
+snapshots as of the training day), a graded label from the signal hierarchy, the
+learning target and its weight (de-biased by the examination of the row's position), and
+a split. The holdout is the training day itself (new to the champion and the
 candidate alike); on the very first day, when there is nothing earlier, it is the last
 fifth of the day by time. Training rows are capped by a deterministic hash sample.
 """
@@ -19,16 +20,19 @@ FIRST_DAY_HOLDOUT_SHARE = 0.2
 
 
 def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, window_days: int,
-                       max_training_rows: int, use_ips: bool = True, ips_clip: float = 10.0,
+                       max_training_rows: int, use_ips: bool = True,
                        holdout_share: float | None = None, consent: str = "when_logged") -> dict:
     """Window rows with labels, weights and the learning target.
 
-    With IPS on, ``weight`` = min(1 / examination(position), ``ips_clip``) from the
-    day's ``curated.position_bias`` and ``target`` = ``label_grade`` × ``weight``. A
-    silent row at position k is silent partly because nobody looked: the observed grade
-    has expectation examination(k) × grade-if-examined, so dividing by examination(k)
-    gives an unbiased target for the grade a person would give (clipping trades a
-    little bias for variance). With IPS off, weight 1 and target = grade.
+    With IPS on, ``target`` = ``label_grade`` / θ and ``weight`` = θ, θ the
+    examination probability of the row's position (the day's ``curated.position_bias``).
+    A silent row at position k is silent partly because nobody looked: the observed
+    grade has expectation θ_k × grade-if-examined, so grade / θ_k is an unbiased target
+    for the grade a person would give; weighted by θ_k, the least-squares fit of a group
+    of rows is Σ grade / Σ θ (observed over expected examination), without the clip an
+    unweighted 1/θ needs: a row of a rarely examined position weighs as little as it
+    tells. `flywheel benchmark target` measured it against grade × min(1/θ, 10)
+    (README). With IPS off, weight 1 and target = grade.
 
     User and item attributes come from the snapshots when the product lands them (NULL
     otherwise); the extra columns of the impression, the user and the item are merged
@@ -42,7 +46,7 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
     identified = use_ips and conn.execute(
         "SELECT count(*) > 0 AND count(*) = count(examination) FROM curated.position_bias "
         "WHERE partition_date = ?", [partition_date]).fetchone()[0]
-    weight = (f"least(1.0 / greatest(coalesce(pb.examination, 1.0), 1e-6), {float(ips_clip)})"
+    weight = ("least(greatest(coalesce(pb.examination, 1.0), 1e-6), 1.0)"
               if identified else "1.0")
     with warehouse.transaction(conn):
         conn.execute(f"""
@@ -75,9 +79,9 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
             holdout = (f"source_date = DATE '{partition_date}' AND "
                        f"ts >= TIMESTAMPTZ '{cutoff.isoformat()}'" if cutoff else "FALSE")
         rows = warehouse.replace_partition(conn, "ml.training_set", partition_date, f"""
-            SELECT *, label_grade * weight AS target, 'holdout' AS split FROM _window WHERE {holdout}
+            SELECT *, label_grade / weight AS target, 'holdout' AS split FROM _window WHERE {holdout}
             UNION ALL BY NAME
-            (SELECT *, label_grade * weight AS target, 'train' AS split FROM _window
+            (SELECT *, label_grade / weight AS target, 'train' AS split FROM _window
              WHERE NOT ({holdout})
              ORDER BY hash(impression_id), impression_id LIMIT {int(max_training_rows)})""")
         stats = conn.execute("""
@@ -85,8 +89,8 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                    (SELECT count(*) FROM _window), min(source_date), max(source_date),
                    avg(label_grade)
             FROM ml.training_set WHERE partition_date = ?""", [partition_date]).fetchone()
-        ips = conn.execute(f"""
-            SELECT count(*), avg((weight >= {float(ips_clip)} - 1e-9)::INTEGER), max(weight)
+        ips = conn.execute("""
+            SELECT count(*), min(weight), max(target)
             FROM ml.training_set WHERE partition_date = ? AND split = 'train'""",
                            [partition_date]).fetchone()
         ess = effective_sample_size(conn, partition_date)
@@ -101,9 +105,10 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                              f"last {holdout_share or FIRST_DAY_HOLDOUT_SHARE:.0%} of the training day"),
             "ips": ("on" if identified else
                     "off (position bias not identified: see position_bias)" if use_ips else "off"),
-            "ips_clip": float(ips_clip),
-            "clipped_share": float(ips[1] or 0.0) if use_ips else 0.0,
-            "max_weight": float(ips[2] or 0.0),
+            "target": ("label_grade / examination, weighted by examination" if identified
+                       else "label_grade"),
+            "min_examination": float(ips[1] or 0.0) if identified else 1.0,
+            "max_target": float(ips[2] or 0.0),
             "effective_sample_size": ess,
             "effective_sample_share": ess / ips[0] if ips[0] else 0.0}
 
