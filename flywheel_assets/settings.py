@@ -24,6 +24,7 @@ import functools
 import os
 import shutil
 import typing
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -33,6 +34,9 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 ENV_PREFIX = "FLYWHEEL_"
 # Older names of two experiment switches, still honoured.
 ENV_ALIASES = {"FLYWHEEL_FILTERS": "curation.filters", "FLYWHEEL_IPS": "training.ips"}
+# Knobs of earlier versions: a configuration that still sets one is warned, not refused.
+REMOVED = {"training.ips_clip": "the training target is grade / θ weighted by θ, with no "
+                                "clip (README, `flywheel benchmark target`)"}
 
 
 def _default_data_dir() -> Path:
@@ -381,6 +385,9 @@ class Settings:
                                   not in ("0", "false", "off", "no"))
         if os.environ.get("FLYWHEEL_PSEUDONYM_SECRET") is not None:
             values["pseudonym_secret"] = os.environ["FLYWHEEL_PSEUDONYM_SECRET"]
+        for name in REMOVED:
+            if os.environ.get(env_name(name)):
+                values[name] = os.environ[env_name(name)]
         values.update(overrides or {})
         secret = values.get("pseudonym_secret")
         if isinstance(secret, str) and not secret.strip():
@@ -396,6 +403,10 @@ class Settings:
         top: dict[str, object] = {}
         groups: dict[str, dict[str, object]] = {}
         for name, value in values.items():
+            if name in REMOVED:
+                warnings.warn(f"setting {name!r} is no longer used: {REMOVED[name]}",
+                              stacklevel=2)
+                continue
             group, _, knob = name.rpartition(".")
             owner = GROUPS.get(group) if group else type(self)
             known = {f.name: f for f in fields(owner)} if owner else {}

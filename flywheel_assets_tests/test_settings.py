@@ -38,6 +38,10 @@ def test_overrides_win_over_the_environment_and_unknown_names_are_refused(monkey
         Settings.from_env(tmp_path, {"gate.min_efect": 0.1})
     with pytest.raises(ValueError, match="FLYWHEEL_TRAINING_WINDOW_DAYS"):
         Settings.from_env(tmp_path, {"training.window_days": "a week"})
+    # A knob an earlier version had is warned about, not refused.
+    monkeypatch.setenv("FLYWHEEL_TRAINING_IPS_CLIP", "10")
+    with pytest.warns(UserWarning, match="training.ips_clip"):
+        assert Settings.from_env(tmp_path).training.ips
 
 
 def test_knobs_round_trip_through_their_string_form(tmp_path):

@@ -105,11 +105,18 @@ def slice_metrics(holdout: pd.DataFrame, scores: dict[str, np.ndarray], k: int,
 
 def calibration(holdout: pd.DataFrame, scores: np.ndarray, bins: int = 10) -> dict:
     """Predicted vs observed debiased grade (the training target) by prediction decile,
-    and the expected calibration error (row-weighted mean absolute gap)."""
-    frame = pd.DataFrame({"pred": scores, "obs": holdout["target"].to_numpy(dtype="float64")})
+    and the expected calibration error (row-weighted mean absolute gap). Each decile's
+    observed value is the target's mean weighted as the model is fitted (Σ grade / Σ θ
+    of its rows under the de-biased target)."""
+    weight = (holdout["weight"].to_numpy(dtype="float64") if "weight" in holdout
+              else np.ones(len(holdout)))
+    frame = pd.DataFrame({"pred": scores, "wobs": weight * holdout["target"].to_numpy(dtype="float64"),
+                          "w": weight})
     frame["bin"] = pd.qcut(frame["pred"].rank(method="first"), bins, labels=False)
-    table = frame.groupby("bin").agg(pred=("pred", "mean"), obs=("obs", "mean"),
+    table = frame.groupby("bin").agg(pred=("pred", "mean"), wobs=("wobs", "sum"), w=("w", "sum"),
                                      n=("pred", "size"))
+    table["obs"] = table["wobs"] / table["w"].where(table["w"] > 0)
+    table = table[["pred", "obs", "n"]]
     ece = float((table["n"] * (table["pred"] - table["obs"]).abs()).sum() / table["n"].sum())
     return {"expected_calibration_error": ece,
             "bins": [{k: float(v) for k, v in row.items()} for _, row in table.iterrows()]}

@@ -213,8 +213,15 @@ def assemble(pools: pd.DataFrame, shown: pd.DataFrame, source: str, skipped: dic
     return day
 
 
-# Logged propensities are rounded; beyond this they are not epsilon-greedy's.
-EPSILON_GREEDY_TOLERANCE = 1e-6
+# Logged propensities are rounded (to 6 decimals, say); beyond this absolute or relative
+# gap they are not epsilon-greedy's.
+EPSILON_GREEDY_TOLERANCE = 1e-5
+EPSILON_GREEDY_RELATIVE = 1e-3
+
+
+def _close(predicted: np.ndarray, logged: np.ndarray) -> np.ndarray:
+    return np.abs(predicted - logged) <= np.maximum(EPSILON_GREEDY_TOLERANCE,
+                                                    EPSILON_GREEDY_RELATIVE * np.abs(logged))
 
 
 def epsilon_greedy(greedy: np.ndarray | None, exposure: np.ndarray, sizes: np.ndarray,
@@ -239,14 +246,19 @@ def epsilon_greedy(greedy: np.ndarray | None, exposure: np.ndarray, sizes: np.nd
     count = np.bincount(n, minlength=len(sizes))
     eps = np.clip(np.bincount(n, eps_i, minlength=len(sizes)) / np.maximum(count, 1), 0.0, 1.0)
     predicted = eps[n] / size[n] + (1.0 - eps[n]) * at_greedy
-    off = np.abs(predicted - propensity) > EPSILON_GREEDY_TOLERANCE
+    off = ~_close(predicted, propensity)
     mu = (1.0 - eps[:, None]) * (g > 0) + (eps * depth / np.maximum(size, 1.0))[:, None]
-    off_pool = pools & (np.abs(mu - np.nan_to_num(exposure)) > EPSILON_GREEDY_TOLERANCE)
+    off_pool = pools & ~_close(mu, np.nan_to_num(exposure))
     bad = np.unique(np.concatenate([n[off], np.nonzero(off_pool)[0]]))
-    if (count == 0).any() or (depth == 0).any() or len(bad):
+    # The greedy positions of a request: 1..depth, each once.
+    ranked = np.sort(np.where(g > 0, g, np.iinfo(np.int64).max), axis=1)
+    expected = np.arange(1, g.shape[1] + 1)[None, :]
+    gaps = ((ranked != expected) & (expected <= depth[:, None])).any(axis=1)
+    if (count == 0).any() or (depth == 0).any() or len(bad) or gaps.any():
         what = (f"{len(bad)} requests' logged propensities are not those of epsilon-greedy "
                 f"logging with a uniformly random slate" if len(bad) else
-                "some requests have no greedy slate or no impression")
+                f"{int(gaps.sum())} requests' greedy positions are not 1..n, each once"
+                if gaps.any() else "some requests have no greedy slate or no impression")
         return None, f"{what}: exposure estimators"
     return {"greedy": g, "epsilon": eps, "depth": depth}, ""
 

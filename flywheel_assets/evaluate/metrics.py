@@ -108,10 +108,19 @@ def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10,
         "auc_positive": auc(y >= positive_grade, scores),
         "log_loss_positive": calibrated_log_loss(y >= positive_grade, scores),
         # Against what the model learns, the de-biased target (the graded label is
-        # position-biased: an item shown low and never looked at reads 0).
-        "rmse_target": float(np.sqrt(np.mean((scores - frame["target"].to_numpy(dtype="float64"))
-                                             ** 2))) if "target" in frame else float("nan"),
+        # position-biased: an item shown low and never looked at reads 0), weighted as
+        # the model is fitted.
+        "rmse_target": _weighted_rmse(scores, frame),
     }
+
+
+def _weighted_rmse(scores: np.ndarray, frame) -> float:
+    if "target" not in frame:
+        return float("nan")
+    w = (frame["weight"].to_numpy(dtype="float64") if "weight" in frame
+         else np.ones(len(frame)))
+    error = (scores - frame["target"].to_numpy(dtype="float64")) ** 2
+    return float(np.sqrt(np.sum(w * error) / np.sum(w))) if np.sum(w) > 0 else float("nan")
 
 
 def exposure_gini(exposures: np.ndarray) -> float:

@@ -30,8 +30,10 @@ Two ways to weigh the logs, by what the product logs:
   ρ_i = Σ_j P(i at j) · θ_j, and its observed reward y_i (wherever it was shown, 0
   when not shown) divided by ρ_i estimates g(i) (Oosterhuis & de Rijke, "Policy-aware
   unbiased learning to rank for top-k rankings", 2020). Dividing by μ(i) and by
-  θ of the one position it was shown at (the exposure family) is never better: ρ_i
-  pools the examination over every position the item could have had. Its doubly robust
+  θ of the one position it was shown at (the exposure family) uses only the position
+  the item happened to get; ρ_i pools the examination over every position it could
+  have had, and its variance is lower in every comparison we ran (tests, `flywheel
+  benchmark gate`). Its doubly robust
   form: q + (y − q · e) / ρ, with e = θ of the position i was shown at (0 when not
   shown), whose expectation is ρ; its self-normalised form divides by Σ p e / ρ.
 
@@ -388,9 +390,11 @@ class _Aware:
     """The policy-aware family's parts. Not linear in θ (ρ sums θ over positions and
     divides), so each replicate recomputes ρ and e from its curve; but ρ and e depend
     on a term only through its key (greedy position, slate depth, ε shares, position
-    shown at, target position), of which a day has a few hundred: the terms are summed
-    per request and key once (sparse R×U), and a replicate costs a product with its
-    resampling weights and U divisions. The doubly robust estimator's direct part
+    shown at, target position), of which a day with one ε and one pool size has a few
+    hundred: the terms are summed per request and key once (sparse R×U), and a
+    replicate costs a product with its resampling weights and U divisions. (ε varying
+    by request makes U grow with R: replicates are then taken in passes of bounded
+    size, slower but within memory.) The doubly robust estimator's direct part
     (Σ p c q) does not depend on θ."""
 
     direct: np.ndarray       # R: Σ p c_k q per request
@@ -403,7 +407,16 @@ class _Aware:
     draws: np.ndarray | None
     cluster: np.ndarray | None
 
+    # Replicates × keys per pass: bounds the dense B×U arrays (a product whose ε varies
+    # by request has a key per request and position).
+    MAX_CELLS = 4_000_000
+
     def values(self, resample: np.ndarray, theta: np.ndarray, estimators) -> dict:
+        step = max(1, self.MAX_CELLS // max(len(self.keys["position"]), 1))
+        if len(resample) > step:
+            parts = [self.values(resample[i:i + step], theta[i:i + step], estimators)
+                     for i in range(0, len(resample), step)]
+            return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
         n, k = self.valued.shape
         total = np.maximum(resample.sum(axis=1), 1e-12)
         size = theta.shape[1]

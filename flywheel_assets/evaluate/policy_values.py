@@ -187,8 +187,7 @@ def shared_reward_model(day: LoggedDay, scores: dict[str, np.ndarray],
                         theta: np.ndarray) -> tuple[np.ndarray, dict]:
     """The doubly robust reward model every policy of the day shares (`reward_model`):
     R×P predicted grades once examined, from every policy's scores."""
-    x = (rm.features(scores, day.popularity) if scores
-         else np.zeros((*day.row_index.shape, 0)))
+    x = rm.features(scores, day.popularity, day.row_index.shape)
     return rm.cross_fitted(x, day.shown_position, day.grade, theta, day.log.cluster)
 
 

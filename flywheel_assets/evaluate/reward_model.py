@@ -26,13 +26,13 @@ MIN_ROWS = 200
 MAX_ROWS = 50_000
 
 
-def features(scores: dict[str, np.ndarray], popularity: np.ndarray | None) -> np.ndarray:
+def features(scores: dict[str, np.ndarray], popularity: np.ndarray | None,
+             shape: tuple[int, int]) -> np.ndarray:
     """R×P×F: each policy's score (by name, sorted) and the popularity."""
     columns = [np.nan_to_num(scores[name]) for name in sorted(scores)]
     if popularity is not None:
         columns.append(np.log1p(np.maximum(np.nan_to_num(popularity), 0.0)))
-    return np.stack(columns, axis=-1) if columns else np.zeros(
-        (*next(iter(scores.values())).shape, 0))
+    return np.stack(columns, axis=-1) if columns else np.zeros((*shape, 0))
 
 
 def cross_fitted(x: np.ndarray, shown_position: np.ndarray, grade: np.ndarray,

@@ -393,9 +393,12 @@ def estimator_table(w: pd.DataFrame) -> dict:
     for name in w["estimators"].iloc[0]:
         delta = w["estimators"].map(lambda e: (e.get(name) or {}).get("delta", np.nan))
         se = w["estimators"].map(lambda e: (e.get(name) or {}).get("se", np.nan))
-        error = delta - w["true_delta"]
-        out[name] = {"error_sd": float(error.std()), "mean_se": float(se.mean()),
-                     "bias": float(error.mean()),
+        # A test valued by another family (a day that fell back) has no such entry.
+        present = delta.notna() & se.notna()
+        error = (delta - w["true_delta"])[present]
+        se = se[present]
+        out[name] = {"tests": int(present.sum()), "error_sd": float(error.std()),
+                     "mean_se": float(se.mean()), "bias": float(error.mean()),
                      "coverage_95": float((error.abs() <= Z95 * se).mean())}
     return out
 

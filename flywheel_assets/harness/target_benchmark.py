@@ -12,7 +12,8 @@ trained three ways, on the same rows, and each is measured by the world's oracle
   position weighs as little as it tells;
 - **raw**: target = grade, unweighted (no de-biasing), for reference.
 
-θ is the day's own examination curve (`curated.position_bias`, unclipped). Prints, per
+θ is the day's own examination curve (`curated.position_bias`), within
+[`training_set.MIN_EXAMINATION`, 1] as the product takes it. Prints, per
 day and on average, each target's NDCG@10 and the paired differences with ``clipped``.
 """
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from flywheel_assets.settings import Settings
 from flywheel_assets.train import model as model_lib
+from flywheel_assets.train.training_set import MIN_EXAMINATION
 
 TARGETS = ("clipped", "ratio", "raw")
 # The clip of the earlier target.
@@ -34,7 +36,8 @@ CLIP = 10.0
 
 def labelled(rows, target: str, clip: float):
     """The rows with the ``target`` label and weight of one of TARGETS."""
-    theta = np.maximum(rows["examination"].fillna(1.0).to_numpy(dtype="float64"), 1e-6)
+    theta = np.clip(rows["examination"].fillna(1.0).to_numpy(dtype="float64"),
+                    MIN_EXAMINATION, 1.0)
     grade = rows["label_grade"].to_numpy(dtype="float64")
     if target == "clipped":
         return rows.assign(_y=grade * np.minimum(1.0 / theta, clip), _w=1.0)

@@ -17,6 +17,9 @@ from flywheel_assets import warehouse
 from flywheel_assets.curate.feedback import consent_logged, consent_sql, latest_snapshot_date
 
 FIRST_DAY_HOLDOUT_SHARE = 0.2
+# An examination estimate below this (a deep position nobody clicked on the explored
+# slates) is taken as this: a target is at most 100 × its grade.
+MIN_EXAMINATION = 0.01
 
 
 def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, window_days: int,
@@ -31,7 +34,7 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
     for the grade a person would give; weighted by θ_k, the least-squares fit of a group
     of rows is Σ grade / Σ θ (observed over expected examination), without the clip an
     unweighted 1/θ needs: a row of a rarely examined position weighs as little as it
-    tells. `flywheel benchmark target` measured it against grade × min(1/θ, 10)
+    tells. θ is floored at ``MIN_EXAMINATION``. `flywheel benchmark target` measured it against grade × min(1/θ, 10)
     (README). With IPS off, weight 1 and target = grade.
 
     User and item attributes come from the snapshots when the product lands them (NULL
@@ -46,7 +49,7 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
     identified = use_ips and conn.execute(
         "SELECT count(*) > 0 AND count(*) = count(examination) FROM curated.position_bias "
         "WHERE partition_date = ?", [partition_date]).fetchone()[0]
-    weight = ("least(greatest(coalesce(pb.examination, 1.0), 1e-6), 1.0)"
+    weight = (f"least(greatest(coalesce(pb.examination, 1.0), {MIN_EXAMINATION}), 1.0)"
               if identified else "1.0")
     with warehouse.transaction(conn):
         conn.execute(f"""

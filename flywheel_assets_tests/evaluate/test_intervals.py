@@ -126,3 +126,16 @@ def test_epsilon_greedy_logs_are_recognised_and_others_are_not():
     day = logged_pools.assemble(*_frames(slates, n, p, k, exposure=other), "test", {}, k)
     assert day.family == "exposure"
     assert "not those of epsilon-greedy" in day.family_note
+
+
+def test_epsilon_greedy_is_recognised_on_propensities_rounded_to_six_decimals():
+    """ε from an impression off the greedy slate is propensity × P: rounding grows P-fold,
+    and the check allows for it."""
+    n, p, k = 400, 37, 10
+    rng = np.random.default_rng(4)
+    slates = rank_slates(rng.normal(size=(n, p)), k, 0.13, rng)
+    rounded = dataclasses.replace(slates, exposure=np.round(slates.exposure, 6),
+                                  propensities=np.round(slates.propensities, 6))
+    day = logged_pools.assemble(*_frames(rounded, n, p, k), "test", {}, k)
+    assert day.family == "policy-aware", day.family_note
+    assert np.allclose(day.log.epsilon, 0.13, atol=1e-4)

@@ -151,3 +151,17 @@ def test_policy_aware_examination_propensity_by_hand():
     rho = off_policy.examination_propensity(theta, np.array([1, -1]), np.array([0.8, 0.8]),
                                             np.array([0.05, 0.05]), np.array([2, 2]))
     assert np.allclose(rho, [[0.8 * 0.5 + 0.05 * 1.5, 0.05 * 1.5]])
+
+
+def test_policy_aware_replicates_in_bounded_passes_give_the_same_interval(monkeypatch):
+    """Many keys (ε varying by request) are valued in passes of bounded memory, with
+    the same numbers as one pass."""
+    g, theta, slates, reward = _world(seed=13, epsilon=0.2)
+    target = g + np.random.default_rng(14).normal(0, 0.5, g.shape)
+    terms = _aware_rows(g, theta, slates, reward, target, 0.2, reward_model=g * 0.8)
+    one_pass = off_policy.estimate(terms, n_boot=50)
+    monkeypatch.setattr(off_policy._Aware, "MAX_CELLS", 100)
+    passes = off_policy.estimate(terms, n_boot=50)
+    for name in off_policy.ESTIMATORS:
+        assert passes[name]["value"] == pytest.approx(one_pass[name]["value"])
+        assert passes[name]["se"] == pytest.approx(one_pass[name]["se"])

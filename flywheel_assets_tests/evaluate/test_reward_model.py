@@ -23,7 +23,7 @@ def _day(seed=0):
 
 def test_predicts_the_examined_grade_not_the_position_biased_one():
     score, g, theta, shown_position, grade = _day()
-    x = reward_model.features({"champion": score}, None)
+    x = reward_model.features({"champion": score}, None, score.shape)
     q, info = reward_model.cross_fitted(x, shown_position, grade, theta, np.arange(R) // 3)
     assert info["kind"] == "cross-fitted"
     shown = ~np.isnan(shown_position)
@@ -36,7 +36,7 @@ def test_predicts_the_examined_grade_not_the_position_biased_one():
 def test_a_users_own_outcomes_do_not_enter_its_predictions():
     score, g, theta, shown_position, grade = _day(seed=1)
     users = np.arange(R) // 3
-    x = reward_model.features({"champion": score}, None)
+    x = reward_model.features({"champion": score}, None, score.shape)
     q, _ = reward_model.cross_fitted(x, shown_position, grade, theta, users)
     changed = grade.copy()
     mine = users == 5
