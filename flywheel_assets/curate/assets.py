@@ -33,7 +33,8 @@ def curated_feedback(context: dg.AssetExecutionContext, flywheel: FlywheelResour
     its reason in `curated.feedback_removals`: double-logged impressions; with filters
     on, users flagged as bots or spam (`curated.flagged_users`: regular intervals,
     reactions faster than a person, save bursts, request rate), contradictory and
-    low-information signals, rows over the per-user daily cap, and label noise found by
+    low-information signals, rows over the per-user daily cap, and, when
+    `curation.max_label_issue_share` > 0 (off by default), label noise found by
     confident learning (cleanlab) on out-of-fold predictions. Metadata carries the day's
     engagement per request, which `quality_sensor` watches."""
     s = flywheel.settings

@@ -98,7 +98,8 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
                            max_categories: int = 250) -> dict:
     """Feedback fit to learn from. Always: double-logged impressions (same request and
     item) removed, the first kept. With filters on: bot and spam users, contradictory
-    and low-information signals, the per-user cap, and label noise (cleanlab)."""
+    and low-information signals, the per-user cap, and, with ``max_label_issue_share``
+    > 0, label noise (cleanlab)."""
     counts: dict[str, int] = {}
     with warehouse.transaction(conn):
         conn.execute("DELETE FROM curated.feedback_removals WHERE partition_date = ? "

@@ -72,7 +72,9 @@ def main(args: argparse.Namespace) -> int:
                 SELECT t.*, pb.examination FROM ml.training_set t
                 LEFT JOIN curated.position_bias pb
                        ON pb.partition_date = t.partition_date AND pb.position = t.position
-                WHERE t.partition_date = ? AND t.split = 'train'""", [day]).df()
+                WHERE t.partition_date = ? AND t.split = 'train'
+                ORDER BY t.impression_id  -- the same rows in the same order: reproducible
+                """, [day]).df()
         if rows["examination"].isna().all():
             continue
         policies = {}
