@@ -108,8 +108,7 @@ def calibration(holdout: pd.DataFrame, scores: np.ndarray, bins: int = 10) -> di
     and the expected calibration error (row-weighted mean absolute gap). Each decile's
     observed value is the target's mean weighted as the model is fitted (Σ grade / Σ θ
     of its rows under the de-biased target)."""
-    weight = (holdout["weight"].to_numpy(dtype="float64") if "weight" in holdout
-              else np.ones(len(holdout)))
+    weight = metrics.fit_weights(holdout)
     frame = pd.DataFrame({"pred": scores, "wobs": weight * holdout["target"].to_numpy(dtype="float64"),
                           "w": weight})
     frame["bin"] = pd.qcut(frame["pred"].rank(method="first"), bins, labels=False)

@@ -114,11 +114,16 @@ def ranking_report(frame: pd.DataFrame, scores: np.ndarray, k: int = 10,
     }
 
 
+def fit_weights(frame) -> np.ndarray:
+    """Each row's weight in the model's fit (the training set's ``weight``; 1 without)."""
+    return (frame["weight"].to_numpy(dtype="float64") if "weight" in frame
+            else np.ones(len(frame)))
+
+
 def _weighted_rmse(scores: np.ndarray, frame) -> float:
     if "target" not in frame:
         return float("nan")
-    w = (frame["weight"].to_numpy(dtype="float64") if "weight" in frame
-         else np.ones(len(frame)))
+    w = fit_weights(frame)
     error = (scores - frame["target"].to_numpy(dtype="float64")) ** 2
     return float(np.sqrt(np.sum(w * error) / np.sum(w))) if np.sum(w) > 0 else float("nan")
 

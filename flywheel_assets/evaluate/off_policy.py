@@ -281,6 +281,18 @@ def item_position_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndar
                  examination_draws=log.examination_draws, cluster=log.cluster)
 
 
+def _within_logged_slates(log: LoggedSlates, policy: Policy, k: int, value: str):
+    """The policy's choices a request can value, with c and the R×K valued mask. A
+    request is valued on the positions its logged slate had (as the logs' own value
+    is): a policy's item at position 8 of a 5-item slate has no observable outcome."""
+    keep = policy.position <= np.minimum(k, log.slate_lengths[policy.request])
+    n, j, pos, p = (a[keep] for a in (policy.request, policy.column, policy.position,
+                                      policy.probability))
+    valued = np.zeros((log.n_requests, k), dtype=bool)
+    valued[n, pos - 1] = True
+    return n, j, pos, p, position_weights(k, value), valued
+
+
 def exposure_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarray,
                    shown_position: np.ndarray, grade: np.ndarray, k: int,
                    value: str = "dcg") -> Terms:
@@ -288,20 +300,13 @@ def exposure_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarray,
     where not shown); ``reward_model``: R×P, the expected grade once examined."""
     if log.exposure is None:
         raise ValueError("the exposure estimators need logged exposure propensities")
-    c = position_weights(k, value)
-    # A request is valued on the positions its logged slate had (as the logs' own value
-    # is): a policy's item at position 8 of a 5-item slate has no observable outcome.
-    keep = policy.position <= np.minimum(k, log.slate_lengths[policy.request])
-    n, j, pos, p = (a[keep] for a in (policy.request, policy.column, policy.position,
-                                      policy.probability))
+    n, j, pos, p, c, valued = _within_logged_slates(log, policy, k, value)
     at = shown_position[n, j]
     shown = ~np.isnan(at)
     mu = log.exposure[n, j]
     positive = np.nan_to_num(mu, nan=0.0) > 0
     weight = np.where(shown & positive, 1.0 / np.where(positive, mu, 1.0), 0.0)
     observed = np.where(shown, grade[n, j], 0.0)
-    valued = np.zeros((log.n_requests, k), dtype=bool)
-    valued[n, pos - 1] = True
     return Terms(n, pos, p * c[pos - 1], p, weight, observed, reward_model[n, j], positive,
                  valued, log.n_requests, "exposure", log.theta,
                  observed_at=np.nan_to_num(at, nan=1).astype(np.int64) - 1,
@@ -329,10 +334,7 @@ def policy_aware_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarr
     if log.greedy is None or log.epsilon is None or log.depth is None:
         raise ValueError("the policy-aware estimators need the logging policy's greedy "
                          "positions and exploration rate")
-    c = position_weights(k, value)
-    keep = policy.position <= np.minimum(k, log.slate_lengths[policy.request])
-    n, j, pos, p = (a[keep] for a in (policy.request, policy.column, policy.position,
-                                      policy.probability))
+    n, j, pos, p, c, valued = _within_logged_slates(log, policy, k, value)
     at = shown_position[n, j]
     shown = ~np.isnan(at)
     shown_at = np.where(shown, np.nan_to_num(at, nan=1), 0).astype(np.int64) - 1
@@ -344,8 +346,6 @@ def policy_aware_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarr
     rho = examination_propensity(theta, greedy_at, greedy_share, uniform_share, depth)[0]
     e = np.where(shown, theta[np.maximum(shown_at, 0)], 0.0)
     weight = np.divide(e, rho, out=np.zeros_like(e), where=rho > 0)
-    valued = np.zeros((log.n_requests, k), dtype=bool)
-    valued[n, pos - 1] = True
     return Terms(n, pos, p * c[pos - 1], p, weight, np.where(shown, grade[n, j], 0.0),
                  reward_model[n, j], rho > 0, valued, log.n_requests, "policy-aware", theta,
                  examination_draws=log.examination_draws, cluster=log.cluster,

@@ -93,7 +93,7 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
                    examination_draws: np.ndarray | None = None,
                    scores: dict[str, np.ndarray] | None = None,
                    contenders: tuple[str, ...] = ("candidate",),
-                   reward_model: str | np.ndarray = "cross-fitted", family: str | None = None,
+                   reward_model: str | tuple = "cross-fitted", family: str | None = None,
                    levels: bool = True) -> dict:
     """Every policy's estimates on ``day``; with a ``candidate`` among ``models``, its
     paired differences with the champion and with the logging policy; each of the
@@ -101,25 +101,25 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
     (``differences``). ``scores``: R×P score matrices of policies scored elsewhere,
     valued like models (the gate benchmark's policies, which score from the world's
     truth). The doubly robust estimator's reward model, shared by every policy, is
-    ``cross-fitted`` (`reward_model`), the named policy's scores, or an R×P array of
-    predicted grades (made by :func:`shared_reward_model` once for several calls). ``family``: value
+    ``cross-fitted`` (`reward_model`), the named policy's scores, or what
+    :func:`shared_reward_model` returned (made once for several calls). ``family``: value
     with another family than the day's (``exposure`` on a policy-aware day), to compare
     their variance. ``levels=False``: the differences only (no policy's own value)."""
     log = day.log
     family = family or day.family
     if family not in (day.family, "exposure") or (family == "exposure" and log.exposure is None):
         raise ValueError(f"a {day.family} day cannot be valued by the {family} estimators")
-    theta = examination_array(examination, max(k, int(log.imp_position.max(initial=1))))
+    theta = day_curve(day, examination, k)
     log = dataclasses.replace(log, examination=theta,
                               examination_draws=_draws(examination_draws, theta,
                                                                        examination))
     derived = feats.derive(day.pools) if models else None
     scores = dict(scores or {}) | {name: day.matrix(model_lib.score(pipe, day.pools, derived))
                                    for name, pipe in models.items()}
-    if isinstance(reward_model, np.ndarray):
-        grade_model, model_info = reward_model, {"kind": "given"}
+    if isinstance(reward_model, tuple):
+        grade_model, model_info = reward_model
     elif reward_model == "cross-fitted":
-        grade_model, model_info = shared_reward_model(day, scores, log.theta)
+        grade_model, model_info = shared_reward_model(day, scores, examination, k)
     else:
         grade_model = scores.get(reward_model, np.zeros(day.row_index.shape))
         model_info = {"kind": f"the {reward_model} policy's scores"}
@@ -183,12 +183,18 @@ def value_policies(day: LoggedDay, models: dict[str, object], k: int, value: str
     return out
 
 
+def day_curve(day: LoggedDay, examination: dict[int, float], k: int) -> np.ndarray:
+    """θ over every position the day's valuation uses: 1..max(K, the last logged)."""
+    return examination_array(examination, max(k, int(day.log.imp_position.max(initial=1))))
+
+
 def shared_reward_model(day: LoggedDay, scores: dict[str, np.ndarray],
-                        theta: np.ndarray) -> tuple[np.ndarray, dict]:
+                        examination: dict[int, float], k: int) -> tuple[np.ndarray, dict]:
     """The doubly robust reward model every policy of the day shares (`reward_model`):
-    R×P predicted grades once examined, from every policy's scores."""
+    R×P predicted grades once examined, from every policy's scores, and how it was made."""
     x = rm.features(scores, day.popularity, day.row_index.shape)
-    return rm.cross_fitted(x, day.shown_position, day.grade, theta, day.log.cluster)
+    return rm.cross_fitted(x, day.shown_position, day.grade, day_curve(day, examination, k),
+                           day.log.cluster)
 
 
 def _verdict(estimate: dict, limits: TrustLimits) -> dict:

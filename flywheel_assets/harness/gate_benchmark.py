@@ -243,9 +243,7 @@ def test_day(served: Day, theta: tuple, contenders: dict[str, TruthPolicy],
     # The product's estimate (the day's family, the cross-fitted reward model), and the
     # others side by side: every estimator of the exposure family, and the previous
     # build's doubly robust (the champion's scores as its reward model).
-    theta = policy_values.examination_array(
-        examination, max(k, int(served.logged.log.imp_position.max(initial=1))))
-    shared, _ = policy_values.shared_reward_model(served.logged, scores, theta)
+    shared = policy_values.shared_reward_model(served.logged, scores, examination, k)
     ope = valued(reward_model=shared)
     others = {}
     if served.logged.family == "policy-aware":

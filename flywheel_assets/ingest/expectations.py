@@ -50,7 +50,9 @@ def build_suite(contract: StreamContract, partition_date: str):
         if f.required:
             suite.add_expectation(E.ExpectColumnValuesToNotBeNull(column=col))
         if f.kind in ("int", "float"):
-            types = ["int32", "int64", "Int64", "Int64Dtype", "Int32Dtype"] if f.kind == "int" else ["float64", "Float64"]
+            # GX names pandas' nullable integers by their dtype class (Int64Dtype).
+            types = (["int32", "int64", "Int64Dtype", "Int32Dtype"] if f.kind == "int"
+                     else ["float64", "Float64"])
             suite.add_expectation(E.ExpectColumnValuesToBeInTypeList(column=col, type_list=types))
         if f.min is not None or f.max is not None:
             suite.add_expectation(E.ExpectColumnValuesToBeBetween(
