@@ -180,9 +180,30 @@ class TrainingSettings:
     # impressions should be request context (the same on every impression of a request):
     # off-policy evaluation scores a request's whole pool with them.
     extra_features: tuple[str, ...] = ()
+    # The model (train/model.py): a factory registered under the `flywheel.models` entry
+    # points ("gradient_boosting", "linear") or a dotted path "package.module:factory";
+    # its keyword parameters as a JSON object ("" = the factory's defaults).
+    model: str = "gradient_boosting"
+    model_params: str = ""
     # The blocking check `training_set_is_usable` asks for at least this much.
     min_train_rows: int = 1000
     min_holdout_requests: int = 50
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """Profiles from feedback (curate/profiles.py), the model's `p_*` features."""
+
+    # Off: no profiles, and the model learns from attributes only (`--no-profiles`).
+    enabled: bool = True
+    # Days of curated feedback a profile summarises, each day's rows weighted
+    # 0.5^(age / half_life_days).
+    window_days: int = 28
+    half_life_days: float = 14.0
+    # Rank of the collaborative factors (truncated SVD of the user × item matrix).
+    factors: int = 16
+    # Every rate is shrunk towards the level above it by this many examinations' worth.
+    prior_examinations: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -340,7 +361,8 @@ class AlertSettings:
 
 
 GROUPS = {"ingest": IngestSettings, "signals": SignalSettings, "curation": CurationSettings,
-          "curation_rules": CurationRules, "training": TrainingSettings,
+          "curation_rules": CurationRules, "profiles": ProfileSettings,
+          "training": TrainingSettings,
           "serving": ServingSettings, "evaluation": EvaluationSettings, "gate": GateSettings,
           "drift": DriftSettings, "quality": QualitySettings, "monitor": MonitorSettings,
           "alert": AlertSettings}
@@ -359,6 +381,7 @@ class Settings:
     signals: SignalSettings = field(default_factory=SignalSettings)
     curation: CurationSettings = field(default_factory=CurationSettings)
     curation_rules: CurationRules = field(default_factory=CurationRules)
+    profiles: ProfileSettings = field(default_factory=ProfileSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)

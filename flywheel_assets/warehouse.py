@@ -65,6 +65,17 @@ CREATE TABLE IF NOT EXISTS curated.position_bias (
     partition_date DATE, position INTEGER, examination DOUBLE, ci_low DOUBLE,
     ci_high DOUBLE, clicks BIGINT, impressions BIGINT, explored_requests BIGINT,
     window_start DATE, method VARCHAR, draws DOUBLE[]);
+CREATE TABLE IF NOT EXISTS curated.user_profiles (
+    partition_date DATE, user_key VARCHAR, segment VARCHAR, activity DOUBLE, rate DOUBLE,
+    taste DOUBLE[], factors DOUBLE[]);
+CREATE TABLE IF NOT EXISTS curated.user_category_affinity (
+    partition_date DATE, user_key VARCHAR, segment VARCHAR, category VARCHAR,
+    affinity DOUBLE);
+CREATE TABLE IF NOT EXISTS curated.item_profiles (
+    partition_date DATE, item_id VARCHAR, category VARCHAR, exposure DOUBLE, rate DOUBLE,
+    factors DOUBLE[], content_map DOUBLE[]);
+CREATE TABLE IF NOT EXISTS curated.item_segment_rates (
+    partition_date DATE, item_id VARCHAR, segment VARCHAR, rate DOUBLE);
 CREATE TABLE IF NOT EXISTS ml.training_set (
     partition_date DATE, source_date DATE, impression_id VARCHAR, request_id VARCHAR,
     ts TIMESTAMPTZ, user_key VARCHAR, item_id VARCHAR, position INTEGER,

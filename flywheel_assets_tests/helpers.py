@@ -24,7 +24,7 @@ def land_day(data_dir, config, day: str) -> None:
     from flywheel_assets.simulation import world
 
     s = Settings.from_env(data_dir)
-    world.run_day(s.data_dir, s.landing_dir, config, day, current_policy(s.models_dir))
+    world.run_day(s.data_dir, s.landing_dir, config, day, current_policy(s))
 
 
 def rotate(data_dir, day: str, instance, overrides: dict | None = None,

@@ -4,6 +4,7 @@ import dagster as dg
 
 from flywheel_assets.curate import feedback
 from flywheel_assets.curate import position_bias as pb
+from flywheel_assets.curate import profiles
 from flywheel_assets.metadata import readable
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.reporting import markdown_table
@@ -75,3 +76,25 @@ def position_bias(context: dg.AssetExecutionContext, flywheel: FlywheelResource)
         explored_requests=int(curve["explored_requests"].iloc[0]),
         examination_at_last_position=float(curve["examination"].iloc[-1]) if identified else None,
         curve=dg.MetadataValue.md(pb.curve_markdown(curve)), method=curve["method"].iloc[0]))
+
+
+@dg.asset(group_name="curate", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
+          deps=[curated_feedback, position_bias, "raw_users", "raw_items"])
+def feedback_profiles(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
+    """What users did, as of the end of the day: per user their activity, de-biased
+    engagement, category affinities, content taste and collaborative factors
+    (`curated.user_profiles`, `curated.user_category_affinity`, with segment rows a new
+    user falls back to); per item its exposure, engagement, engagement by country and
+    factors (`curated.item_profiles`, `curated.item_segment_rates`; an unseen item's
+    factors mapped from its content). Over `profiles.window_days` of curated feedback,
+    decayed, de-biased by `position_bias`, consent applied. The rows of the next day
+    read them as `p_*` features; a row never reads its own day's profiles. Off with
+    `profiles.enabled` = false."""
+    p, s = flywheel.settings.profiles, flywheel.settings
+    if not p.enabled:
+        return dg.MaterializeResult(metadata=readable(enabled=False))
+    with flywheel.warehouse() as conn:
+        stats = profiles.build_profiles(conn, context.partition_key, p.window_days,
+                                        p.half_life_days, p.factors, p.prior_examinations,
+                                        s.curation.consent)
+    return dg.MaterializeResult(metadata=readable(enabled=True, **stats))

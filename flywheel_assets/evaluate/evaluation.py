@@ -15,6 +15,7 @@ K is the product's slate size (`evaluation.slate_size`, or read from the day's l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from statistics import NormalDist
 
@@ -255,6 +256,7 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
                                                e.max_catalogue_pool, k), None
         except logged_pools.NoPools as exc:
             logged, no_ope = None, str(exc)
+        holdout, logged = with_profiles(conn, settings, holdout, logged)
     if holdout.empty:
         raise NothingToEvaluate(f"the holdout of {day} is empty: nothing to evaluate on")
     positive = positive_grade(settings.signals.max_grade)
@@ -275,6 +277,19 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
     with connect() as conn:
         record_evaluation(conn, record, written["dir"])
     return {**record, "report": written}
+
+
+def with_profiles(conn, settings, holdout: pd.DataFrame | None,
+                  logged: logged_pools.LoggedDay | None):
+    """The holdout rows and the logged pools with the `p_*` features of the profiles
+    before their day (when `profiles.enabled`): the models score them as they served."""
+    if not settings.profiles.enabled:
+        return holdout, logged
+    if holdout is not None:
+        holdout = feats.attach_profiles(conn, holdout)
+    if logged is not None:
+        logged = dataclasses.replace(logged, pools=feats.attach_profiles(conn, logged.pools))
+    return holdout, logged
 
 
 def trust_limits(settings) -> policy_values.TrustLimits:
@@ -311,6 +326,7 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
         candidate = registered_candidate(conn, day)
         examination, catalogue, k, engagement, draws = day_inputs(conn, day, e.slate_size)
         logged = logged_pools.load(conn, day, e.max_ope_requests, e.max_catalogue_pool, k)
+        _, logged = with_profiles(conn, settings, None, logged)
     versions = {"candidate": candidate, "champion": model_store.champion_version(models_dir)}
     models, missing = {}, {}
     if candidate:

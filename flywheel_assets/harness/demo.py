@@ -49,6 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(repeatable; one of taste_drift, catalog_drop, bot_attack, broken_client)")
     p.add_argument("--no-ips", action="store_true",
                    help="train on raw graded labels (no inverse-propensity weights)")
+    p.add_argument("--no-profiles", action="store_true",
+                   help="no profiles from feedback: the model learns from attributes only "
+                        "(the ablation that measures what the loop's memory is worth)")
     p.add_argument("--no-filters", action="store_true",
                    help="curate by dedupe only (no bot, contradiction, cap or label-noise filters)")
     p.add_argument("--data-dir", help="defaults to FLYWHEEL_DATA_DIR, else ./data of the project")
@@ -62,7 +65,8 @@ def _main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"flywheel demo: {exc}", file=sys.stderr)
         return 2
-    overrides = {"training.ips": not args.no_ips, "curation.filters": not args.no_filters}
+    overrides = {"training.ips": not args.no_ips, "curation.filters": not args.no_filters,
+                 "profiles.enabled": not args.no_profiles}
     given = {name: value for name, value in (
         ("requests_per_day", args.requests_per_day), ("n_users", args.users),
         ("n_items", args.items), ("exploration_rate", args.epsilon)) if value is not None}

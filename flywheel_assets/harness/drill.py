@@ -115,7 +115,7 @@ def land_drift_and_wait(services, settings: Settings, config: WorldConfig, drift
     date = config.date_of(drift_day).isoformat()
     drifted = config.replace(scenarios=(*config.scenarios, Scenario("taste_drift", drift_day)))
     world.run_day(settings.data_dir, settings.landing_dir, drifted, date,
-                  serving.current_policy(settings.models_dir))
+                  serving.current_policy(settings))
     landed_at = max((settings.landing_dir / s / f"date={date}" / "_SUCCESS").stat().st_mtime
                     for s in settings.ingest.required_streams)
 

@@ -21,6 +21,7 @@ from flywheel_assets.monitor import drift
 from flywheel_assets.monitor import drift_sources as src
 from flywheel_assets.reporting import markdown_table
 from flywheel_assets.settings import Settings
+from flywheel_assets.train import features as feats
 from flywheel_assets.train import model as model_lib
 from flywheel_assets.train import model_store
 
@@ -265,6 +266,10 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
                 src.explored_sql([trained_for], True, unseen_by=trained_for,
                                  random_policies=random_policies),
                 src.explored_sql([day], True, random_policies=random_policies))]
+        if ours and settings.profiles.enabled:
+            # The model scores what users did too: each row with its day's profiles.
+            pools = [feats.attach_profiles(conn, f) for f in pools]
+            explored = [feats.attach_profiles(conn, f) for f in explored]
     if ours:
         drifts += _model_view(model_store.load_model(models_dir, policy), pools, explored,
                               drift.DriftThresholds(), skipped)

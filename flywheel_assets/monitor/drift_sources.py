@@ -87,7 +87,7 @@ def pools_sql(days: list[str], sample_rows: int, with_context: bool = False) -> 
     of ``sample_rows``. With context, each candidate also carries its request's user and
     context, so that the model can score it."""
     context = (f"""
-        , c.item_id, r.ts, r.device, u.country, u.age_band, u.signup_date, it.published_date,
+        , c.item_id, r.user_key, r.ts, r.device, u.country, u.age_band, u.signup_date, it.published_date,
           it.popularity, it.duration_s, extract(hour FROM r.ts)::DOUBLE AS hour,
           (r.ts::DATE - u.signup_date)::DOUBLE AS tenure_days,
           {merged_extras("u", "it", "r")} AS extras""" if with_context else "")
@@ -121,7 +121,7 @@ def explored_sql(days: list[str], with_context: bool = False,
     model's training partition), only requests that model did not train on, so that its
     residuals are out-of-sample on both sides."""
     context = (f"""
-        , f.item_id, f.ts, u.country, u.age_band, u.signup_date, it.category,
+        , f.item_id, f.user_key, f.ts, u.country, u.age_band, u.signup_date, it.category,
           it.published_date, it.duration_s, it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4,
           it.c5, f.device AS device, {merged_extras("u", "it", "f")} AS extras"""
                if with_context else "")

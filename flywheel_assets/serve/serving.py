@@ -32,12 +32,18 @@ the pool's head with its middle and tail does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
+from flywheel_assets import warehouse
+from flywheel_assets.curate.profiles import load_store
+from flywheel_assets.ingest.pseudonymise import key_map
+from flywheel_assets.train import features as feats
 from flywheel_assets.train import model as model_lib
 from flywheel_assets.train import model_store
 
@@ -149,24 +155,66 @@ def rank_slates(scores: np.ndarray, slate_size: int, epsilon: float,
 
 @dataclass
 class RankingPolicy:
-    """The champion model if there is one, else popularity from the item snapshot."""
+    """The champion model if there is one, else popularity from the item snapshot.
+
+    ``profiles``: where a model that reads what users did (`p_*` features) gets them:
+    a callable from a set of row days to the profile snapshot of each
+    (:func:`warehouse_profiles`); rows that carry raw ``user_id`` are pseudonymised with
+    ``pseudonym_secret`` first, as ingestion does."""
 
     version: str
     pipeline: object | None = None
+    profiles: Callable | None = None
+    pseudonym_secret: str | None = None
 
     def score(self, candidates: pd.DataFrame) -> np.ndarray:
         if self.pipeline is None:
             return np.log1p(candidates["popularity"].to_numpy(dtype="float64"))
-        return model_lib.score(self.pipeline, candidates)
+        rows = candidates
+        if self.profiles is not None and reads_profiles(self.pipeline):
+            if "user_key" not in rows and "user_id" in rows:
+                keys = key_map(rows["user_id"].dropna().unique(), self.pseudonym_secret or "")
+                rows = rows.assign(user_key=rows["user_id"].map(keys))
+            rows = feats.with_profiles(rows, self.profiles(set(feats.row_days(rows))))
+        return model_lib.score(self.pipeline, rows)
+
+
+def reads_profiles(pipeline) -> bool:
+    return any(c in feats.PROFILE_FEATURES for c in feats.spec_of(pipeline).numeric)
+
+
+def warehouse_profiles(path: Path) -> Callable:
+    """Row days → profile snapshots, read from the warehouse at ``path`` (read-only,
+    briefly); none when it has no profiles yet."""
+    def load(days) -> dict:
+        if not Path(path).exists():
+            return {}
+        with warehouse.connect(Path(path), read_only=True) as conn:
+            try:
+                return load_store(conn, days)
+            except duckdb.CatalogException:  # a warehouse from before profiles
+                return {}
+    return load
 
 
 def popularity_policy() -> RankingPolicy:
     return RankingPolicy(version=POPULARITY_POLICY)
 
 
-def current_policy(models_dir: Path) -> RankingPolicy:
+def model_policy(settings, version: str) -> RankingPolicy:
+    """Model ``version`` as the product serves it (``settings``: the flywheel's): with
+    `profiles.enabled`, reading its profile features from the warehouse."""
+    policy = RankingPolicy(version=version,
+                           pipeline=model_store.load_model(settings.models_dir, version))
+    if settings.profiles.enabled:
+        policy.profiles = warehouse_profiles(settings.warehouse_path)
+        policy.pseudonym_secret = settings.pseudonym_secret
+    return policy
+
+
+def current_policy(settings) -> RankingPolicy:
     """Whatever the champion pointer says now (popularity when nothing was promoted)."""
-    version = model_store.champion_version(models_dir)
+    version = model_store.champion_version(settings.models_dir)
     if version is None:
         return popularity_policy()
-    return RankingPolicy(version=version, pipeline=model_store.load_model(models_dir, version))
+    return model_policy(settings, version)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flywheel_assets.serve.serving import RankingPolicy, rank_slates
+from flywheel_assets.serve.serving import RankingPolicy, model_policy, rank_slates
 from flywheel_assets.simulation import truth
 from flywheel_assets.simulation.config import WorldConfig
 
@@ -227,7 +227,6 @@ def oracle_day(world: Path, settings, config: WorldConfig, date: str,
     """Every policy's true value on the day, beside the product's estimates of them."""
     from flywheel_assets import warehouse
     from flywheel_assets.evaluate.evaluation import read_evaluation
-    from flywheel_assets.train import model_store
 
     with warehouse.connect(settings.warehouse_path) as conn:
         record = read_evaluation(conn, date) or {}
@@ -236,10 +235,9 @@ def oracle_day(world: Path, settings, config: WorldConfig, date: str,
     for name in ("candidate_version", "champion_version"):
         version = record.get(name)
         if version:
-            policies[name.removesuffix("_version") + "_evaluated"] = RankingPolicy(
-                version, model_store.load_model(settings.models_dir, version))
+            policies[name.removesuffix("_version") + "_evaluated"] = model_policy(settings, version)
     if served != LOGGING_POLICY:
-        policies["served"] = RankingPolicy(served, model_store.load_model(settings.models_dir, served))
+        policies["served"] = model_policy(settings, served)
     values = true_values(world, config, date, policies)
     in_service = champion.version if champion.pipeline is not None else LOGGING_POLICY
     out = {"date": date, "served_by": served, "champion_version": in_service,

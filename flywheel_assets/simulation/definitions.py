@@ -33,7 +33,7 @@ class SimulatedTrafficConfig(dg.Config):
 
 
 @dg.asset(group_name="simulation", partitions_def=daily_partitions, kinds={"python"},
-          deps=[dg.AssetKey("champion_model")])
+          pool="duckdb", deps=[dg.AssetKey("champion_model")])
 def simulated_traffic(context: dg.AssetExecutionContext, config: SimulatedTrafficConfig,
                       world_env: WorldResource):
     """One day of the simulated product: users and bots send requests, the current
@@ -45,7 +45,7 @@ def simulated_traffic(context: dg.AssetExecutionContext, config: SimulatedTraffi
     cfg = world.load_config(directory)
     if config.scenarios:
         cfg = cfg.replace(scenarios=cfg.scenarios + tuple(Scenario.parse(x) for x in config.scenarios))
-    policy = current_policy(s.models_dir)
+    policy = current_policy(s)
     stats = world.run_day(s.data_dir, s.landing_dir, cfg, context.partition_key, policy)
     day = cfg.day_index(context.partition_key)
     return dg.MaterializeResult(metadata=readable(**{
@@ -66,7 +66,7 @@ def oracle_evaluation(context: dg.AssetExecutionContext, world_env: WorldResourc
     true curve, and the effective sample size of the training weights."""
     s = world_env.settings
     cfg = world.load_config(world.world_dir(s.data_dir))
-    record = world.oracle_day(s, cfg, context.partition_key, current_policy(s.models_dir))
+    record = world.oracle_day(s, cfg, context.partition_key, current_policy(s))
     return dg.MaterializeResult(metadata=readable(**{
         k: v for k, v in record.items() if k != "date" and v is not None}))
 

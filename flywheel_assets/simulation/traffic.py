@@ -75,8 +75,10 @@ def candidate_frame(users: pd.DataFrame, items: pd.DataFrame, user_idx: np.ndarr
     n_req, pool = pools.shape
     flat_items = pools.ravel()
     flat_users = np.repeat(user_idx, pool)
-    frame = items.iloc[flat_items].drop(columns=["item_id"]).reset_index(drop=True)
+    frame = items.iloc[flat_items].reset_index(drop=True)
     u = users.iloc[flat_users].reset_index(drop=True)
+    # The product's serving knows who asks (its profiles are keyed by the pseudonym).
+    frame["user_id"] = u["user_id"].to_numpy()
     frame["country"] = u["country"].to_numpy()
     frame["age_band"] = u["age_band"].to_numpy()
     frame["signup_date"] = u["signup_date"].to_numpy()

@@ -11,14 +11,13 @@ import numpy as np
 import pandas as pd
 
 from flywheel_assets import warehouse
-from flywheel_assets.serve.serving import RankingPolicy, popularity_policy
+from flywheel_assets.serve.serving import RankingPolicy, model_policy, popularity_policy
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import carousel, signal_quality, truth
 from flywheel_assets.simulation.config import Scenario, WorldConfig
 from flywheel_assets.simulation.landing_writer import write_day
 from flywheel_assets.simulation.oracle import evaluate_policies, off_policy_truth
 from flywheel_assets.simulation.traffic import simulate_day
-from flywheel_assets.train import model_store
 
 
 def world_dir(data_dir: Path) -> Path:
@@ -121,8 +120,7 @@ def _off_policy_errors(settings: Settings, config: WorldConfig, date: str,
     day, k = dt.date.fromisoformat(date), int(record.get("k") or 10)
 
     def true_value(version: str | None) -> dict:
-        policy = (None if version is None else RankingPolicy(
-            version, model_store.load_model(settings.models_dir, version)))
+        policy = None if version is None else model_policy(settings, version)
         return off_policy_truth(config, day, policy, requests, k=k, exclude=trained_on,
                                 past_plays=plays)
 

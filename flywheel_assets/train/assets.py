@@ -6,6 +6,7 @@ from flywheel_assets.metadata import readable
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.resources import FlywheelResource
 from flywheel_assets.train import candidate
+from flywheel_assets.train import model as model_lib
 from flywheel_assets.train import training_set as ts_lib
 
 
@@ -47,20 +48,25 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingWindowConfig
 
 
 @dg.asset(group_name="train", partitions_def=daily_partitions, pool="duckdb", kinds={"sklearn"},
-          deps=[training_set])
+          deps=[training_set, dg.AssetDep("feedback_profiles", partition_mapping=(
+              dg.TimeWindowPartitionMapping(start_offset=-1, end_offset=-1)))])
 def candidate_model(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
-    """A gradient-boosted scikit-learn pipeline trained on the `train` split, predicting
+    """The configured scikit-learn model (`training.model`: gradient-boosted trees by
+    default, any registered or dotted-path factory) trained on the `train` split, predicting
     the graded label from the features the training rows support (context, user and
     item attributes, the item id of a small catalogue, the extra columns named in
-    `training.extra_features`; listed in the
-    card and the metadata). Saved with skops under
+    `training.extra_features`, and what users did: the `p_*` features of
+    `feedback_profiles` as of the day before each row's; listed in the card and the
+    metadata). Saved with skops under
     `data/models/<version>/` with a model card, registered in `ml.model_registry`. The
     version is the day plus a hash of the training rows: same data, same version."""
     s = flywheel.settings
     card = candidate.train_candidate(flywheel.warehouse, s.models_dir, context.partition_key,
-                                     s.training.max_categories, s.training.extra_features)
+                                     s.training.max_categories, s.training.extra_features,
+                                     s.profiles.enabled, s.training.model,
+                                     model_lib.parse_params(s.training.model_params))
     return dg.MaterializeResult(metadata=readable(
-        version=card["version"], path=dg.MetadataValue.path(str(card["path"])),
+        version=card["version"], model=f"{card['model']} ({card['estimator']})", path=dg.MetadataValue.path(str(card["path"])),
         train_rows=card["train_rows"], parent_version=card["parent_version"] or "none",
         window=f"{card['window_start']} .. {card['window_end']}",
         features=", ".join([*card["features"]["categorical"], *card["features"]["numeric"]])))

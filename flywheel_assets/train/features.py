@@ -22,8 +22,12 @@ import pandas as pd
 CONTENT_COLUMNS = [f"c{i}" for i in range(6)]
 # Known attributes in a fixed order (the order of the model's inputs).
 KNOWN_CATEGORICAL = ["country", "age_band", "category", "device"]
+# What users did (curate/profiles.py), as of the day before the row's: `p_*`.
+PROFILE_FEATURES = ["p_user_known", "p_user_activity", "p_user_rate", "p_category_affinity",
+                    "p_content_match", "p_factor_score", "p_item_known", "p_item_exposure",
+                    "p_item_rate", "p_item_country_rate"]
 KNOWN_NUMERIC = ["tenure_days", "item_age_days", "log_popularity", "log_duration", "hour",
-                 *CONTENT_COLUMNS]
+                 *CONTENT_COLUMNS, *PROFILE_FEATURES]
 ITEM_ID = "item_id"
 # Extra columns (the landing files' columns beyond the contract) become `x_<name>`.
 EXTRA_PREFIX = "x_"
@@ -88,6 +92,9 @@ def derive(raw: pd.DataFrame) -> pd.DataFrame:
     for c in CONTENT_COLUMNS:
         if c in raw:
             out[c] = raw[c].astype("float64")
+    for c in PROFILE_FEATURES:
+        if c in raw:
+            out[c] = raw[c].astype("float64")
     extras = _extras(raw)
     return pd.concat([out, extras], axis=1) if len(extras.columns) else out
 
@@ -143,6 +150,147 @@ def feature_frame(raw: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
 
 
 def spec_of(pipeline) -> FeatureSpec:
-    """The features a fitted pipeline (train/model.py) was trained on."""
+    """The features a fitted model (train/model.py) was trained on: as it recorded them,
+    or, for a model saved before models recorded them, its encoding step's columns."""
+    recorded = getattr(pipeline, "flywheel_features_", None)
+    if recorded is not None:
+        return FeatureSpec(tuple(recorded["categorical"]), tuple(recorded["numeric"]))
     columns = {name: list(cols) for name, _, cols in pipeline.named_steps["encode"].transformers}
     return FeatureSpec(tuple(columns.get("categorical", [])), tuple(columns.get("numeric", [])))
+
+
+# --- features from profiles -----------------------------------------------------------
+
+
+def _column(raw: pd.DataFrame, name: str) -> np.ndarray:
+    if name in raw:
+        return raw[name].astype(object).where(raw[name].notna(), None).to_numpy(dtype=object)
+    return np.full(len(raw), None, dtype=object)
+
+
+def _take(values: pd.Series, pos: np.ndarray, fill: float | np.ndarray) -> np.ndarray:
+    """``values`` at positions ``pos``, ``fill`` where a lookup found nothing (-1)."""
+    array = values.to_numpy(dtype="float64")
+    found = pos >= 0
+    out = np.array(np.broadcast_to(fill, pos.shape), dtype="float64")
+    out[found] = array[pos[found]]
+    return out
+
+
+def _stack(vectors, width: int) -> np.ndarray:
+    """Rows of a list of vectors (None → zeros) as a matrix, plus a zero row at the end
+    for lookups that found nothing (index -1)."""
+    out = np.zeros((len(vectors) + 1, width))
+    for i, v in enumerate(vectors):
+        if v is not None and len(v) == width:
+            out[i] = v
+    return out
+
+
+def profile_features(raw: pd.DataFrame, snapshot) -> pd.DataFrame:
+    """The `p_*` features of raw rows from one day's profiles (a
+    `curate.profiles.ProfileSnapshot`; None: every feature missing).
+
+    A user the profiles know reads their own row; a new or anonymous user their
+    segment's (country|age band), else everyone's (`p_user_known` = 0). An item the
+    profiles know reads its own row; an item they never saw its category's rate and
+    factors mapped from its content (`p_item_known` = 0): how its content resembles
+    what users engaged with. `p_content_match` is the user's content taste · the item's
+    content; `p_factor_score` the dot product of the collaborative factors.
+    """
+    from flywheel_assets.curate.profiles import EVERYONE, segment_of
+
+    if ITEM_ID not in raw:
+        # Every row of the contract names its item: without it, every item would read
+        # as new, silently (a skew between training and serving).
+        raise KeyError("rows scored with profile features need their item_id")
+    out = pd.DataFrame(index=raw.index, columns=PROFILE_FEATURES, dtype="float64")
+    if snapshot is None or not len(raw):
+        return out
+    users, segments, items = snapshot.users, snapshot.segments, snapshot.items
+    keys = _column(raw, "user_key")
+    seg = np.array([segment_of(c, a) for c, a in zip(_column(raw, "country"),
+                                                       _column(raw, "age_band"))], dtype=object)
+    user_pos = users.index.get_indexer(pd.Index(keys, dtype=object))
+    known_user = user_pos >= 0
+    seg_pos = segments.index.get_indexer(pd.Index(seg, dtype=object))
+    everyone = segments.index.get_indexer([EVERYONE])[0]
+    seg_pos = np.where(seg_pos >= 0, seg_pos, everyone)
+    # The last entry answers a lookup that found nothing (-1).
+    seg_key = np.append(segments.index.to_numpy(dtype=object), EVERYONE)[seg_pos]
+    out["p_user_known"] = known_user.astype("float64")
+    out["p_user_activity"] = np.log1p(_take(users["activity"], user_pos, 0.0))
+    seg_rate = _take(segments["rate"], seg_pos, snapshot.mean_rate)
+    user_rate = _take(users["rate"], user_pos, seg_rate)
+    out["p_user_rate"] = user_rate
+
+    category = _column(raw, "category")
+    lookup_key = np.where(known_user, keys, "segment:" + seg_key.astype(str))
+    own = snapshot.affinity.reindex(pd.MultiIndex.from_arrays(
+        [lookup_key, category.astype(str)])).to_numpy(dtype="float64")
+    of_segment = snapshot.affinity.reindex(pd.MultiIndex.from_arrays(
+        ["segment:" + seg_key.astype(str), category.astype(str)])).to_numpy(dtype="float64")
+    out["p_category_affinity"] = np.where(np.isnan(own), np.where(np.isnan(of_segment),
+                                                                  user_rate, of_segment), own)
+
+    item_ids = _column(raw, "item_id")
+    item_pos = items.index.get_indexer(pd.Index(item_ids, dtype=object))
+    exposure = _take(items["exposure"], item_pos, 0.0)
+    out["p_item_known"] = (exposure > 0).astype("float64")
+    out["p_item_exposure"] = np.log1p(exposure)
+    cat_pos = snapshot.categories.index.get_indexer(pd.Index(category, dtype=object))
+    cat_rate = _take(snapshot.categories["rate"], cat_pos, snapshot.mean_rate)
+    item_rate = _take(items["rate"], item_pos, cat_rate)
+    out["p_item_rate"] = item_rate
+    country_rate = snapshot.segment_rates.reindex(pd.MultiIndex.from_arrays(
+        [item_ids, _column(raw, "country")])).to_numpy(dtype="float64")
+    out["p_item_country_rate"] = np.where(np.isnan(country_rate), item_rate, country_rate)
+
+    content = (raw[CONTENT_COLUMNS].to_numpy(dtype="float64")
+               if all(c in raw for c in CONTENT_COLUMNS) else None)
+    taste_width = len(CONTENT_COLUMNS)
+    if content is not None and any(t is not None for t in users["taste"]):
+        user_taste = _stack(list(users["taste"]), taste_width)
+        seg_taste = _stack(list(segments["taste"]), taste_width)
+        taste = np.where(known_user[:, None], user_taste[user_pos], seg_taste[seg_pos])
+        out["p_content_match"] = np.einsum("ij,ij->i", taste, np.nan_to_num(content))
+    width = snapshot.n_factors
+    if width:
+        user_f = np.where(known_user[:, None], _stack(list(users["factors"]), width)[user_pos],
+                          _stack(list(segments["factors"]), width)[seg_pos])
+        item_f = _stack(list(items["factors"]), width)[item_pos]
+        unseen = item_pos < 0
+        if unseen.any():
+            fallback = _stack(list(snapshot.categories["factors"]), width)[cat_pos[unseen]]
+            if snapshot.content_map is not None and content is not None:
+                rows = content[unseen]
+                mapped = np.hstack([np.nan_to_num(rows), np.ones((len(rows), 1))]) @ snapshot.content_map
+                fallback = np.where(np.isnan(rows).any(axis=1)[:, None], fallback, mapped)
+            item_f[unseen] = fallback
+        out["p_factor_score"] = np.einsum("ij,ij->i", user_f, item_f)
+    return out
+
+
+def row_days(raw: pd.DataFrame) -> np.ndarray:
+    """Each row's day (UTC) from its time stamp."""
+    return pd.to_datetime(raw["ts"], utc=True).dt.tz_localize(None).dt.date.to_numpy()
+
+
+def with_profiles(raw: pd.DataFrame, store: dict) -> pd.DataFrame:
+    """``raw`` with its `p_*` columns, each row's from the snapshot of its day in
+    ``store`` (row day → snapshot, `curate.profiles.load_store`)."""
+    days = row_days(raw)
+    parts = [profile_features(raw[days == day], store.get(day)) for day in sorted(set(days))]
+    features = pd.concat(parts) if parts else pd.DataFrame(columns=PROFILE_FEATURES)
+    return pd.concat([raw.drop(columns=[c for c in PROFILE_FEATURES if c in raw]),
+                      features.reindex(raw.index)], axis=1)
+
+
+def attach_profiles(conn, raw: pd.DataFrame) -> pd.DataFrame:
+    """``raw`` with the `p_*` features of the profiles in the warehouse (each row from
+    the newest partition before its own day)."""
+    from flywheel_assets.curate.profiles import load_store
+
+    if not len(raw) or "ts" not in raw:
+        return raw
+    return with_profiles(raw, load_store(conn, set(row_days(raw))))

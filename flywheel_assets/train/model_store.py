@@ -2,7 +2,8 @@
 
 Layout: ``<models_dir>/<version>/model.skops`` + ``card.json``; ``champion.json`` is a
 pointer (version, when, why, previous) swapped atomically, never a copy of a model.
-Loading refuses any artifact that contains a type outside :data:`ALLOWED_TYPES`.
+Loading refuses any artifact that contains a type a model of its card's name
+(`training.model`) is not made of (:func:`allowed_types`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,8 @@ from pathlib import Path
 CHAMPION_POINTER = "champion.json"
 # Versions in the order they went into service; a rollback steps back along it.
 CHAMPION_HISTORY = "champion_history.json"
-# The only non-default types a model artifact may contain (found with
-# skops.io.get_untrusted_types on our pipeline). Anything else is refused at load.
-ALLOWED_TYPES = frozenset({
-    "functools.partial",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.utils.validation.check_array",
-})
+# A card without a model name is from before models were configurable: the default.
+LEGACY_MODEL = "gradient_boosting"
 
 
 class UntrustedModelError(RuntimeError):
@@ -75,12 +71,24 @@ def load_model(models_dir: Path, version: str):
     if not path.exists():
         raise FileNotFoundError(f"model {version}: no artifact at {path}")
     found = set(sio.get_untrusted_types(file=path))
-    refused = sorted(found - ALLOWED_TYPES)
+    card_path = models_dir / version / "card.json"
+    name = (json.loads(card_path.read_text()).get("model") if card_path.exists() else None) \
+        or LEGACY_MODEL
+    allowed = allowed_types(name)
+    refused = sorted(found - allowed)
     if refused:
         raise UntrustedModelError(
-            f"model {version} at {path} contains types outside the allowed list: {refused}; "
-            "refusing to load it")
+            f"model {version} at {path} contains types that a {name!r} model is not made of: "
+            f"{refused}; refusing to load it")
     return sio.load(path, trusted=sorted(found))
+
+
+def allowed_types(name: str) -> frozenset[str]:
+    """The types a model named ``name`` may contain: exactly those a freshly fitted one
+    of that model is made of (train/model.py, ``artifact_types``), no hand-kept list."""
+    from flywheel_assets.train import model as model_lib
+
+    return model_lib.artifact_types(name)
 
 
 def load_card(models_dir: Path, version: str) -> dict:

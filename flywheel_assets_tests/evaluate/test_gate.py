@@ -21,7 +21,7 @@ CONFIG = WorldConfig(n_users=600, n_items=300, requests_per_day=4000, pool_size=
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04", "2026-01-05"]
 UP_TO_TRAINING = ["raw_impressions", "raw_candidates", "raw_interactions", "raw_users",
                   "raw_items", "deletion_requests", "quarantined_events", "user_erasure", "feedback_events", "curated_feedback",
-                  "position_bias", "training_set"]
+                  "position_bias", "feedback_profiles", "training_set"]
 FROM_MODEL = ["candidate_model", "model_evaluation", "champion_model"]
 
 
@@ -127,7 +127,7 @@ def test_the_off_policy_estimate_is_close_to_the_truth(world_dir):
     this small scale (4k requests), tight at the default scale (see README)."""
     data_dir, _ = world_dir
     settings = Settings.from_env(data_dir)
-    record = world.oracle_day(settings, CONFIG, DAYS[3], current_policy(settings.models_dir))
+    record = world.oracle_day(settings, CONFIG, DAYS[3], current_policy(settings))
     assert record["ope_requests"] == record["ope_truth_requests"]
     for name in ("ips", "snips", "dr"):
         assert np.isfinite(record[f"ope_rel_error_{name}"])

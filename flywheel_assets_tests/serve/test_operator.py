@@ -36,7 +36,7 @@ def test_promote_and_rollback_are_audited_and_serve_the_next_slate(models, capsy
     assert model_store.champion_version(models.models_dir) == "m2"
     # The next day of traffic is served by whatever the pointer says: m2.
     world = WorldConfig(n_users=200, n_items=150, requests_per_day=300, pool_size=20)
-    traffic = simulate_day(world, dt.date(2026, 1, 1), current_policy(models.models_dir))
+    traffic = simulate_day(world, dt.date(2026, 1, 1), current_policy(models))
     assert set(traffic.impressions["policy_version"]) == {"m2"}
     assert _cli(models, "rollback", "--reason", "m2 too") == 0
     assert model_store.champion_version(models.models_dir) == "m1"

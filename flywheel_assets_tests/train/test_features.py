@@ -14,6 +14,12 @@ from flywheel_assets_tests.helpers import tiny_training_rows
 def test_a_full_snapshot_gives_the_known_features_in_their_order():
     spec = features.choose(features.derive(tiny_training_rows()), max_categories=250)
     assert spec.categorical == ("country", "age_band", "category", "device")
+    # Attributes only: the profile features come with profiles (attach_profiles).
+    assert spec.numeric == tuple(c for c in features.KNOWN_NUMERIC
+                                 if c not in features.PROFILE_FEATURES)
+    rows = tiny_training_rows()
+    profiled = rows.assign(**{c: np.linspace(0, 1, len(rows)) for c in features.PROFILE_FEATURES})
+    spec = features.choose(features.derive(profiled), max_categories=250)
     assert spec.numeric == tuple(features.KNOWN_NUMERIC)
 
 

@@ -10,7 +10,7 @@ from flywheel_assets_tests.helpers import tiny_training_rows
 
 def test_model_store_round_trip_pointer_and_refusal_of_foreign_types(tmp_path):
     rows = tiny_training_rows()
-    pipe = train(rows, max_iter=5)
+    pipe = train(rows, params={"max_iter": 5})
     model_store.save_model(tmp_path, "m1", pipe, {"note": "first"})
     model_store.save_model(tmp_path, "m2", pipe, {"note": "second"})
     loaded = model_store.load_model(tmp_path, "m1")
@@ -38,3 +38,25 @@ def test_model_versions_are_stable_and_sensitive():
     assert model_store.model_version("2026-01-02", "x") == model_store.model_version("2026-01-02", "x")
     assert model_store.model_version("2026-01-02", "x") != model_store.model_version("2026-01-02", "y")
     assert model_store.model_version("2026-01-02", "x").startswith("m20260102-")
+
+
+def test_the_model_is_configuration_and_the_loader_trusts_what_it_is_made_of(tmp_path):
+    from flywheel_assets.train import model as model_lib
+
+    rows = tiny_training_rows()
+    linear = train(rows, model="linear", params={"alpha": 3.0})
+    described = model_lib.describe(linear, "linear")
+    assert described["estimator"] == "sklearn.linear_model._ridge.Ridge"
+    assert described["params"]["alpha"] == 3.0
+    model_store.save_model(tmp_path, "lin", linear, {"model": "linear"})
+    assert np.allclose(score(model_store.load_model(tmp_path, "lin"), rows), score(linear, rows))
+    # The same factory named by its dotted path.
+    dotted = train(rows, model="flywheel_assets.train.model:linear")
+    assert np.allclose(score(dotted, rows), score(train(rows, model="linear"), rows))
+    # Trees in an artifact whose card says "linear": not what a linear model is made of.
+    trees = train(rows, params={"max_iter": 5})
+    model_store.save_model(tmp_path, "lying", trees, {"model": "linear"})
+    with pytest.raises(model_store.UntrustedModelError, match="TreePredictor"):
+        model_store.load_model(tmp_path, "lying")
+    with pytest.raises(ValueError, match="gradient_boosting"):
+        train(rows, model="no_such_model")
