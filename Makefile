@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate drill clean
+.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles drill clean
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -50,13 +50,22 @@ test: install browser
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# Full loop vs the naive loop (--no-ips --no-filters) on the same world; ~2 x 4 minutes.
+# Full loop vs the naive loop (--no-ips --no-filters) on the same world, side by side.
 benchmark-signal: install
-	$(BIN)/flywheel benchmark signal --days $(DAYS)
+	$(BIN)/flywheel benchmark signal --days $(DAYS) --jobs 2
 
-# Guarded loop (exploration + diversity re-ranking) vs the greedy loop, 21 days each.
+# Guarded loop (exploration + diversity re-ranking) vs the greedy loop in the responsive
+# world, 28 days each, side by side.
 benchmark-loops: install
-	$(BIN)/flywheel benchmark loops
+	$(BIN)/flywheel benchmark loops --days 28 --jobs 2
+
+# What the loop's memory is worth: profiles from feedback vs --no-profiles, side by side.
+benchmark-compounding: install
+	$(BIN)/flywheel benchmark compounding --days $(DAYS) --jobs 2
+
+# Seconds and peak memory of one day's profiles at 1M curated rows a day (synthetic).
+benchmark-profiles: install
+	$(BIN)/flywheel benchmark profiles --impressions-per-day 1000000
 
 # The gate's error rates against the world's truth: 4 worlds x 20 seeds x 7 days,
 # two processes; prints aa_false_promotions_per_365=<x> coverage=<y> power_2pct=<z> last.

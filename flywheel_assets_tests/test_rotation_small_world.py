@@ -180,3 +180,39 @@ def test_the_gate_reads_the_days_checks_even_when_run_alone(rotated):
                                          "WHERE partition_date = ? ORDER BY decided_at DESC "
                                          "LIMIT 1", [DAYS[1]]).fetchone()
     assert not promoted and "planted failure" in reasons
+
+
+def test_serving_and_evaluation_read_the_same_profile_features(rotated):
+    """The same request and candidate on day 2: the world's serving path (raw user id,
+    attributes from the world) and the evaluation path (the warehouse's logged pools)
+    give the same `p_*` features, read from the profiles of day 1."""
+    import numpy as np
+
+    from flywheel_assets.evaluate import logged_pools
+    from flywheel_assets.serve.serving import RankingPolicy, warehouse_profiles
+    from flywheel_assets.simulation import truth, world
+    from flywheel_assets.simulation.traffic import candidate_frame
+    from flywheel_assets.train import features as feats
+
+    data_dir, _ = rotated
+    settings = Settings.from_env(data_dir)
+    day = DAYS[1]
+    with warehouse.connect(settings.warehouse_path) as conn:
+        logged = logged_pools.load(conn, day, 500, 200, 10)
+        evaluated = feats.attach_profiles(conn, logged.pools)
+    with np.load(world.world_dir(data_dir) / "truth" / f"date={day}" / "requests.npz") as npz:
+        req = {k: npz[k] for k in npz.files}
+    index = CONFIG.day_index(day)
+    cat, pop = truth.catalogue(CONFIG, index), truth.population(CONFIG, index)
+    ts = pd.Series(pd.Timestamp(day, tz="UTC") + pd.to_timedelta(req["seconds"], unit="s"))
+    candidates = candidate_frame(pop.users, cat.items, req["user_idx"], req["pools"], ts,
+                                 req["device"])
+    candidates["request_id"] = np.repeat(req["request_id"], req["pools"].shape[1])
+    policy = RankingPolicy("any", None, warehouse_profiles(settings.warehouse_path),
+                           settings.pseudonym_secret)
+    served = policy.with_profiles(candidates)
+    both = evaluated.merge(served, on=["request_id", "item_id"], suffixes=("_eval", "_serve"))
+    assert len(both) > 1000
+    assert both["p_user_known_eval"].mean() > 0.8 and both["p_item_known_eval"].mean() > 0.8
+    for column in feats.PROFILE_FEATURES:
+        assert np.allclose(both[f"{column}_eval"], both[f"{column}_serve"], equal_nan=True), column

@@ -14,16 +14,36 @@ training sets of a finished demo run (`target_benchmark`; ``--days N``: N of its
 
 ``flywheel benchmark loops``: does the guarded loop avoid a degenerate feedback loop?
 The guarded loop (the default: exploration 0.1, diversity re-ranking) against the greedy
-loop (``--epsilon 0 --no-rerank``): catalogue coverage and exposure Gini of the
-champion's slates, and oracle NDCG@10, on day 1 and on the last day (default 21 days).
+loop (``--epsilon 0 --no-rerank``) in the responsive world (users come back as they are
+served well and varied): active users, requests and engagement per request beside
+oracle NDCG@10, catalogue coverage and exposure Gini, on day 1 and on the last day
+(default 28 days).
+
+``flywheel benchmark compounding``: what the loop's memory is worth. The same world run
+with profiles from feedback (the default) and without (``--no-profiles``): the
+champion's oracle NDCG@10 per day for both, the difference per day, and the slope from
+day 5; a chart. ``--profile carousel``: the carousel product instead (its true clicks
+per request of the champion).
+
+``flywheel benchmark profiles``: seconds and peak memory of one day's profiles, on a
+finished run's warehouse (``--from-run``) or a synthetic one (``--impressions-per-day``;
+`profile_cost`).
+
+``--jobs 2`` runs the two arms of loops, signal and compounding side by side, each in
+its own process (its log in its directory).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
 
-from flywheel_assets.harness import gate_benchmark, target_benchmark
+from flywheel_assets.harness import gate_benchmark, profile_cost, target_benchmark
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation.config import WorldConfig
 
@@ -35,17 +55,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("benchmark", help="benchmarks on the simulated world",
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("name", choices=["signal", "loops", "gate", "target"],
+    p.add_argument("name", choices=["signal", "loops", "gate", "target", "compounding",
+                                    "profiles"],
                    help="signal: full loop vs --no-ips --no-filters; "
                         "loops: guarded loop vs --epsilon 0 --no-rerank; "
+                        "compounding: profiles from feedback vs --no-profiles; "
+                        "profiles: seconds and peak memory of a day's profiles; "
                         "gate: the gate's error rates against the truth; "
                         "target: training targets compared on a finished demo run")
-    p.add_argument("--days", type=int, help="simulated days (default: 14 for signal, 21 for "
-                                            "loops, 6 decision days per world for gate); "
+    p.add_argument("--profile", choices=["default", "carousel"], default="default",
+                   help="compounding: the product to run (default: the media feed)")
+    p.add_argument("--days", type=int, help="simulated days (default: 14 for signal and "
+                                            "compounding, 28 for loops, 6 decision days per "
+                                            "world for gate); "
                                             "target: how many of the run's days (default all)")
     p.add_argument("--seed", type=int, default=WorldConfig.seed)
     p.add_argument("--data-dir", help="runs go to <data dir>/benchmarks/<name>/{full,naive}")
     gate_benchmark.add_arguments(p)
+    profile_cost.add_arguments(p)
     p.set_defaults(func=_main)
 
 
@@ -55,30 +82,61 @@ def _fmt(value) -> str:
 
 def _main(args: argparse.Namespace) -> int:
     return {"loops": _loops, "signal": _signal, "gate": gate_benchmark.main,
-            "target": target_benchmark.main}[args.name](args)
+            "target": target_benchmark.main, "compounding": _compounding,
+            "profiles": profile_cost.main}[args.name](args)
 
 
-LOOP_FIGURES = ("catalog_coverage", "exposure_gini", "oracle_ndcg_at_10")
+def _arm(data_dir: str, overrides: dict, config: WorldConfig, days: int, log: bool) -> dict:
+    """One run of the demo (a benchmark's arm); its console output to ``demo.log`` in
+    its directory when ``log``."""
+    from flywheel_assets.harness.demo import run_demo
+
+    settings = Settings.from_env(data_dir, overrides)
+    if not log:
+        return run_demo(settings, config, days, progress=False)
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(data_dir) / "demo.log", "w") as out, contextlib.redirect_stdout(out):
+        return run_demo(settings, config, days, progress=False)
+
+
+def run_arms(arms: dict[str, tuple[Path, dict, WorldConfig]], days: int,
+             jobs: int = 1) -> dict[str, dict]:
+    """Each arm's demo summary: one after the other, or ``jobs`` at a time, each in a
+    fresh process with one BLAS thread (two arms on two cores do not fight for them)."""
+    if jobs <= 1:
+        return {label: _arm(str(d), o, c, days, False) for label, (d, o, c) in arms.items()}
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {label: pool.submit(_arm, str(d), o, c, days, True)
+                   for label, (d, o, c) in arms.items()}
+        return {label: f.result() for label, f in futures.items()}
+
+
+LOOP_FIGURES = ("active_users", "requests", "engagement_per_request", "oracle_ndcg_at_10",
+                "catalog_coverage", "exposure_gini", "churned_total")
 
 
 def _loops(args: argparse.Namespace) -> int:
-    from flywheel_assets.harness.demo import run_demo
-
-    days = args.days or 21
+    days = args.days or 28
     base = Settings.from_env(args.data_dir).data_dir / "benchmarks" / "loops"
-    results = {}
+    arms = {}
     for label, epsilon, rerank in (("guarded", WorldConfig.exploration_rate, True),
                                    ("greedy", 0.0, False)):
-        settings = Settings.from_env(base / label, {} if rerank else {
-            "serving.diversity": 0.0, "serving.popularity_balance": 0.0})
+        overrides = {} if rerank else {"serving.diversity": 0.0,
+                                       "serving.popularity_balance": 0.0}
+        settings = Settings.from_env(base / label, overrides)
         config = WorldConfig(seed=args.seed, start_date=settings.start_date,
                              exploration_rate=epsilon,
                              rerank_diversity=settings.serving.diversity,
                              rerank_popularity_balance=settings.serving.popularity_balance)
-        summary = run_demo(settings, config, days, progress=False)
+        arms[label] = (base / label, overrides, config)
+    results = {}
+    for label, summary in run_arms(arms, days, getattr(args, "jobs", 1) or 1).items():
         results[label] = {"first_day": summary["days"][0], "last_day": summary["days"][-1],
                           "promotions": summary["promotions"],
-                          "wall_seconds": summary["wall_seconds"]}
+                          "wall_seconds": summary["wall_seconds"],
+                          "by_day": {k: [d.get(k) for d in summary["days"]]
+                                     for k in LOOP_FIGURES}}
     (base / "result.json").write_text(json.dumps(results, indent=2))
     print()
     print(f"benchmark loops: {days} days, seed {args.seed}, results in {base / 'result.json'}")
@@ -93,21 +151,97 @@ def _loops(args: argparse.Namespace) -> int:
     print(f"{'coverage day ' + str(days) + ' / day 1':<32} "
           + "".join(f"{results[k]['coverage_kept']:>15.4f}" for k in ("guarded", "greedy")))
     print(f"{'promotions':<32} " + "".join(f"{results[k]['promotions']:>15}" for k in ("guarded", "greedy")))
+    print(f"on day {days}, higher is better except exposure_gini and churned_total:")
+    for key in LOOP_FIGURES:
+        g, r = (results[k]["last_day"].get(key) for k in ("guarded", "greedy"))
+        if g is None or r is None:
+            continue
+        lower_better = key in ("exposure_gini", "churned_total")
+        winner = "tie" if g == r else ("guarded" if (g < r) == lower_better else "greedy")
+        print(f"  {key:<28} {winner}")
     return 0
 
 
-def _signal(args: argparse.Namespace) -> int:
-    from flywheel_assets.harness.demo import run_demo
+def _compounding(args: argparse.Namespace) -> int:
+    """Profiles on and off on the same world, side by side per day."""
+    from flywheel_assets.harness.demo import slope
+    from flywheel_assets.simulation import carousel
 
+    days = args.days or 14
+    base = Settings.from_env(args.data_dir).data_dir / "benchmarks" / "compounding" / args.profile
+    arms = {}
+    for label, profiles in (("profiles", True), ("no_profiles", False)):
+        overrides = {"profiles.enabled": profiles}
+        if args.profile == carousel.PROFILE:
+            overrides |= carousel.PRODUCT_SETTINGS
+            settings = Settings.from_env(base / label, overrides)
+            config = carousel.carousel_config(seed=args.seed, start_date=settings.start_date)
+        else:
+            settings = Settings.from_env(base / label, overrides)
+            config = WorldConfig(seed=args.seed, start_date=settings.start_date)
+        arms[label] = (base / label, overrides, config)
+    summaries = run_arms(arms, days, getattr(args, "jobs", 1) or 1)
+    figure = ("true_value_champion" if args.profile == carousel.PROFILE else "oracle_ndcg_at_10")
+    curves = {label: [d.get(figure) for d in s["days"]] for label, s in summaries.items()}
+    diff = [None if a is None or b is None else a - b
+            for a, b in zip(curves["profiles"], curves["no_profiles"])]
+    late = [d for d in diff[4:] if d is not None]
+    result = {"profile": args.profile, "days": days, "figure": figure, "curves": curves,
+              "difference": diff,
+              "mean_difference_from_day_5": sum(late) / len(late) if late else None,
+              "slope_from_day_5": {k: slope(v[4:]) for k, v in curves.items()},
+              "wall_seconds": {k: s["wall_seconds"] for k, s in summaries.items()}}
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "result.json").write_text(json.dumps(result, indent=2))
+    _compounding_chart(result, base / "compounding.png")
+    print()
+    print(f"benchmark compounding: {args.profile} product, {days} days, seed {args.seed}, "
+          f"results in {base / 'result.json'}, chart {base / 'compounding.png'}")
+    print(f"{'day':>4} {'profiles':>10} {'no profiles':>12} {'difference':>11}")
+    for day, (a, b, d) in enumerate(zip(curves["profiles"], curves["no_profiles"], diff), 1):
+        print(f"{day:>4} {_fmt(a):>10} {_fmt(b):>12} {('-' if d is None else f'{d:+.4f}'):>11}")
+    for label, value in result["slope_from_day_5"].items():
+        print(f"slope of {figure} over days 5-{days}, {label}: "
+              + ("-" if value is None else f"{value:+.5f} per day"))
+    if late:
+        print(f"mean difference over days 5-{days}: {result['mean_difference_from_day_5']:+.4f}")
+    return 0
+
+
+def _compounding_chart(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=110)
+    for label, name in (("profiles", "with profiles from feedback"),
+                        ("no_profiles", "without (--no-profiles)")):
+        curve = result["curves"][label]
+        ax.plot(range(1, len(curve) + 1), curve, marker="o", label=name)
+    ax.set_xlabel("days of data")
+    ax.set_ylabel("oracle NDCG@10" if result["figure"] == "oracle_ndcg_at_10"
+                  else "true clicks per request")
+    ax.set_title(f"Does the wheel compound? ({result['profile']} product)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _signal(args: argparse.Namespace) -> int:
     args.days = args.days or 14
     base = Settings.from_env(args.data_dir).data_dir / "benchmarks" / args.name
-    results = {}
+    arms = {}
     for label, switches in (("full", {}), ("naive", {"training.ips": False,
                                                              "curation.filters": False})):
         settings = Settings.from_env(base / label, switches)
-        config = WorldConfig(seed=args.seed, start_date=settings.start_date)
-        summary = run_demo(settings, config, args.days, progress=False)
-        results[label] = {"last_day": summary["days"][-1], "wall_seconds": summary["wall_seconds"]}
+        arms[label] = (base / label, switches,
+                       WorldConfig(seed=args.seed, start_date=settings.start_date))
+    results = {label: {"last_day": summary["days"][-1], "wall_seconds": summary["wall_seconds"]}
+               for label, summary in run_arms(arms, args.days,
+                                              getattr(args, "jobs", 1) or 1).items()}
     (base / "result.json").write_text(json.dumps(results, indent=2))
     print()
     print(f"benchmark signal: {args.days} days, seed {args.seed}, results in {base / 'result.json'}")

@@ -121,6 +121,7 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
         drift_row = conn.execute("SELECT dataset_drift, columns FROM monitor.drift_reports "
                                  "WHERE partition_date = ?", [date]).fetchone()
     metrics = json.loads(evaluation[0]) if evaluation else {}
+    slices = metrics.get("slices") or {}
     return {
         "date": date,
         "impressions": int(counts.get("impressions", 0)),
@@ -143,11 +144,49 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
                                       "ope_rel_error_ips", "ope_rel_error_snips",
                                       "ope_rel_error_dr", "ope_effective_sample_size",
                                       "ope_requests")},
+        # The holdout's cold-start slices (examined-only NDCG@K of the day's candidate
+        # and champion, and how many requests they rest on).
+        **{f"{name}_{model}_holdout_ndcg_at_k": (slices.get(name) or {}).get(model)
+           for name in ("new_users", "new_items") for model in ("candidate", "champion")},
+        **{f"{name}_holdout_requests": (slices.get(name) or {}).get("requests")
+           for name in ("new_users", "new_items")},
+        # The audience of a responsive world (simulation/engagement.py).
+        **{k: oracle.get(k) for k in AUDIENCE},
         "decision": json.loads(promo[3]) if promo else ["rotation did not reach the gate"],
         "gate_decision": oracle.get("gate_decision"),
         "drift": _drift(drift_row),
         "rotation_succeeded": run_ok,
     }
+
+
+AUDIENCE = ("active_users", "requests", "engagement_per_request", "monotony",
+            "users_in_product", "churned_total", "joined_today")
+
+
+def slope(values: list[float]) -> float | None:
+    """Least-squares slope per day of ``values`` (None with fewer than 2 points)."""
+    points = [(i, v) for i, v in enumerate(values) if v is not None]
+    if len(points) < 2:
+        return None
+    mx = sum(i for i, _ in points) / len(points)
+    my = sum(v for _, v in points) / len(points)
+    return (sum((i - mx) * (v - my) for i, v in points)
+            / sum((i - mx) ** 2 for i, _ in points))
+
+
+def compounding(records: list[dict], from_day: int = 5) -> dict:
+    """Does the wheel compound? The champion's oracle NDCG@10 per day, its slope over
+    days ``from_day``..N, and the audience's first and last day."""
+    quality = [r["oracle_ndcg_at_10"] for r in records]
+    late = quality[from_day - 1:]
+    out = {"oracle_ndcg_at_10_by_day": quality,
+           "slope_from_day": from_day if len(late) >= 2 else None,
+           "oracle_ndcg_slope_per_day": slope(late) if len(late) >= 2 else None}
+    for key in ("active_users", "requests", "engagement_per_request"):
+        values = [r.get(key) for r in records]
+        if any(v is not None for v in values):
+            out[f"{key}_by_day"] = values
+    return out
 
 
 def _chart(days: list[dict], path: Path) -> None:
@@ -307,10 +346,13 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
         "promotions": sum(r["promoted"] for r in records),
         "drift_retrain_days": [r["date"] for r in records
                                if (r.get("drift") or {}).get("retrain")],
+        "use_profiles": settings.profiles.enabled, "model": settings.training.model,
         "days": records,
     }
     figures, lines = carousel_report.summary(records) if is_carousel else ({}, [])
     summary |= figures
+    if records and not is_carousel:
+        summary["compounding"] = compounding(records)
     summary["decisions"] = decisions_table(records)
     (reports / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str))
     print()
@@ -321,6 +363,22 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
     if records and not is_carousel:
         print(f"  oracle NDCG@10: popularity policy on day 1 {first['popularity_oracle_ndcg_at_10']:.4f}"
               f" -> champion on day {len(records)} {last['oracle_ndcg_at_10']:.4f}")
+        c = summary["compounding"]
+        if c["oracle_ndcg_slope_per_day"] is not None:
+            print(f"  compounding (profiles {'on' if settings.profiles.enabled else 'off'}): "
+                  f"oracle NDCG@10 slope over days {c['slope_from_day']}-{len(records)} "
+                  f"{c['oracle_ndcg_slope_per_day']:+.5f} per day")
+        for name in ("new_users", "new_items"):
+            cand = last.get(f"{name}_candidate_holdout_ndcg_at_k")
+            if cand is not None:
+                print(f"  {name.replace('_', ' ')} on day {len(records)} (holdout NDCG@"
+                      f"{last.get('k')} of the candidate, {last.get(name + '_holdout_requests')} "
+                      f"requests): {cand:.4f}")
+        if last.get("active_users") is not None:
+            print(f"  audience: active users {first['active_users']} -> {last['active_users']}, "
+                  f"requests {first['requests']} -> {last['requests']}, engagement per request "
+                  f"{first['engagement_per_request']:.3f} -> {last['engagement_per_request']:.3f}, "
+                  f"{last['churned_total']} churned in all")
         print(f"  rows: {sum(r['accepted'] for r in records)} accepted, "
               f"{sum(r['quarantined'] for r in records)} quarantined, "
               f"{sum(r['erased'] for r in records)} erased on deletion requests")

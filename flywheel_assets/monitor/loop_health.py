@@ -26,7 +26,8 @@ def in_service_series(conn: duckdb.DuckDBPyConnection, up_to: str,
                              rotations: int) -> list[dict]:
     """Per day (oldest first, at most ``rotations`` + 1 days up to ``up_to``): the exposure
     Gini, catalogue coverage and off-policy value (DR) of the model that was in service
-    after that day's gate, valued on that day's logged requests."""
+    after that day's gate, valued on that day's logged requests, and the days of data
+    landed by then (the compounding curve: quality against days of data)."""
     rows = conn.execute("""
         SELECT e.partition_date, e.metrics, p.promoted
         FROM ml.model_evaluations e
@@ -35,6 +36,9 @@ def in_service_series(conn: duckdb.DuckDBPyConnection, up_to: str,
                ON p.partition_date = e.partition_date
         WHERE e.partition_date <= ?
         ORDER BY e.partition_date DESC LIMIT ?""", [up_to, rotations + 1]).fetchall()
+    landed = sorted(r[0] for r in conn.execute(
+        "SELECT DISTINCT partition_date FROM raw.landing_files WHERE stream = 'impressions' "
+        "AND rows_read > 0 AND partition_date <= ?", [up_to]).fetchall())
     out = []
     for day, metrics, promoted in reversed(rows):
         policies = (json.loads(metrics).get("off_policy") or {}).get("policies", {})
@@ -46,7 +50,9 @@ def in_service_series(conn: duckdb.DuckDBPyConnection, up_to: str,
             out.append({"date": str(day), "model": chosen,
                         "exposure_gini": policies[chosen]["exposure_gini"],
                         "catalog_coverage": policies[chosen]["catalog_coverage"],
-                        "value": policies[chosen]["dr"]["value"]})
+                        "value": policies[chosen]["dr"]["value"],
+                        # What the wheel has had to learn from by then.
+                        "days_of_data": sum(1 for d in landed if d <= day)})
     return out
 
 
@@ -168,9 +174,10 @@ def assess_day(connect, settings: Settings, partition_date: str) -> dict:
 
 def _summary(verdict, valid, closed, hours, trend, series) -> str:
     fig, ax = new_figure(5, 2.2)
-    ax.plot([p["date"][5:] for p in series], [p["value"] for p in series], marker="o")
-    ax.set_title(f"in-service model, off-policy DCG@{valid.get('k') or 'K'}: {trend['trend']}",
-                 fontsize=9)
+    ax.plot([p["days_of_data"] for p in series], [p["value"] for p in series], marker="o")
+    ax.set_xlabel("days of data", fontsize=7)
+    ax.set_title(f"in-service model, off-policy DCG@{valid.get('k') or 'K'} against days of "
+                 f"data: {trend['trend']}", fontsize=9)
     ax.tick_params(labelsize=7)
     fig.tight_layout()
     signal = {True: "yes", False: "NO", None: "no information"}[valid["ok"]]

@@ -170,13 +170,17 @@ class RankingPolicy:
     def score(self, candidates: pd.DataFrame) -> np.ndarray:
         if self.pipeline is None:
             return np.log1p(candidates["popularity"].to_numpy(dtype="float64"))
-        rows = candidates
         if self.profiles is not None and reads_profiles(self.pipeline):
-            if "user_key" not in rows and "user_id" in rows:
-                keys = key_map(rows["user_id"].dropna().unique(), self.pseudonym_secret or "")
-                rows = rows.assign(user_key=rows["user_id"].map(keys))
-            rows = feats.with_profiles(rows, self.profiles(set(feats.row_days(rows))))
-        return model_lib.score(self.pipeline, rows)
+            candidates = self.with_profiles(candidates)
+        return model_lib.score(self.pipeline, candidates)
+
+    def with_profiles(self, candidates: pd.DataFrame) -> pd.DataFrame:
+        """The candidates with their `p_*` features, as this policy scores them."""
+        rows = candidates
+        if "user_key" not in rows and "user_id" in rows:
+            keys = key_map(rows["user_id"].dropna().unique(), self.pseudonym_secret or "")
+            rows = rows.assign(user_key=rows["user_id"].map(keys))
+        return feats.with_profiles(rows, self.profiles(set(feats.row_days(rows))))
 
 
 def reads_profiles(pipeline) -> bool:

@@ -49,7 +49,9 @@ def carousel_config(**changes) -> WorldConfig:
                 requests_per_day=10_000, slate_size=3, pool_size=0, bot_fraction=0.0,
                 exploration_rate=0.1, rerank_diversity=0.0, rerank_popularity_balance=0.0,
                 log_candidate_pools=False, deletion_requests_per_day=0, duplicate_rate=0.0,
-                play_feedback=0.0, oracle_requests=0)
+                play_feedback=0.0, oracle_requests=0,
+                # Anonymous requests: nobody to follow from day to day (a fixed audience).
+                responsive=False)
     return WorldConfig(**{**base, **changes})
 
 

@@ -106,6 +106,24 @@ class WorldConfig:
     annotator_accuracy: float = 0.9
     # Users who ask for their data to be erased each day; they leave the product.
     deletion_requests_per_day: int = 2
+    # Users respond to what they are served (simulation/engagement.py): satisfaction
+    # (the summed grade of what they examined, relative to the first day, less
+    # monotony_weight × the monotony of their slates) moves their activity tomorrow,
+    # the unhappy churn, and new users join from a reserve as satisfaction allows.
+    # responsive = False: the fixed population of earlier versions.
+    responsive: bool = True
+    satisfaction_memory: float = 0.3
+    # A request's summed grade that counts as 1 (about what the popularity policy gives
+    # on the first day of the default world), and the satisfaction at which a user's
+    # activity stays as drawn.
+    reference_gain: float = 3.0
+    neutral_satisfaction: float = 0.85
+    activity_sensitivity: float = 1.5
+    monotony_weight: float = 1.0
+    churn_below: float = 0.5
+    churn_rate: float = 0.1
+    arrivals_per_day: float = 0.005
+    reserve_users: int = 2500
     oracle_requests: int = 2000
     scenarios: tuple[Scenario, ...] = field(default_factory=tuple)
 

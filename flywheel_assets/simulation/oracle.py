@@ -36,7 +36,9 @@ def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, Ra
     day = config.day_index(date)
     cat = truth.catalogue(config, day, past_plays)
     pop = truth.population(config, day)
-    humans = np.flatnonzero(~pop.is_bot)
+    # The panel: people of the initial population (the reserve of a responsive world
+    # never enters it, so the panel is the same every day and in every world).
+    humans = np.flatnonzero(~pop.is_bot[:config.n_users])
     panel_rng = np.random.default_rng([config.seed, 200])
     users = np.sort(panel_rng.choice(humans, min(config.oracle_requests, len(humans)),
                                      replace=False))

@@ -16,6 +16,7 @@ import pandas as pd
 from flywheel_assets.serve.serving import RankingPolicy, rank_slates
 from flywheel_assets.simulation import truth
 from flywheel_assets.simulation.config import WorldConfig
+from flywheel_assets.simulation.engagement import slate_monotony
 
 POOL_CHUNK = 2000
 DAY_SECONDS = 86_400
@@ -93,13 +94,17 @@ def candidate_frame(users: pd.DataFrame, items: pd.DataFrame, user_idx: np.ndarr
 
 def _request_schedule(config: WorldConfig, rng: np.random.Generator, pop: truth.Population,
                       day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Who asks when: human requests by activity, bots at regular intervals."""
+    """Who asks when: human requests by activity, bots at regular intervals. In a
+    responsive world people's requests scale with their activity today against the
+    first day's (more satisfied users, more requests); bots' do not."""
     bot_share = config.bot_fraction * config.bot_activity
     if config.active("bot_attack", day):
         bot_share *= 4
     bot_share = min(bot_share, 0.5) if pop.is_bot.any() else 0.0
     n_bot = int(round(config.requests_per_day * bot_share))
     n_human = config.requests_per_day - n_bot
+    if pop.base_activity > 0:
+        n_human = int(round(n_human * pop.activity[~pop.is_bot].sum() / pop.base_activity))
     humans = np.flatnonzero(~pop.is_bot)
     p = pop.activity[humans] / pop.activity[humans].sum()
     human_users = rng.choice(humans, n_human, p=p)
@@ -125,13 +130,14 @@ def _request_schedule(config: WorldConfig, rng: np.random.Generator, pop: truth.
 
 
 def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy,
-                 past_plays: np.ndarray | None = None) -> DayTraffic:
+                 past_plays: np.ndarray | None = None, state=None) -> DayTraffic:
     """Generate the landing data of one day, served by ``policy``; ``past_plays`` are
-    the earlier days' decayed plays by item (``truth.decayed_plays``)."""
+    the earlier days' decayed plays by item (``truth.decayed_plays``); ``state``: who
+    is in the product after the day before (a responsive world, engagement.py)."""
     day = config.day_index(date)
     rng = np.random.default_rng([config.seed, 100, day])
     cat = truth.catalogue(config, day, past_plays)
-    pop = truth.population(config, day)
+    pop = truth.population(config, day, state)
     items, users = cat.items, pop.users
 
     user_idx, seconds, bot_req = _request_schedule(config, rng, pop, day)
@@ -171,6 +177,15 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy,
     logged_skip = np.where(bot_rows, rng.random((n_req, k)) < 0.8, logged_skip)
     explicit = np.where(bot_rows, False, explicit)
     item_plays = np.bincount(shown[examined & (grade >= 1)], minlength=len(items))
+    # What each request brought its user, and how monotonous its slate was (the
+    # responsive world's inputs; engagement.py).
+    gain = (grade * examined).sum(axis=1).astype("float64")
+    seen = state.seen if state is not None else np.zeros((len(pop.activity), 0), bool)
+    in_seen = shown < seen.shape[1]
+    seen_before = np.zeros(shown.shape, bool)
+    seen_before[in_seen] = seen[np.broadcast_to(user_idx[:, None], shown.shape)[in_seen],
+                                shown[in_seen]]
+    monotony = slate_monotony(shown, category_codes(items, shown), seen_before)
 
     request_ids = np.array([f"r{date:%Y%m%d}-{i:07d}" for i in range(n_req)])
     impression_ids = np.char.add(np.repeat(request_ids, k), np.char.add("-", positions.ravel().astype(str)))
@@ -203,13 +218,15 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy,
             lambda g: g > 0).astype("Int64"),
     }) if config.log_candidate_pools else None
     traffic = DayTraffic(impressions=imp, interactions=interactions,
-                         users=users[~pop.gone].reset_index(drop=True), items=items,
+                         users=users[pop.joined & ~pop.gone].reset_index(drop=True),
+                         items=items,
                          bot_user_ids=list(users["user_id"].to_numpy()[pop.is_bot]),
                          policy_version=policy.version, deletions=deletions,
                          candidates=pool_log,
                          requests={"request_id": request_ids, "user_idx": user_idx,
                                    "pools": pools, "seconds": seconds, "device": device,
-                                   "is_bot": bot_req, "columns": slates.columns},
+                                   "is_bot": bot_req, "columns": slates.columns,
+                                   "gain": gain, "monotony": monotony},
                          item_plays=item_plays)
     if config.active("broken_client", day):
         _break_client(rng, config, traffic)

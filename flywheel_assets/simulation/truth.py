@@ -46,6 +46,10 @@ class Population:
     bot_targets: np.ndarray  # item indices the bot ring pushes
     deleted_today: np.ndarray  # indices of users who ask for erasure today
     gone: np.ndarray         # bool: users who asked for erasure before today
+    joined: np.ndarray | None = None  # bool: in the product today (responsive world)
+    # Summed request rate of the first n_users' humans, before any response to quality:
+    # the day's requests scale with today's human activity over this.
+    base_activity: float = 0.0
 
 
 def _centres(config: WorldConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,8 +122,11 @@ def decayed_plays(daily_plays: dict[int, np.ndarray], config: WorldConfig,
     return out
 
 
-def population(config: WorldConfig, day: int) -> Population:
-    """Users with their hidden tastes as of ``day`` (after any taste drift)."""
+def population(config: WorldConfig, day: int, state=None) -> Population:
+    """Users with their hidden tastes as of ``day`` (after any taste drift); in a
+    responsive world (``config.responsive``), the reserve of users who may join later
+    too, and, given the ``state`` after the day before (simulation/engagement.py), who
+    is in the product and how active they now are."""
     rng = _rng(config, 4)
     _, country_means, age_means = _centres(config)
     n = config.n_users
@@ -153,9 +160,40 @@ def population(config: WorldConfig, day: int) -> Population:
         gone[earlier] = True
     # Someone who already left cannot ask again: today's requests are new users only.
     deleted_today = np.setdiff1d(deletions[-1], np.flatnonzero(gone)) if deletions else np.empty(0, int)
-    return Population(users=users, taste=taste, activity=np.where(gone, 0.0, activity),
+    activity = np.where(gone, 0.0, activity)
+    base_activity = float(activity[~is_bot].sum())
+    reserve = config.reserve_users if config.responsive else 0
+    if reserve:
+        # Users who may join later (simulation/engagement.py), drawn like the others in
+        # a block of their own: the first n_users are the same with or without them.
+        extra = _rng(config, 4, 1)
+        r_country = extra.choice(len(COUNTRIES), reserve, p=[.14, .12, .12, .2, .12, .15, .08, .07])
+        r_age = extra.choice(len(AGE_BANDS), reserve, p=[.08, .25, .3, .27, .1])
+        r_noise = extra.normal(0, 0.5, (reserve, config.latent_dim))
+        r_activity = np.exp(extra.normal(0, 1.0, reserve))
+        r_consent = extra.random(reserve) < config.consent_rate
+        join_day = state.join_day[n:] if state is not None else np.zeros(reserve, np.int64)
+        r_signup = np.datetime64(config.start_date, "D") + np.maximum(join_day - 1, 0)
+        users = pd.concat([users, pd.DataFrame({
+            "user_id": [f"user_{i:06d}" for i in range(n, n + reserve)],
+            "country": [COUNTRIES[c] for c in r_country],
+            "age_band": [AGE_BANDS[a] for a in r_age],
+            "signup_date": pd.to_datetime(r_signup), "consent_training": r_consent})],
+            ignore_index=True)
+        taste = np.vstack([taste, country_means[r_country] + age_means[r_age] + r_noise])
+        activity = np.concatenate([activity, r_activity])
+        is_bot = np.concatenate([is_bot, np.zeros(reserve, bool)])
+        gone = np.concatenate([gone, np.zeros(reserve, bool)])
+    joined = np.arange(len(activity)) < n
+    if state is not None and config.responsive:
+        joined = state.joined & ~gone
+        # Bots do not respond to quality; people do, and churned users stay away.
+        factor = state.factor(config)
+        activity = np.where(is_bot, activity, activity * factor)
+    activity = np.where(joined, activity, 0.0)
+    return Population(users=users, taste=taste, activity=activity,
                       is_bot=is_bot, bot_targets=bot_targets, deleted_today=deleted_today,
-                      gone=gone)
+                      gone=gone, joined=joined, base_activity=base_activity)
 
 
 def utility(config: WorldConfig, taste: np.ndarray, latent: np.ndarray,

@@ -13,7 +13,7 @@ import pandas as pd
 from flywheel_assets import warehouse
 from flywheel_assets.serve.serving import RankingPolicy, model_policy, popularity_policy
 from flywheel_assets.settings import Settings
-from flywheel_assets.simulation import carousel, signal_quality, truth
+from flywheel_assets.simulation import carousel, engagement, signal_quality, truth
 from flywheel_assets.simulation.config import Scenario, WorldConfig
 from flywheel_assets.simulation.landing_writer import write_day
 from flywheel_assets.simulation.oracle import evaluate_policies, off_policy_truth
@@ -51,11 +51,24 @@ def past_plays(directory: Path, config: WorldConfig, day: int) -> np.ndarray:
     return truth.decayed_plays(daily, config, day)
 
 
-def _write_truth(directory: Path, config: WorldConfig, date: str, traffic) -> None:
+def truth_dir(directory: Path, config: WorldConfig, day: int) -> Path:
+    return directory / "truth" / f"date={config.date_of(day).isoformat()}"
+
+
+def user_state(directory: Path, config: WorldConfig, day: int):
+    """Who is in the product after ``day`` and how satisfied (responsive world); None
+    on day 0, in a fixed world, or when that day was never served."""
+    if not config.responsive or day < 1:
+        return None
+    return engagement.load(truth_dir(directory, config, day))
+
+
+def _write_truth(directory: Path, config: WorldConfig, date: str, traffic, state=None,
+                 audience: dict | None = None) -> None:
     day = config.day_index(date)
     out = directory / "truth" / f"date={date}"
     out.mkdir(parents=True, exist_ok=True)
-    pop = truth.population(config, day)
+    pop = truth.population(config, day, state)
     cat = truth.catalogue(config, day)
     pd.DataFrame({"user_id": pop.users["user_id"], "is_bot": pop.is_bot,
                   "activity": pop.activity,
@@ -76,6 +89,7 @@ def _write_truth(directory: Path, config: WorldConfig, date: str, traffic) -> No
         "examination_curve": truth.examination_curve(config).tolist(),
         "active_scenarios": [s.name for s in config.scenarios if s.active(day)],
         "policy_version": traffic.policy_version,
+        "audience": audience or {},
     }, indent=2))
 
 
@@ -86,10 +100,20 @@ def run_day(data_dir: Path, landing_dir: Path, config: WorldConfig, date: str,
     save_config(directory, config)
     if config.profile == carousel.PROFILE:
         return carousel.simulate_day(directory, landing_dir, config, date, policy)
+    day = config.day_index(date)
+    state = user_state(directory, config, day - 1)
     traffic = simulate_day(config, dt.date.fromisoformat(date), policy,
-                           past_plays(directory, config, config.day_index(date)))
+                           past_plays(directory, config, day), state)
     counts = write_day(landing_dir, date, traffic)
-    _write_truth(directory, config, date, traffic)
+    audience = None
+    if config.responsive:
+        req = traffic.requests
+        shown = np.take_along_axis(req["pools"], req["columns"], axis=1)
+        after, audience = engagement.next_state(config, state, day, req["user_idx"],
+                                                req["is_bot"], shown, req["gain"],
+                                                req["monotony"], len(traffic.items))
+        engagement.save(truth_dir(directory, config, day), after)
+    _write_truth(directory, config, date, traffic, state, audience)
     return {**counts, "policy_version": policy.version,
             "broken_rows": len(traffic.broken_impressions) + len(traffic.broken_interactions),
             "bots": len(traffic.bot_user_ids)}
@@ -184,10 +208,20 @@ def oracle_day(settings: Settings, config: WorldConfig, date: str,
               "oracle_regret_at_10": result["champion"]["regret_at_10"],
               "exposure_gini": result["champion"]["exposure_gini"],
               "catalog_coverage": result["champion"]["catalog_coverage"],
-              "popularity_oracle_ndcg_at_10": result["popularity"]["ndcg_at_10"]}
+              "popularity_oracle_ndcg_at_10": result["popularity"]["ndcg_at_10"],
+              **_audience(world_dir(data_dir), date)}
     record.update(_off_policy_errors(settings, config, date, plays))
     _save_oracle(data_dir, date, record)
     return record
+
+
+def _audience(directory: Path, date: str) -> dict:
+    """The day's audience in a responsive world (active users, requests, engagement per
+    request, churn, arrivals), from the day's truth."""
+    path = directory / "truth" / f"date={date}" / "day.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text()).get("audience") or {}
 
 
 def _save_oracle(data_dir: Path, date: str, record: dict) -> None:

@@ -108,7 +108,7 @@ def flywheel(tmp_path):
     decision are tested under the one-day rule; the confirmed rule below."""
     settings = Settings.from_env(tmp_path, {"gate.rule": "single"})
     for i, (version, day) in enumerate([("m1", "2026-01-01"), ("m2", DAY), ("m3", "2026-01-09")]):
-        model_store.save_model(settings.models_dir, version, train(tiny_training_rows(i), max_iter=5),
+        model_store.save_model(settings.models_dir, version, train(tiny_training_rows(i), params={"max_iter": 5}),
                                {"partition_date": day})
     model_store.set_champion(settings.models_dir, "m1", "first", "test")
     with warehouse.connect(settings.warehouse_path) as conn:

@@ -21,7 +21,7 @@ from flywheel_assets_tests.helpers import tiny_training_rows
 def models(tmp_path):
     settings = Settings.from_env(tmp_path)
     for i, version in enumerate(["m1", "m2", "m3"]):
-        model_store.save_model(settings.models_dir, version, train(tiny_training_rows(i), max_iter=5), {"n": i})
+        model_store.save_model(settings.models_dir, version, train(tiny_training_rows(i), params={"max_iter": 5}), {"n": i})
     return settings
 
 
@@ -58,6 +58,6 @@ def test_a_tampered_or_unknown_model_is_never_put_in_service(models, capsys):
     (models.models_dir / "evil").mkdir()
     sio.dump({"hook": os.system}, models.models_dir / "evil" / "model.skops")
     assert _cli(models, "promote", "--version", "evil", "--reason", "trust me") == 2
-    assert "outside the allowed list" in capsys.readouterr().err
+    assert "is not made of: ['posix.system']" in capsys.readouterr().err
     assert _cli(models, "promote", "--version", "nope", "--reason", "typo") == 2
     assert model_store.champion_version(models.models_dir) == "m1"
