@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import tracemalloc
 from dataclasses import dataclass, field
 
 import duckdb
@@ -56,6 +55,9 @@ MIN_EXAMINATION = 0.01
 # A pair's residual is shrunk by this many examinations (its noise is ~1/sqrt(Σθ)).
 PAIR_PRIOR = 1.0
 RIDGE = 1.0
+# A profile older than this (days before the row's) is not read: what a user did
+# months ago, with nothing since, is not what they do now.
+MAX_AGE_DAYS = 28
 
 PROFILE_TABLES = ("curated.user_profiles", "curated.user_category_affinity",
                   "curated.item_profiles", "curated.item_segment_rates")
@@ -280,15 +282,15 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, day: str, window_days: int =
                    half_life_days: float = 14.0, n_factors: int = 16, prior: float = 10.0,
                    consent: str = "when_logged") -> dict:
     """Compute the profiles as of ``day`` and replace their partitions in one
-    transaction; returns counts, seconds and the peak Python memory of the build."""
+    transaction; returns counts and seconds. A window without a row writes no profile
+    (the day's partitions are emptied): the next day's rows then read an older one, or
+    none, rather than rates of zero that look like knowledge."""
     started = time.perf_counter()
-    tracemalloc.start()
-    try:
-        built = compute_profiles(conn, day, window_days, half_life_days, n_factors, prior,
-                                 consent)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    built = compute_profiles(conn, day, window_days, half_life_days, n_factors, prior, consent)
+    if not built.stats["rows"]:
+        built = _Built(*(frame.iloc[0:0] for frame in (built.users, built.categories,
+                                                        built.items, built.segments)),
+                       stats=built.stats)
     frames = {"curated.user_profiles": built.users,
               "curated.user_category_affinity": built.categories,
               "curated.item_profiles": built.items,
@@ -301,8 +303,7 @@ def build_profiles(conn: duckdb.DuckDBPyConnection, day: str, window_days: int =
                 warehouse.replace_partition(conn, table, day, "SELECT * FROM _pf_frame")
             finally:
                 conn.unregister("_pf_frame")
-    return {**built.stats, "seconds": round(time.perf_counter() - started, 2),
-            "python_peak_mib": round(peak / 2 ** 20, 1)}
+    return {**built.stats, "seconds": round(time.perf_counter() - started, 2)}
 
 
 # --- reading -------------------------------------------------------------------------
@@ -335,10 +336,12 @@ def snapshot_day(row_day: dt.date) -> dt.date:
 
 
 def available_day(conn: duckdb.DuckDBPyConnection, row_day: dt.date) -> dt.date | None:
-    """The newest profile partition a row of ``row_day`` may read, or None."""
-    value = conn.execute("SELECT max(partition_date) FROM curated.item_profiles "
-                         "WHERE partition_date <= ?", [snapshot_day(row_day)]).fetchone()[0]
-    return value
+    """The newest profile partition a row of ``row_day`` may read (at most
+    ``MAX_AGE_DAYS`` old: after a longer gap the row reads none), or None."""
+    latest = snapshot_day(row_day)
+    return conn.execute("SELECT max(partition_date) FROM curated.item_profiles "
+                        "WHERE partition_date BETWEEN ? AND ?",
+                        [latest - dt.timedelta(days=MAX_AGE_DAYS - 1), latest]).fetchone()[0]
 
 
 def _array(values) -> np.ndarray | None:

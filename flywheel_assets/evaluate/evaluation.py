@@ -240,14 +240,15 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
         raise NothingToEvaluate(f"no candidate model registered for {day}")
     models_dir, e = settings.models_dir, settings.evaluation
     champion = model_store.champion_before(models_dir, candidate)
-    models = {"candidate": model_store.load_model(models_dir, candidate)}
+    configured = settings.training.model
+    models = {"candidate": model_store.load_model(models_dir, candidate, configured)}
     if champion:
-        models["champion"] = model_store.load_model(models_dir, champion)
+        models["champion"] = model_store.load_model(models_dir, champion, configured)
     with connect() as conn:
         pending = (promotion.awaiting_confirmation(conn, day, candidate, champion)
                    if settings.gate.rule == "confirmed" else None)
     if pending:
-        models["pending"] = model_store.load_model(models_dir, pending)
+        models["pending"] = model_store.load_model(models_dir, pending, configured)
     with connect() as conn:
         holdout = bounded_requests(ts_lib.read_split(conn, day, "holdout"), e.max_holdout_requests)
         examination, catalogue, k, engagement, draws = day_inputs(conn, day, e.slate_size)
@@ -282,9 +283,8 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
 def with_profiles(conn, settings, holdout: pd.DataFrame | None,
                   logged: logged_pools.LoggedDay | None):
     """The holdout rows and the logged pools with the `p_*` features of the profiles
-    before their day (when `profiles.enabled`): the models score them as they served."""
-    if not settings.profiles.enabled:
-        return holdout, logged
+    before their day, as the models serve (a model that reads them, even one trained
+    before `profiles.enabled` was switched off; a model that does not ignores them)."""
     if holdout is not None:
         holdout = feats.attach_profiles(conn, holdout)
     if logged is not None:
@@ -330,7 +330,8 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
     versions = {"candidate": candidate, "champion": model_store.champion_version(models_dir)}
     models, missing = {}, {}
     if candidate:
-        models["candidate"] = model_store.load_model(models_dir, candidate)
+        models["candidate"] = model_store.load_model(models_dir, candidate,
+                                                     settings.training.model)
     for name in names:
         if name in ("logging", "uniform", "popularity"):
             continue
@@ -339,7 +340,7 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
             missing[name] = ("no model of ours has served: the logging policy is the champion"
                              if name == "champion" else f"no candidate registered for {day}")
             continue
-        models[name] = model_store.load_model(models_dir, version)
+        models[name] = model_store.load_model(models_dir, version, settings.training.model)
     record = value_day(logged, models, settings, k, examination, catalogue, engagement,
                        uniform="uniform" in names, draws=draws)
     record["policies"] = {n: record["policies"][n] for n in names if n in record["policies"]}

@@ -388,7 +388,8 @@ def promote(settings: Settings, version: str, reason: str, actor: str) -> dict:
     load safely."""
     if not reason.strip():
         raise ValueError("a promotion needs a reason (--reason)")
-    model_store.load_model(settings.models_dir, version)  # missing or tampered: refused here
+    # Missing or tampered: refused here.
+    model_store.load_model(settings.models_dir, version, settings.training.model)
     previous = model_store.champion_version(settings.models_dir)
     with warehouse.connect(settings.warehouse_path) as conn:
         return change_champion(conn, settings.models_dir, new_version=version,
@@ -403,7 +404,7 @@ def rollback(settings: Settings, reason: str, actor: str) -> dict:
     models_dir = settings.models_dir
     previous = model_store.champion_version(models_dir)
     target = model_store.rollback_target(models_dir)  # nothing to roll back to: raises
-    model_store.load_model(models_dir, target)  # still loads safely
+    model_store.load_model(models_dir, target, settings.training.model)  # still loads safely
     with warehouse.connect(settings.warehouse_path) as conn:
         return change_champion(conn, models_dir, new_version=target,
                                reasons=[f"rollback: {reason}"], figures={}, actor=actor,

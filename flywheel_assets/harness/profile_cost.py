@@ -122,6 +122,6 @@ def main(args) -> int:
           f"{result['items']}, user-item pairs {result['pairs']}, factors {result['factors']}")
     print(f"  build_profiles: {result['seconds']} s, peak RSS of the process "
           f"{result['peak_rss_mib']} MiB ({result['rss_before_build_mib']} MiB before the build: "
-          f"imports and connection; Python allocations of the build {result['python_peak_mib']} MiB)")
+          f"imports and connection)")
     print(f"  result: {base / 'result.json'}")
     return 0

@@ -266,12 +266,13 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
                 src.explored_sql([trained_for], True, unseen_by=trained_for,
                                  random_policies=random_policies),
                 src.explored_sql([day], True, random_policies=random_policies))]
-        if ours and settings.profiles.enabled:
-            # The model scores what users did too: each row with its day's profiles.
+        if ours:
+            # A model that reads what users did scores each row with its day's profiles.
             pools = [feats.attach_profiles(conn, f) for f in pools]
             explored = [feats.attach_profiles(conn, f) for f in explored]
     if ours:
-        drifts += _model_view(model_store.load_model(models_dir, policy), pools, explored,
+        model = model_store.load_model(models_dir, policy, settings.training.model)
+        drifts += _model_view(model, pools, explored,
                               drift.DriftThresholds(), skipped)
         if all("model_score" in f for f in pools):
             shown.append(src.MODEL_COLUMNS[0])

@@ -32,6 +32,7 @@ the pool's head with its middle and tail does.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ from flywheel_assets.train import model as model_lib
 from flywheel_assets.train import model_store
 
 POPULARITY_POLICY = "popularity"
+# Serving reads the profiles from the warehouse: while a writer holds it, it retries.
+READ_ATTEMPTS, READ_WAIT_SECONDS = 60, 1.0
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,10 @@ class RankingPolicy:
         """The candidates with their `p_*` features, as this policy scores them."""
         rows = candidates
         if "user_key" not in rows and "user_id" in rows:
-            keys = key_map(rows["user_id"].dropna().unique(), self.pseudonym_secret or "")
+            if not self.pseudonym_secret:
+                raise ValueError("serving raw user ids needs the pseudonym secret ingestion "
+                                 "uses: without it every user would read as unknown")
+            keys = key_map(rows["user_id"].dropna().unique(), self.pseudonym_secret)
             rows = rows.assign(user_key=rows["user_id"].map(keys))
         return feats.with_profiles(rows, self.profiles(set(feats.row_days(rows))))
 
@@ -193,11 +199,20 @@ def warehouse_profiles(path: Path) -> Callable:
     def load(days) -> dict:
         if not Path(path).exists():
             return {}
-        with warehouse.connect(Path(path), read_only=True) as conn:
+        # Another process may hold the file for a write (a rotation running): wait for
+        # it, a write is one short transaction.
+        for attempt in range(READ_ATTEMPTS):
             try:
-                return load_store(conn, days)
-            except duckdb.CatalogException:  # a warehouse from before profiles
-                return {}
+                with warehouse.connect(Path(path), read_only=True) as conn:
+                    try:
+                        return load_store(conn, days)
+                    except duckdb.CatalogException:  # a warehouse from before profiles
+                        return {}
+            except duckdb.IOException:
+                if attempt == READ_ATTEMPTS - 1:
+                    raise
+                time.sleep(READ_WAIT_SECONDS)
+        return {}
     return load
 
 
@@ -206,14 +221,12 @@ def popularity_policy() -> RankingPolicy:
 
 
 def model_policy(settings, version: str) -> RankingPolicy:
-    """Model ``version`` as the product serves it (``settings``: the flywheel's): with
-    `profiles.enabled`, reading its profile features from the warehouse."""
-    policy = RankingPolicy(version=version,
-                           pipeline=model_store.load_model(settings.models_dir, version))
-    if settings.profiles.enabled:
-        policy.profiles = warehouse_profiles(settings.warehouse_path)
-        policy.pseudonym_secret = settings.pseudonym_secret
-    return policy
+    """Model ``version`` as the product serves it (``settings``: the flywheel's): a model
+    that reads profile features gets them from the warehouse."""
+    pipeline = model_store.load_model(settings.models_dir, version, settings.training.model)
+    return RankingPolicy(version=version, pipeline=pipeline,
+                         profiles=warehouse_profiles(settings.warehouse_path),
+                         pseudonym_secret=settings.pseudonym_secret)
 
 
 def current_policy(settings) -> RankingPolicy:

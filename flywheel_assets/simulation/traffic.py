@@ -106,8 +106,11 @@ def _request_schedule(config: WorldConfig, rng: np.random.Generator, pop: truth.
     if pop.base_activity > 0:
         n_human = int(round(n_human * pop.activity[~pop.is_bot].sum() / pop.base_activity))
     humans = np.flatnonzero(~pop.is_bot)
-    p = pop.activity[humans] / pop.activity[humans].sum()
-    human_users = rng.choice(humans, n_human, p=p)
+    total = pop.activity[humans].sum()
+    if total <= 0:  # everyone left: only the bots still come
+        n_human = 0
+    p = pop.activity[humans] / total if total > 0 else None
+    human_users = rng.choice(humans, n_human, p=p) if n_human else np.empty(0, np.int64)
     human_seconds = rng.uniform(0, DAY_SECONDS - 600, n_human)
     bots = np.flatnonzero(pop.is_bot)
     if n_bot and len(bots):

@@ -225,11 +225,12 @@ def profile_features(raw: pd.DataFrame, snapshot) -> pd.DataFrame:
     out["p_user_rate"] = user_rate
 
     category = _column(raw, "category")
-    lookup_key = np.where(known_user, keys, "segment:" + seg_key.astype(str))
+    seg_lookup = np.array([f"segment:{k}" for k in seg_key], dtype=object)
+    lookup_key = np.where(known_user, keys, seg_lookup)
     own = snapshot.affinity.reindex(pd.MultiIndex.from_arrays(
         [lookup_key, category.astype(str)])).to_numpy(dtype="float64")
     of_segment = snapshot.affinity.reindex(pd.MultiIndex.from_arrays(
-        ["segment:" + seg_key.astype(str), category.astype(str)])).to_numpy(dtype="float64")
+        [seg_lookup, category.astype(str)])).to_numpy(dtype="float64")
     out["p_category_affinity"] = np.where(np.isnan(own), np.where(np.isnan(of_segment),
                                                                   user_rate, of_segment), own)
 
@@ -280,10 +281,14 @@ def with_profiles(raw: pd.DataFrame, store: dict) -> pd.DataFrame:
     """``raw`` with its `p_*` columns, each row's from the snapshot of its day in
     ``store`` (row day → snapshot, `curate.profiles.load_store`)."""
     days = row_days(raw)
-    parts = [profile_features(raw[days == day], store.get(day)) for day in sorted(set(days))]
-    features = pd.concat(parts) if parts else pd.DataFrame(columns=PROFILE_FEATURES)
-    return pd.concat([raw.drop(columns=[c for c in PROFILE_FEATURES if c in raw]),
-                      features.reindex(raw.index)], axis=1)
+    values = np.full((len(raw), len(PROFILE_FEATURES)), np.nan)
+    positional = raw.reset_index(drop=True)  # any index, unique or not
+    for day in sorted(set(days)):
+        rows = np.flatnonzero(days == day)
+        values[rows] = profile_features(positional.iloc[rows], store.get(day)).to_numpy(
+            dtype="float64")
+    out = raw.drop(columns=[c for c in PROFILE_FEATURES if c in raw])
+    return out.assign(**{c: values[:, j] for j, c in enumerate(PROFILE_FEATURES)})
 
 
 def attach_profiles(conn, raw: pd.DataFrame) -> pd.DataFrame:

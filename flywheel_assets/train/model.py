@@ -80,9 +80,20 @@ def linear(spec: FeatureSpec, random_state: int = 0, alpha: float = 1.0) -> Pipe
     return Pipeline([("encode", encode), ("model", Ridge(alpha=alpha))])
 
 
+BUILT_IN = {"gradient_boosting": gradient_boosting, "linear": linear}
+
+
+def registered(name: str) -> bool:
+    """Is ``name`` a model the installation provides (built in, or an entry point of
+    ``flywheel.models``), as opposed to a dotted path?"""
+    return name in BUILT_IN or name in {ep.name for ep in entry_points(group=MODEL_GROUP)}
+
+
 def resolve(name: str) -> Callable[..., object]:
-    """The factory named ``name``: an entry point of ``flywheel.models``, or a dotted
-    path ``package.module:factory``. Raises ValueError naming what is available."""
+    """The factory named ``name``: built in, an entry point of ``flywheel.models``, or a
+    dotted path ``package.module:factory``. Raises ValueError naming what is available."""
+    if name in BUILT_IN:
+        return BUILT_IN[name]
     found = {ep.name: ep for ep in entry_points(group=MODEL_GROUP)}
     if name in found:
         return found[name].load()
@@ -93,7 +104,7 @@ def resolve(name: str) -> Callable[..., object]:
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"training.model {name!r}: {exc}") from exc
     raise ValueError(f"training.model {name!r} is neither a registered model "
-                     f"({', '.join(sorted(found)) or 'none installed'}) nor a dotted path "
+                     f"({', '.join(sorted({*BUILT_IN, *found}))}) nor a dotted path "
                      "'package.module:factory'")
 
 
@@ -146,9 +157,10 @@ def train(rows: pd.DataFrame, label: str = "label_grade", weight: str | None = "
 
 
 @lru_cache(maxsize=None)
-def artifact_types(name: str) -> frozenset[str]:
-    """The non-default types a saved model of ``name`` is made of: found by fitting one
-    on a few synthetic rows and asking skops (the safe loader trusts exactly these)."""
+def artifact_types(name: str, params_json: str = "{}") -> frozenset[str]:
+    """The non-default types a saved model of ``name`` (with the factory's parameters
+    ``params_json``) is made of: found by fitting one on a few synthetic rows and asking
+    skops (the safe loader trusts exactly these)."""
     import skops.io as sio
 
     rng = np.random.default_rng(0)
@@ -156,7 +168,7 @@ def artifact_types(name: str) -> frozenset[str]:
     rows = pd.DataFrame({"ts": pd.Timestamp("2026-01-01", tz="UTC"),
                          "category": rng.choice(["a", "b", "c"], n), "c0": rng.normal(size=n),
                          "label": rng.integers(0, 4, n).astype("float64"), "weight": 1.0})
-    fitted = train(rows, label="label", model=name)
+    fitted = train(rows, label="label", model=name, params=json.loads(params_json))
     return frozenset(sio.get_untrusted_types(data=sio.dumps(fitted)))
 
 

@@ -64,7 +64,12 @@ def save_model(models_dir: Path, version: str, pipeline, card: dict) -> Path:
     return final
 
 
-def load_model(models_dir: Path, version: str):
+def load_model(models_dir: Path, version: str, configured_model: str | None = None):
+    """The model ``version``, loaded only if it contains nothing but the types a model
+    of its card's name is made of. The card is as untrusted as the artifact: it may
+    name a model the installation provides (built in or registered), or a dotted path
+    only when that is ``configured_model`` (`training.model`), so a card never makes the
+    loader import code nobody configured."""
     import skops.io as sio
 
     path = models_dir / version / "model.skops"
@@ -72,9 +77,9 @@ def load_model(models_dir: Path, version: str):
         raise FileNotFoundError(f"model {version}: no artifact at {path}")
     found = set(sio.get_untrusted_types(file=path))
     card_path = models_dir / version / "card.json"
-    name = (json.loads(card_path.read_text()).get("model") if card_path.exists() else None) \
-        or LEGACY_MODEL
-    allowed = allowed_types(name)
+    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    name = card.get("model") or LEGACY_MODEL
+    allowed = allowed_types(name, card.get("model_params") or {}, configured_model, version)
     refused = sorted(found - allowed)
     if refused:
         raise UntrustedModelError(
@@ -83,12 +88,25 @@ def load_model(models_dir: Path, version: str):
     return sio.load(path, trusted=sorted(found))
 
 
-def allowed_types(name: str) -> frozenset[str]:
-    """The types a model named ``name`` may contain: exactly those a freshly fitted one
-    of that model is made of (train/model.py, ``artifact_types``), no hand-kept list."""
+def allowed_types(name: str, params: dict, configured_model: str | None = None,
+                  version: str = "?") -> frozenset[str]:
+    """The types a model named ``name`` (built with ``params``) may contain: exactly
+    those a freshly fitted one of that model is made of (train/model.py,
+    ``artifact_types``), no hand-kept list. Refused: a name that is neither provided by
+    the installation nor the configured model, and a model that cannot be built."""
     from flywheel_assets.train import model as model_lib
 
-    return model_lib.artifact_types(name)
+    if not model_lib.registered(name) and name != configured_model:
+        raise UntrustedModelError(
+            f"model {version}: its card names {name!r}, which is neither a model this "
+            f"installation provides nor training.model ({configured_model!r}); refusing "
+            "to load it")
+    try:
+        return model_lib.artifact_types(name, json.dumps(params, sort_keys=True))
+    except Exception as exc:  # noqa: BLE001 - any failure to build means: do not trust
+        raise UntrustedModelError(f"model {version}: cannot tell what a {name!r} model is "
+                                  f"made of ({type(exc).__name__}: {exc}); refusing to "
+                                  "load it") from exc
 
 
 def load_card(models_dir: Path, version: str) -> dict:

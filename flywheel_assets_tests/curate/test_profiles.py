@@ -172,8 +172,7 @@ def test_cold_start_falls_back_to_segment_and_content(conn):
 def test_anonymous_rows_and_products_without_snapshots_still_get_item_features(conn):
     conn.execute("DELETE FROM raw.users")
     conn.execute("DELETE FROM raw.items")
-    conn.execute("UPDATE curated.curated_feedback SET user_key = NULL WHERE partition_date = ?",
-                 [DAYS[0]])
+    conn.execute("UPDATE curated.curated_feedback SET user_key = NULL")
     for day in DAYS[:2]:
         profiles.build_profiles(conn, day, n_factors=4)
     rows = conn.execute("SELECT * FROM curated.curated_feedback WHERE partition_date = ?",
@@ -181,6 +180,8 @@ def test_anonymous_rows_and_products_without_snapshots_still_get_item_features(c
     out = feats.attach_profiles(conn, rows)
     assert (out["p_user_known"] == 0).all()
     assert out["p_item_rate"].notna().all() and out["p_item_known"].eq(1).any()
+    # Items still differ: the item rates carry what anonymous traffic did.
+    assert out["p_item_rate"].nunique() > 5
 
 
 def test_erasure_reaches_the_profiles(conn):
@@ -192,3 +193,33 @@ def test_erasure_reaches_the_profiles(conn):
     for table in ("curated.user_profiles", "curated.user_category_affinity"):
         assert conn.execute(f"SELECT count(*) FROM {table} WHERE user_key = 'u_03'").fetchone()[0] == 0
         assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0
+
+
+def test_any_index_gets_the_features_of_its_own_row(conn):
+    for day in DAYS[:2]:
+        profiles.build_profiles(conn, day, n_factors=4)
+    rows = pd.concat([_day_rows(conn, DAYS[2]).head(6), _day_rows(conn, DAYS[1]).head(6)])
+    expected = feats.attach_profiles(conn, rows.reset_index(drop=True))
+    shuffled = rows.sample(frac=1.0, random_state=1)
+    shuffled.index = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5]  # not unique, days interleaved
+    out = feats.attach_profiles(conn, shuffled)
+    assert list(out.index) == list(shuffled.index)
+    again = out.reset_index(drop=True).set_index("impression_id").loc[
+        expected["impression_id"], feats.PROFILE_FEATURES]
+    assert np.allclose(again.to_numpy(), expected[feats.PROFILE_FEATURES].to_numpy(),
+                       equal_nan=True)
+
+
+def test_an_empty_window_writes_no_profile_and_old_ones_expire(conn):
+    profiles.build_profiles(conn, DAYS[0], n_factors=4)
+    conn.execute("DELETE FROM curated.curated_feedback")
+    stats = profiles.build_profiles(conn, DAYS[1], n_factors=4)
+    assert stats["rows"] == 0
+    assert conn.execute("SELECT count(*) FROM curated.item_profiles WHERE partition_date = ?",
+                        [DAYS[1]]).fetchone()[0] == 0
+    # Day 3's rows read day 1's profiles (day 2 has none) ...
+    assert profiles.available_day(conn, dt.date.fromisoformat(DAYS[2])) == \
+        dt.date.fromisoformat(DAYS[0])
+    # ... and a row long after reads none.
+    late = dt.date.fromisoformat(DAYS[0]) + dt.timedelta(days=profiles.MAX_AGE_DAYS + 1)
+    assert profiles.available_day(conn, late) is None

@@ -84,4 +84,4 @@ def test_a_fixed_world_is_the_world_of_before(tmp_path):
     stats = world.run_day(tmp_path, tmp_path / "landing", fixed, "2026-01-01",
                           TruthPolicy(fixed, 1.0, "good"))
     assert stats["impressions"] >= fixed.requests_per_day * fixed.slate_size
-    assert world.user_state(world.world_dir(tmp_path), fixed, 1) is None
+    assert not (world.truth_dir(world.world_dir(tmp_path), fixed, 1) / engagement.STATE_FILE).exists()

@@ -60,3 +60,20 @@ def test_the_model_is_configuration_and_the_loader_trusts_what_it_is_made_of(tmp
         model_store.load_model(tmp_path, "lying")
     with pytest.raises(ValueError, match="gradient_boosting"):
         train(rows, model="no_such_model")
+
+
+def test_a_card_cannot_make_the_loader_import_code(tmp_path):
+    """The card is as untrusted as the artifact: a dotted path on it is imported only
+    when it is the configured model."""
+    rows = tiny_training_rows()
+    linear = train(rows, model="linear")
+    model_store.save_model(tmp_path, "m", linear, {"model": "flywheel_assets.train.model:linear"})
+    with pytest.raises(model_store.UntrustedModelError, match="neither a model"):
+        model_store.load_model(tmp_path, "m")
+    loaded = model_store.load_model(tmp_path, "m", "flywheel_assets.train.model:linear")
+    assert np.allclose(score(loaded, rows), score(linear, rows))
+    # A model its card's parameters cannot build is refused, not a crash.
+    model_store.save_model(tmp_path, "bad", linear, {"model": "linear",
+                                                     "model_params": {"no_such": 1}})
+    with pytest.raises(model_store.UntrustedModelError, match="cannot tell"):
+        model_store.load_model(tmp_path, "bad")
