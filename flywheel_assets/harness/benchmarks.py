@@ -29,6 +29,11 @@ per request of the champion).
 finished run's warehouse (``--from-run``) or a synthetic one (``--impressions-per-day``;
 `profile_cost`).
 
+``flywheel benchmark cold-start --from-run DIR[,DIR]``: each finished run's last
+champion (and the popularity policy) against the truth on the cold-start slices: the
+oracle's panel ranking pools of items published in the last 7 days, and the users who
+joined in the last 14 days ranking ordinary pools (`simulation/oracle.cold_start`).
+
 ``--jobs 2`` runs the two arms of loops, signal and compounding side by side, each in
 its own process (its log in its directory).
 """
@@ -56,11 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=["signal", "loops", "gate", "target", "compounding",
-                                    "profiles"],
+                                    "profiles", "cold-start"],
                    help="signal: full loop vs --no-ips --no-filters; "
                         "loops: guarded loop vs --epsilon 0 --no-rerank; "
                         "compounding: profiles from feedback vs --no-profiles; "
                         "profiles: seconds and peak memory of a day's profiles; "
+                        "cold-start: finished runs' champions on fresh items and new users; "
                         "gate: the gate's error rates against the truth; "
                         "target: training targets compared on a finished demo run")
     p.add_argument("--profile", choices=["default", "carousel"], default="default",
@@ -83,7 +89,7 @@ def _fmt(value) -> str:
 def _main(args: argparse.Namespace) -> int:
     return {"loops": _loops, "signal": _signal, "gate": gate_benchmark.main,
             "target": target_benchmark.main, "compounding": _compounding,
-            "profiles": profile_cost.main}[args.name](args)
+            "profiles": profile_cost.main, "cold-start": _cold_start}[args.name](args)
 
 
 def _arm(data_dir: str, overrides: dict, config: WorldConfig, days: int, log: bool) -> dict:
@@ -252,4 +258,39 @@ def _signal(args: argparse.Namespace) -> int:
     print(f"{'wall_seconds':<30} {results['full']['wall_seconds']:>12} {results['naive']['wall_seconds']:>12}")
     full, naive = (results[k]["last_day"]["oracle_ndcg_at_10"] for k in ("full", "naive"))
     print(f"oracle NDCG@10 full / naive = {full / naive:.4f}")
+    return 0
+
+
+def _cold_start(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from flywheel_assets.serve.serving import model_policy, popularity_policy
+    from flywheel_assets.simulation import oracle, world
+    from flywheel_assets.train import model_store
+
+    if not args.from_run:
+        raise SystemExit("flywheel benchmark cold-start: name finished runs with --from-run "
+                         "DIR[,DIR]")
+    print(f"{'run':<60} {'slice':<10} {'panel':>6} {'champion':>9} {'popularity':>11}")
+    for run in args.from_run.split(","):
+        settings = Settings.from_env(run)
+        directory = world.world_dir(settings.data_dir)
+        config = world.load_config(directory)
+        served = sorted((directory / "oracle").glob("date=*"))
+        version = model_store.champion_version(settings.models_dir)
+        if not served or version is None:
+            print(f"{run:<60} no finished day with a champion")
+            continue
+        date = dt.date.fromisoformat(served[-1].name.removeprefix("date="))
+        day = config.day_index(date)
+        slices = oracle.cold_start(config, date, {"champion": model_policy(settings, version),
+                                                  "popularity": popularity_policy()},
+                                   world.user_state(directory, config, day),
+                                   world.past_plays(directory, config, day))
+        for name, found in slices.items():
+            panel = found.get("items", found.get("users"))
+            values = found["policies"]
+            print(f"{run[-60:]:<60} {name:<10} {panel:>6} "
+                  f"{values['champion']['ndcg_at_10']:>9.4f} "
+                  f"{values['popularity']['ndcg_at_10']:>11.4f}")
     return 0

@@ -150,6 +150,9 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
            for name in ("new_users", "new_items") for model in ("candidate", "champion")},
         **{f"{name}_holdout_requests": (slices.get(name) or {}).get("requests")
            for name in ("new_users", "new_items")},
+        # The champion on the oracle's cold-start slices (fresh items, new users).
+        **{k: oracle.get(k) for k in ("new_items_oracle_ndcg_at_10", "new_users_oracle_ndcg_at_10",
+                                      "new_items_oracle_panel", "new_users_oracle_panel")},
         # The audience of a responsive world (simulation/engagement.py).
         **{k: oracle.get(k) for k in AUDIENCE},
         "decision": json.loads(promo[3]) if promo else ["rotation did not reach the gate"],
@@ -369,6 +372,11 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
                   f"oracle NDCG@10 slope over days {c['slope_from_day']}-{len(records)} "
                   f"{c['oracle_ndcg_slope_per_day']:+.5f} per day")
         for name in ("new_users", "new_items"):
+            truth_value = last.get(f"{name}_oracle_ndcg_at_10")
+            if truth_value is not None:
+                print(f"  {name.replace('_', ' ')} on day {len(records)}, against the truth: "
+                      f"oracle NDCG@10 of the champion {truth_value:.4f} (panel "
+                      f"{last.get(name + '_oracle_panel')} {name.split('_')[1]})")
             cand = last.get(f"{name}_candidate_holdout_ndcg_at_k")
             if cand is not None:
                 print(f"  {name.replace('_', ' ')} on day {len(records)} (holdout NDCG@"

@@ -29,22 +29,30 @@ def _dcg(gains: np.ndarray, k: int) -> np.ndarray:
 
 
 def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, RankingPolicy],
-                      k: int = 10, past_plays: np.ndarray | None = None
+                      k: int = 10, past_plays: np.ndarray | None = None,
+                      users: np.ndarray | None = None, items: np.ndarray | None = None
                       ) -> dict[str, dict[str, float]]:
     """NDCG@k and regret@k of each policy on the day's fixed evaluation panel (pools
-    drawn from the day's catalogue, popularity with ``past_plays`` as served)."""
+    drawn from the day's catalogue, popularity with ``past_plays`` as served); or on
+    the panel ``users`` (user indices), and with pools drawn uniformly from ``items``
+    (item indices) when given: the cold-start slices (:func:`cold_start`)."""
     day = config.day_index(date)
     cat = truth.catalogue(config, day, past_plays)
     pop = truth.population(config, day)
-    # The panel: people of the initial population (the reserve of a responsive world
-    # never enters it, so the panel is the same every day and in every world).
-    humans = np.flatnonzero(~pop.is_bot[:config.n_users])
-    panel_rng = np.random.default_rng([config.seed, 200])
-    users = np.sort(panel_rng.choice(humans, min(config.oracle_requests, len(humans)),
-                                     replace=False))
+    if users is None:
+        # The panel: people of the initial population (the reserve of a responsive world
+        # never enters it, so the panel is the same every day and in every world).
+        humans = np.flatnonzero(~pop.is_bot[:config.n_users])
+        panel_rng = np.random.default_rng([config.seed, 200])
+        users = np.sort(panel_rng.choice(humans, min(config.oracle_requests, len(humans)),
+                                         replace=False))
     pool_rng = np.random.default_rng([config.seed, 201, day])
-    pools = sample_pools(pool_rng, cat.items["popularity"].to_numpy(), len(users),
-                         config.pool_size, config.popularity_skew)
+    if items is None:
+        pools = sample_pools(pool_rng, cat.items["popularity"].to_numpy(), len(users),
+                             config.pool_size, config.popularity_skew)
+    else:
+        size = min(config.pool_size, len(items))
+        pools = np.array([pool_rng.choice(items, size, replace=False) for _ in users])
     ts = pd.Series(np.full(len(users), pd.Timestamp(date, tz="UTC") + pd.Timedelta(hours=12)))
     device = np.full(len(users), "mobile")
     candidates = candidate_frame(pop.users, cat.items, users, pools, ts, device)
@@ -123,3 +131,30 @@ def off_policy_truth(config: WorldConfig, date: dt.date, policy: RankingPolicy |
                                         cat.items["popularity"].to_numpy()[pools])
     return {"value": float(np.mean(_dcg(np.take_along_axis(gains, order, axis=1), k))),
             "requests": int(keep.sum())}
+
+
+NEW_ITEM_DAYS = 7
+NEW_USER_DAYS = 14
+
+
+def cold_start(config: WorldConfig, date: dt.date, policies: dict[str, RankingPolicy],
+               state=None, past_plays: np.ndarray | None = None, k: int = 10) -> dict:
+    """The policies on the two cold-start slices, against the truth: ``new_items``, the
+    panel ranking pools drawn from items published in the last 7 days; ``new_users``,
+    users who joined in the last 14 days (a responsive world's ``state``) ranking
+    pools drawn as usual. A slice the day does not have is absent."""
+    day = config.day_index(date)
+    cat = truth.catalogue(config, day, past_plays)
+    published = cat.items["published_date"].to_numpy(dtype="datetime64[D]")
+    fresh = np.flatnonzero(published >= np.datetime64(date) - np.timedelta64(NEW_ITEM_DAYS, "D"))
+    out = {}
+    if len(fresh) >= k:
+        out["new_items"] = {"items": int(len(fresh)), "policies": evaluate_policies(
+            config, date, policies, k, past_plays, items=fresh)}
+    if state is not None:
+        joined = np.flatnonzero(state.joined & (state.join_day > 0)
+                                & (state.join_day > day - NEW_USER_DAYS) & ~state.churned)
+        if len(joined):
+            out["new_users"] = {"users": int(len(joined)), "policies": evaluate_policies(
+                config, date, policies, k, past_plays, users=joined)}
+    return out

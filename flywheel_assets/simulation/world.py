@@ -16,7 +16,7 @@ from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import carousel, engagement, signal_quality, truth
 from flywheel_assets.simulation.config import Scenario, WorldConfig
 from flywheel_assets.simulation.landing_writer import write_day
-from flywheel_assets.simulation.oracle import evaluate_policies, off_policy_truth
+from flywheel_assets.simulation.oracle import cold_start, evaluate_policies, off_policy_truth
 from flywheel_assets.simulation.traffic import simulate_day
 
 
@@ -210,6 +210,12 @@ def oracle_day(settings: Settings, config: WorldConfig, date: str,
               "catalog_coverage": result["champion"]["catalog_coverage"],
               "popularity_oracle_ndcg_at_10": result["popularity"]["ndcg_at_10"],
               **_audience(world_dir(data_dir), date)}
+    # The cold-start slices: fresh items, users who joined in the last two weeks.
+    slices = cold_start(config, dt.date.fromisoformat(date), {"champion": champion},
+                        user_state(world_dir(data_dir), config, config.day_index(date)), plays)
+    for name, found in slices.items():
+        record[f"{name}_oracle_ndcg_at_10"] = found["policies"]["champion"]["ndcg_at_10"]
+        record[f"{name}_oracle_panel"] = found.get("items", found.get("users"))
     record.update(_off_policy_errors(settings, config, date, plays))
     _save_oracle(data_dir, date, record)
     return record

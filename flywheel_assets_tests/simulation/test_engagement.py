@@ -85,3 +85,23 @@ def test_a_fixed_world_is_the_world_of_before(tmp_path):
                           TruthPolicy(fixed, 1.0, "good"))
     assert stats["impressions"] >= fixed.requests_per_day * fixed.slate_size
     assert not (world.truth_dir(world.world_dir(tmp_path), fixed, 1) / engagement.STATE_FILE).exists()
+
+
+def test_the_cold_start_slices_tell_a_good_ranking_from_a_bad_one(tmp_path):
+    from flywheel_assets.simulation import oracle
+
+    _audience(tmp_path, CONFIG, TruthPolicy(CONFIG, 1.0, "good"))
+    state = world.user_state(world.world_dir(tmp_path), CONFIG, DAYS)
+    date = CONFIG.date_of(DAYS)
+    slices = oracle.cold_start(CONFIG, date, {"good": TruthPolicy(CONFIG, 1.0, "good"),
+                                              "bad": TruthPolicy(CONFIG, -1.0, "bad")}, state)
+    assert set(slices) == {"new_items", "new_users"}
+    # Fresh items only: every pool holds items published in the last 7 days.
+    published = truth.catalogue(CONFIG, DAYS).items["published_date"]
+    assert slices["new_items"]["items"] == int(
+        (published >= np.datetime64(date) - np.timedelta64(7, "D")).sum())
+    assert slices["new_items"]["items"] >= CONFIG.new_items_per_day * DAYS
+    assert slices["new_users"]["users"] == int(((state.join_day > 0) & state.joined
+                                                & ~state.churned).sum())
+    for found in slices.values():
+        assert found["policies"]["good"]["ndcg_at_10"] > found["policies"]["bad"]["ndcg_at_10"] + 0.2
