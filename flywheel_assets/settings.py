@@ -168,9 +168,9 @@ class TrainingSettings:
     # Days of curated feedback a candidate learns from.
     window_days: int = 7
     # Training rows are sampled down to this many (deterministically) to bound memory.
-    # A week of the default world is about 1.0M curated rows: all of them made a
-    # better model than a 250k sample (oracle NDCG@10 0.8847 vs 0.8717 on day 14 of a
-    # 14-day run with profiles, README "Does the wheel compound?").
+    # A week of the default world is about 1.0M curated rows; with profile features a
+    # model learns more from all of them than from the 250k of earlier versions (an
+    # exploratory comparison, README "Does the wheel compound?").
     max_rows: int = 1_000_000
     # Inverse-propensity weights from the estimated position bias; off = weight 1.
     ips: bool = True
