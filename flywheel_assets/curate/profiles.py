@@ -59,10 +59,6 @@ RIDGE = 1.0
 # months ago, with nothing since, is not what they do now.
 MAX_AGE_DAYS = 28
 
-PROFILE_TABLES = ("curated.user_profiles", "curated.user_category_affinity",
-                  "curated.item_profiles", "curated.item_segment_rates")
-
-
 def segment_of(country, age_band) -> str:
     """A user's segment: country|age band, '?' for an unknown part."""
     def part(v):
