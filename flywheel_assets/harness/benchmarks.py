@@ -23,7 +23,7 @@ oracle NDCG@10, catalogue coverage and exposure Gini, on day 1 and on the last d
 with profiles from feedback (the default) and without (``--no-profiles``): the
 champion's oracle NDCG@10 per day for both, the difference per day, and the slope from
 day 5; a chart. ``--profile carousel``: the carousel product instead (the true clicks
-per request of each day's candidate: its gate holds most of them).
+per request of each day's candidate: its gate holds nearly all of them).
 
 ``flywheel benchmark profiles``: seconds and peak memory of one day's profiles, on a
 finished run's warehouse (``--from-run``) or a synthetic one (``--impressions-per-day``;
@@ -31,8 +31,8 @@ finished run's warehouse (``--from-run``) or a synthetic one (``--impressions-pe
 
 ``flywheel benchmark cold-start --from-run DIR[,DIR]``: each finished run's last
 champion (and the popularity policy) against the truth on the cold-start slices: the
-oracle's panel ranking pools of items published in the last 7 days, and the users who
-joined in the last 14 days ranking ordinary pools (`simulation/oracle.cold_start`).
+oracle's panel ranking pools of items at most 7 days old, and the users who joined in
+the last 14 days ranking ordinary pools (`simulation/oracle.cold_start`).
 
 ``--jobs 2`` runs the two arms of loops, signal and compounding side by side, each in
 its own process (its log in its directory).
@@ -187,9 +187,9 @@ def _compounding(args: argparse.Namespace) -> int:
             config = WorldConfig(seed=args.seed, start_date=settings.start_date)
         arms[label] = (base / label, overrides, config)
     summaries = run_arms(arms, days, getattr(args, "jobs", 1) or 1)
-    # The carousel's gate holds most candidates (its Thompson-sampling logger rarely
-    # supports them), so its champion says little about the model: each day's
-    # candidate, valued by the truth, does.
+    # The carousel's gate held every candidate of its 14-day runs (its Thompson-sampling
+    # logger rarely supports them), so its champion says little about the model: each
+    # day's candidate, valued by the truth, does.
     figure = ("true_value_candidate" if args.profile == carousel.PROFILE else "oracle_ndcg_at_10")
     curves = {label: [d.get(figure) for d in s["days"]] for label, s in summaries.items()}
     diff = [None if a is None or b is None else a - b
@@ -284,11 +284,16 @@ def _cold_start(args: argparse.Namespace) -> int:
         if not served or version is None:
             print(f"{run:<60} no finished day with a champion")
             continue
+        if config.profile != "default":
+            print(f"{run[-60:]:<60} the {config.profile} profile has no cold-start slices")
+            continue
         date = dt.date.fromisoformat(served[-1].name.removeprefix("date="))
         day = config.day_index(date)
         slices = oracle.cold_start(config, date, {"champion": model_policy(settings, version),
                                                   "popularity": popularity_policy()},
-                                   world.user_state(directory, config, day),
+                                   # who was in the product that day: the state
+                                   # after the day before, as the day was served
+                                   world.user_state(directory, config, day - 1),
                                    world.past_plays(directory, config, day))
         for name, found in slices.items():
             panel = found.get("items", found.get("users"))

@@ -30,15 +30,16 @@ def _dcg(gains: np.ndarray, k: int) -> np.ndarray:
 
 def evaluate_policies(config: WorldConfig, date: dt.date, policies: dict[str, RankingPolicy],
                       k: int = 10, past_plays: np.ndarray | None = None,
-                      users: np.ndarray | None = None, items: np.ndarray | None = None
-                      ) -> dict[str, dict[str, float]]:
+                      users: np.ndarray | None = None, items: np.ndarray | None = None,
+                      state=None) -> dict[str, dict[str, float]]:
     """NDCG@k and regret@k of each policy on the day's fixed evaluation panel (pools
     drawn from the day's catalogue, popularity with ``past_plays`` as served); or on
     the panel ``users`` (user indices), and with pools drawn uniformly from ``items``
-    (item indices) when given: the cold-start slices (:func:`cold_start`)."""
+    (item indices) when given: the cold-start slices (:func:`cold_start`). ``state``:
+    who is in a responsive world's product (their sign-up days are features)."""
     day = config.day_index(date)
     cat = truth.catalogue(config, day, past_plays)
-    pop = truth.population(config, day)
+    pop = truth.population(config, day, state)
     if users is None:
         # The panel: people of the initial population (the reserve of a responsive world
         # never enters it, so the panel is the same every day and in every world).
@@ -140,9 +141,10 @@ NEW_USER_DAYS = 14
 def cold_start(config: WorldConfig, date: dt.date, policies: dict[str, RankingPolicy],
                state=None, past_plays: np.ndarray | None = None, k: int = 10) -> dict:
     """The policies on the two cold-start slices, against the truth: ``new_items``, the
-    panel ranking pools drawn from items published in the last 7 days; ``new_users``,
-    users who joined in the last 14 days (a responsive world's ``state``) ranking
-    pools drawn as usual. A slice the day does not have is absent."""
+    panel ranking pools drawn from items at most 7 days old (as the holdout's slice);
+    ``new_users``, users who joined in the last 14 days ranking pools drawn as usual.
+    ``state``: who is in the product on the day (a responsive world's state after the
+    day before, as the day was served). A slice the day does not have is absent."""
     day = config.day_index(date)
     cat = truth.catalogue(config, day, past_plays)
     published = cat.items["published_date"].to_numpy(dtype="datetime64[D]")
@@ -156,5 +158,5 @@ def cold_start(config: WorldConfig, date: dt.date, policies: dict[str, RankingPo
                                 & (state.join_day > day - NEW_USER_DAYS) & ~state.churned)
         if len(joined):
             out["new_users"] = {"users": int(len(joined)), "policies": evaluate_policies(
-                config, date, policies, k, past_plays, users=joined)}
+                config, date, policies, k, past_plays, users=joined, state=state)}
     return out

@@ -212,7 +212,8 @@ def oracle_day(settings: Settings, config: WorldConfig, date: str,
               **_audience(world_dir(data_dir), date)}
     # The cold-start slices: fresh items, users who joined in the last two weeks.
     slices = cold_start(config, dt.date.fromisoformat(date), {"champion": champion},
-                        user_state(world_dir(data_dir), config, config.day_index(date)), plays)
+                        user_state(world_dir(data_dir), config, config.day_index(date) - 1),
+                        plays)
     for name, found in slices.items():
         record[f"{name}_oracle_ndcg_at_10"] = found["policies"]["champion"]["ndcg_at_10"]
         record[f"{name}_oracle_panel"] = found.get("items", found.get("users"))

@@ -91,7 +91,8 @@ def test_the_cold_start_slices_tell_a_good_ranking_from_a_bad_one(tmp_path):
     from flywheel_assets.simulation import oracle
 
     _audience(tmp_path, CONFIG, TruthPolicy(CONFIG, 1.0, "good"))
-    state = world.user_state(world.world_dir(tmp_path), CONFIG, DAYS)
+    # Day DAYS as it was served: the state after the day before.
+    state = world.user_state(world.world_dir(tmp_path), CONFIG, DAYS - 1)
     date = CONFIG.date_of(DAYS)
     slices = oracle.cold_start(CONFIG, date, {"good": TruthPolicy(CONFIG, 1.0, "good"),
                                               "bad": TruthPolicy(CONFIG, -1.0, "bad")}, state)
@@ -105,3 +106,31 @@ def test_the_cold_start_slices_tell_a_good_ranking_from_a_bad_one(tmp_path):
                                                 & ~state.churned).sum())
     for found in slices.values():
         assert found["policies"]["good"]["ndcg_at_10"] > found["policies"]["bad"]["ndcg_at_10"] + 0.2
+
+
+def test_the_default_panel_is_unchanged_by_the_slices_and_new_users_keep_their_tenure(tmp_path):
+    from flywheel_assets.simulation import oracle
+
+    _audience(tmp_path, CONFIG, TruthPolicy(CONFIG, 1.0, "good"))
+    state = world.user_state(world.world_dir(tmp_path), CONFIG, DAYS - 1)
+    date = CONFIG.date_of(DAYS)
+    seen = []
+
+    class Recording(TruthPolicy):
+        def score(self, candidates):
+            seen.append(candidates)
+            return super().score(candidates)
+
+    policy = {"good": Recording(CONFIG, 1.0, "good")}
+    first = oracle.evaluate_policies(CONFIG, date, policy)
+    again = oracle.evaluate_policies(CONFIG, date, policy, users=None, items=None, state=None)
+    assert first == again
+    oracle.cold_start(CONFIG, date, policy, state)
+    new_users = seen[-1]
+    # Every user of the slice joined in the last 14 days and is scored with the sign-up
+    # day they joined on, not the world's start.
+    joined = state.join_day[new_users["world_user"].to_numpy()]
+    assert (joined > 0).all() and (joined <= DAYS).all()
+    signup = new_users["signup_date"].to_numpy(dtype="datetime64[D]")
+    expected = np.array([np.datetime64(CONFIG.date_of(int(d))) for d in joined])
+    assert (signup == expected).all()
