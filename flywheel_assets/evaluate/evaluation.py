@@ -257,7 +257,7 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
                                                e.max_catalogue_pool, k), None
         except logged_pools.NoPools as exc:
             logged, no_ope = None, str(exc)
-        holdout, logged = with_profiles(conn, settings, holdout, logged)
+        holdout, logged = with_profiles(conn, holdout, logged)
     if holdout.empty:
         raise NothingToEvaluate(f"the holdout of {day} is empty: nothing to evaluate on")
     positive = positive_grade(settings.signals.max_grade)
@@ -280,7 +280,7 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
     return {**record, "report": written}
 
 
-def with_profiles(conn, settings, holdout: pd.DataFrame | None,
+def with_profiles(conn, holdout: pd.DataFrame | None,
                   logged: logged_pools.LoggedDay | None):
     """The holdout rows and the logged pools with the `p_*` features of the profiles
     before their day, as the models serve (a model that reads them, even one trained
@@ -326,7 +326,7 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
         candidate = registered_candidate(conn, day)
         examination, catalogue, k, engagement, draws = day_inputs(conn, day, e.slate_size)
         logged = logged_pools.load(conn, day, e.max_ope_requests, e.max_catalogue_pool, k)
-        _, logged = with_profiles(conn, settings, None, logged)
+        _, logged = with_profiles(conn, None, logged)
     versions = {"candidate": candidate, "champion": model_store.champion_version(models_dir)}
     models, missing = {}, {}
     if candidate:

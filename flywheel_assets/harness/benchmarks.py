@@ -170,7 +170,7 @@ def _loops(args: argparse.Namespace) -> int:
 
 def _compounding(args: argparse.Namespace) -> int:
     """Profiles on and off on the same world, side by side per day."""
-    from flywheel_assets.harness.demo import slope
+    from flywheel_assets.monitor.loop_health import slope
     from flywheel_assets.simulation import carousel
 
     days = args.days or 14

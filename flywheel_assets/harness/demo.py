@@ -166,20 +166,11 @@ AUDIENCE = ("active_users", "requests", "engagement_per_request", "monotony",
             "users_in_product", "churned_total", "joined_today")
 
 
-def slope(values: list[float]) -> float | None:
-    """Least-squares slope per day of ``values`` (None with fewer than 2 points)."""
-    points = [(i, v) for i, v in enumerate(values) if v is not None]
-    if len(points) < 2:
-        return None
-    mx = sum(i for i, _ in points) / len(points)
-    my = sum(v for _, v in points) / len(points)
-    return (sum((i - mx) * (v - my) for i, v in points)
-            / sum((i - mx) ** 2 for i, _ in points))
-
-
 def compounding(records: list[dict], from_day: int = 5) -> dict:
     """Does the wheel compound? The champion's oracle NDCG@10 per day, its slope over
     days ``from_day``..N, and the audience's first and last day."""
+    from flywheel_assets.monitor.loop_health import slope
+
     quality = [r["oracle_ndcg_at_10"] for r in records]
     late = quality[from_day - 1:]
     out = {"oracle_ndcg_at_10_by_day": quality,

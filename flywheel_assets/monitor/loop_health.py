@@ -110,6 +110,18 @@ def event_to_champion_hours(landed_at: float | None, promoted_at: float | None) 
     return max(promoted_at - landed_at, 0.0) / 3600.0
 
 
+def slope(values: list[float | None]) -> float | None:
+    """Least-squares slope per step of ``values`` (missing values skipped, positions
+    kept); None with fewer than 2 values."""
+    points = [(i, v) for i, v in enumerate(values) if v is not None]
+    if len(points) < 2:
+        return None
+    mx = sum(i for i, _ in points) / len(points)
+    my = sum(v for _, v in points) / len(points)
+    return (sum((i - mx) * (v - my) for i, v in points)
+            / sum((i - mx) ** 2 for i, _ in points))
+
+
 def quality_trend(values: list[float], rotations: int = TREND_ROTATIONS,
                   step: float = TREND_STEP) -> dict:
     """Improving, saturating or degrading: the least-squares slope of the in-service
@@ -117,10 +129,8 @@ def quality_trend(values: list[float], rotations: int = TREND_ROTATIONS,
     recent = [v for v in values[-rotations:] if v is not None]
     if len(recent) < 3:
         return {"trend": "too early", "relative_slope": None, "points": len(recent)}
-    x = list(range(len(recent)))
-    mx, my = sum(x) / len(x), sum(recent) / len(recent)
-    slope = sum((a - mx) * (b - my) for a, b in zip(x, recent)) / sum((a - mx) ** 2 for a in x)
-    rel = slope / my if my else 0.0
+    my = sum(recent) / len(recent)
+    rel = slope(recent) / my if my else 0.0
     trend = "improving" if rel > step else "degrading" if rel < -step else "saturating"
     return {"trend": trend, "relative_slope": rel, "points": len(recent)}
 

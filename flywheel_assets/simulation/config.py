@@ -107,7 +107,7 @@ class WorldConfig:
     # Users who ask for their data to be erased each day; they leave the product.
     deletion_requests_per_day: int = 2
     # Users respond to what they are served (simulation/engagement.py): satisfaction
-    # (the summed grade of what they examined, relative to the first day, less
+    # (the summed grade of what they examined over reference_gain, less
     # monotony_weight × the monotony of their slates) moves their activity tomorrow,
     # the unhappy churn, and new users join from a reserve as satisfaction allows.
     # responsive = False: the fixed population of earlier versions.

@@ -81,13 +81,13 @@ def next_state(config: WorldConfig, state: UserState | None, day: int, user_idx:
     human = ~is_bot_request
     users, g, mono = user_idx[human], gain[human], monotony[human]
     today = g / config.reference_gain - config.monotony_weight * mono
-    came = np.bincount(users, minlength=total) > 0
-    mean_today = np.bincount(users, today, total)[came] / np.bincount(users, minlength=total)[came]
+    requests = np.bincount(users, minlength=total)
+    came = requests > 0
     per_user = np.full(total, np.nan)
-    per_user[came] = mean_today
-    previous = state.satisfaction
+    per_user[came] = np.bincount(users, today, total)[came] / requests[came]
     memory = config.satisfaction_memory
-    satisfaction = np.where(came, (1 - memory) * previous + memory * per_user, previous)
+    satisfaction = np.where(came, (1 - memory) * state.satisfaction + memory * per_user,
+                            state.satisfaction)
     reference = config.neutral_satisfaction
     churned = state.churned.copy()
     at_risk = came & (satisfaction < config.churn_below * reference) & ~churned
@@ -106,7 +106,7 @@ def next_state(config: WorldConfig, state: UserState | None, day: int, user_idx:
     join_day[arriving] = day + 1
     seen = np.zeros((total, n_items), bool)
     seen[:, :state.seen.shape[1]] = state.seen[:, :n_items]
-    seen[user_idx[human][:, None].repeat(shown.shape[1], axis=1), shown[human]] = True
+    seen[users[:, None].repeat(shown.shape[1], axis=1), shown[human]] = True
     new = UserState(joined=joined, join_day=join_day, churned=churned,
                     satisfaction=satisfaction, seen=seen)
     figures = {"active_users": int(came.sum()), "requests": int(human.sum()),

@@ -103,10 +103,10 @@ def _request_schedule(config: WorldConfig, rng: np.random.Generator, pop: truth.
     bot_share = min(bot_share, 0.5) if pop.is_bot.any() else 0.0
     n_bot = int(round(config.requests_per_day * bot_share))
     n_human = config.requests_per_day - n_bot
-    if pop.base_activity > 0:
-        n_human = int(round(n_human * pop.activity[~pop.is_bot].sum() / pop.base_activity))
     humans = np.flatnonzero(~pop.is_bot)
     total = pop.activity[humans].sum()
+    if pop.base_activity > 0:
+        n_human = int(round(n_human * total / pop.base_activity))
     if total <= 0:  # everyone left: only the bots still come
         n_human = 0
     p = pop.activity[humans] / total if total > 0 else None

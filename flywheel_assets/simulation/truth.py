@@ -122,6 +122,17 @@ def decayed_plays(daily_plays: dict[int, np.ndarray], config: WorldConfig,
     return out
 
 
+def _people(config: WorldConfig, rng: np.random.Generator, n: int):
+    """``n`` people's country and age-band codes, taste noise, request rate and
+    training consent, drawn in this order."""
+    country = rng.choice(len(COUNTRIES), n, p=[.14, .12, .12, .2, .12, .15, .08, .07])
+    age = rng.choice(len(AGE_BANDS), n, p=[.08, .25, .3, .27, .1])
+    noise = rng.normal(0, 0.5, (n, config.latent_dim))
+    activity = np.exp(rng.normal(0, 1.0, n))
+    consent = rng.random(n) < config.consent_rate
+    return country, age, noise, activity, consent
+
+
 def population(config: WorldConfig, day: int, state=None) -> Population:
     """Users with their hidden tastes as of ``day`` (after any taste drift); in a
     responsive world (``config.responsive``), the reserve of users who may join later
@@ -130,11 +141,7 @@ def population(config: WorldConfig, day: int, state=None) -> Population:
     rng = _rng(config, 4)
     _, country_means, age_means = _centres(config)
     n = config.n_users
-    country = rng.choice(len(COUNTRIES), n, p=[.14, .12, .12, .2, .12, .15, .08, .07])
-    age = rng.choice(len(AGE_BANDS), n, p=[.08, .25, .3, .27, .1])
-    noise = rng.normal(0, 0.5, (n, config.latent_dim))
-    activity = np.exp(rng.normal(0, 1.0, n))
-    consent = rng.random(n) < config.consent_rate
+    country, age, noise, activity, consent = _people(config, rng, n)
     signup = np.datetime64(config.start_date, "D") - rng.integers(1, 1500, n)
     is_bot = np.zeros(n, bool)
     is_bot[rng.permutation(n)[: int(round(config.bot_fraction * n))]] = True
@@ -166,12 +173,8 @@ def population(config: WorldConfig, day: int, state=None) -> Population:
     if reserve:
         # Users who may join later (simulation/engagement.py), drawn like the others in
         # a block of their own: the first n_users are the same with or without them.
-        extra = _rng(config, 4, 1)
-        r_country = extra.choice(len(COUNTRIES), reserve, p=[.14, .12, .12, .2, .12, .15, .08, .07])
-        r_age = extra.choice(len(AGE_BANDS), reserve, p=[.08, .25, .3, .27, .1])
-        r_noise = extra.normal(0, 0.5, (reserve, config.latent_dim))
-        r_activity = np.exp(extra.normal(0, 1.0, reserve))
-        r_consent = extra.random(reserve) < config.consent_rate
+        r_country, r_age, r_noise, r_activity, r_consent = _people(config, _rng(config, 4, 1),
+                                                                   reserve)
         join_day = state.join_day[n:] if state is not None else np.zeros(reserve, np.int64)
         r_signup = np.datetime64(config.start_date, "D") + np.maximum(join_day - 1, 0)
         users = pd.concat([users, pd.DataFrame({

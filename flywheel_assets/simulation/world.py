@@ -45,7 +45,7 @@ def past_plays(directory: Path, config: WorldConfig, day: int) -> np.ndarray:
     truth); a day that was never served contributes none."""
     daily = {}
     for d in range(1, day):
-        path = directory / "truth" / f"date={config.date_of(d).isoformat()}" / "items.parquet"
+        path = truth_dir(directory, config, d) / "items.parquet"
         if path.exists():
             daily[d] = pd.read_parquet(path, columns=["plays"])["plays"].to_numpy()
     return truth.decayed_plays(daily, config, day)
@@ -66,7 +66,7 @@ def user_state(directory: Path, config: WorldConfig, day: int):
 def _write_truth(directory: Path, config: WorldConfig, date: str, traffic, state=None,
                  audience: dict | None = None) -> None:
     day = config.day_index(date)
-    out = directory / "truth" / f"date={date}"
+    out = truth_dir(directory, config, day)
     out.mkdir(parents=True, exist_ok=True)
     pop = truth.population(config, day, state)
     cat = truth.catalogue(config, day)

@@ -108,7 +108,7 @@ def test_the_cold_start_slices_tell_a_good_ranking_from_a_bad_one(tmp_path):
         assert found["policies"]["good"]["ndcg_at_10"] > found["policies"]["bad"]["ndcg_at_10"] + 0.2
 
 
-def test_the_default_panel_is_unchanged_by_the_slices_and_new_users_keep_their_tenure(tmp_path):
+def test_the_daily_panel_leaves_the_reserve_out_and_new_users_keep_their_tenure(tmp_path):
     from flywheel_assets.simulation import oracle
 
     _audience(tmp_path, CONFIG, TruthPolicy(CONFIG, 1.0, "good"))
@@ -122,9 +122,12 @@ def test_the_default_panel_is_unchanged_by_the_slices_and_new_users_keep_their_t
             return super().score(candidates)
 
     policy = {"good": Recording(CONFIG, 1.0, "good")}
-    first = oracle.evaluate_policies(CONFIG, date, policy)
-    again = oracle.evaluate_policies(CONFIG, date, policy, users=None, items=None, state=None)
-    assert first == again
+    oracle.evaluate_policies(CONFIG, date, policy)
+    # The daily panel: people of the initial population only, never the reserve.
+    panel = seen[-1]["world_user"].to_numpy()
+    assert panel.max() < CONFIG.n_users
+    assert len(np.unique(panel)) == min(CONFIG.oracle_requests, CONFIG.n_users
+                                        - int(round(CONFIG.bot_fraction * CONFIG.n_users)))
     oracle.cold_start(CONFIG, date, policy, state)
     new_users = seen[-1]
     # Every user of the slice joined in the last 14 days and is scored with the sign-up
