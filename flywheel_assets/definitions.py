@@ -10,6 +10,7 @@ from flywheel_assets.evaluate import assets as evaluate_assets
 from flywheel_assets.evaluate import checks as evaluate_checks
 from flywheel_assets.ingest import assets as ingest_assets
 from flywheel_assets.ingest import checks as ingest_checks
+from flywheel_assets.label import assets as label_assets
 from flywheel_assets.jobs import daily_rotation_job, daily_rotation_schedule, retrain_job
 from flywheel_assets.monitor import assets as monitor_assets
 from flywheel_assets.monitor import checks as monitor_checks
@@ -20,7 +21,7 @@ from flywheel_assets.settings import encode
 from flywheel_assets.train import assets as train_assets
 from flywheel_assets.train import checks as train_checks
 
-STAGES_IN_FLOW_ORDER = (ingest_assets, curate_assets, train_assets, evaluate_assets,
+STAGES_IN_FLOW_ORDER = (ingest_assets, curate_assets, label_assets, train_assets, evaluate_assets,
                         monitor_assets)
 CHECKS = (ingest_checks, train_checks, evaluate_checks, monitor_checks)
 

@@ -3,7 +3,7 @@ import dagster as dg
 from flywheel_assets.ingest.assets import LANDING_STREAMS
 from flywheel_assets.partitions import daily_partitions
 
-ROTATION_GROUPS = ("ingest", "curate", "train", "evaluate", "monitor")
+ROTATION_GROUPS = ("ingest", "curate", "label", "train", "evaluate", "monitor")
 
 # One turn of the wheel for one day: landing files → champion decision.
 daily_rotation_job = dg.define_asset_job(

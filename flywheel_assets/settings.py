@@ -210,6 +210,39 @@ class ProfileSettings:
 
 
 @dataclass(frozen=True)
+class LabelingSettings:
+    """People in the loop (label/): the daily queue, the labels that come back, the gold
+    set and the audit (docs/architecture.md, "Humans in the loop")."""
+
+    enabled: bool = True
+    # Examples queued for people a day; a share (at least 10%) is a uniformly random
+    # control slice, a share at most goes to contradicted cases, the rest to active
+    # learning.
+    budget: int = 200
+    control_share: float = 0.2
+    triage_share: float = 0.2
+    # A human grade at least this is "relevant" (the human-label model's target, the
+    # gold-set AUC's positives).
+    relevant_grade: int = 2
+    # Active learning starts when people labelled this many examples of both kinds;
+    # before, the queue takes the champion's least certain examples.
+    min_labels: int = 30
+    # The day's rows the strategies look at (a seeded sample beyond).
+    max_candidates: int = 20_000
+    committee_size: int = 5
+    # Gold-set metrics count (and guard the gate) from this many gold examples with
+    # both kinds of label; the candidate's gold AUC may not fall more than the
+    # tolerance below the champion's.
+    min_gold_examples: int = 50
+    gold_tolerance: float = 0.03
+    # The audit (a model trained on human labels only vs the champion, on the gold set)
+    # runs when this many days passed since the last one.
+    audit_every_days: int = 7
+    # labels_sensor: this many new human labels since the last training → retrain.
+    retrain_after_labels: int = 100
+
+
+@dataclass(frozen=True)
 class ServingSettings:
     # Maximal-marginal-relevance trade-offs of the serving system over categories and
     # over the pool's popularity tiers (0 and 0 = plain top-k; serve/serving.py).
@@ -365,6 +398,7 @@ class AlertSettings:
 
 GROUPS = {"ingest": IngestSettings, "signals": SignalSettings, "curation": CurationSettings,
           "curation_rules": CurationRules, "profiles": ProfileSettings,
+          "labeling": LabelingSettings,
           "training": TrainingSettings,
           "serving": ServingSettings, "evaluation": EvaluationSettings, "gate": GateSettings,
           "drift": DriftSettings, "quality": QualitySettings, "monitor": MonitorSettings,
@@ -385,6 +419,7 @@ class Settings:
     curation: CurationSettings = field(default_factory=CurationSettings)
     curation_rules: CurationRules = field(default_factory=CurationRules)
     profiles: ProfileSettings = field(default_factory=ProfileSettings)
+    labeling: LabelingSettings = field(default_factory=LabelingSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
     serving: ServingSettings = field(default_factory=ServingSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
@@ -458,6 +493,10 @@ class Settings:
     @property
     def landing_dir(self) -> Path:
         return self.data_dir / "landing"
+
+    @property
+    def labeling_dir(self) -> Path:
+        return self.data_dir / "labeling"
 
     @property
     def models_dir(self) -> Path:

@@ -16,7 +16,7 @@ import duckdb
 
 from flywheel_assets.monitor.alerts import ALERTS_DDL
 
-SCHEMAS = ("raw", "curated", "ml", "monitor")
+SCHEMAS = ("raw", "curated", "label", "ml", "monitor")
 
 # Every table the product writes. Partitioned tables carry `partition_date`.
 TABLES_DDL = """
@@ -76,6 +76,36 @@ CREATE TABLE IF NOT EXISTS curated.item_profiles (
     factors DOUBLE[], content_map DOUBLE[]);
 CREATE TABLE IF NOT EXISTS curated.item_segment_rates (
     partition_date DATE, item_id VARCHAR, segment VARCHAR, rate DOUBLE);
+CREATE TABLE IF NOT EXISTS label.labeling_queue (
+    partition_date DATE, task_key VARCHAR, priority INTEGER, reason VARCHAR,
+    champion_version VARCHAR, champion_score DOUBLE, champion_rank INTEGER,
+    impression_id VARCHAR, request_id VARCHAR, ts TIMESTAMPTZ, user_key VARCHAR,
+    item_id VARCHAR, position INTEGER, propensity DOUBLE, device VARCHAR, country VARCHAR,
+    age_band VARCHAR, signup_date DATE, category VARCHAR, published_date DATE,
+    duration_s DOUBLE, popularity BIGINT, c0 DOUBLE, c1 DOUBLE, c2 DOUBLE, c3 DOUBLE,
+    c4 DOUBLE, c5 DOUBLE, n_interactions INTEGER, signals VARCHAR[], implicit_grade INTEGER,
+    extras VARCHAR);
+CREATE TABLE IF NOT EXISTS label.inbox_files (
+    partition_date DATE, source_file VARCHAR, sha256 VARCHAR, format VARCHAR,
+    rows_read BIGINT, accepted BIGINT, quarantined BIGINT);
+CREATE TABLE IF NOT EXISTS label.annotations (
+    partition_date DATE, task_key VARCHAR, annotator VARCHAR, grade INTEGER,
+    annotation_id VARCHAR, created_at VARCHAR, source_file VARCHAR, source_row BIGINT);
+CREATE TABLE IF NOT EXISTS label.quarantined_labels (
+    partition_date DATE, source_file VARCHAR, source_row BIGINT, task_key VARCHAR,
+    reason VARCHAR, record VARCHAR);
+CREATE TABLE IF NOT EXISTS label.human_labels (
+    partition_date DATE, task_key VARCHAR, grade INTEGER, annotations INTEGER,
+    unanimous BOOLEAN);
+CREATE TABLE IF NOT EXISTS label.gold_set (
+    partition_date DATE, version VARCHAR, rank INTEGER, task_key VARCHAR, reason VARCHAR,
+    failure BOOLEAN, grade INTEGER, impression_id VARCHAR, request_id VARCHAR,
+    user_key VARCHAR, item_id VARCHAR, source_date DATE);
+CREATE TABLE IF NOT EXISTS label.audits (
+    partition_date DATE, gold_version VARCHAR, champion_version VARCHAR,
+    gold_examples BIGINT, human_labels_used BIGINT, champion_auc DOUBLE,
+    human_model_auc DOUBLE, difference_low DOUBLE, difference_high DOUBLE,
+    verdict VARCHAR);
 CREATE TABLE IF NOT EXISTS ml.training_set (
     partition_date DATE, source_date DATE, impression_id VARCHAR, request_id VARCHAR,
     ts TIMESTAMPTZ, user_key VARCHAR, item_id VARCHAR, position INTEGER,

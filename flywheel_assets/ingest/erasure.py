@@ -21,7 +21,7 @@ TOMBSTONE_KEYS = f"(SELECT user_key FROM {TOMBSTONES})"
 def _tables_with(conn: duckdb.DuckDBPyConnection, column: str) -> list[str]:
     rows = conn.execute("""
         SELECT table_schema || '.' || table_name FROM information_schema.columns
-        WHERE column_name = ? AND table_schema IN ('raw', 'curated', 'ml', 'monitor')
+        WHERE column_name = ? AND table_schema IN ('raw', 'curated', 'label', 'ml', 'monitor')
         ORDER BY 1""", [column]).fetchall()
     return [r[0] for r in rows if r[0] != TOMBSTONES]
 

@@ -125,6 +125,15 @@ class WorldConfig:
     arrivals_per_day: float = 0.005
     reserve_users: int = 2500
     oracle_requests: int = 2000
+    # The world's annotators (simulation/annotators.py) answer each day's labelling
+    # queue after a delay: right with probability 1 - annotator_noise (a uniformly
+    # random other grade otherwise), a share of tasks by two annotators (agreement),
+    # a few skipped (cancelled).
+    annotators: int = 4
+    annotator_noise: float = 0.05
+    annotation_delay_days: int = 1
+    annotation_overlap: float = 0.25
+    annotation_cancel_share: float = 0.02
     scenarios: tuple[Scenario, ...] = field(default_factory=tuple)
 
     def __post_init__(self):

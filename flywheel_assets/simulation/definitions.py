@@ -10,7 +10,7 @@ from flywheel_assets.metadata import readable
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.serve.serving import current_policy
 from flywheel_assets.settings import Settings
-from flywheel_assets.simulation import world
+from flywheel_assets.simulation import annotators, world
 from flywheel_assets.simulation.config import Scenario
 
 
@@ -56,6 +56,20 @@ def simulated_traffic(context: dg.AssetExecutionContext, config: SimulatedTraffi
 
 
 @dg.asset(group_name="simulation", partitions_def=daily_partitions, kinds={"python"},
+          deps=[dg.AssetKey("labeling_queue")])
+def simulated_annotations(context: dg.AssetExecutionContext, world_env: WorldResource):
+    """The world's annotators answer the labelling queue written
+    `annotation_delay_days` before this day (`data/labeling/outbox/<day>/tasks.json`),
+    each right with probability 1 - `annotator_noise`, and drop a Label Studio JSON
+    export into `data/labeling/inbox/`, where the day's `human_labels` finds it."""
+    s = world_env.settings
+    directory = world.world_dir(s.data_dir)
+    done = annotators.answer(s.data_dir, directory, world.load_config(directory),
+                             context.partition_key)
+    return dg.MaterializeResult(metadata=readable(**done))
+
+
+@dg.asset(group_name="simulation", partitions_def=daily_partitions, kinds={"python"},
           pool="duckdb", deps=[dg.AssetKey("champion_model"), simulated_traffic])
 def oracle_evaluation(context: dg.AssetExecutionContext, world_env: WorldResource):
     """The champion after the day's rotation, measured against the hidden truth: NDCG@10
@@ -72,8 +86,10 @@ def oracle_evaluation(context: dg.AssetExecutionContext, world_env: WorldResourc
 
 
 simulated_traffic_job = dg.define_asset_job(
-    "simulated_traffic_job", selection=[simulated_traffic], partitions_def=daily_partitions,
-    description="Land one simulated day of traffic served by the current champion.")
+    "simulated_traffic_job", selection=[simulated_traffic, simulated_annotations],
+    partitions_def=daily_partitions,
+    description="Land one simulated day of traffic served by the current champion, and "
+                "the annotators' answers to the queue due that day.")
 oracle_evaluation_job = dg.define_asset_job(
     "oracle_evaluation_job", selection=[oracle_evaluation], partitions_def=daily_partitions,
     description="Measure the current champion against the world's hidden truth.")
@@ -81,7 +97,7 @@ oracle_evaluation_job = dg.define_asset_job(
 
 def build_world_definitions(data_dir: str | None = None) -> dg.Definitions:
     return dg.Definitions(
-        assets=[simulated_traffic, oracle_evaluation],
+        assets=[simulated_traffic, simulated_annotations, oracle_evaluation],
         jobs=[simulated_traffic_job, oracle_evaluation_job],
         resources={"world_env": WorldResource(data_dir=data_dir)},
     )

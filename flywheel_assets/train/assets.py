@@ -21,7 +21,7 @@ class TrainingWindowConfig(dg.Config):
 
 
 @dg.asset(group_name="train", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
-          deps=["curated_feedback", "position_bias", "raw_users", "raw_items"])
+          deps=["curated_feedback", "position_bias", "raw_users", "raw_items", "gold_set"])
 def training_set(context: dg.AssetExecutionContext, config: TrainingWindowConfig,
                  flywheel: FlywheelResource):
     """Rows of the last `training.window_days` of curated feedback (`ml.training_set`),
@@ -31,7 +31,9 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingWindowConfig
     the learning target de-biased by `position_bias` (grade / examination of the row's
     position, weighted by that examination) and a split: `holdout` is the training day
     itself, `train` the days before (capped at `training.max_rows` by a deterministic
-    hash sample). Metadata: the target, the smallest examination weight, the largest
+    hash sample). Examples that are or may become gold (`gold_set`, and the queue's
+    random and contradicted picks: same request and item, or same user and item) are
+    left out. Metadata: the target, the smallest examination weight, the largest
     target and the effective sample size of the weights."""
     s = flywheel.settings
     t = s.training

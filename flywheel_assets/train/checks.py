@@ -4,6 +4,7 @@ import dagster as dg
 
 from flywheel_assets.metadata import recorded_result
 from flywheel_assets.resources import FlywheelResource
+from flywheel_assets.label import gold as gold_lib
 from flywheel_assets.train import training_set as ts_lib
 
 
@@ -22,3 +23,20 @@ def training_set_is_usable(context: dg.AssetCheckExecutionContext,
         return recorded_result(conn, context.partition_key, "training_set",
                                "training_set_is_usable", not problems,
                                "; ".join(problems) or None, metadata=counts)
+
+
+@dg.asset_check(asset="training_set", blocking=True, pool="duckdb",
+                description="No gold example (same request and item, or same user and item) "
+                            "in the training set: the gold set measures what the model never "
+                            "learnt from.")
+def training_set_has_no_gold(context: dg.AssetCheckExecutionContext,
+                             flywheel: FlywheelResource) -> dg.AssetCheckResult:
+    with flywheel.warehouse() as conn:
+        n, examples = gold_lib.leaked(conn, context.partition_key)
+        description = None if not n else (
+            f"{n} training-set rows match gold examples, e.g. impression "
+            f"{examples[0]['impression_id']} ({examples[0]['split']}) = gold task "
+            f"{examples[0]['task_key']} of {examples[0]['version']}")
+        return recorded_result(conn, context.partition_key, "training_set",
+                               "training_set_has_no_gold", not n, description,
+                               metadata={"leaked_rows": n, "examples": examples})

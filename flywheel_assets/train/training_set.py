@@ -15,6 +15,7 @@ import pandas as pd
 
 from flywheel_assets import warehouse
 from flywheel_assets.curate.feedback import consent_logged, consent_sql, latest_snapshot_date
+from flywheel_assets.label.gold import reserved_filter
 
 FIRST_DAY_HOLDOUT_SHARE = 0.2
 # An examination estimate below this (a deep position nobody clicked on the explored
@@ -67,7 +68,8 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
             LEFT JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = $ud
             LEFT JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = $id
             WHERE f.partition_date BETWEEN $ws AND $d
-              AND {consent_sql(consent, consent_logged(conn, users_date))}""",
+              AND {consent_sql(consent, consent_logged(conn, users_date))}
+              AND {reserved_filter("f", partition_date)}""",
                      {"ud": users_date, "id": items_date, "ws": first_day, "d": partition_date})
         earlier = conn.execute(f"SELECT count(*) FROM _window WHERE source_date < DATE "
                                f"'{partition_date}'").fetchone()[0]

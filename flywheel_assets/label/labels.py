@@ -1,0 +1,122 @@
+"""Import the inbox into the warehouse: annotations, quarantine, resolved labels.
+
+A file belongs to the first day whose import saw it (by name and SHA-256, in
+`label.inbox_files`); re-running that day re-imports the same files and gives the same
+tables, and a file already imported on another day is not read again. Files are never
+moved or deleted. Annotations are checked against the queues: a task key no queue
+issued, or an annotator who already labelled the task (in an earlier file, or earlier
+in this one), is quarantined with the reason. Tasks that got annotations on the day
+are resolved (`inbox.resolve`) over all their annotations so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from flywheel_assets import warehouse
+from flywheel_assets.label import inbox
+
+ANNOTATION_COLUMNS = ("task_key", "annotator", "grade", "annotation_id", "created_at",
+                      "source_file", "source_row")
+QUARANTINE_COLUMNS = ("source_file", "source_row", "task_key", "reason", "record")
+
+
+def inbox_files(inbox_dir: Path) -> list[Path]:
+    if not inbox_dir.is_dir():
+        return []
+    return sorted(p for p in inbox_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def import_inbox(conn, inbox_dir: Path, partition_date: str) -> dict:
+    """Import the day's inbox files in one transaction; returns the day's figures."""
+    seen = {(r[0], r[1]): str(r[2]) for r in conn.execute(
+        "SELECT source_file, sha256, partition_date FROM label.inbox_files").fetchall()}
+    files = []
+    for path in inbox_files(inbox_dir):
+        digest = _sha256(path)
+        owner = seen.get((path.name, digest))
+        if owner is None or owner == partition_date:
+            files.append((path, digest))
+    known_tasks = {r[0] for r in conn.execute(
+        "SELECT task_key FROM label.labeling_queue WHERE partition_date <= ?",
+        [partition_date]).fetchall()}
+    labelled = {(r[0], r[1]): r[2] for r in conn.execute(
+        "SELECT task_key, annotator, source_file FROM label.annotations WHERE partition_date < ?",
+        [partition_date]).fetchall()}
+    accepted, quarantined, manifest = [], [], []
+    for path, digest in files:
+        parsed = inbox.parse_file(path)
+        kept = []
+        for a in parsed.annotations:
+            key = (a["task_key"], a["annotator"])
+            if a["task_key"] not in known_tasks:
+                parsed.reject(a["source_row"], f"unknown task {a['task_key']!r}: no labelling "
+                                               f"queue up to {partition_date} issued it",
+                              a, a["task_key"])
+            elif key in labelled:
+                parsed.reject(a["source_row"], f"duplicate: annotator {a['annotator']!r} already "
+                                               f"labelled task {a['task_key']!r} (in "
+                                               f"{labelled[key]})", a, a["task_key"])
+            else:
+                labelled[key] = path.name
+                kept.append(a)
+        accepted += kept
+        quarantined += parsed.quarantined
+        manifest.append({"source_file": path.name, "sha256": digest, "format": parsed.format,
+                         "rows_read": len(kept) + len(parsed.quarantined),
+                         "accepted": len(kept), "quarantined": len(parsed.quarantined)})
+    day = pd.Timestamp(partition_date).date()
+    frames = {
+        "label.annotations": pd.DataFrame(accepted, columns=list(ANNOTATION_COLUMNS)),
+        "label.quarantined_labels": pd.DataFrame(quarantined, columns=list(QUARANTINE_COLUMNS)),
+        "label.inbox_files": pd.DataFrame(manifest, columns=["source_file", "sha256", "format",
+                                                              "rows_read", "accepted", "quarantined"]),
+    }
+    with warehouse.transaction(conn):
+        for table, frame in frames.items():
+            conn.register("_rows", frame.assign(partition_date=day))
+            try:
+                warehouse.replace_partition(conn, table, partition_date, "SELECT * FROM _rows")
+            finally:
+                conn.unregister("_rows")
+        resolved = resolve_day(conn, partition_date)
+    everything = conn.execute("SELECT task_key, annotator, grade FROM label.annotations "
+                              "WHERE partition_date <= ?", [partition_date]).df()
+    today = everything[everything["task_key"].isin({a["task_key"] for a in accepted})]
+    reasons = pd.Series([q["reason"].split(":")[0] for q in quarantined], dtype=object)
+    return {"files": len(files), "rows_read": len(accepted) + len(quarantined),
+            "accepted": len(accepted), "quarantined": len(quarantined),
+            "quarantine_reasons": reasons.value_counts().to_dict(),
+            "labels": resolved, "agreement_alpha": inbox.agreement(everything),
+            "agreement_alpha_today": inbox.agreement(today),
+            "files_detail": manifest}
+
+
+def resolve_day(conn, partition_date: str) -> int:
+    """One resolved label per task annotated on the day (inside the caller's
+    transaction); returns how many."""
+    rows = conn.execute("""
+        SELECT task_key, list(grade ORDER BY annotator) AS grades
+        FROM label.annotations
+        WHERE partition_date <= $d
+          AND task_key IN (SELECT task_key FROM label.annotations WHERE partition_date = $d)
+        GROUP BY task_key ORDER BY task_key""", {"d": partition_date}).fetchall()
+    frame = pd.DataFrame({
+        "task_key": [r[0] for r in rows],
+        "grade": [inbox.resolve(r[1]) for r in rows],
+        "annotations": [len(r[1]) for r in rows],
+        "unanimous": [len(set(r[1])) == 1 for r in rows],
+    })
+    conn.register("_labels", frame.assign(partition_date=pd.Timestamp(partition_date).date()))
+    try:
+        return warehouse.replace_partition(conn, "label.human_labels", partition_date,
+                                           "SELECT * FROM _labels")
+    finally:
+        conn.unregister("_labels")
