@@ -230,11 +230,6 @@ class LabelingSettings:
     # The day's rows the strategies look at (a seeded sample beyond).
     max_candidates: int = 20_000
     committee_size: int = 5
-    # Gold-set metrics count (and guard the gate) from this many gold examples with
-    # both kinds of label; the candidate's gold AUC may not fall more than the
-    # tolerance below the champion's.
-    min_gold_examples: int = 50
-    gold_tolerance: float = 0.03
     # The audit (a model trained on human labels only vs the champion, on the gold set)
     # runs when this many days passed since the last one.
     audit_every_days: int = 7
@@ -328,6 +323,11 @@ class GateSettings:
     # The holdout fallback decides only on this many requests that can rank (two
     # examined items of different grades); fewer is "no information".
     min_informative_requests: int = 50
+    # The gold-set guard: from this many gold examples (with both kinds of human label),
+    # the lower end of the paired interval of the candidate's gold AUC minus the
+    # champion's may not fall below -gold_tolerance.
+    min_gold_examples: int = 50
+    gold_tolerance: float = 0.03
 
     def __post_init__(self):
         if self.rule not in GATE_RULES:

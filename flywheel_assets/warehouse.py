@@ -113,7 +113,7 @@ CREATE TABLE IF NOT EXISTS ml.training_set (
     signup_date DATE, category VARCHAR, published_date DATE, duration_s DOUBLE,
     popularity BIGINT, c0 DOUBLE, c1 DOUBLE, c2 DOUBLE, c3 DOUBLE, c4 DOUBLE,
     c5 DOUBLE, n_interactions INTEGER, label_grade INTEGER, weight DOUBLE,
-    target DOUBLE, split VARCHAR, extras VARCHAR);
+    target DOUBLE, split VARCHAR, extras VARCHAR, human_grade INTEGER);
 CREATE TABLE IF NOT EXISTS ml.model_registry (
     version VARCHAR, partition_date DATE, created_at TIMESTAMPTZ, path VARCHAR,
     parent_version VARCHAR, train_rows BIGINT, window_start DATE, window_end DATE,
@@ -167,7 +167,7 @@ ADDED_COLUMNS = {
                                 "grade": "INTEGER", "extras": "VARCHAR"},
     "curated.curated_feedback": {"explored": "BOOLEAN", "signals": "VARCHAR[]",
                                  "grade": "INTEGER", "extras": "VARCHAR"},
-    "ml.training_set": {"extras": "VARCHAR"},
+    "ml.training_set": {"extras": "VARCHAR", "human_grade": "INTEGER"},
 }
 
 

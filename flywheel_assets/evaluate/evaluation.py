@@ -268,6 +268,8 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
               "catalogue_size": int(catalogue), "examination": examination,
               **evaluate(holdout, models, k, positive, engagement, e.bootstrap_samples,
                          settings.gate.confidence)}
+    with connect() as conn:
+        record["gold"] = gold_metrics(conn, settings, day, models)
     if logged is not None and logged.log.n_requests:
         record["off_policy"] = value_day(logged, models, settings, k, examination, catalogue,
                                          engagement, draws=draws)
@@ -278,6 +280,32 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
     with connect() as conn:
         record_evaluation(conn, record, written["dir"])
     return {**record, "report": written}
+
+
+def gold_metrics(conn, settings, partition_date: str, models: dict) -> dict | None:
+    """Each model's AUC on the day's gold set (relevant by human label against not
+    relevant) and the paired bootstrap interval of each contender minus the champion;
+    None before a gold version exists."""
+    from flywheel_assets.label import gold as gold_lib
+
+    rows = gold_lib.gold_rows(conn, partition_date)
+    if rows.empty:
+        return None
+    rows = feats.attach_profiles(conn, rows)
+    relevant = rows["human_grade"].to_numpy() >= settings.labeling.relevant_grade
+    derived = feats.derive(rows)
+    scores = {name: model_lib.score(m, rows, derived) for name, m in models.items()}
+    out = {"version": str(rows["version"].iloc[0]), "examples": len(rows),
+           "relevant": int(relevant.sum()), "failures": int(rows["failure"].sum()),
+           **{name: gold_lib.auc(s, relevant) for name, s in scores.items()}}
+    if "champion" in scores and relevant.any() and not relevant.all():
+        for name in scores.keys() - {"champion"}:
+            low, high = gold_lib.paired_auc_interval(
+                scores[name], scores["champion"], relevant,
+                settings.evaluation.bootstrap_samples, settings.gate.confidence)
+            out[f"{name}_vs_champion"] = {"difference": out[name] - out["champion"],
+                                          "ci_low": low, "ci_high": high}
+    return out
 
 
 def with_profiles(conn, holdout: pd.DataFrame | None,
@@ -377,6 +405,11 @@ def headline_figures(record: dict) -> dict:
     ope = record["off_policy"] or {"policies": {}}
     figures = {"k": record.get("k"), "logged_requests": ope.get("requests", 0),
                "candidate_holdout_ndcg_at_k": record["holdout"]["candidate"]["ndcg_at_k"]}
+    gold = record.get("gold")
+    if gold:
+        figures |= {"gold_version": gold["version"], "gold_examples": gold["examples"],
+                    **{f"{name}_gold_auc": gold.get(name) for name in ("candidate", "champion")
+                       if name in gold}}
     for name, p in ope["policies"].items():
         figures[f"{name}_dr_value"] = p["dr"]["value"]
         figures[f"{name}_trusted"] = p["trusted"]

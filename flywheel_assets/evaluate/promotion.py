@@ -46,7 +46,8 @@ from flywheel_assets.train import model_store
 # The promotion rule's thresholds are the `gate` group of the settings.
 GatePolicy = GateSettings
 # Blocking data checks the decision rests on, and the gate itself.
-DATA_CHECKS = [*INGEST_CHECKS, ("training_set", "training_set_is_usable")]
+DATA_CHECKS = [*INGEST_CHECKS, ("training_set", "training_set_is_usable"),
+               ("training_set", "training_set_has_no_gold")]
 GATE = ("model_evaluation", "promotion_gate")
 RERUN = "the candidate is already the champion in service (a re-run); the gate does not demote"
 
@@ -147,6 +148,15 @@ def guards(record: dict, policy: GatePolicy, contender: str = "candidate") -> li
         out.append({"guard": f"slice {name} ndcg_at_k", "candidate": s[contender],
                     "champion": s["champion"], "limit": limit, "requests": s["requests"],
                     "ok": bool(s[contender] >= limit), "rule": ">="})
+    gold = record.get("gold") or {}
+    paired = gold.get(f"{contender}_vs_champion")
+    if paired is not None and gold["examples"] >= policy.min_gold_examples:
+        out.append({"guard": "gold_set auc", "candidate": gold[contender],
+                    "champion": gold["champion"], "limit": -policy.gold_tolerance,
+                    "difference_ci_low": paired["ci_low"], "examples": gold["examples"],
+                    "version": gold["version"],
+                    "ok": bool(paired["ci_low"] >= -policy.gold_tolerance),
+                    "rule": "difference's lower bound >="})
     return out
 
 

@@ -120,7 +120,9 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
                                   [date]).fetchone()
         drift_row = conn.execute("SELECT dataset_drift, columns FROM monitor.drift_reports "
                                  "WHERE partition_date = ?", [date]).fetchone()
+        people = _labels_day(conn, date)
     metrics = json.loads(evaluation[0]) if evaluation else {}
+    gold = metrics.get("gold") or {}
     slices = metrics.get("slices") or {}
     return {
         "date": date,
@@ -155,11 +157,50 @@ def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> di
                                       "new_items_oracle_panel", "new_users_oracle_panel")},
         # The audience of a responsive world (simulation/engagement.py).
         **{k: oracle.get(k) for k in AUDIENCE},
+        # People in the loop (label/): the day's queue, the labels that came back, the
+        # gold set and what the champion scores on it, and the audit's verdict.
+        **people,
+        "champion_gold_auc": gold.get("champion"), "candidate_gold_auc": gold.get("candidate"),
         "decision": json.loads(promo[3]) if promo else ["rotation did not reach the gate"],
         "gate_decision": oracle.get("gate_decision"),
         "drift": _drift(drift_row),
         "rotation_succeeded": run_ok,
     }
+
+
+def _labels_day(conn, date: str) -> dict:
+    from flywheel_assets.label import gold as gold_lib
+    from flywheel_assets.label import inbox
+
+    requested, returned, quarantined = conn.execute("""
+        SELECT (SELECT count(*) FROM label.labeling_queue WHERE partition_date = $d),
+               (SELECT count(*) FROM label.annotations WHERE partition_date = $d),
+               (SELECT count(*) FROM label.quarantined_labels WHERE partition_date = $d)""",
+                                                    {"d": date}).fetchone()
+    version = gold_lib.current_version(conn, date)
+    size = conn.execute("SELECT count(*) FROM label.gold_set WHERE version = ?",
+                        [version]).fetchone()[0] if version else 0
+    audit = conn.execute("SELECT verdict FROM label.audits WHERE partition_date = ?",
+                         [date]).fetchone()
+    annotations = conn.execute("SELECT task_key, annotator, grade FROM label.annotations "
+                               "WHERE partition_date <= ?", [date]).df()
+    return {"labels_requested": int(requested), "labels_returned": int(returned),
+            "labels_quarantined": int(quarantined), "gold_version": version,
+            "gold_set_size": int(size), "annotator_agreement_alpha": inbox.agreement(annotations),
+            "audit_verdict": audit[0] if audit else "not due"}
+
+
+def labels_line(records: list[dict]) -> str:
+    last = records[-1]
+    audits = [f"{r['date']} {r['audit_verdict']}" for r in records
+              if r.get("audit_verdict") not in (None, "not due")]
+    return (f"{sum(r.get('labels_requested', 0) for r in records)} labels requested, "
+            f"{sum(r.get('labels_returned', 0) for r in records)} returned, "
+            f"{sum(r.get('labels_quarantined', 0) for r in records)} quarantined; gold set "
+            f"{last.get('gold_set_size', 0)} ({last.get('gold_version') or 'none'}), champion "
+            f"gold AUC {_fmt(last.get('champion_gold_auc'))}, annotator agreement alpha "
+            f"{_fmt(last.get('annotator_agreement_alpha'))}; audits: "
+            + ("; ".join(audits) or "none yet"))
 
 
 AUDIENCE = ("active_users", "requests", "engagement_per_request", "monotony",
@@ -378,6 +419,7 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
                   f"requests {first['requests']} -> {last['requests']}, engagement per request "
                   f"{first['engagement_per_request']:.3f} -> {last['engagement_per_request']:.3f}, "
                   f"{last['churned_total']} churned in all")
+        print("  people in the loop: " + labels_line(records))
         print(f"  rows: {sum(r['accepted'] for r in records)} accepted, "
               f"{sum(r['quarantined'] for r in records)} quarantined, "
               f"{sum(r['erased'] for r in records)} erased on deletion requests")

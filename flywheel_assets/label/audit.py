@@ -45,7 +45,7 @@ def run_audit(conn, settings, partition_date: str) -> dict:
         return record
     truth = selection.relevant(gold["human_grade"], lab.relevant_grade).astype(bool)
     y = selection.relevant(train["human_grade"], lab.relevant_grade) if len(train) else np.empty(0)
-    if len(gold) < lab.min_gold_examples or truth.all() or not truth.any() \
+    if len(gold) < settings.gate.min_gold_examples or truth.all() or not truth.any() \
             or not selection.can_learn(y, lab.min_labels):
         return record
     use = settings.profiles.enabled

@@ -28,15 +28,16 @@ POOL_COLUMNS = ("impression_id", "request_id", "ts", "user_key", "item_id", "pos
 
 
 def day_pool(conn, partition_date: str, max_rows: int) -> pd.DataFrame:
-    """The day's labellable examples: training-set rows of the day itself (never a gold
-    example: the training set leaves those out) with their logged signals."""
+    """The day's labellable examples: the training set's holdout rows of the day itself
+    (no model learnt from them yet; never a gold example: the training set leaves those
+    out) with their logged signals."""
     columns = ", ".join(f"t.{c}" for c in POOL_COLUMNS)
     return conn.execute(f"""
         SELECT {columns}, f.signals, t.label_grade AS implicit_grade
         FROM ml.training_set t
         JOIN curated.curated_feedback f
           ON f.partition_date = t.source_date AND f.impression_id = t.impression_id
-        WHERE t.partition_date = $d AND t.source_date = $d
+        WHERE t.partition_date = $d AND t.source_date = $d AND t.split = 'holdout'
         ORDER BY hash(t.impression_id), t.impression_id LIMIT {int(max_rows)}""",
                         {"d": partition_date}).df()
 

@@ -65,7 +65,9 @@ def flywheel_health(context: dg.AssetExecutionContext, flywheel: FlywheelResourc
     partitions it learnt from (each landed, its training set present). Fast: hours from
     the newest day it learnt from landing to that champion being in service. Plus the
     quality trend of the model in service over the last rotations (its off-policy value
-    on each day's logs): improving, saturating or degrading. Chart and verdict in the
+    on each day's logs): improving, saturating or degrading. And what each signal type
+    says about people's judgement on the gold set's random slice (agreement, mutual
+    information). Chart and verdict in the
     metadata; a row per day in `monitor.flywheel_health`."""
     health = loop_health.assess_day(flywheel.warehouse, flywheel.settings, context.partition_key)
     return dg.MaterializeResult(metadata=readable(
@@ -73,4 +75,5 @@ def flywheel_health(context: dg.AssetExecutionContext, flywheel: FlywheelResourc
         loop_closed=health["loop_closed"]["ok"],
         event_to_champion_hours=health["event_to_champion_hours"],
         quality_trend=health["quality_trend"]["trend"],
+        signals_against_human_labels=health["signals_against_human_labels"],
         summary=dg.MetadataValue.md(health["summary"]), details=health["details"]))

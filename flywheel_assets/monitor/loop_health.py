@@ -141,6 +141,19 @@ def _days(start: str, end: str) -> list[str]:
     return [(a + dt.timedelta(days=i)).isoformat() for i in range((b - a).days + 1)]
 
 
+def human_signal_validity(conn, settings: Settings, partition_date: str) -> dict:
+    """What each logged signal says about people's judgement, on the gold set's random
+    control slice (label/gold.py `signal_validity`); empty before a gold version."""
+    from flywheel_assets.label import gold as gold_lib
+
+    rows = gold_lib.gold_rows(conn, partition_date)
+    if rows.empty:
+        return {"examples": 0, "signals": {}}
+    return {"gold_version": str(rows["version"].iloc[0]),
+            **gold_lib.signal_validity(rows, settings.signals.grades,
+                                       settings.labeling.relevant_grade)}
+
+
 def assess_day(connect, settings: Settings, partition_date: str) -> dict:
     """The loop's health after the day's rotation, recorded in `monitor.flywheel_health`:
     signal valid, loop closed, event → champion hours, the quality trend of the model in
@@ -156,6 +169,7 @@ def assess_day(connect, settings: Settings, partition_date: str) -> dict:
         trained = {str(r[0]) for r in conn.execute(
             "SELECT DISTINCT partition_date FROM ml.training_set").fetchall()}
         series = in_service_series(conn, day, m.chart_rotations)
+        against_people = human_signal_validity(conn, settings, day)
     valid = signal_valid(evaluation)
     closed = loop_closed(card, landed, trained)
     landed_at = None
@@ -178,6 +192,7 @@ def assess_day(connect, settings: Settings, partition_date: str) -> dict:
             "details": json.dumps(details, default=str), "computed_at": warehouse.now()})
     return {"verdict": verdict, "signal_valid": valid, "loop_closed": closed,
             "event_to_champion_hours": hours, "quality_trend": trend,
+            "signals_against_human_labels": against_people,
             "details": json.loads(json.dumps(details, default=str)),
             "summary": _summary(verdict, valid, closed, hours, trend, series)}
 

@@ -236,4 +236,44 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext):
             partition_date=day, run_id=run.run_id)))
 
 
-SENSORS = [landing_sensor, drift_sensor, quality_sensor, run_failure_alert_sensor]
+@dg.sensor(jobs=[retrain_job], minimum_interval_seconds=TICK_SECONDS,
+           default_status=RUNNING,
+           description="`labeling.retrain_after_labels` new human labels imported outside the "
+                       "daily rotation (`human_labels` materialised on its own) since the last "
+                       "retrain it asked for → `retrain_job` on that day (trigger=labels): "
+                       "labelled rows learn people's grades.")
+def labels_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
+    s = flywheel.settings
+    state = json.loads(context.cursor) if context.cursor else {"after": None, "pending": 0}
+    records = context.instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("human_labels"), after_storage_id=state["after"],
+        after_timestamp=None if state["after"] else time.time() - s.monitor.sensor_lookback_seconds),
+        limit=100, ascending=True).records
+    requests = []
+    for record in records:
+        mat = record.asset_materialization
+        run = context.instance.get_run_by_id(record.run_id)
+        # A rotation imports the day's labels before its own training set: only labels
+        # imported by other runs (the UI, a backfill of human_labels) wait for training.
+        trained = run is not None and run.job_name == daily_rotation_job.name
+        pending = state["pending"] + (int(mat.metadata["new_labels"].value)
+                                      if "new_labels" in mat.metadata and not trained else 0)
+        if pending >= s.labeling.retrain_after_labels:
+            rotation = _rotation_done(context, mat.partition, record.timestamp)
+            if rotation is None:
+                break  # the day's rotation is still running: look again next tick
+            reason = (f"{pending} new human labels since the last labels retrain "
+                      f"(threshold {s.labeling.retrain_after_labels})")
+            requests.append(dg.RunRequest(
+                job_name=retrain_job.name, partition_key=mat.partition,
+                run_key=f"labels:{mat.partition}:{record.storage_id}",
+                tags={TRIGGER: "labels", REASON: reason, AFTER_ROTATION: str(rotation)}))
+            pending = 0
+        state = {"after": record.storage_id, "pending": pending}
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(state),
+                           skip_reason=None if requests else
+                           f"{state['pending']} new human labels (retrain at "
+                           f"{s.labeling.retrain_after_labels})")
+
+
+SENSORS = [landing_sensor, drift_sensor, quality_sensor, labels_sensor, run_failure_alert_sensor]

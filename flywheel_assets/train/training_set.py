@@ -15,9 +15,17 @@ import pandas as pd
 
 from flywheel_assets import warehouse
 from flywheel_assets.curate.feedback import consent_logged, consent_sql, latest_snapshot_date
-from flywheel_assets.label.gold import reserved_filter
+from flywheel_assets.label.gold import GOLD_IN, reserved_filter
 
 FIRST_DAY_HOLDOUT_SHARE = 0.2
+# People's grades of the examples active learning chose (never gold), as of the day: a
+# labelled row learns the human grade, unweighted (a person examined it), instead of the
+# implicit one.
+HUMAN_GRADES = f"""
+    SELECT q.impression_id, arg_max(h.grade, h.partition_date) AS human_grade
+    FROM label.human_labels h JOIN label.labeling_queue q USING (task_key)
+    WHERE h.partition_date <= $d AND q.reason NOT IN ({GOLD_IN})
+    GROUP BY q.impression_id"""
 # An examination estimate below this (a deep position nobody clicked on the explored
 # slates) is taken as this: a target is at most 100 × its grade.
 MIN_EXAMINATION = 0.01
@@ -36,7 +44,8 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
     of rows is Σ grade / Σ θ (observed over expected examination), without the clip an
     unweighted 1/θ needs: a row of a rarely examined position weighs as little as it
     tells. θ is floored at ``MIN_EXAMINATION``. `flywheel benchmark target` measured it against grade × min(1/θ, 10)
-    (README). With IPS off, weight 1 and target = grade.
+    (README). With IPS off, weight 1 and target = grade. A row people labelled (an
+    example active learning chose; `label`) learns their grade with weight 1.
 
     User and item attributes come from the snapshots when the product lands them (NULL
     otherwise); the extra columns of the impression, the user and the item are merged
@@ -60,11 +69,14 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                    f.propensity, f.device, u.country, u.age_band, u.signup_date,
                    it.category, it.published_date, it.duration_s, it.popularity,
                    it.c0, it.c1, it.c2, it.c3, it.c4, it.c5, f.n_interactions,
-                   f.grade AS label_grade, {weight} AS weight,
+                   coalesce(h.human_grade, f.grade) AS label_grade,
+                   CASE WHEN h.human_grade IS NULL THEN {weight} ELSE 1.0 END AS weight,
+                   h.human_grade,
                    {warehouse.merged_extras("u", "it", "f")} AS extras
             FROM curated.curated_feedback f
             LEFT JOIN curated.position_bias pb
                    ON pb.partition_date = $d AND pb.position = f.position
+            LEFT JOIN ({HUMAN_GRADES}) h ON h.impression_id = f.impression_id
             LEFT JOIN raw.users u ON u.user_key = f.user_key AND u.partition_date = $ud
             LEFT JOIN raw.items it ON it.item_id = f.item_id AND it.partition_date = $id
             WHERE f.partition_date BETWEEN $ws AND $d
@@ -99,6 +111,9 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
             FROM ml.training_set WHERE partition_date = ? AND split = 'train'""",
                            [partition_date]).fetchone()
         ess = effective_sample_size(conn, partition_date)
+        human = conn.execute("SELECT count(*) FROM ml.training_set WHERE partition_date = ? "
+                             "AND split = 'train' AND human_grade IS NOT NULL",
+                             [partition_date]).fetchone()[0]
         grades = dict(conn.execute("SELECT label_grade, count(*) FROM ml.training_set WHERE "
                                    "partition_date = ? GROUP BY 1 ORDER BY 1",
                                    [partition_date]).fetchall())
@@ -114,7 +129,7 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
                        else "label_grade"),
             "min_examination": float(ips[1] or 0.0) if identified else 1.0,
             "max_target": float(ips[2] or 0.0),
-            "effective_sample_size": ess,
+            "effective_sample_size": ess, "human_labelled_rows": human,
             "effective_sample_share": ess / ips[0] if ips[0] else 0.0}
 
 
