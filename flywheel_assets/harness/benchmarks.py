@@ -34,6 +34,9 @@ champion (and the popularity policy) against the truth on the cold-start slices:
 oracle's panel ranking pools of items at most 7 days old, and the users who joined in
 the last 14 days ranking ordinary pools (`simulation/oracle.cold_start`).
 
+``flywheel benchmark labels --noise P``: human labels needed to reach a target gold-set
+accuracy with active selection vs random selection (`labels_benchmark`).
+
 ``--jobs 2`` runs the two arms of loops, signal and compounding side by side, each in
 its own process (its log in its directory).
 """
@@ -48,7 +51,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from flywheel_assets.harness import gate_benchmark, profile_cost, target_benchmark
+from flywheel_assets.harness import gate_benchmark, labels_benchmark, profile_cost, target_benchmark
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation.config import WorldConfig
 
@@ -61,14 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=["signal", "loops", "gate", "target", "compounding",
-                                    "profiles", "cold-start"],
+                                    "profiles", "cold-start", "labels"],
                    help="signal: full loop vs --no-ips --no-filters; "
                         "loops: guarded loop vs --epsilon 0 --no-rerank; "
                         "compounding: profiles from feedback vs --no-profiles; "
                         "profiles: seconds and peak memory of a day's profiles; "
                         "cold-start: finished runs' champions on fresh items and new users; "
                         "gate: the gate's error rates against the truth; "
-                        "target: training targets compared on a finished demo run")
+                        "target: training targets compared on a finished demo run; "
+                        "labels: human labels needed with active vs random selection")
     p.add_argument("--profile", choices=["default", "carousel"], default="default",
                    help="compounding: the product to run (default: the media feed)")
     p.add_argument("--days", type=int, help="simulated days (default: 14 for signal and "
@@ -79,6 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="runs go to <data dir>/benchmarks/<name>/{full,naive}")
     gate_benchmark.add_arguments(p)
     profile_cost.add_arguments(p)
+    labels_benchmark.add_arguments(p)
     p.set_defaults(func=_main)
 
 
@@ -89,7 +94,8 @@ def _fmt(value) -> str:
 def _main(args: argparse.Namespace) -> int:
     return {"loops": _loops, "signal": _signal, "gate": gate_benchmark.main,
             "target": target_benchmark.main, "compounding": _compounding,
-            "profiles": profile_cost.main, "cold-start": _cold_start}[args.name](args)
+            "profiles": profile_cost.main, "cold-start": _cold_start,
+            "labels": labels_benchmark.main}[args.name](args)
 
 
 def _arm(data_dir: str, overrides: dict, config: WorldConfig, days: int, log: bool) -> dict:

@@ -137,3 +137,22 @@ def test_quality_sensor_leaves_a_drifted_day_to_the_drift_sensor(instance, tmp_p
     fired = _tick(sensors.quality_sensor, instance, tmp_path)
     assert [r.job_name for r in fired.run_requests] == ["record_alert_job"]
     assert fired.run_requests[0].tags["trigger"] == "quality"
+
+
+def test_labels_sensor_retrains_once_enough_labels_arrived_outside_the_rotation(instance, tmp_path):
+    threshold = Settings.from_env(tmp_path).labeling.retrain_after_labels
+    _report(instance, "human_labels", "2026-01-05", new_labels=dg.MetadataValue.int(threshold - 10))
+    _report(instance, "flywheel_health", "2026-01-05")
+    below = _tick(sensors.labels_sensor, instance, tmp_path)
+    assert not below.run_requests and f"{threshold - 10} new human labels" in below.skip_reason.skip_message
+    _report(instance, "human_labels", "2026-01-06", new_labels=dg.MetadataValue.int(25))
+    # The day's rotation has not finished: wait, keeping the count.
+    waiting = _tick(sensors.labels_sensor, instance, tmp_path, below.cursor)
+    assert not waiting.run_requests
+    _report(instance, "flywheel_health", "2026-01-06")
+    fired = _tick(sensors.labels_sensor, instance, tmp_path, waiting.cursor)
+    assert [(r.job_name, r.partition_key) for r in fired.run_requests] == [("retrain_job", "2026-01-06")]
+    assert fired.run_requests[0].tags["trigger"] == "labels"
+    assert f"{threshold + 15} new human labels" in fired.run_requests[0].tags["flywheel/reason"]
+    again = _tick(sensors.labels_sensor, instance, tmp_path, fired.cursor)
+    assert not again.run_requests and "0 new human labels" in again.skip_reason.skip_message
