@@ -12,8 +12,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PRODUCT_ASSETS = {"raw_impressions", "raw_interactions", "quarantined_events", "raw_users",
                   "raw_items", "feedback_events", "curated_feedback", "training_set",
                   "candidate_model", "model_evaluation", "champion_model", "raw_candidates",
-                  "drift_report", "flywheel_health"}
-GROUPS = {"ingest", "curate", "train", "evaluate", "monitor"}
+                  "drift_report", "flywheel_health", "labeling_queue", "human_labels",
+                  "gold_set", "human_audit"}
+GROUPS = {"ingest", "curate", "label", "train", "evaluate", "monitor"}
 
 
 def _keys(defs: dg.Definitions) -> dict[str, object]:
@@ -35,11 +36,12 @@ def test_product_location_has_every_named_part(tmp_path):
                       "quarantine_share_below_threshold"):
             assert f"{table}:{check}" in checks
     assert "training_set:training_set_is_usable" in checks
+    assert "training_set:training_set_has_no_gold" in checks
     assert "model_evaluation:promotion_gate" in checks
     assert "champion_model:concentration_not_rising" in checks
     sensors = {s.name: s for s in defs.sensors}
     assert set(sensors) >= {"landing_sensor", "drift_sensor", "quality_sensor",
-                            "run_failure_alert_sensor"}
+                            "labels_sensor", "run_failure_alert_sensor"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
     retrain = defs.resolve_job_def("retrain_job")
     assert {c.name for c in retrain.asset_layer.asset_graph.asset_check_keys} >= {

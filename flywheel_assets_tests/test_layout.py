@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "flywheel_assets"
-STAGES = ("ingest", "curate", "train", "evaluate", "serve", "monitor")
+STAGES = ("ingest", "curate", "label", "train", "evaluate", "serve", "monitor")
 OUTSIDE_THE_PRODUCT = ("simulation", "harness")
 # The only files that may import Dagster: each stage's thin Dagster files, and the
 # shared plumbing that wires them.
