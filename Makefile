@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles drill clean
+.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles drill clean label-studio-install label-studio
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -43,7 +43,7 @@ browser:
 
 # Everything (what CI runs): the live Dagster instance, the browser and the end-to-end
 # demo included.
-test: install browser
+test: install browser label-studio-install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The inner loop: every test but those marked slow (live instance, browser, demo).
@@ -76,6 +76,33 @@ benchmark-gate: install
 # prints drift_to_decision_seconds=<N> last.
 drill: install
 	$(BIN)/flywheel drill drift
+
+# Label Studio (the labelling tool) in its own venv: its dependencies clash with ours, so
+# it never goes into $(VENV). Pinned: the integration test checks this version's API.
+LS_VENV := .venv-label-studio
+
+$(LS_VENV)/bin/label-studio:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "needs $(PYTHON) (Python 3.11); set PYTHON=..."; exit 1; }
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet "label-studio==1.23.2"
+	@touch $@
+
+label-studio-install: $(LS_VENV)/bin/label-studio
+
+# A local Label Studio at http://127.0.0.1:8080 (data in $(FLYWHEEL_DATA_DIR)/label_studio).
+# LABEL_STUDIO_TOKEN (6-40 characters, your own secret) becomes the admin's API token on
+# the first start of that data dir; log in to the UI as admin@example.com with it as password
+# (or set LABEL_STUDIO_USERNAME / LABEL_STUDIO_PASSWORD).
+#   export LABEL_STUDIO_TOKEN=...; make label-studio                          # terminal 1
+# Then, in another terminal with the same LABEL_STUDIO_TOKEN and FLYWHEEL_DATA_DIR:
+#   $(BIN)/python -m flywheel_assets.label.studio push --date 2026-01-05     # the day's queue -> project
+#   ... annotate in the browser ...
+#   $(BIN)/python -m flywheel_assets.label.studio pull                       # export -> data/labeling/inbox/
+# The next rotation's human_labels imports the inbox.
+label-studio: install label-studio-install
+	@test -n "$$LABEL_STUDIO_TOKEN" || { echo "set LABEL_STUDIO_TOKEN (6-40 characters; the API token of Label Studio's admin) and run make label-studio again"; exit 1; }
+	$(BIN)/python -m flywheel_assets.label.studio serve
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -33,7 +33,7 @@ def rotated(tmp_path_factory):
 def _text_columns(conn):
     return conn.execute("""
         SELECT table_schema || '.' || table_name, column_name FROM information_schema.columns
-        WHERE table_schema IN ('raw', 'curated', 'ml', 'monitor') AND data_type = 'VARCHAR'
+        WHERE table_schema IN ('raw', 'curated', 'label', 'ml', 'monitor') AND data_type = 'VARCHAR'
     """).fetchall()
 
 

@@ -64,6 +64,15 @@ def erase_deleted_users(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
             json_extract_string(record, '$.user_key') IN {TOMBSTONE_KEYS}
             OR json_extract_string(record, '$.impression_id') IN
                (SELECT impression_id FROM _gone_impressions)""", landing_rows)
+        # People's labels of the user's examples (keyed by task, not user), and
+        # quarantined label rows that carry the user's key in their record.
+        tasks = f"task_key IN (SELECT task_key FROM label.labeling_queue WHERE user_key IN {TOMBSTONE_KEYS})"
+        for table in ("label.annotations", "label.human_labels"):
+            erased[table] = _delete(conn, table, tasks, landing_rows)
+        erased["label.quarantined_labels"] = _delete(conn, "label.quarantined_labels", f"""
+            {tasks} OR EXISTS (SELECT 1 FROM {TOMBSTONES} d
+                               WHERE contains(label.quarantined_labels.record, d.user_key))""",
+                                                     landing_rows)
         for table in keyed:
             erased[table] = _delete(conn, table, f"user_key IN {TOMBSTONE_KEYS}", landing_rows)
         conn.execute("DROP TABLE _gone_impressions")

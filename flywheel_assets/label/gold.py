@@ -60,7 +60,8 @@ def cut_version(conn, partition_date: str, relevant_grade: int) -> dict:
             SELECT q.task_key, q.reason, l.grade, q.impression_id, q.request_id, q.user_key,
                    q.item_id, q.partition_date AS source_date,
                    q.reason = 'contradicted'
-                     OR ((q.champion_score >= $r - 0.5) <> (l.grade >= $r)) AS failure
+                     OR coalesce((q.champion_score >= $r - 0.5) <> (l.grade >= $r), false)
+                     AS failure
             FROM latest l JOIN label.labeling_queue q USING (task_key)
             WHERE q.reason IN ({GOLD_IN}) AND q.partition_date <= $d)
         SELECT DATE '{partition_date}' AS partition_date, '{version}' AS version,

@@ -32,11 +32,16 @@ def training_set_is_usable(context: dg.AssetCheckExecutionContext,
 def training_set_has_no_gold(context: dg.AssetCheckExecutionContext,
                              flywheel: FlywheelResource) -> dg.AssetCheckResult:
     with flywheel.warehouse() as conn:
-        n, examples = gold_lib.leaked(conn, context.partition_key)
-        description = None if not n else (
-            f"{n} training-set rows match gold examples, e.g. impression "
-            f"{examples[0]['impression_id']} ({examples[0]['split']}) = gold task "
-            f"{examples[0]['task_key']} of {examples[0]['version']}")
+        passed, description, metadata = no_gold(conn, context.partition_key)
         return recorded_result(conn, context.partition_key, "training_set",
-                               "training_set_has_no_gold", not n, description,
-                               metadata={"leaked_rows": n, "examples": examples})
+                               "training_set_has_no_gold", passed, description, metadata=metadata)
+
+
+def no_gold(conn, day: str) -> tuple[bool, str | None, dict]:
+    """The leakage check's verdict on the day's training set."""
+    n, examples = gold_lib.leaked(conn, day)
+    description = None if not n else (
+        f"{n} training-set rows match gold examples, e.g. impression "
+        f"{examples[0]['impression_id']} ({examples[0]['split']}) = gold task "
+        f"{examples[0]['task_key']} of {examples[0]['version']}")
+    return not n, description, {"leaked_rows": n, "examples": examples}

@@ -10,14 +10,13 @@ import pandas as pd
 import pytest
 
 from flywheel_assets import warehouse
-from flywheel_assets.definitions import build_definitions
 from flywheel_assets.evaluate import promotion
 from flywheel_assets.label import selection
 from flywheel_assets.label.outbox import FORMULA_PREFIXES
-from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation import annotators, world
 from flywheel_assets.simulation.config import WorldConfig
+from flywheel_assets.train import checks as train_checks
 from flywheel_assets_tests.helpers import land_day, rotate
 
 DAYS = ["2026-01-01", "2026-01-02", "2026-01-03"]
@@ -47,8 +46,15 @@ def _sql(data_dir, query, params=None):
 def test_the_queue_spends_its_budget_with_a_random_control_slice(labelled):
     data_dir, *_ = labelled
     queue = _sql(data_dir, "SELECT * FROM label.labeling_queue")
+    erased = set(_sql(data_dir, "SELECT user_key FROM raw.deletion_requests")["user_key"])
     for day, rows in queue.groupby("partition_date"):
-        assert len(rows) == BUDGET, day
+        # The outbox holds the whole queue; the table loses the tasks of users who asked
+        # for erasure since.
+        tasks = json.loads((data_dir / "labeling" / "outbox" / str(day.date()) /
+                            "tasks.json").read_text())
+        assert len(tasks) == BUDGET
+        gone = sum(t["data"]["user_key"] in erased for t in tasks)
+        assert len(rows) == BUDGET - gone, day
         assert (rows["reason"] == "random").sum() >= 0.1 * BUDGET
         assert rows["priority"].tolist() == sorted(rows["priority"])
     # Once people labelled enough, the active strategies choose; before, the champion's
@@ -87,9 +93,13 @@ def test_the_outbox_holds_no_raw_user_id_and_no_formula_cell(labelled):
         assert not any(f'"{raw}"' in text or f",{raw}," in text for raw in raw_ids)
         for row in csv.reader((out / "tasks.csv").read_text().splitlines()[1:]):
             assert not any(cell[:1] in FORMULA_PREFIXES for cell in row)
-        if day != DAYS[0]:
-            assert all(t["predictions"][0]["model_version"] and
+        champion = _sql(data_dir, "SELECT any_value(champion_version) AS v FROM "
+                                  "label.labeling_queue WHERE partition_date = ?", [day])["v"].iloc[0]
+        if champion:
+            assert all(t["predictions"][0]["model_version"] == champion and
                        0 <= t["predictions"][0]["score"] <= 1 for t in tasks)
+        else:  # no model of ours served yet: no guess to show
+            assert not any("predictions" in t for t in tasks)
 
 
 def test_annotators_answers_come_back_counted_resolved_and_agreed(labelled):
@@ -102,11 +112,13 @@ def test_annotators_answers_come_back_counted_resolved_and_agreed(labelled):
         assert row.rows_read == a["answered"]
     labels = _sql(data_dir, "SELECT * FROM label.human_labels")
     queue = _sql(data_dir, "SELECT task_key FROM label.labeling_queue")
-    assert set(labels["task_key"]) <= set(queue["task_key"])
+    # Every label belongs to a queued task (erasure takes both away together).
+    assert len(labels) and set(labels["task_key"]) <= set(queue["task_key"])
     annotations = _sql(data_dir, "SELECT * FROM label.annotations")
     assert annotations.groupby("task_key")["annotator"].nunique().max() == 2
     quarantined = _sql(data_dir, "SELECT reason FROM label.quarantined_labels")
-    assert quarantined["reason"].str.startswith("cancelled").all()
+    assert quarantined["reason"].str.startswith(("cancelled", "unknown task")).all()
+    assert quarantined["reason"].str.startswith("cancelled").any()
 
 
 def test_gold_is_cut_from_control_and_contradicted_labels_and_never_trained_on(labelled):
@@ -150,32 +162,26 @@ def test_evaluation_reports_gold_metrics_and_the_gate_guards_on_them(labelled):
 
 
 def test_a_gold_example_in_the_training_set_fails_the_blocking_check_and_the_gate(labelled):
-    data_dir, instance, overrides, _ = labelled
+    data_dir, *_ = labelled
     day = DAYS[-1]
+    [spec] = train_checks.training_set_has_no_gold.check_specs
+    assert spec.blocking  # a failure stops the rotation before training
     s = Settings.from_env(data_dir)
     with warehouse.connect(s.warehouse_path) as conn:
+        assert train_checks.no_gold(conn, day)[0]
         row = conn.execute("SELECT request_id, user_key, item_id FROM ml.training_set WHERE "
                            "partition_date = ? AND split = 'train' LIMIT 1", [day]).fetchone()
         conn.execute("""INSERT INTO label.gold_set (partition_date, version, rank, task_key,
                         reason, failure, grade, request_id, user_key, item_id)
                         VALUES (?, 'gold-planted', 1, 'planted', 'random', false, 3, ?, ?, ?)""",
                      [day, *row])
-    base = build_definitions(str(data_dir), overrides)
-    check_job = dg.define_asset_job(
-        "leak_check", selection=dg.AssetSelection.checks(
-            dg.AssetCheckKey(dg.AssetKey("training_set"), "training_set_has_no_gold")),
-        partitions_def=daily_partitions)
-    defs = dg.Definitions(assets=base.assets, asset_checks=base.asset_checks, jobs=[check_job],
-                          resources=base.resources)
-    try:
-        result = defs.resolve_job_def("leak_check").execute_in_process(
-            partition_key=day, instance=instance, raise_on_error=False)
-        evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == 1 and not evaluations[0].passed
-        assert "planted" in evaluations[0].description
-        with warehouse.connect(s.warehouse_path) as conn:
+        try:
+            passed, description, metadata = train_checks.no_gold(conn, day)
+            assert not passed and metadata["leaked_rows"] >= 1 and "planted" in description
+            warehouse.record_check(conn, day, "training_set", "training_set_has_no_gold",
+                                   passed, description)
             problems = warehouse.failed_or_missing_checks(conn, day, promotion.DATA_CHECKS)
-        assert any("training_set_has_no_gold" in p for p in problems)
-    finally:
-        with warehouse.connect(s.warehouse_path) as conn:
+            assert any("training_set_has_no_gold" in p for p in problems)
+        finally:
             conn.execute("DELETE FROM label.gold_set WHERE version = 'gold-planted'")
+            warehouse.record_check(conn, day, "training_set", "training_set_has_no_gold", True, None)

@@ -181,3 +181,22 @@ def test_noisy_annotators_err_at_the_configured_rate():
     given = annotators.noisy(grades, 0.2, rng)
     assert abs((given != grades).mean() - 0.2) < 0.01
     assert set(np.unique(given)) == {0, 1, 2, 3}
+
+
+def test_erasure_reaches_the_label_tables(tmp_path):
+    from flywheel_assets.ingest import erasure
+
+    with warehouse.connect(tmp_path / "w.duckdb") as conn:
+        conn.execute("INSERT INTO raw.deletion_requests (user_key) VALUES ('u_gone')")
+        conn.execute("INSERT INTO label.labeling_queue (task_key, user_key, impression_id) "
+                     "VALUES ('t1', 'u_gone', 'i1'), ('t2', 'u_kept', 'i2')")
+        for table in ("label.annotations", "label.human_labels"):
+            conn.execute(f"INSERT INTO {table} (task_key, grade) VALUES ('t1', 1), ('t2', 2)")
+        conn.execute("INSERT INTO label.gold_set (task_key, user_key) VALUES ('t1', 'u_gone')")
+        conn.execute("""INSERT INTO label.quarantined_labels (task_key, record) VALUES
+                        ('nope', '{"data": {"user_key": "u_gone"}}'), ('t2', '{}')""")
+        erasure.erase_deleted_users(conn)
+        for table in ("label.labeling_queue", "label.annotations", "label.human_labels",
+                      "label.quarantined_labels"):
+            assert conn.execute(f"SELECT list(task_key) FROM {table}").fetchone()[0] == ["t2"], table
+        assert conn.execute("SELECT count(*) FROM label.gold_set").fetchone()[0] == 0
