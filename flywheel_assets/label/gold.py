@@ -92,19 +92,22 @@ def gold_rows(conn, partition_date: str, version: str | None = None) -> pd.DataF
         WHERE g.version = ? ORDER BY g.rank""", [version]).df()
 
 
-def reserved_filter(alias: str, partition_date: str) -> str:
+def reserved_filter(alias: str, partition_date: str, same_day: bool = False) -> str:
     """SQL: the rows of ``alias`` that are not, and may not become, gold as of the day
     (same request and item, or same user and item as a gold example, or as a random or
-    contradicted pick of an earlier day's queue). The day's own queue is chosen after
-    its training set, from its rows, so re-running the day's training set gives the
-    same rows."""
+    contradicted pick of an earlier day's queue; of the day's own queue too with
+    ``same_day``). The day's own queue is chosen after its training set, from its
+    holdout: the holdout keeps those rows, so re-running the day's training set gives
+    the same rows, and only the training split (a retrain that learns from part of the
+    day) leaves them out."""
+    before = "<=" if same_day else "<"
     return f"""NOT EXISTS (
         SELECT 1 FROM (SELECT request_id, user_key, item_id FROM label.gold_set
                        WHERE partition_date <= DATE '{partition_date}'
                        UNION
                        SELECT request_id, user_key, item_id FROM label.labeling_queue
                        WHERE reason IN ({GOLD_IN})
-                         AND partition_date < DATE '{partition_date}') _gold
+                         AND partition_date {before} DATE '{partition_date}') _gold
         WHERE _gold.item_id = {alias}.item_id
           AND (_gold.request_id = {alias}.request_id OR _gold.user_key = {alias}.user_key))"""
 

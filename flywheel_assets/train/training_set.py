@@ -99,7 +99,7 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
             SELECT *, label_grade / weight AS target, 'holdout' AS split FROM _window WHERE {holdout}
             UNION ALL BY NAME
             (SELECT *, label_grade / weight AS target, 'train' AS split FROM _window
-             WHERE NOT ({holdout})
+             WHERE NOT ({holdout}) AND {reserved_filter("_window", partition_date, same_day=True)}
              ORDER BY hash(impression_id), impression_id LIMIT {int(max_training_rows)})""")
         stats = conn.execute("""
             SELECT count(*) FILTER (WHERE split = 'train'), count(*) FILTER (WHERE split = 'holdout'),

@@ -185,3 +185,25 @@ def test_a_gold_example_in_the_training_set_fails_the_blocking_check_and_the_gat
         finally:
             conn.execute("DELETE FROM label.gold_set WHERE version = 'gold-planted'")
             warehouse.record_check(conn, day, "training_set", "training_set_has_no_gold", True, None)
+
+
+def test_a_retrain_that_learns_from_the_day_never_trains_on_its_gold_bound_picks(labelled):
+    from flywheel_assets.definitions import build_definitions
+
+    data_dir, instance, overrides, _ = labelled
+    day = DAYS[-1]
+    job = build_definitions(str(data_dir), overrides).resolve_job_def("daily_rotation_job")
+    result = job.execute_in_process(
+        partition_key=day, instance=instance, asset_selection=[dg.AssetKey("training_set")],
+        run_config={"ops": {"training_set": {"config": {"holdout_share": 0.5}}}})
+    assert result.success
+    overlap = _sql(data_dir, f"""
+        SELECT count(*) FILTER (WHERE t.split = 'train') AS train,
+               count(*) FILTER (WHERE t.split = 'holdout') AS holdout
+        FROM ml.training_set t JOIN label.labeling_queue q
+          ON q.item_id = t.item_id AND q.request_id = t.request_id
+        WHERE t.partition_date = DATE '{day}' AND q.partition_date = DATE '{day}'
+          AND q.reason IN ('random', 'contradicted')""")
+    assert overlap["train"].iloc[0] == 0
+    # The day's own picks stay in the holdout they were chosen from (when in its half).
+    assert overlap["holdout"].iloc[0] > 0
