@@ -236,6 +236,19 @@ class LabelingSettings:
     # labels_sensor: this many new human labels since the last training → retrain.
     retrain_after_labels: int = 100
 
+    def __post_init__(self):
+        if self.budget < 0:
+            raise ValueError(f"labeling.budget must be >= 0, got {self.budget}")
+        if not 0.1 <= self.control_share <= 1.0:
+            raise ValueError("labeling.control_share must be in [0.1, 1] (the random control "
+                             f"slice is at least 10%), got {self.control_share}")
+        if not 0.0 <= self.triage_share <= 1.0 - self.control_share:
+            raise ValueError("labeling.triage_share must be in [0, 1 - control_share], got "
+                             f"{self.triage_share}")
+        if not 0 <= self.relevant_grade <= 3:
+            raise ValueError(f"labeling.relevant_grade must be a human grade 0..3, got "
+                             f"{self.relevant_grade}")
+
 
 @dataclass(frozen=True)
 class ServingSettings:

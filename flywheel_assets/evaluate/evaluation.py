@@ -269,7 +269,8 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
               **evaluate(holdout, models, k, positive, engagement, e.bootstrap_samples,
                          settings.gate.confidence)}
     with connect() as conn:
-        record["gold"] = gold_metrics(conn, settings, day, models)
+        record["gold"] = gold_metrics(conn, settings, day, models, {
+            "candidate": candidate, "champion": champion, "pending": pending})
     if logged is not None and logged.log.n_requests:
         record["off_policy"] = value_day(logged, models, settings, k, examination, catalogue,
                                          engagement, draws=draws)
@@ -282,22 +283,30 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
     return {**record, "report": written}
 
 
-def gold_metrics(conn, settings, partition_date: str, models: dict) -> dict | None:
+def gold_metrics(conn, settings, partition_date: str, models: dict,
+                 versions: dict) -> dict | None:
     """Each model's AUC on the day's gold set (relevant by human label against not
-    relevant) and the paired bootstrap interval of each contender minus the champion;
-    None before a gold version exists."""
+    relevant) and the paired bootstrap interval of each contender minus the champion,
+    on the gold examples a comparison can rest on (`gold.judged`: the random control
+    slice, none of the compared models trained on); the production failures the gold
+    set also holds are counted. None before a gold version exists."""
     from flywheel_assets.label import gold as gold_lib
 
     rows = gold_lib.gold_rows(conn, partition_date)
     if rows.empty:
         return None
-    rows = feats.attach_profiles(conn, rows)
+    version = str(rows["version"].iloc[0])
+    used = gold_lib.judged(rows, gold_lib.seen_in_training(conn, version, versions.values()))
+    out = {"version": version, "examples": len(rows), "failures": int(rows["failure"].sum()),
+           "judged": int(used.sum())}
+    rows = feats.attach_profiles(conn, rows[used].reset_index(drop=True))
     relevant = rows["human_grade"].to_numpy() >= settings.labeling.relevant_grade
+    out["relevant"] = int(relevant.sum())
+    if not len(rows):
+        return out
     derived = feats.derive(rows)
     scores = {name: model_lib.score(m, rows, derived) for name, m in models.items()}
-    out = {"version": str(rows["version"].iloc[0]), "examples": len(rows),
-           "relevant": int(relevant.sum()), "failures": int(rows["failure"].sum()),
-           **{name: gold_lib.auc(s, relevant) for name, s in scores.items()}}
+    out |= {name: gold_lib.auc(s, relevant) for name, s in scores.items()}
     if "champion" in scores and relevant.any() and not relevant.all():
         for name in scores.keys() - {"champion"}:
             low, high = gold_lib.paired_auc_interval(
@@ -408,6 +417,7 @@ def headline_figures(record: dict) -> dict:
     gold = record.get("gold")
     if gold:
         figures |= {"gold_version": gold["version"], "gold_examples": gold["examples"],
+                    "gold_judged": gold.get("judged"),
                     **{f"{name}_gold_auc": gold.get(name) for name in ("candidate", "champion")
                        if name in gold}}
     for name, p in ope["policies"].items():

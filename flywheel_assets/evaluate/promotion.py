@@ -150,10 +150,11 @@ def guards(record: dict, policy: GatePolicy, contender: str = "candidate") -> li
                     "ok": bool(s[contender] >= limit), "rule": ">="})
     gold = record.get("gold") or {}
     paired = gold.get(f"{contender}_vs_champion")
-    if paired is not None and gold["examples"] >= policy.min_gold_examples:
+    if paired is not None and gold.get("judged", gold["examples"]) >= policy.min_gold_examples:
         out.append({"guard": "gold_set auc", "candidate": gold[contender],
                     "champion": gold["champion"], "limit": -policy.gold_tolerance,
-                    "difference_ci_low": paired["ci_low"], "examples": gold["examples"],
+                    "difference_ci_low": paired["ci_low"],
+                    "examples": gold.get("judged", gold["examples"]),
                     "version": gold["version"],
                     "ok": bool(paired["ci_low"] >= -policy.gold_tolerance),
                     "rule": "difference's lower bound >="})

@@ -47,7 +47,8 @@ def gold_set(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     s = flywheel.settings
     with flywheel.warehouse() as conn:
         with warehouse.transaction(conn):
-            cut = gold_lib.cut_version(conn, context.partition_key, s.labeling.relevant_grade)
+            cut = gold_lib.cut_version(conn, context.partition_key, s.labeling.relevant_grade,
+                                       s.signals.max_grade)
     return dg.MaterializeResult(metadata=readable(**{
         "version": cut.get("version") or "none yet", "new_examples": cut["new_examples"],
         "dagster/row_count": cut.get("size", 0), "failures": cut.get("failures", 0)}))
@@ -62,17 +63,21 @@ def labeling_queue(context: dg.AssetExecutionContext, flywheel: FlywheelResource
     model of the human label (uncertainty, query by committee, expected model change;
     scikit-activeml). Stored in `label.labeling_queue`; written to
     `data/labeling/outbox/<day>/` as Label Studio import JSON (the champion's guess as a
-    prediction with its score) and CSV (formula cells escaped). Pseudonymous keys only."""
+    prediction with its score) and CSV (formula cells escaped). Pseudonymous keys only.
+    A queue once issued is kept as it was on a re-run (people answer its task keys)."""
     s = flywheel.settings
     if not s.labeling.enabled:
         return dg.MaterializeResult(metadata={"tasks": 0, "note": "labeling.enabled is off"})
     with flywheel.warehouse() as conn:
         built = queue_lib.build_queue(conn, s, context.partition_key)
-    folder = queue_lib.write_files(s.labeling_dir, context.partition_key, built["queue"],
-                                   built["champion_version"])
+    folder = s.labeling_dir / "outbox" / context.partition_key
+    if not built["reissued"] or not (folder / "tasks.json").exists():
+        folder = queue_lib.write_files(s.labeling_dir, context.partition_key, built["queue"],
+                                       built["champion_version"], s.signals.max_grade)
     return dg.MaterializeResult(metadata=readable(**{
         "dagster/row_count": built["tasks"], "tasks": dg.MetadataValue.int(built["tasks"]),
         "pool": built["pool"], "labelled_before": built["labelled_before"],
+        "reissued": built["reissued"],
         "by_reason": built["by_reason"], "model_version": built["champion_version"] or "none",
         "outbox": dg.MetadataValue.path(str(folder))}))
 

@@ -1,7 +1,8 @@
 """The audit: is the loop optimising a proxy?
 
 A model trained on human labels only (the labels of examples active learning chose,
-never a gold example) is compared with the champion on the gold set, by AUC of
+never a gold example) is compared with the champion on the gold set (its random control
+slice, less any pair the champion trained on), by AUC of
 relevant against not relevant, with a paired bootstrap interval of the difference. A
 human-only model that beats the champion (the interval's lower end above zero) means
 the champion, trained on implicit feedback, ranks worse than a few hundred human labels
@@ -43,14 +44,16 @@ def run_audit(conn, settings, partition_date: str) -> dict:
               "verdict": "not enough labels"}
     if gold is None or champion is None:
         return record
+    gold = gold[gold_lib.judged(gold, gold_lib.seen_in_training(conn, version, [champion]))]
+    gold = gold.reset_index(drop=True)
+    record["gold_examples"] = len(gold)
     truth = selection.relevant(gold["human_grade"], lab.relevant_grade).astype(bool)
     y = selection.relevant(train["human_grade"], lab.relevant_grade) if len(train) else np.empty(0)
     if len(gold) < settings.gate.min_gold_examples or truth.all() or not truth.any() \
             or not selection.can_learn(y, lab.min_labels):
         return record
-    use = settings.profiles.enabled
-    gold_p = queue_lib.with_profiles(conn, gold, use)
-    train_p = queue_lib.with_profiles(conn, train, use)
+    gold_p = queue_lib.with_profiles(conn, gold)
+    train_p = queue_lib.with_profiles(conn, train)
     X, space = selection.feature_space(train_p, extra_features=settings.training.extra_features)
     human = selection.label_model().fit(X, y)
     human_scores = human.predict_proba(selection.transform(space, gold_p))[:, 1]

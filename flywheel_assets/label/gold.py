@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from flywheel_assets.label.selection import GOLD_REASONS
+from flywheel_assets.label.selection import GOLD_REASONS, HUMAN_MAX_GRADE, signal_boundary
 
 QUEUE_FEATURES = ("impression_id", "request_id", "ts", "user_key", "item_id", "position",
                   "propensity", "device", "country", "age_band", "signup_date", "category",
@@ -39,7 +39,7 @@ def current_version(conn, partition_date: str) -> str | None:
     return row[0] if row else None
 
 
-def cut_version(conn, partition_date: str, relevant_grade: int) -> dict:
+def cut_version(conn, partition_date: str, relevant_grade: int, max_grade: int = 3) -> dict:
     """Cut the day's gold version when gold-bound labels arrived on the day (inside the
     caller's transaction): all gold-bound tasks' latest resolved labels as of the day,
     failures first. Returns what was done."""
@@ -60,13 +60,14 @@ def cut_version(conn, partition_date: str, relevant_grade: int) -> dict:
             SELECT q.task_key, q.reason, l.grade, q.impression_id, q.request_id, q.user_key,
                    q.item_id, q.partition_date AS source_date,
                    q.reason = 'contradicted'
-                     OR coalesce((q.champion_score >= $r - 0.5) <> (l.grade >= $r), false)
+                     OR coalesce((q.champion_score >= $b) <> (l.grade >= $r), false)
                      AS failure
             FROM latest l JOIN label.labeling_queue q USING (task_key)
             WHERE q.reason IN ({GOLD_IN}) AND q.partition_date <= $d)
         SELECT DATE '{partition_date}' AS partition_date, '{version}' AS version,
                row_number() OVER (ORDER BY failure DESC, source_date, task_key) AS rank, *
-        FROM gold""", {"d": partition_date, "r": relevant_grade})
+        FROM gold""", {"d": partition_date, "r": relevant_grade,
+                       "b": signal_boundary(relevant_grade, max_grade)})
     size, failures, before = conn.execute("""
         SELECT count(*), count(*) FILTER (WHERE failure),
                (SELECT count(*) FROM label.gold_set WHERE version =
@@ -126,6 +127,31 @@ def leaked(conn, partition_date: str) -> tuple[int, list[dict]]:
     return int(n), examples.to_dict("records")
 
 
+def seen_in_training(conn, version: str, model_versions) -> set[str]:
+    """Gold tasks of ``version`` whose pair (same request or user, and item) is among the
+    training rows of any of ``model_versions`` (a model trained before the example was
+    picked may have learnt from it; it must not be judged on it)."""
+    versions = [v for v in model_versions if v]
+    if not versions:
+        return set()
+    rows = conn.execute(f"""
+        SELECT DISTINCT g.task_key
+        FROM label.gold_set g
+        JOIN ml.model_registry r ON r.version IN ({", ".join("?" * len(versions))})
+        JOIN ml.training_set t
+          ON t.partition_date = r.partition_date AND t.split = 'train'
+         AND t.item_id = g.item_id AND (t.request_id = g.request_id OR t.user_key = g.user_key)
+        WHERE g.version = ?""", [*versions, version]).fetchall()
+    return {r[0] for r in rows}
+
+
+def judged(gold: pd.DataFrame, seen: set[str]) -> np.ndarray:
+    """The gold examples a comparison of models rests on: the random control slice (an
+    unbiased sample; the contradicted cases were chosen by the champion's own errors)
+    that none of the compared models learnt from."""
+    return (gold["reason"] == "random").to_numpy() & ~gold["task_key"].isin(seen).to_numpy()
+
+
 def auc(scores: np.ndarray, relevant: np.ndarray) -> float | None:
     """P(a relevant example scores above a non-relevant one), ties counting half; None
     without both kinds."""
@@ -171,13 +197,16 @@ def signal_validity(gold: pd.DataFrame, grades: dict[str, int], relevant_grade: 
         present = sets.apply(lambda s: not s if signal == "none" else signal in s).to_numpy()
         if not present.any():
             continue
-        says_relevant = (grades.get(signal, 0) >= relevant_grade)
+        # The signal's grade on people's 0..3 scale.
+        max_grade = max(grades.values()) or 1
+        says_relevant = grades.get(signal, 0) * HUMAN_MAX_GRADE / max_grade >= relevant_grade
         out[signal] = {
             "examples": int(present.sum()),
             "relevant_share": round(float(human[present].mean()), 4),
             "agreement": round(float((human[present] == says_relevant).mean()), 4),
             "mutual_information_bits": round(mutual_information(present, human), 5)}
-    implicit = sample["implicit_grade"].to_numpy() >= relevant_grade
+    implicit = sample["implicit_grade"].to_numpy() * HUMAN_MAX_GRADE / (max(grades.values()) or 1) \
+        >= relevant_grade
     return {"examples": int(len(sample)), "relevant_share": round(float(human.mean()), 4),
             "implicit_agreement": round(float((implicit == human).mean()), 4),
             "implicit_mutual_information_bits": round(mutual_information(implicit, human), 5),

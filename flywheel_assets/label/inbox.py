@@ -61,8 +61,8 @@ def parse_grade(value) -> int | None:
     elif isinstance(value, float):
         grade = int(value) if value.is_integer() else None
     else:
-        head = str(value).strip().split(" ")[0].split("-")[0].strip()
-        grade = int(head) if head.isdigit() else None
+        head = str(value)[:20].strip().split(" ")[0].split("-")[0].strip()
+        grade = int(head) if head.isdigit() and len(head) <= 3 else None
         if grade is None:
             names = {name: g for g, name in GRADE_NAMES.items()}
             grade = names.get(str(value).strip().lower())
@@ -89,6 +89,9 @@ def _accept(parsed: Parsed, row: int, task_key, annotator, grade_value, cancelle
         return
     if key is None:
         parsed.reject(row, "no task_key in the task's data: not a task of our queues", record)
+        return
+    if grade_value is None or (isinstance(grade_value, str) and not grade_value.strip()):
+        parsed.reject(row, "unanswered: no grade given", record, key)
         return
     grade = parse_grade(grade_value)
     if grade is None:
@@ -146,7 +149,17 @@ def _from_flat(parsed: Parsed, records: list) -> None:
 
 
 def parse_text(text: str, source_file: str) -> Parsed:
-    """Parse one inbox file's text (never raises)."""
+    """Parse one inbox file's text (never raises: anything unexpected quarantines the
+    whole file, with the error)."""
+    try:
+        return _parse(text, source_file)
+    except Exception as error:  # noqa: BLE001 - one bad file must not stop the import
+        parsed = Parsed(source_file)
+        parsed.reject(0, f"unreadable: {type(error).__name__}: {str(error)[:200]}", text[:RECORD_CHARS])
+        return parsed
+
+
+def _parse(text: str, source_file: str) -> Parsed:
     parsed = Parsed(source_file)
     stripped = text.lstrip("\ufeff \t\r\n")
     if stripped[:1] in ("[", "{"):

@@ -1,8 +1,8 @@
 """Import the inbox into the warehouse: annotations, quarantine, resolved labels.
 
 A file belongs to the first day whose import saw it (by name and SHA-256, in
-`label.inbox_files`); re-running that day re-imports the same files and gives the same
-tables, and a file already imported on another day is not read again. Files are never
+`label.inbox_files`); a day imported before is not imported again (a re-run reports
+what it imported), and a file already imported on another day is not read again. Files are never
 moved or deleted. Annotations are checked against the queues: a task key no queue
 issued, or an annotator who already labelled the task (in an earlier file, or earlier
 in this one), is quarantined with the reason. Tasks that got annotations on the day
@@ -34,25 +34,63 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _day_figures(conn, partition_date: str) -> dict:
+    """The figures of a day already imported, from its tables."""
+    manifest = conn.execute("SELECT source_file, sha256, format, rows_read, accepted, quarantined "
+                            "FROM label.inbox_files WHERE partition_date = ? ORDER BY source_file",
+                            [partition_date]).df()
+    reasons = conn.execute("SELECT reason FROM label.quarantined_labels WHERE partition_date = ?",
+                           [partition_date]).df()["reason"]
+    everything = conn.execute("SELECT task_key, annotator, grade FROM label.annotations "
+                              "WHERE partition_date <= ?", [partition_date]).df()
+    today = conn.execute("SELECT task_key FROM label.annotations WHERE partition_date = ?",
+                         [partition_date]).df()["task_key"]
+    labels = conn.execute("SELECT count(*) FROM label.human_labels WHERE partition_date = ?",
+                          [partition_date]).fetchone()[0]
+    return {"files": len(manifest), "rows_read": int(manifest["rows_read"].sum()),
+            "accepted": int(manifest["accepted"].sum()),
+            "quarantined": int(manifest["quarantined"].sum()),
+            "quarantine_reasons": reasons.str.split(":").str[0].value_counts().to_dict(),
+            "labels": labels, "agreement_alpha": inbox.agreement(everything),
+            "agreement_alpha_today": inbox.agreement(everything[everything["task_key"].isin(set(today))]),
+            "files_detail": manifest.to_dict("records")}
+
+
 def import_inbox(conn, inbox_dir: Path, partition_date: str) -> dict:
-    """Import the day's inbox files in one transaction; returns the day's figures."""
-    seen = {(r[0], r[1]): str(r[2]) for r in conn.execute(
-        "SELECT source_file, sha256, partition_date FROM label.inbox_files").fetchall()}
+    """Import the files new to the inbox in one transaction; returns the day's figures.
+    A day imported before keeps what it imported (a re-run reports it again): files
+    that arrived since belong to the next day that runs."""
+    if conn.execute("SELECT count(*) FROM label.inbox_files WHERE partition_date = ?",
+                    [partition_date]).fetchone()[0]:
+        return _day_figures(conn, partition_date)
+    seen = {(r[0], r[1]) for r in conn.execute(
+        "SELECT source_file, sha256 FROM label.inbox_files").fetchall()}
     files = []
     for path in inbox_files(inbox_dir):
-        digest = _sha256(path)
-        owner = seen.get((path.name, digest))
-        if owner is None or owner == partition_date:
+        try:
+            digest = _sha256(path)
+        except OSError as error:
+            # Gone or unreadable since the listing: the next day's import tries again.
+            files.append((path, f"unreadable: {error}"))
+            continue
+        if (path.name, digest) not in seen:
             files.append((path, digest))
     known_tasks = {r[0] for r in conn.execute(
         "SELECT task_key FROM label.labeling_queue WHERE partition_date <= ?",
         [partition_date]).fetchall()}
+    # Any other day's annotations count: a backfill of an earlier day must not accept
+    # again what a later day imported.
     labelled = {(r[0], r[1]): r[2] for r in conn.execute(
-        "SELECT task_key, annotator, source_file FROM label.annotations WHERE partition_date < ?",
+        "SELECT task_key, annotator, source_file FROM label.annotations WHERE partition_date <> ?",
         [partition_date]).fetchall()}
     accepted, quarantined, manifest = [], [], []
     for path, digest in files:
-        parsed = inbox.parse_file(path)
+        if digest.startswith("unreadable: "):
+            parsed = inbox.Parsed(path.name)
+            parsed.reject(0, digest, "")
+            digest = None
+        else:
+            parsed = inbox.parse_file(path)
         kept = []
         for a in parsed.annotations:
             key = (a["task_key"], a["annotator"])

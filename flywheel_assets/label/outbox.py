@@ -65,17 +65,20 @@ def task_rows(queue: pd.DataFrame) -> list[dict]:
     return out
 
 
-def import_tasks(queue: pd.DataFrame, model_version: str | None) -> list[dict]:
-    """Label Studio import JSON: `data` plus the champion's guess (its predicted grade,
-    rounded into the scale) as a prediction whose `score` is the confidence of that
-    guess (1 - the distance of the prediction from the grade it rounds to, times 2)."""
+def import_tasks(queue: pd.DataFrame, model_version: str | None,
+                 max_grade: int = max(GRADE_NAMES)) -> list[dict]:
+    """Label Studio import JSON: `data` plus the champion's guess (its predicted grade
+    on the product's signal scale 0..``max_grade``, rounded and mapped onto people's
+    0..3) as a prediction whose `score` is the confidence of that guess (1 - the
+    distance of the prediction from the grade it rounds to, times 2)."""
     tasks = []
     by_key = queue.set_index("task_key")
     for data in task_rows(queue):
         task = {"data": data}
         predicted = by_key.at[data["task_key"], "champion_score"] if "champion_score" in by_key else None
         if predicted is not None and pd.notna(predicted) and model_version:
-            guess = int(np.clip(np.round(predicted), 0, max(GRADE_NAMES)))
+            on_scale = float(np.clip(np.round(predicted), 0, max_grade))
+            guess = int(np.round(on_scale * max(GRADE_NAMES) / max_grade))
             confidence = float(np.clip(1.0 - 2.0 * abs(float(predicted) - np.round(predicted)), 0, 1))
             task["predictions"] = [{
                 "model_version": model_version, "score": round(confidence, 4),
@@ -95,7 +98,9 @@ def escape_cell(value) -> str:
 
 
 def tasks_csv(tasks: list[dict]) -> str:
-    columns = list(TASK_FIELDS) + ["model_version", "predicted_grade", "confidence", CONTROL_NAME]
+    # The two columns a person fills in: who they are, and the grade.
+    columns = list(TASK_FIELDS) + ["model_version", "predicted_grade", "confidence",
+                                   "annotator", CONTROL_NAME]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
@@ -106,20 +111,20 @@ def tasks_csv(tasks: list[dict]) -> str:
             if prediction else ""
         values = {**data, "model_version": prediction.get("model_version", ""),
                   "predicted_grade": guess, "confidence": prediction.get("score", ""),
-                  CONTROL_NAME: ""}
+                  "annotator": "", CONTROL_NAME: ""}
         writer.writerow([escape_cell(values.get(c)) for c in columns])
     return buffer.getvalue()
 
 
 def write_outbox(outbox_dir: Path, partition_date: str, queue: pd.DataFrame,
-                 model_version: str | None) -> Path:
+                 model_version: str | None, max_grade: int = max(GRADE_NAMES)) -> Path:
     """Write the day's queue atomically; returns the day's folder."""
     final = outbox_dir / partition_date
     staging = outbox_dir / f".{partition_date}.writing-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    tasks = import_tasks(queue, model_version)
+    tasks = import_tasks(queue, model_version, max_grade)
     (staging / "tasks.json").write_text(json.dumps(tasks, indent=1, default=str))
     (staging / "tasks.csv").write_text(tasks_csv(tasks))
     (staging / "label_config.xml").write_text(label_config())

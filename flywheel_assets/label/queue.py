@@ -29,16 +29,29 @@ POOL_COLUMNS = ("impression_id", "request_id", "ts", "user_key", "item_id", "pos
 
 def day_pool(conn, partition_date: str, max_rows: int) -> pd.DataFrame:
     """The day's labellable examples: the training set's holdout rows of the day itself
-    (no model learnt from them yet; never a gold example: the training set leaves those
-    out) with their logged signals."""
+    (never a gold example: the training set leaves those out) whose pair no model of the
+    day learnt from (no training row with the same user or request and item), with their
+    logged signals. Whole requests, a seeded hash sample of them up to ``max_rows`` rows,
+    so that what the champion ranked first is judged within the request."""
     columns = ", ".join(f"t.{c}" for c in POOL_COLUMNS)
     return conn.execute(f"""
-        SELECT {columns}, f.signals, t.label_grade AS implicit_grade
-        FROM ml.training_set t
-        JOIN curated.curated_feedback f
-          ON f.partition_date = t.source_date AND f.impression_id = t.impression_id
-        WHERE t.partition_date = $d AND t.source_date = $d AND t.split = 'holdout'
-        ORDER BY hash(t.impression_id), t.impression_id LIMIT {int(max_rows)}""",
+        WITH rows AS (
+            SELECT {columns}, f.signals, t.label_grade AS implicit_grade
+            FROM ml.training_set t
+            JOIN curated.curated_feedback f
+              ON f.partition_date = t.source_date AND f.impression_id = t.impression_id
+            WHERE t.partition_date = $d AND t.source_date = $d AND t.split = 'holdout'
+              AND NOT EXISTS (
+                  SELECT 1 FROM ml.training_set tr
+                  WHERE tr.partition_date = $d AND tr.split = 'train'
+                    AND tr.item_id = t.item_id
+                    AND (tr.request_id = t.request_id OR tr.user_key = t.user_key))),
+        requests AS (
+            SELECT request_id, sum(count(*)) OVER (ORDER BY hash(request_id), request_id) AS upto
+            FROM rows GROUP BY request_id)
+        SELECT rows.* FROM rows JOIN requests USING (request_id)
+        WHERE requests.upto <= {int(max_rows)}
+        ORDER BY rows.request_id, rows.position, rows.impression_id""",
                         {"d": partition_date}).df()
 
 
@@ -59,8 +72,10 @@ def labelled_examples(conn, partition_date: str, gold_bound: bool | None = None)
         ORDER BY q.task_key""", {"d": partition_date}).df()
 
 
-def with_profiles(conn, rows: pd.DataFrame, use_profiles: bool) -> pd.DataFrame:
-    return feats.attach_profiles(conn, rows) if use_profiles and len(rows) else rows
+def with_profiles(conn, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with the `p_*` features as the models serve them (always: a champion
+    trained with profiles still reads them after `profiles.enabled` is switched off)."""
+    return feats.attach_profiles(conn, rows) if len(rows) else rows
 
 
 def champion_scores(settings, conn, rows: pd.DataFrame) -> tuple[np.ndarray, str | None]:
@@ -73,11 +88,28 @@ def champion_scores(settings, conn, rows: pd.DataFrame) -> tuple[np.ndarray, str
     return model_lib.score(pipeline, rows), version
 
 
+def issued(conn, partition_date: str) -> pd.DataFrame | None:
+    """The day's queue when it was issued already (None otherwise)."""
+    rows = conn.execute("SELECT * FROM label.labeling_queue WHERE partition_date = ? "
+                        "ORDER BY priority", [partition_date]).df()
+    return rows if len(rows) else None
+
+
 def build_queue(conn, settings, partition_date: str, random_state: int = 0) -> dict:
-    """Select, store and write the day's queue; returns its figures."""
+    """Select and store the day's queue; returns its figures. A queue once issued is
+    never rebuilt (people may be answering it, and its task keys are what their labels
+    come back to): a re-run returns it as it was. To rebuild one, delete its rows from
+    `label.labeling_queue` and its outbox folder."""
     lab = settings.labeling
+    earlier = issued(conn, partition_date)
+    if earlier is not None:
+        return {"tasks": len(earlier), "pool": None, "labelled_before": None,
+                "by_reason": earlier["reason"].value_counts().to_dict(),
+                "champion_version": earlier["champion_version"].dropna().iloc[0]
+                if earlier["champion_version"].notna().any() else None,
+                "queue": earlier, "reissued": True}
     pool = day_pool(conn, partition_date, lab.max_candidates)
-    pool = with_profiles(conn, pool, settings.profiles.enabled)
+    pool = with_profiles(conn, pool)
     scores, version = champion_scores(settings, conn, pool)
     pool["champion_score"] = scores
     pool["champion_version"] = version
@@ -88,7 +120,7 @@ def build_queue(conn, settings, partition_date: str, random_state: int = 0) -> d
         # No model of ours served yet: the order the logging policy showed.
         pool["champion_rank"] = pool.groupby("request_id")["position"].rank(
             method="first").astype("int64")
-    known = with_profiles(conn, labelled_examples(conn, partition_date), settings.profiles.enabled)
+    known = with_profiles(conn, labelled_examples(conn, partition_date))
     budget = selection.Budget(min(lab.budget, len(pool)), lab.control_share, lab.triage_share)
     if len(pool):
         space_rows = pd.concat([pool, known[pool.columns.intersection(known.columns)]],
@@ -98,7 +130,9 @@ def build_queue(conn, settings, partition_date: str, random_state: int = 0) -> d
         known_X = selection.transform(space, known) if len(known) else np.empty((0, X.shape[1]))
         queue = selection.select(pool, X, known_X, known["human_grade"].to_numpy()
                                  if len(known) else np.empty(0), budget, lab.relevant_grade,
-                                 lab.min_labels, random_state, lab.committee_size)
+                                 lab.min_labels, random_state, lab.committee_size,
+                                 selection.signal_boundary(lab.relevant_grade,
+                                                           settings.signals.max_grade))
     else:
         queue = pool.assign(reason=pd.Series(dtype=str), priority=pd.Series(dtype=int))
     queue["task_key"] = [f"{partition_date}/{i}" for i in queue["impression_id"]]
@@ -108,9 +142,10 @@ def build_queue(conn, settings, partition_date: str, random_state: int = 0) -> d
                                                   partition_date, stored)
     return {"tasks": rows, "pool": len(pool), "labelled_before": len(known),
             "by_reason": queue["reason"].value_counts().to_dict() if len(queue) else {},
-            "champion_version": version, "queue": queue}
+            "champion_version": version, "queue": queue, "reissued": False}
 
 
 def write_files(labeling_dir: Path, partition_date: str, queue: pd.DataFrame,
-                model_version: str | None) -> Path:
-    return outbox.write_outbox(labeling_dir / "outbox", partition_date, queue, model_version)
+                model_version: str | None, max_grade: int) -> Path:
+    return outbox.write_outbox(labeling_dir / "outbox", partition_date, queue, model_version,
+                               max_grade)

@@ -96,6 +96,16 @@ def transform(space, rows: pd.DataFrame) -> np.ndarray:
     return np.asarray(enc.transform(feats.typed(feats.derive(rows), spec)), dtype="float64")
 
 
+HUMAN_MAX_GRADE = 3  # people grade 0..3 (outbox.GRADE_NAMES)
+
+
+def signal_boundary(relevant_grade: int, max_grade: int) -> float:
+    """Where "relevant" starts on the scale of the product's signal grades (what the
+    champion predicts, 0..``max_grade``): half a human grade below ``relevant_grade``,
+    mapped from people's 0..3 (1.5 on the default scale, 0.5 for clicks only)."""
+    return (relevant_grade - 0.5) * max_grade / HUMAN_MAX_GRADE
+
+
 def relevant(grades, relevant_grade: int) -> np.ndarray:
     return (np.asarray(grades, dtype="float64") >= relevant_grade).astype("float64")
 
@@ -178,13 +188,16 @@ def contradicted(pool: pd.DataFrame) -> pd.Series:
 
 def select(pool: pd.DataFrame, X: np.ndarray, labelled_X: np.ndarray,
            labelled_grades: np.ndarray, budget: Budget, relevant_grade: int,
-           min_labels: int, random_state: int = 0, committee_size: int = 5) -> pd.DataFrame:
+           min_labels: int, random_state: int = 0, committee_size: int = 5,
+           boundary: float | None = None) -> pd.DataFrame:
     """The day's queue: rows of ``pool`` (the day's labellable examples, with
     ``champion_score`` and ``champion_rank``, ``signals``) with ``reason`` and
     ``priority`` (1 = review first), at most ``budget.total`` of them.
 
     ``X``: the pool in the label feature space; ``labelled_X`` / ``labelled_grades``:
-    the examples people labelled before (their resolved grades)."""
+    the examples people labelled before (their resolved grades); ``boundary``: where
+    relevant starts on the champion's scale (`signal_boundary`)."""
+    boundary = relevant_grade - 0.5 if boundary is None else boundary
     rng = np.random.default_rng(random_state)
     n = len(pool)
     taken = np.zeros(n, dtype=bool)
@@ -218,7 +231,7 @@ def select(pool: pd.DataFrame, X: np.ndarray, labelled_X: np.ndarray,
             picks += [(int(i), strategy) for i in chosen]
     elif left > 0 and len(free):
         # No model of the human label yet: the champion's least certain examples.
-        margin = np.abs(pool["champion_score"].to_numpy()[free] - (relevant_grade - 0.5))
+        margin = np.abs(pool["champion_score"].to_numpy()[free] - boundary)
         chosen = free[np.argsort(margin, kind="stable")[:left]]
         taken[chosen] = True
         picks += [(int(i), "champion_margin") for i in chosen]

@@ -158,7 +158,10 @@ class LabelStudio:
         for project in self.projects():
             if project.get("title") == title:
                 return int(project["id"])
-        created = self.call("POST", "/api/projects/", {"title": title, "label_config": label_config})
+        # Blind labelling: annotators do not see the champion's guess (its score still
+        # orders the tasks by uncertainty sampling), so gold labels are not anchored to it.
+        created = self.call("POST", "/api/projects/", {"title": title, "label_config": label_config,
+                                                       "show_collab_predictions": False})
         return int(created["id"])
 
     def tasks(self, project_id: int) -> list[dict]:

@@ -51,6 +51,21 @@ def _rotation_done(context, day: str, since: float) -> int | None:
     return records[0].storage_id if records else None
 
 
+def _rotating(context, day: str) -> bool:
+    """Whether a rotation of the day is queued or running."""
+    return bool(context.instance.get_runs(filters=dg.RunsFilter(
+        job_name=daily_rotation_job.name, tags={"dagster/partition": day},
+        statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+                  dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]), limit=1))
+
+
+def _latest_rotation(context, day: str) -> int:
+    """Storage id of the day's latest `flywheel_health` (0 before any)."""
+    records = context.instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=dg.AssetKey("flywheel_health"), asset_partitions=[day]), limit=1).records
+    return records[0].storage_id if records else 0
+
+
 def _ready_after_rotation(context, asset: str, relevant,
                           lookback_seconds: float) -> tuple[list, str | None]:
     """New materializations of ``asset`` (after the cursor) whose metadata ``relevant``
@@ -259,15 +274,20 @@ def labels_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResourc
         pending = state["pending"] + (int(mat.metadata["new_labels"].value)
                                       if "new_labels" in mat.metadata and not trained else 0)
         if pending >= s.labeling.retrain_after_labels:
-            rotation = _rotation_done(context, mat.partition, record.timestamp)
-            if rotation is None:
-                break  # the day's rotation is still running: look again next tick
-            reason = (f"{pending} new human labels since the last labels retrain "
-                      f"(threshold {s.labeling.retrain_after_labels})")
-            requests.append(dg.RunRequest(
-                job_name=retrain_job.name, partition_key=mat.partition,
-                run_key=f"labels:{mat.partition}:{record.storage_id}",
-                tags={TRIGGER: "labels", REASON: reason, AFTER_ROTATION: str(rotation)}))
+            day = mat.partition
+            if _rotating(context, day):
+                break  # the day's rotation is running: look again next tick
+            rotation = _latest_rotation(context, day)
+            already = context.instance.get_runs(filters=dg.RunsFilter(
+                job_name=retrain_job.name,
+                tags={"dagster/partition": day, AFTER_ROTATION: str(rotation)}), limit=1)
+            if not already:
+                reason = (f"{pending} new human labels since the last labels retrain "
+                          f"(threshold {s.labeling.retrain_after_labels})")
+                requests.append(dg.RunRequest(
+                    job_name=retrain_job.name, partition_key=day,
+                    run_key=f"labels:{day}:{record.storage_id}",
+                    tags={TRIGGER: "labels", REASON: reason, AFTER_ROTATION: str(rotation)}))
             pending = 0
         state = {"after": record.storage_id, "pending": pending}
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(state),

@@ -42,7 +42,8 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingWindowConfig
                                           config.window_days or t.window_days, t.max_rows,
                                           t.ips,
                                           holdout_share=config.holdout_share or None,
-                                          consent=s.curation.consent)
+                                          consent=s.curation.consent,
+                                          max_grade=s.signals.max_grade)
     grades = stats.pop("grade_counts")
     return dg.MaterializeResult(metadata=readable(**{
         "dagster/row_count": stats.pop("rows"), **stats,

@@ -18,11 +18,12 @@ from flywheel_assets.curate.feedback import consent_logged, consent_sql, latest_
 from flywheel_assets.label.gold import GOLD_IN, reserved_filter
 
 FIRST_DAY_HOLDOUT_SHARE = 0.2
-# People's grades of the examples active learning chose (never gold), as of the day: a
-# labelled row learns the human grade, unweighted (a person examined it), instead of the
-# implicit one.
+# People's grades of the examples active learning chose (never gold), as of the day,
+# mapped from their 0..3 onto the signal scale 0..max_grade: a labelled row learns the
+# human grade, unweighted (a person examined it), instead of the implicit one.
 HUMAN_GRADES = f"""
-    SELECT q.impression_id, arg_max(h.grade, h.partition_date) AS human_grade
+    SELECT q.impression_id,
+           round(arg_max(h.grade, h.partition_date) * $max_grade / 3.0)::INTEGER AS human_grade
     FROM label.human_labels h JOIN label.labeling_queue q USING (task_key)
     WHERE h.partition_date <= $d AND q.reason NOT IN ({GOLD_IN})
     GROUP BY q.impression_id"""
@@ -33,7 +34,8 @@ MIN_EXAMINATION = 0.01
 
 def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, window_days: int,
                        max_training_rows: int, use_ips: bool = True,
-                       holdout_share: float | None = None, consent: str = "when_logged") -> dict:
+                       holdout_share: float | None = None, consent: str = "when_logged",
+                       max_grade: int = 3) -> dict:
     """Window rows with labels, weights and the learning target.
 
     With IPS on, ``target`` = ``label_grade`` / θ and ``weight`` = θ, θ the
@@ -82,7 +84,8 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
             WHERE f.partition_date BETWEEN $ws AND $d
               AND {consent_sql(consent, consent_logged(conn, users_date))}
               AND {reserved_filter("f", partition_date)}""",
-                     {"ud": users_date, "id": items_date, "ws": first_day, "d": partition_date})
+                     {"ud": users_date, "id": items_date, "ws": first_day, "d": partition_date,
+                      "max_grade": max_grade})
         earlier = conn.execute(f"SELECT count(*) FROM _window WHERE source_date < DATE "
                                f"'{partition_date}'").fetchone()[0]
         if earlier and not holdout_share:
@@ -99,7 +102,9 @@ def build_training_set(conn: duckdb.DuckDBPyConnection, partition_date: str, win
             SELECT *, label_grade / weight AS target, 'holdout' AS split FROM _window WHERE {holdout}
             UNION ALL BY NAME
             (SELECT *, label_grade / weight AS target, 'train' AS split FROM _window
-             WHERE NOT ({holdout}) AND {reserved_filter("_window", partition_date, same_day=True)}
+             WHERE NOT ({holdout})
+               AND (source_date < DATE '{partition_date}'
+                    OR {reserved_filter("_window", partition_date, same_day=True)})
              ORDER BY hash(impression_id), impression_id LIMIT {int(max_training_rows)})""")
         stats = conn.execute("""
             SELECT count(*) FILTER (WHERE split = 'train'), count(*) FILTER (WHERE split = 'holdout'),

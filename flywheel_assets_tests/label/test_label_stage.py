@@ -207,3 +207,14 @@ def test_a_retrain_that_learns_from_the_day_never_trains_on_its_gold_bound_picks
     assert overlap["train"].iloc[0] == 0
     # The day's own picks stay in the holdout they were chosen from (when in its half).
     assert overlap["holdout"].iloc[0] > 0
+
+
+def test_a_queue_once_issued_is_kept_on_a_rerun(labelled):
+    data_dir, instance, overrides, _ = labelled
+    day = DAYS[1]
+    before = _sql(data_dir, "SELECT task_key, reason FROM label.labeling_queue WHERE "
+                            f"partition_date = DATE '{day}' ORDER BY task_key")
+    rotate(data_dir, day, instance, overrides, selection=["labeling_queue"])
+    after = _sql(data_dir, "SELECT task_key, reason FROM label.labeling_queue WHERE "
+                           f"partition_date = DATE '{day}' ORDER BY task_key")
+    assert len(before) and before.equals(after)

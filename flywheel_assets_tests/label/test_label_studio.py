@@ -96,6 +96,7 @@ def _round_trip(client: studio.LabelStudio, tmp_path: Path) -> None:
     project = client.call("GET", f"/api/projects/{project_id}/")
     assert project["title"] == studio.PROJECT_TITLE
     assert project["sampling"] == "Uncertainty sampling"
+    assert project["show_collab_predictions"] is False  # blind: the guess is not shown
     assert project["parsed_label_config"][outbox.CONTROL_NAME]["labels"] == ["0", "1", "2", "3"]
 
     tasks = {t["data"]["task_key"]: t for t in client.tasks(project_id)}

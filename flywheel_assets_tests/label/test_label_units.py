@@ -200,3 +200,46 @@ def test_erasure_reaches_the_label_tables(tmp_path):
                       "label.quarantined_labels"):
             assert conn.execute(f"SELECT list(task_key) FROM {table}").fetchone()[0] == ["t2"], table
         assert conn.execute("SELECT count(*) FROM label.gold_set").fetchone()[0] == 0
+
+
+def test_a_day_imported_before_keeps_its_files_and_new_ones_go_to_the_next_day(tmp_path):
+    with warehouse.connect(tmp_path / "w.duckdb") as conn:
+        _queue_in(conn)
+        box = tmp_path / "inbox"
+        box.mkdir()
+        (box / "first.json").write_text(json.dumps([_export("2026-01-02/i0", (1, 2))]))
+        first = labels.import_inbox(conn, box, DAY)
+        (box / "later.json").write_text(json.dumps([_export("2026-01-02/i1", (1, 3)),
+                                                    _export("2026-01-02/i0", (1, 2))]))
+        again = labels.import_inbox(conn, box, DAY)
+        assert (again["files"], again["accepted"]) == (first["files"], first["accepted"]) == (1, 1)
+        nxt = labels.import_inbox(conn, box, "2026-01-04")
+        assert (nxt["files"], nxt["accepted"], nxt["quarantined"]) == (1, 1, 1)  # i0 again: duplicate
+        # A backfill of an earlier day does not accept again what a later day imported.
+        back = labels.import_inbox(conn, box, "2026-01-02")
+        assert back["files"] == 0
+
+
+def test_absurd_inbox_content_is_quarantined_not_raised():
+    deep = "[" * 100000 + "]" * 100000
+    assert inbox.parse_text(deep, "deep.json").quarantined[0]["reason"].startswith(("unreadable", "not valid"))
+    huge = json.dumps([{"task_key": "k", "relevance": "9" * 5000, "annotator": 1}])
+    parsed = inbox.parse_text(huge, "huge.json")
+    assert not parsed.annotations and "not a grade" in parsed.quarantined[0]["reason"]
+    blank = inbox.parse_text("task_key,relevance,annotator\nk,,1\n", "blank.csv")
+    assert blank.quarantined[0]["reason"].startswith("unanswered")
+
+
+def test_grades_map_between_people_and_a_click_only_product():
+    assert selection.signal_boundary(2, 3) == 1.5 and selection.signal_boundary(2, 1) == 0.5
+    tasks = outbox.import_tasks(_queue(champion_score=[0.1, 0.4, 0.6, 0.9]), "m1", max_grade=1)
+    assert [t["predictions"][0]["result"][0]["value"]["choices"][0] for t in tasks] == \
+        ["0", "0", "3", "3"]
+
+
+def test_gold_comparisons_rest_on_the_random_slice_no_compared_model_learnt_from():
+    from flywheel_assets.label import gold
+
+    frame = pd.DataFrame({"reason": ["random", "random", "contradicted", "random"],
+                          "task_key": ["a", "b", "c", "d"]})
+    assert gold.judged(frame, {"b"}).tolist() == [True, False, False, True]

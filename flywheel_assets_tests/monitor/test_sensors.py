@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 
 from flywheel_assets import warehouse
+from flywheel_assets.definitions import build_definitions
 from flywheel_assets.monitor import sensors
 from flywheel_assets.monitor.jobs import record_alert_job
 from flywheel_assets.resources import FlywheelResource
@@ -141,18 +142,31 @@ def test_quality_sensor_leaves_a_drifted_day_to_the_drift_sensor(instance, tmp_p
 
 def test_labels_sensor_retrains_once_enough_labels_arrived_outside_the_rotation(instance, tmp_path):
     threshold = Settings.from_env(tmp_path).labeling.retrain_after_labels
-    _report(instance, "human_labels", "2026-01-05", new_labels=dg.MetadataValue.int(threshold - 10))
+    # The day's rotation finished before people's labels were imported (a human_labels
+    # run of its own, after a Label Studio export): the usual case.
     _report(instance, "flywheel_health", "2026-01-05")
+    _report(instance, "human_labels", "2026-01-05", new_labels=dg.MetadataValue.int(threshold - 10))
     below = _tick(sensors.labels_sensor, instance, tmp_path)
     assert not below.run_requests and f"{threshold - 10} new human labels" in below.skip_reason.skip_message
     _report(instance, "human_labels", "2026-01-06", new_labels=dg.MetadataValue.int(25))
-    # The day's rotation has not finished: wait, keeping the count.
-    waiting = _tick(sensors.labels_sensor, instance, tmp_path, below.cursor)
-    assert not waiting.run_requests
-    _report(instance, "flywheel_health", "2026-01-06")
-    fired = _tick(sensors.labels_sensor, instance, tmp_path, waiting.cursor)
+    fired = _tick(sensors.labels_sensor, instance, tmp_path, below.cursor)
     assert [(r.job_name, r.partition_key) for r in fired.run_requests] == [("retrain_job", "2026-01-06")]
     assert fired.run_requests[0].tags["trigger"] == "labels"
     assert f"{threshold + 15} new human labels" in fired.run_requests[0].tags["flywheel/reason"]
     again = _tick(sensors.labels_sensor, instance, tmp_path, fired.cursor)
     assert not again.run_requests and "0 new human labels" in again.skip_reason.skip_message
+
+
+def test_labels_sensor_waits_while_the_days_rotation_runs(instance, tmp_path):
+    from flywheel_assets.jobs import daily_rotation_job
+
+    threshold = Settings.from_env(tmp_path).labeling.retrain_after_labels
+    run = instance.create_run_for_job(daily_rotation_job.resolve(
+        asset_graph=build_definitions(str(tmp_path)).resolve_asset_graph()),
+        tags={"dagster/partition": "2026-01-07"}, status=dg.DagsterRunStatus.STARTED)
+    _report(instance, "human_labels", "2026-01-07", new_labels=dg.MetadataValue.int(threshold))
+    waiting = _tick(sensors.labels_sensor, instance, tmp_path)
+    assert not waiting.run_requests
+    instance.report_run_canceled(run)
+    fired = _tick(sensors.labels_sensor, instance, tmp_path, waiting.cursor)
+    assert [r.partition_key for r in fired.run_requests] == ["2026-01-07"]
