@@ -96,13 +96,13 @@ label-studio-install: $(LS_VENV)/bin/label-studio
 # (or set LABEL_STUDIO_USERNAME / LABEL_STUDIO_PASSWORD).
 #   export LABEL_STUDIO_TOKEN=...; make label-studio                          # terminal 1
 # Then, in another terminal with the same LABEL_STUDIO_TOKEN and FLYWHEEL_DATA_DIR:
-#   $(BIN)/python -m flywheel_assets.label.studio push --date 2026-01-05     # the day's queue -> project
+#   $(BIN)/flywheel label-studio push --date 2026-01-05     # the day's queue -> project
 #   ... annotate in the browser ...
-#   $(BIN)/python -m flywheel_assets.label.studio pull                       # export -> data/labeling/inbox/
+#   $(BIN)/flywheel label-studio pull                       # export -> data/labeling/inbox/
 # The next rotation's human_labels imports the inbox.
 label-studio: install label-studio-install
 	@test -n "$$LABEL_STUDIO_TOKEN" || { echo "set LABEL_STUDIO_TOKEN (6-40 characters; the API token of Label Studio's admin) and run make label-studio again"; exit 1; }
-	$(BIN)/python -m flywheel_assets.label.studio serve
+	$(BIN)/flywheel label-studio serve
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -209,6 +209,22 @@ class ProfileSettings:
     prior_examinations: float = 10.0
 
 
+# The random control slice of a labelling queue is never less than this share.
+MIN_CONTROL_SHARE = 0.10
+
+
+def check_label_budget(total: int, control_share: float, triage_share: float) -> None:
+    """Refuse a labelling budget that would starve the random control slice."""
+    if total < 0:
+        raise ValueError(f"labeling.budget must be >= 0, got {total}")
+    if not MIN_CONTROL_SHARE <= control_share <= 1.0:
+        raise ValueError(f"labeling.control_share must be in [{MIN_CONTROL_SHARE}, 1] (the random "
+                         f"control slice is at least 10%), got {control_share}")
+    if not 0.0 <= triage_share <= 1.0 - control_share:
+        raise ValueError("labeling.triage_share must be in [0, 1 - control_share], got "
+                         f"{triage_share}")
+
+
 @dataclass(frozen=True)
 class LabelingSettings:
     """People in the loop (label/): the daily queue, the labels that come back, the gold
@@ -237,14 +253,7 @@ class LabelingSettings:
     retrain_after_labels: int = 100
 
     def __post_init__(self):
-        if self.budget < 0:
-            raise ValueError(f"labeling.budget must be >= 0, got {self.budget}")
-        if not 0.1 <= self.control_share <= 1.0:
-            raise ValueError("labeling.control_share must be in [0.1, 1] (the random control "
-                             f"slice is at least 10%), got {self.control_share}")
-        if not 0.0 <= self.triage_share <= 1.0 - self.control_share:
-            raise ValueError("labeling.triage_share must be in [0, 1 - control_share], got "
-                             f"{self.triage_share}")
+        check_label_budget(self.budget, self.control_share, self.triage_share)
         if not 0 <= self.relevant_grade <= 3:
             raise ValueError(f"labeling.relevant_grade must be a human grade 0..3, got "
                              f"{self.relevant_grade}")

@@ -130,10 +130,9 @@ def main(args: argparse.Namespace) -> int:
 
         print(f"a 5-day demo of the default world in {run_dir} (its log: demo.log there)")
         _arm(str(run_dir), {}, WorldConfig(seed=args.seed), args.days or 5, True)
-    rows, truth_grades, settings = examples(run_dir)
+    rows, truth, settings = examples(run_dir)
     relevant_grade = settings.labeling.relevant_grade
     X_all, _ = selection.feature_space(rows, extra_features=settings.training.extra_features)
-    truth = truth_grades
     print(f"examples: {len(rows)} rows of the last training set of {run_dir}; "
           f"relevant (grade >= {relevant_grade}) {np.mean(truth >= relevant_grade):.3f}; "
           f"annotator noise {args.noise}; strategy {args.strategy}")
@@ -163,7 +162,7 @@ def main(args: argparse.Namespace) -> int:
     active = float(np.median([r["active_labels"] for r in results]))
     random = float(np.median([r["random_labels"] for r in results]))
     bound = not all(r["random_reached"] for r in results) or not all(r["active_reached"] for r in results)
-    (base).mkdir(parents=True, exist_ok=True)
+    base.mkdir(parents=True, exist_ok=True)
     out = base / f"labels_noise_{args.noise}.json"
     out.write_text(json.dumps({"noise": args.noise, "strategy": args.strategy, "run": str(run_dir),
                                "results": results, "active_median": active,

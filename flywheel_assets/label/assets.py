@@ -7,6 +7,7 @@ from flywheel_assets import warehouse
 from flywheel_assets.label import audit as audit_lib
 from flywheel_assets.label import gold as gold_lib
 from flywheel_assets.label import labels as labels_lib
+from flywheel_assets.label import outbox
 from flywheel_assets.label import queue as queue_lib
 from flywheel_assets.metadata import readable
 from flywheel_assets.monitor.alerts import Alert, raise_alert
@@ -72,8 +73,9 @@ def labeling_queue(context: dg.AssetExecutionContext, flywheel: FlywheelResource
         built = queue_lib.build_queue(conn, s, context.partition_key)
     folder = s.labeling_dir / "outbox" / context.partition_key
     if not built["reissued"] or not (folder / "tasks.json").exists():
-        folder = queue_lib.write_files(s.labeling_dir, context.partition_key, built["queue"],
-                                       built["champion_version"], s.signals.max_grade)
+        folder = outbox.write_outbox(s.labeling_dir / "outbox", context.partition_key,
+                                     built["queue"], built["champion_version"],
+                                     s.signals.max_grade)
     return dg.MaterializeResult(metadata=readable(**{
         "dagster/row_count": built["tasks"], "tasks": dg.MetadataValue.int(built["tasks"]),
         "pool": built["pool"], "labelled_before": built["labelled_before"],

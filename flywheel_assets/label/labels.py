@@ -124,17 +124,8 @@ def import_inbox(conn, inbox_dir: Path, partition_date: str) -> dict:
                 warehouse.replace_partition(conn, table, partition_date, "SELECT * FROM _rows")
             finally:
                 conn.unregister("_rows")
-        resolved = resolve_day(conn, partition_date)
-    everything = conn.execute("SELECT task_key, annotator, grade FROM label.annotations "
-                              "WHERE partition_date <= ?", [partition_date]).df()
-    today = everything[everything["task_key"].isin({a["task_key"] for a in accepted})]
-    reasons = pd.Series([q["reason"].split(":")[0] for q in quarantined], dtype=object)
-    return {"files": len(files), "rows_read": len(accepted) + len(quarantined),
-            "accepted": len(accepted), "quarantined": len(quarantined),
-            "quarantine_reasons": reasons.value_counts().to_dict(),
-            "labels": resolved, "agreement_alpha": inbox.agreement(everything),
-            "agreement_alpha_today": inbox.agreement(today),
-            "files_detail": manifest}
+        resolve_day(conn, partition_date)
+    return _day_figures(conn, partition_date)
 
 
 def resolve_day(conn, partition_date: str) -> int:

@@ -10,13 +10,12 @@ that comes back can be learnt from or evaluated on) and written to the outbox.
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from flywheel_assets import warehouse
-from flywheel_assets.label import outbox, selection
+from flywheel_assets.label import selection
 from flywheel_assets.train import features as feats
 from flywheel_assets.train import model as model_lib
 from flywheel_assets.train import model_store
@@ -144,8 +143,3 @@ def build_queue(conn, settings, partition_date: str, random_state: int = 0) -> d
             "by_reason": queue["reason"].value_counts().to_dict() if len(queue) else {},
             "champion_version": version, "queue": queue, "reissued": False}
 
-
-def write_files(labeling_dir: Path, partition_date: str, queue: pd.DataFrame,
-                model_version: str | None, max_grade: int) -> Path:
-    return outbox.write_outbox(labeling_dir / "outbox", partition_date, queue, model_version,
-                               max_grade)

@@ -30,17 +30,13 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from flywheel_assets.settings import check_label_budget
 from flywheel_assets.train import features as feats
 
-MIN_CONTROL_SHARE = 0.10
-REASONS = ("random", "contradicted", "uncertainty", "committee", "model_change",
-           "champion_margin")
 # Examples of these reasons may become gold: they are never trained on (training_set).
 GOLD_REASONS = ("random", "contradicted")
 # Expected model change costs a refit per candidate and label: it looks at this many.
 MODEL_CHANGE_CANDIDATES = 1500
-# Signals that contradict a confident prediction when the champion ranked the item first.
-NEGATIVE_SIGNALS = ("thumbs_down", "skip")
 
 
 @dataclass(frozen=True)
@@ -50,14 +46,7 @@ class Budget:
     triage_share: float = 0.2
 
     def __post_init__(self):
-        if self.total < 0:
-            raise ValueError(f"labeling budget must be >= 0, got {self.total}")
-        if not MIN_CONTROL_SHARE <= self.control_share <= 1.0:
-            raise ValueError(f"labeling.control_share must be in [{MIN_CONTROL_SHARE}, 1], "
-                             f"got {self.control_share}")
-        if not 0.0 <= self.triage_share <= 1.0 - self.control_share:
-            raise ValueError("labeling.triage_share must be in [0, 1 - control_share], "
-                             f"got {self.triage_share}")
+        check_label_budget(self.total, self.control_share, self.triage_share)
 
     @property
     def control(self) -> int:

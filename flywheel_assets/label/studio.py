@@ -6,9 +6,9 @@ Label Studio's HTTP API, so nobody has to drag files through a browser:
 
     export LABEL_STUDIO_TOKEN=...            # your own secret, 6-40 characters
     make label-studio                        # terminal 1: the server, 127.0.0.1:8080
-    python -m flywheel_assets.label.studio push --date 2026-01-05
+    flywheel label-studio push --date 2026-01-05
     ... people label in the browser (the least certain guesses first) ...
-    python -m flywheel_assets.label.studio pull
+    flywheel label-studio pull
 
 `push` creates (or reuses) the project "flywheel relevance" with the outbox's labelling
 interface, imports `data/labeling/outbox/<date>/tasks.json` (the champion's guess comes
@@ -502,11 +502,12 @@ def _pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m flywheel_assets.label.studio", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """`flywheel label-studio serve|push|pull` (an entry point of `flywheel.commands`)."""
+    parser = subparsers.add_parser("label-studio", help="a local Label Studio: serve it, push "
+                                   "the day's queue, pull the labels", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="label_studio_command", required=True)
     p = sub.add_parser("serve", help="run Label Studio in the foreground (Ctrl-C stops it)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--data-dir", help="the flywheel's data dir (default: $FLYWHEEL_DATA_DIR)")
@@ -527,13 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--format", choices=list(EXPORT_TYPES), default="JSON",
                            help="JSON keeps cancelled annotations (quarantined on import)")
         p.set_defaults(func=func)
-    return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+if __name__ == "__main__":  # python -m flywheel_assets.label.studio ... = flywheel label-studio ...
+    from flywheel_assets.cli import main
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["label-studio", *sys.argv[1:]]))

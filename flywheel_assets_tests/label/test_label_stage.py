@@ -153,12 +153,16 @@ def test_labelled_active_picks_teach_the_model_their_human_grade(labelled):
     assert (rows["label_grade"] == rows["human_grade"]).all() and (rows["weight"] == 1.0).all()
 
 
-def test_evaluation_reports_gold_metrics_and_the_gate_guards_on_them(labelled):
+def test_evaluation_reports_gold_metrics_on_the_judged_slice(labelled):
     data_dir, *_ = labelled
     metrics = json.loads(_sql(data_dir, "SELECT metrics FROM ml.model_evaluations WHERE "
                                         f"partition_date = DATE '{DAYS[-1]}'")["metrics"].iloc[0])
     gold = metrics["gold"]
     assert gold["examples"] > 0 and 0.0 <= gold["candidate"] <= 1.0
+    # Judged: the random slice only (the guard's own rule is tested in test_label_units).
+    random_slice = _sql(data_dir, "SELECT count(*) AS n FROM label.gold_set WHERE version = ? "
+                                  "AND reason = 'random'", [gold["version"]])["n"].iloc[0]
+    assert 0 < gold["judged"] <= random_slice < gold["examples"]
 
 
 def test_a_gold_example_in_the_training_set_fails_the_blocking_check_and_the_gate(labelled):
