@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles drill clean label-studio-install label-studio
+.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles benchmark-rotation drill clean label-studio-install label-studio
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -66,6 +66,12 @@ benchmark-compounding: install
 # Seconds and peak memory of one day's profiles at 1M curated rows a day (synthetic).
 benchmark-profiles: install
 	$(BIN)/flywheel benchmark profiles --impressions-per-day 1000000
+
+# One full rotation of a day of IMPRESSIONS (default 1M; 10M on request) through Dagster
+# and from a plain loop of the same steps: seconds per stage, rows/s, peak memory, ratio.
+IMPRESSIONS ?= 1000000
+benchmark-rotation: install
+	$(BIN)/flywheel benchmark rotation --impressions $(IMPRESSIONS)
 
 # The gate's error rates against the world's truth: 4 worlds x 20 seeds x 7 days,
 # two processes; prints aa_false_promotions_per_365=<x> coverage=<y> power_2pct=<z> last.

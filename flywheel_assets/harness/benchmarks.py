@@ -37,6 +37,11 @@ the last 14 days ranking ordinary pools (`simulation/oracle.cold_start`).
 ``flywheel benchmark labels --noise P``: human labels needed to reach a target gold-set
 accuracy with active selection vs random selection (`labels_benchmark`).
 
+``flywheel benchmark rotation --impressions N``: one full rotation of a day of N
+impressions (default 1M) through Dagster and from a plain loop of the same steps (the
+floor): seconds per stage, rows per second, peak memory, the ratio
+(`rotation_benchmark`).
+
 ``--jobs 2`` runs the two arms of loops, signal and compounding side by side, each in
 its own process (its log in its directory).
 """
@@ -51,7 +56,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from flywheel_assets.harness import gate_benchmark, labels_benchmark, profile_cost, target_benchmark
+from flywheel_assets.harness import (gate_benchmark, labels_benchmark, profile_cost,
+                                     rotation_benchmark, target_benchmark)
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation.config import WorldConfig
 
@@ -64,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=["signal", "loops", "gate", "target", "compounding",
-                                    "profiles", "cold-start", "labels"],
+                                    "profiles", "cold-start", "labels", "rotation"],
                    help="signal: full loop vs --no-ips --no-filters; "
                         "loops: guarded loop vs --epsilon 0 --no-rerank; "
                         "compounding: profiles from feedback vs --no-profiles; "
@@ -72,7 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "cold-start: finished runs' champions on fresh items and new users; "
                         "gate: the gate's error rates against the truth; "
                         "target: training targets compared on a finished demo run; "
-                        "labels: human labels needed with active vs random selection")
+                        "labels: human labels needed with active vs random selection; "
+                        "rotation: one rotation at volume, Dagster vs a plain loop")
     p.add_argument("--profile", choices=["default", "carousel"], default="default",
                    help="compounding: the product to run (default: the media feed)")
     p.add_argument("--days", type=int, help="simulated days (default: 14 for signal and "
@@ -84,6 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     gate_benchmark.add_arguments(p)
     profile_cost.add_arguments(p)
     labels_benchmark.add_arguments(p)
+    rotation_benchmark.add_arguments(p)
     p.set_defaults(func=_main)
 
 
@@ -95,7 +103,7 @@ def _main(args: argparse.Namespace) -> int:
     return {"loops": _loops, "signal": _signal, "gate": gate_benchmark.main,
             "target": target_benchmark.main, "compounding": _compounding,
             "profiles": profile_cost.main, "cold-start": _cold_start,
-            "labels": labels_benchmark.main}[args.name](args)
+            "labels": labels_benchmark.main, "rotation": rotation_benchmark.main}[args.name](args)
 
 
 def _arm(data_dir: str, overrides: dict, config: WorldConfig, days: int, log: bool) -> dict:

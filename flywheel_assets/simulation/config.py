@@ -135,6 +135,11 @@ class WorldConfig:
     annotation_overlap: float = 0.25
     annotation_cancel_share: float = 0.02
     scenarios: tuple[Scenario, ...] = field(default_factory=tuple)
+    # Large days (`flywheel benchmark rotation`): candidate pools drawn by inverse-CDF
+    # sampling (duplicates redrawn) instead of Gumbel top-k over the whole catalogue,
+    # interactions written by DuckDB, the truth's requests saved uncompressed. Another
+    # random stream than the default path's, so off by default.
+    fast: bool = False
 
     def __post_init__(self):
         if self.examination_model not in EXAMINATION_MODELS:

@@ -80,7 +80,7 @@ def _write_truth(directory: Path, config: WorldConfig, date: str, traffic, state
                   **{f"latent_{i}": cat.latent[:, i] for i in range(config.latent_dim)}}
                  ).to_parquet(out / "items.parquet", index=False)
     req = traffic.requests
-    np.savez_compressed(out / "requests.npz", request_id=req["request_id"],
+    (np.savez if config.fast else np.savez_compressed)(out / "requests.npz", request_id=req["request_id"],
                         user_idx=req["user_idx"], pools=req["pools"].astype(np.int32),
                         seconds=req["seconds"], device=req["device"].astype(str),
                         is_bot=req["is_bot"], columns=req["columns"].astype(np.int16))
@@ -104,7 +104,7 @@ def run_day(data_dir: Path, landing_dir: Path, config: WorldConfig, date: str,
     state = user_state(directory, config, day - 1)
     traffic = simulate_day(config, dt.date.fromisoformat(date), policy,
                            past_plays(directory, config, day), state)
-    counts = write_day(landing_dir, date, traffic)
+    counts = write_day(landing_dir, date, traffic, fast=config.fast)
     audience = None
     if config.responsive:
         req = traffic.requests

@@ -228,3 +228,32 @@ def test_worlds_that_break_the_click_model():
     assert trusted[:, 4].mean() == pytest.approx(0.3 * theta[4], abs=0.01)
     with pytest.raises(ValueError, match="examination_model"):
         WorldConfig(examination_model="random")
+
+
+def test_the_fast_path_draws_distinct_pools_that_follow_popularity():
+    from flywheel_assets.simulation.traffic import sample_pools_fast
+
+    rng = np.random.default_rng(0)
+    popularity = np.array([1000.0] * 5 + [0.0] * 95)
+    pools = sample_pools_fast(rng, popularity, 4000, 30, 1.0)
+    assert pools.shape == (4000, 30) and pools.min() >= 0 and pools.max() < 100
+    ranked = np.sort(pools, axis=1)
+    assert (ranked[:, 1:] != ranked[:, :-1]).all()  # no item twice in a pool
+    counts = np.bincount(pools.ravel(), minlength=100)
+    # Popular items are in more pools than the rest; every item can be drawn.
+    assert counts[:5].min() > counts[5:].max() and counts.min() > 0
+    with pytest.raises(ValueError, match="exceeds the catalogue"):
+        sample_pools_fast(rng, popularity[:10], 5, 30, 1.0)
+
+
+def test_the_fast_path_lands_the_same_kind_of_day(tmp_path, small_world):
+    fast = small_world.replace(fast=True)
+    world.run_day(tmp_path, tmp_path / "landing", fast, "2026-01-01", popularity_policy())
+    frames = _landed_frames(tmp_path)
+    inter = frames["interactions"]
+    # DuckDB's JSON Lines carry the same fields, nulls where a signal has no value.
+    assert list(inter.columns) == ["event_id", "impression_id", "ts", "signal", "value"]
+    assert inter.loc[inter["signal"].isin(["thumbs_up", "thumbs_down"]), "value"].isna().all()
+    assert inter["impression_id"].str.replace("-dup", "").isin(
+        frames["impressions"]["impression_id"]).mean() > 0.99
+    assert frames["impressions"]["impression_id"].is_unique
