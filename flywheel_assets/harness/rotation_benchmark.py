@@ -27,7 +27,6 @@ import importlib
 import json
 import logging
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -147,6 +146,15 @@ def run_dagster(data_dir: Path, day: str, overrides: dict) -> dict:
             "groups": groups}
 
 
+def _own_peak_mb() -> float:
+    """This process's peak resident memory since its exec (VmHWM; ``ru_maxrss`` would
+    carry over the forking parent's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def _arm_main(argv: list[str]) -> int:
     arm, data_dir, day, out = argv[0], Path(argv[1]), argv[2], Path(argv[3])
     overrides = json.loads(argv[4])
@@ -156,7 +164,7 @@ def _arm_main(argv: list[str]) -> int:
     imports = time.perf_counter() - t
     result = (run_dagster if arm == "dagster" else run_floor)(data_dir, day, overrides)
     result["imports_s"] = imports
-    result["self_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["self_peak_rss_mb"] = _own_peak_mb()
     out.write_text(json.dumps(result, indent=2))
     return 0
 

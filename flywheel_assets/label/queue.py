@@ -40,11 +40,16 @@ def day_pool(conn, partition_date: str, max_rows: int) -> pd.DataFrame:
             JOIN curated.curated_feedback f
               ON f.partition_date = t.source_date AND f.impression_id = t.impression_id
             WHERE t.partition_date = $d AND t.source_date = $d AND t.split = 'holdout'
+              -- Two anti-joins, not one on "same request or same user": each is a hash
+              -- join, where the OR compared every pair of rows of the same item.
               AND NOT EXISTS (
                   SELECT 1 FROM ml.training_set tr
                   WHERE tr.partition_date = $d AND tr.split = 'train'
-                    AND tr.item_id = t.item_id
-                    AND (tr.request_id = t.request_id OR tr.user_key = t.user_key))),
+                    AND tr.item_id = t.item_id AND tr.request_id = t.request_id)
+              AND NOT EXISTS (
+                  SELECT 1 FROM ml.training_set tr
+                  WHERE tr.partition_date = $d AND tr.split = 'train'
+                    AND tr.item_id = t.item_id AND tr.user_key = t.user_key)),
         requests AS (
             SELECT request_id, sum(count(*)) OVER (ORDER BY hash(request_id), request_id) AS upto
             FROM rows GROUP BY request_id)
