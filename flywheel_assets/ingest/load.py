@@ -151,7 +151,11 @@ def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partiti
                        first_value(_file) OVER w AS first_file,
                        first_value(_row) OVER w AS first_row,
                        row_number() OVER w AS rank
-                FROM _checked WHERE _reason IS NULL
+                FROM _checked WHERE _reason IS NULL AND {idq} IN (
+                    -- Only ids that occur twice are ranked: a hash aggregate finds
+                    -- them, the window then sorts a few rows, not the whole day.
+                    SELECT {idq} FROM _checked WHERE _reason IS NULL
+                    GROUP BY {idq} HAVING count(*) > 1)
                 WINDOW w AS (PARTITION BY {idq} ORDER BY _file, _row)
             ) d
             WHERE d.rank > 1 AND _checked._file = d._file AND _checked._row = d._row
