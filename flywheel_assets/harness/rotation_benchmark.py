@@ -102,9 +102,10 @@ def run_floor(data_dir: Path, day: str, overrides: dict) -> dict:
     defs = build_definitions(str(data_dir), overrides)
     steps = rotation_steps(defs)
     flywheel = FlywheelResource(data_dir=str(data_dir), overrides=encode(overrides))
-    seconds, failed = {}, []
+    seconds, peaks, failed = {}, {}, []
     started = time.perf_counter()
     for name, _, body in steps:
+        _reset_peak()
         t = time.perf_counter()
         kwargs = {"flywheel": flywheel}
         if "config" in body.__code__.co_varnames[:body.__code__.co_argcount]:
@@ -113,7 +114,9 @@ def run_floor(data_dir: Path, day: str, overrides: dict) -> dict:
         results = list(out) if hasattr(out, "__next__") else [out]
         failed += [name for r in results if getattr(r, "passed", True) is False]
         seconds[name] = time.perf_counter() - t
+        peaks[name] = _own_peak_mb()
     return {"total_s": time.perf_counter() - started, "steps": seconds, "failed_checks": failed,
+            "step_peak_rss_mb": peaks,
             "groups": {name: group for name, group, _ in steps}}
 
 
@@ -153,6 +156,15 @@ def _own_peak_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _reset_peak() -> None:
+    """Start VmHWM again from the current resident memory (Linux: clear_refs 5), so
+    each step's peak can be read after it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def _arm_main(argv: list[str]) -> int:
@@ -307,6 +319,8 @@ def figures(impressions: int, days: int, generated: float, counts: dict, rows: d
         "steps": {arm: {k: round(v, 3) for k, v in arms[arm]["steps"].items()} for arm in ARMS},
         "imports_s": {arm: round(arms[arm]["imports_s"], 2) for arm in ARMS},
         "failed_checks": {arm: arms[arm]["failed_checks"] for arm in ARMS},
+        "step_peak_rss_mb_floor": {k: round(v) for k, v in
+                                   arms["floor"].get("step_peak_rss_mb", {}).items()},
         "dagster_success": dag["success"],
     }
 
@@ -324,6 +338,8 @@ def print_figures(f: dict) -> None:
         print(f"failed checks: {f['failed_checks']}")
     print(f"ingest {f['ingest_rows_per_s']:,} rows/s, curate {f['curate_rows_per_s']:,} rows/s "
           f"(floor: {f['ingest_rows_per_s_floor']:,}, {f['curate_rows_per_s_floor']:,})")
+    heavy = sorted(f["step_peak_rss_mb_floor"].items(), key=lambda kv: -kv[1])[:5]
+    print("largest step peaks (floor): " + ", ".join(f"{k} {v} MiB" for k, v in heavy))
     print(f"peak RSS (process tree): dagster {f['peak_rss_mb_by_arm']['dagster']:.0f} MiB, "
           f"floor {f['peak_rss_mb_by_arm']['floor']:.0f} MiB")
     print(f"dagster_total_s={f['dagster_total_s']} floor_total_s={f['floor_total_s']} "
