@@ -176,7 +176,8 @@ def _arm_main(argv: list[str]) -> int:
     imports = time.perf_counter() - t
     result = (run_dagster if arm == "dagster" else run_floor)(data_dir, day, overrides)
     result["imports_s"] = imports
-    result["self_peak_rss_mb"] = _own_peak_mb()
+    # The floor resets the peak per step: its own peak is the largest of them.
+    result["self_peak_rss_mb"] = max([_own_peak_mb(), *result.get("step_peak_rss_mb", {}).values()])
     out.write_text(json.dumps(result, indent=2))
     return 0
 

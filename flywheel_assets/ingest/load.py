@@ -18,7 +18,7 @@ import pandas as pd
 from flywheel_assets import warehouse
 from flywheel_assets.ingest.contract import StreamContract, quote_ident, rejection_sql, typed_expr
 from flywheel_assets.ingest.pseudonymise import key_map
-from flywheel_assets.ingest.reader import file_format, read_landing_file, stage_jsonl
+from flywheel_assets.ingest.reader import file_format, read_landing_file
 from flywheel_assets.reporting import markdown_table
 
 SUCCESS_MARKER = "_SUCCESS"
@@ -68,19 +68,13 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
     names = ", ".join(quote_ident(c) for c in cols)
     for path in files:
         rel = str(path.relative_to(landing_dir))
-        # JSON Lines through DuckDB; anything else, or a file it cannot number line for
-        # line, through the reader's batches.
-        n = stage_jsonl(conn, path, cols, dropped,
-                        f"INSERT INTO _stage SELECT {names}, ?, _row, _parse_error, _extras "
-                        "FROM _jsonl", [rel]) if file_format(path) == "jsonl" else None
-        if n is None:
-            n = 0
-            for batch in read_landing_file(path, cols, dropped):
-                conn.register("_batch", batch)
-                conn.execute(f"INSERT INTO _stage SELECT {names}, ?, _row, _parse_error, _extras "
-                             "FROM _batch", [rel])
-                conn.unregister("_batch")
-                n += batch.num_rows
+        n = 0
+        for batch in read_landing_file(path, cols, dropped):
+            conn.register("_batch", batch)
+            conn.execute(f"INSERT INTO _stage SELECT {names}, ?, _row, _parse_error, _extras "
+                         "FROM _batch", [rel])
+            conn.unregister("_batch")
+            n += batch.num_rows
         report.files.append({"file": rel, "format": file_format(path), "rows": n,
                              "bytes": path.stat().st_size})
         report.rows_read += n

@@ -1,10 +1,11 @@
 """Read landing files (Parquet, JSON Lines, CSV; plain or gzip) as string batches.
 
-JSON Lines are read by DuckDB (`stage_jsonl`): each line as text with its line number,
-parsed in SQL; Python only explains the few lines that are not clean JSON objects. A
-file DuckDB cannot number line for line (invalid UTF-8, empty lines, lone carriage
-returns, the separator byte inside a line) is read by the line-exact Python reader
-below instead: same rows, same line numbers, slower.
+JSON Lines are read by DuckDB (`_jsonl_by_duckdb`): each line as text with its line
+number, parsed in SQL; Python reads only the few lines DuckDB would read otherwise (not
+JSON objects, unusual characters or numbers, other fields). A file DuckDB cannot number
+line for line (invalid UTF-8, empty lines, lone carriage returns, the separator byte
+inside a line, very long lines) is read by the line-exact Python reader below instead:
+same rows, same line numbers, slower.
 
 Every value is kept as text and every row keeps its line (or row) number, so that the
 contract's SQL can type the good rows and say exactly where a bad one came from. A row
@@ -56,6 +57,14 @@ def _text(value) -> str | None:
         return "true" if value else "false"
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            # A lone surrogate escape ("\ud800") is not text a table can hold: kept as
+            # its escape, so the row is judged (and kept) instead of failing the file.
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return value
     return str(value)
 
 
@@ -137,92 +146,134 @@ def _jsonl_records(path: Path, columns: list[str], dropped: frozenset) -> Iterat
 _LINES = ("read_csv(?, columns = {'line': 'VARCHAR', 'rest': 'VARCHAR'}, header = false, "
           "delim = E'\\x01', quote = '', escape = '', auto_detect = false, "
           "strict_mode = false, null_padding = true)")
+# DuckDB's CSV reader refuses longer lines; a file with one goes to the exact reader.
+MAX_LINE_BYTES = 1 << 20
 
 
 def _line_count(path: Path) -> int | None:
     """Lines in the file as Python numbers them, or None when DuckDB would number or
-    read them otherwise: invalid UTF-8 (an error would abort the ingest's transaction),
-    an empty line (its CSV reader skips it), a lone carriage return, a NUL or separator
-    byte. One pass over the bytes, no parsing."""
+    read them otherwise: invalid UTF-8, an empty line (its CSV reader skips it), a lone
+    carriage return, a NUL or separator byte, a line over MAX_LINE_BYTES, an empty or
+    unreadable file, a name DuckDB would read as a glob. One pass over the bytes, no
+    parsing."""
+    if any(ch in str(path) for ch in "*?[{") or path.stat().st_size == 0:
+        return None
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     lines = returns = crlf = 0
     previous, last = b"", b""
-    with opener(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError:
-                return None
-            joined = previous + chunk
-            if b"\n\n" in joined or b"\n\r\n" in joined or b"\x00" in chunk \
-                    or b"\x01" in chunk or (not previous and chunk.startswith((b"\n", b"\r\n"))):
-                return None
-            lines += chunk.count(b"\n")
-            returns += chunk.count(b"\r")
-            crlf += joined.count(b"\r\n") - previous.count(b"\r\n")
-            previous, last = joined[-2:], chunk[-1:]
+    since_newline = 0
     try:
+        with opener(path, "rb") as fh:
+            while chunk := fh.read(1 << 22):
+                decoder.decode(chunk)
+                joined = previous + chunk
+                if b"\n\n" in joined or b"\n\r\n" in joined or b"\x00" in chunk \
+                        or b"\x01" in chunk or (not previous and chunk.startswith((b"\n", b"\r\n"))):
+                    return None
+                parts = chunk.split(b"\n")
+                if len(parts) > 1:
+                    if since_newline + len(parts[0]) > MAX_LINE_BYTES or any(
+                            len(part) > MAX_LINE_BYTES for part in parts[1:-1]):
+                        return None
+                    since_newline = 0
+                since_newline += len(parts[-1])
+                if since_newline > MAX_LINE_BYTES:
+                    return None
+                newlines = len(parts) - 1
+                lines += newlines
+                returns += chunk.count(b"\r")
+                crlf += joined.count(b"\r\n") - previous.count(b"\r\n")
+                previous, last = joined[-2:], chunk[-1:]
         decoder.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return None
+    except (UnicodeDecodeError, OSError, EOFError):
+        return None  # the exact reader says what is wrong with the file
     if returns != crlf:
         return None
     return lines + (last not in (b"", b"\n"))
 
 
-def stage_jsonl(conn, path: Path, columns: list[str], dropped: frozenset, insert_sql: str,
-                params: list) -> int | None:
-    """Insert a JSON Lines file's rows with DuckDB: ``insert_sql`` is run with
-    ``params`` on a table ``_jsonl`` of the contract's columns as text, ``_row``,
-    ``_parse_error`` and ``_extras``. Rows inserted, or None when the file needs the
-    line-exact Python reader (nothing inserted then)."""
+# A line DuckDB's JSON functions would read otherwise than Python's json module, or
+# whose text Python would render otherwise: anything but printable ASCII and tabs (BOM,
+# Unicode whitespace, control characters), escapes (lone surrogates), a comma before a
+# closing bracket (DuckDB accepts it, Python does not), repeated keys (DuckDB keeps the
+# first, Python the last). Python reads these lines, a few in a real log.
+_UNUSUAL = (r"regexp_matches(line, '[^\t\x20-\x7e]|\\u|,\s*[}\]]') "
+            "OR len(json_keys(line)) <> len(list_distinct(json_keys(line)))")
+
+
+def _unusual_value(column: str) -> str:
+    """A named field whose text DuckDB would render otherwise than Python: nested, or a
+    double in exponent notation (Python writes 1e+16, DuckDB 10000000000000000.0)."""
+    path = _json_path(column)
+    return (f"json_type(line, {path}) IN ('OBJECT', 'ARRAY') OR (json_type(line, {path}) = "
+            f"'DOUBLE' AND (abs(TRY_CAST(json_extract(line, {path}) AS DOUBLE)) >= 1e16 OR "
+            f"(TRY_CAST(json_extract(line, {path}) AS DOUBLE) <> 0 AND "
+            f"abs(TRY_CAST(json_extract(line, {path}) AS DOUBLE)) < 1e-4)))")
+
+
+def _jsonl_by_duckdb(path: Path, columns: list[str], dropped: frozenset) -> list[pa.RecordBatch] | None:
+    """The file's rows as the exact reader gives them, read and parsed by DuckDB on a
+    connection of its own (no error of it can reach the ingest's transaction): every
+    line with its number, the contract's fields as text; lines DuckDB would read
+    otherwise (`_UNUSUAL`), not JSON objects, or with other fields are read by the
+    exact reader's Python, a few rows. None when the file needs the exact reader."""
     import duckdb
 
     expected = _line_count(path)
     if expected is None:
         return None
+    named = set(columns)
     try:
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE _lines AS SELECT row_number() OVER () AS _row, "
-                     f"line, rest FROM {_LINES}", [str(path)])
-        read, split = conn.execute("SELECT count(*), count(rest) FROM _lines").fetchone()
-        if read != expected or split:
-            return None
-        named = list(columns)
-        conn.execute("""
-            CREATE OR REPLACE TEMP TABLE _parsed AS
-            SELECT _row, line, CASE WHEN json_valid(line) THEN json_type(line) END AS _type
-            FROM _lines WHERE NOT regexp_full_match(line, '\s*')""")
-        # Lines that are not clean objects of the contract's fields: explained (or their
-        # other fields kept) by the same Python as the exact reader, a few rows.
-        odd = conn.execute("""
-            SELECT _row, line FROM _parsed
-            WHERE _type IS DISTINCT FROM 'OBJECT'
-               OR len(list_filter(CASE WHEN _type = 'OBJECT' THEN json_keys(line) END,
-                                  lambda k: NOT list_contains($named, k))) > 0""",
-                           {"named": named}).fetchall()
-        name_set = set(columns)
-        fixes = [_jsonl_record(line.strip(), row, columns, name_set, dropped) for row, line in odd]
-        conn.register("_fixes", pa.table({
-            "_row": pa.array([f[1] for f in fixes], pa.int64()),
-            "_parse_error": pa.array([f[2] for f in fixes], pa.string()),
-            "_extras": pa.array([f[3] for f in fixes], pa.string())}))
-        values = ", ".join(
-            f"CASE WHEN p._type = 'OBJECT' THEN json_extract_string(p.line, '$.\"' || "
-            f"{_sql_text(c)} || '\"') END AS {_sql_ident(c)}" for c in columns)
-        conn.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _jsonl AS
-            SELECT {values}, p._row, f._parse_error, f._extras
-            FROM _parsed p LEFT JOIN _fixes f USING (_row) ORDER BY p._row""")
-        conn.unregister("_fixes")
-        conn.execute(insert_sql, params)
-        return conn.execute("SELECT count(*) FROM _jsonl").fetchone()[0]
+        with duckdb.connect() as conn:
+            conn.execute("SET preserve_insertion_order = true")
+            conn.execute(f"CREATE TABLE lines AS SELECT row_number() OVER () AS _row, line, rest "
+                         f"FROM {_LINES}", [str(path)])
+            read, split = conn.execute("SELECT count(*), count(rest) FROM lines").fetchone()
+            if read != expected or split:
+                return None
+            conn.execute("""
+                CREATE TABLE parsed AS
+                SELECT _row, line, CASE WHEN json_valid(line) THEN json_type(line) END AS _type
+                FROM lines WHERE NOT regexp_full_match(line, '[ \t\r]*')""")
+            conn.execute("DROP TABLE lines")
+            unusual_values = " OR ".join(_unusual_value(c) for c in columns) or "false"
+            odd = conn.execute(f"""
+                SELECT _row, line FROM parsed
+                WHERE _type IS DISTINCT FROM 'OBJECT'
+                   OR CASE WHEN _type = 'OBJECT' THEN
+                        {_UNUSUAL} OR {unusual_values}
+                        OR len(list_filter(json_keys(line),
+                                           lambda k: NOT list_contains($named, k))) > 0
+                      END""", {"named": list(columns)}).fetchall()
+            # A line only Python's strip() finds blank (Unicode spaces) carries no record.
+            blank = [row for row, line in odd if not line.strip()]
+            records = [_jsonl_record(line.strip(), row, columns, named, dropped)
+                       for row, line in odd if line.strip()]
+            python = {c: pa.array([r[0][i] for r in records], pa.string())
+                      for i, c in enumerate(columns)}
+            conn.register("python", pa.table({
+                "_row": pa.array([r[1] for r in records], pa.int64()), **{
+                    f"_py{i}": python[c] for i, c in enumerate(columns)},
+                "_parse_error": pa.array([r[2] for r in records], pa.string()),
+                "_extras": pa.array([r[3] for r in records], pa.string())}))
+            conn.register("blank", pa.table({"_row": pa.array(blank, pa.int64())}))
+            # Python's reading wins for the lines it read.
+            values = ", ".join(
+                f"CASE WHEN f._row IS NOT NULL THEN f._py{i} WHEN p._type = 'OBJECT' THEN "
+                f"json_extract_string(p.line, {_json_path(c)}) "
+                f"END AS {_sql_ident(c)}" for i, c in enumerate(columns))
+            table = conn.sql(f"""
+                SELECT {values}, p._row, f._parse_error, f._extras
+                FROM parsed p LEFT JOIN python f USING (_row)
+                WHERE p._row NOT IN (SELECT _row FROM blank) ORDER BY p._row""").to_arrow_table()
     except duckdb.Error:
-        # Not UTF-8, or a line DuckDB's reader refuses: the exact reader decides.
-        return None
-    finally:
-        for table in ("_lines", "_parsed", "_jsonl"):
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        return None  # a file DuckDB cannot read: the exact reader decides
+    return table.to_batches(max_chunksize=BATCH_ROWS)
+
+
+def _json_path(column: str) -> str:
+    return _sql_text('$."' + column + '"')
 
 
 def _sql_text(value: str) -> str:
@@ -259,7 +310,12 @@ def _csv_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator
 
 
 def _read_jsonl(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:
-    yield from _batches(columns, _jsonl_records(path, columns, dropped))
+    batches = _jsonl_by_duckdb(path, columns, dropped)
+    if batches is None:
+        yield from _batches(columns, _jsonl_records(path, columns, dropped))
+    else:
+        for batch in batches:
+            yield pa.Table.from_batches([batch])
 
 
 def _read_csv(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:

@@ -46,7 +46,8 @@ def _jsonl_gz_duckdb(frame: pd.DataFrame, path: Path) -> None:
         conn.register("_frame", frame)
         columns = ", ".join(f"CASE WHEN isnan({c}) THEN NULL ELSE {c} END AS {c}"
                             if pd.api.types.is_float_dtype(frame[c]) else c for c in frame.columns)
-        conn.execute(f"COPY (SELECT {columns} FROM _frame) TO '{tmp}' "
+        target = str(tmp).replace("'", "''")
+        conn.execute(f"COPY (SELECT {columns} FROM _frame) TO '{target}' "
                      "(FORMAT JSON, COMPRESSION GZIP)")
     publish(tmp)
 

@@ -182,7 +182,7 @@ def simulate_day(config: WorldConfig, date: dt.date, policy: RankingPolicy,
 
     pools = (sample_pools_fast if config.fast else sample_pools)(
         rng, items["popularity"].to_numpy(), n_req, config.pool_size, config.popularity_skew)
-    if policy.pipeline is None:
+    if isinstance(policy, RankingPolicy) and policy.pipeline is None:
         # Popularity needs no scoring rows: the same scores without the R×P frame.
         scores = policy.score(pd.DataFrame({"popularity": items["popularity"].to_numpy()[pools.ravel()]}))
     else:

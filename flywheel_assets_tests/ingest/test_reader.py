@@ -1,85 +1,95 @@
-"""JSON Lines through DuckDB give exactly the rows, line numbers, parse errors and extras
-of the line-exact Python reader; files DuckDB cannot number line for line fall back."""
+"""JSON Lines read by DuckDB give exactly the rows, line numbers, values, parse errors
+and extras of the line-exact Python reader; files DuckDB cannot number line for line
+go to that reader."""
 
 import gzip
 import json
 
-import duckdb
 import pytest
 
-from flywheel_assets.ingest.reader import read_landing_file, stage_jsonl
+from flywheel_assets.ingest import reader
 
 COLUMNS = ["event_id", "signal", "value"]
 GOOD = [json.dumps({"event_id": f"e{i}", "signal": "skip", "value": i / 4}) for i in range(5)]
 
+# name: (the file's text, DuckDB reads it)
 CASES = {
-    # name: (lines joined as the file's bytes, DuckDB reads it)
     "clean": ("\n".join(GOOD) + "\n", True),
     "no final newline": ("\n".join(GOOD), True),
-    "bad lines": ("\n".join([GOOD[0], '{"event_id": "e9", ', "[1, 2]", '"text"', "3",
-                             "   ", GOOD[1], '{"event_id": true, "value": null}']) + "\n", True),
-    "extras and a nested value": ("\n".join([
+    "bad lines": ("\n".join([GOOD[0], '{"event_id": "e9", ', "[1, 2]", '"text"', "3", "null",
+                             "   ", "\t", GOOD[1], '{"event_id": true, "value": null}']) + "\n",
+                  True),
+    "extras, nested and identifier-like fields": ("\n".join([
         GOOD[0], json.dumps({"event_id": "x", "device": "tv", "userId": "u1", "signal": "save"}),
-        json.dumps({"event_id": "y", "signal": {"a": [1, 2]}})]) + "\n", True),
+        json.dumps({"event_id": "y", "signal": {"b": [1, 2], "a": 1}})]) + "\n", True),
+    "numbers Python and DuckDB write differently": ("\n".join(
+        ['{"event_id": "n1", "value": 1e16}', '{"event_id": "n2", "value": 1e400}',
+         '{"event_id": "n3", "value": 1.5e-7}', '{"event_id": "n4", "value": -0}',
+         '{"event_id": "n5", "value": 1.0}', '{"event_id": 12345678901234567890123}',
+         '{"event_id": 7, "value": 0.95}']) + "\n", True),
+    "what only Python rejects or reads": ("\n".join(
+        ['{"event_id": "a", "event_id": "b"}', '{"event_id": "c", "value": 1,}',
+         '{"event_id": "d", "signal": [1,]}', '\ufeff' + GOOD[0], '\x0b' + GOOD[1],
+         '{"event_id": "\\ud800x"}', '\u00a0', '{"event_id": "caf\u00e9"}',
+         '{"signal": ' + "[" * 1200 + "]" * 1200 + "}"]) + "\n", True),
     "crlf": ("\r\n".join(GOOD) + "\r\n", True),
     "an empty line": ("\n".join([GOOD[0], "", GOOD[1]]) + "\n", False),
     "an empty first line": ("\n" + "\n".join(GOOD) + "\n", False),
     "an empty crlf line": ("\r\n".join([GOOD[0], "", GOOD[1]]) + "\r\n", False),
     "a lone carriage return": (GOOD[0] + "\r" + GOOD[1] + "\n", False),
     "the separator byte": ("\n".join([GOOD[0], '{"event_id": "a\x01b"}', GOOD[1]]) + "\n", False),
+    "a line over the limit": ("\n".join([GOOD[0], json.dumps(
+        {"event_id": "long", "signal": "x" * (reader.MAX_LINE_BYTES + 10)}), GOOD[1]]) + "\n",
+                              False),
 }
 
 
-def _python_rows(path, dropped):
+def _exact(path, dropped):
     rows = []
-    for batch in read_landing_file(path, COLUMNS, dropped):
+    for batch in reader._batches(COLUMNS, reader._jsonl_records(path, COLUMNS, dropped)):
         rows += batch.to_pylist()
     return rows
 
 
+def _write(path, data: bytes, gz: bool):
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("gz", [False, True])
-def test_duckdb_reads_json_lines_as_the_exact_reader_does(tmp_path, name, gz):
+def test_duckdb_reads_json_lines_exactly_as_the_python_reader(tmp_path, name, gz):
     text, by_duckdb = CASES[name]
-    path = tmp_path / ("part.jsonl.gz" if gz else "part.jsonl")
-    data = text.encode()
-    path.write_bytes(gzip.compress(data) if gz else data)
+    path = _write(tmp_path / ("part.jsonl.gz" if gz else "part.jsonl"), text.encode(), gz)
     dropped = frozenset({"userid"})
-    conn = duckdb.connect()
-    conn.execute("CREATE TEMP TABLE _out (event_id VARCHAR, signal VARCHAR, value VARCHAR, "
-                 "_row BIGINT, _parse_error VARCHAR, _extras VARCHAR)")
-    n = stage_jsonl(conn, path, COLUMNS, dropped, "INSERT INTO _out SELECT * FROM _jsonl", [])
-    expected = _python_rows(path, dropped)
-    # Nothing of the attempt is left in the connection, whichever reader took the file.
-    assert conn.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name IN "
-                        "('_lines', '_parsed', '_jsonl')").fetchone()[0] == 0
+    batches = reader._jsonl_by_duckdb(path, COLUMNS, dropped)
+    expected = _exact(path, dropped)
+    assert expected, "a case must have rows"
     if not by_duckdb:
-        assert n is None
-        assert conn.execute("SELECT count(*) FROM _out").fetchone()[0] == 0
-        return
-    assert n == len(expected)
-    got = conn.execute("SELECT * FROM _out ORDER BY _row").df().astype(object).where(lambda f: f.notna(), None).to_dict("records")
-    for mine, exact in zip(got, expected):
-        for key in exact:
-            if key == "signal" and exact[key] and exact[key].startswith("{"):
-                # A nested value: the same JSON, DuckDB's spacing.
-                assert json.loads(mine[key]) == json.loads(exact[key])
-            elif key == "value" and exact[key] is not None:
-                assert float(mine[key]) == float(exact[key])
-            else:
-                assert mine[key] == exact[key], (name, key, mine, exact)
+        assert batches is None
+    else:
+        assert batches is not None
+        got = [row for b in batches for row in b.to_pylist()]
+        assert got == expected
+    # Whichever reader takes it, read_landing_file gives the exact rows.
+    assert [r for t in reader.read_landing_file(path, COLUMNS, {"userId"}) for r in t.to_pylist()] \
+        == expected
 
 
-def test_invalid_utf8_falls_back_to_the_exact_reader_inside_a_transaction(tmp_path):
-    path = tmp_path / "part.jsonl"
-    path.write_bytes(GOOD[0].encode() + b"\n\xff\xfe" + GOOD[1].encode() + b"\n")
-    conn = duckdb.connect()
-    # Ingestion stages inside one transaction: a DuckDB error would abort it.
-    conn.execute("BEGIN")
-    conn.execute("CREATE TEMP TABLE _out (event_id VARCHAR, signal VARCHAR, value VARCHAR, "
-                 "_row BIGINT, _parse_error VARCHAR, _extras VARCHAR)")
-    assert stage_jsonl(conn, path, COLUMNS, frozenset(), "INSERT INTO _out SELECT * FROM _jsonl",
-                       []) is None
-    assert [r["_row"] for r in _python_rows(path, frozenset())] == [1, 2]
-    conn.execute("INSERT INTO _out (_row) VALUES (1)")  # the transaction still works
-    conn.execute("COMMIT")
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe{}\n", b"{}\n" * 3])
+def test_files_duckdb_cannot_read_go_to_the_exact_reader(tmp_path, content):
+    # Empty, not UTF-8, or a name DuckDB would read as a glob.
+    name = "p[1].jsonl" if content.startswith(b"{}") else "part.jsonl.gz"
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(content) if name.endswith(".gz") and content else content)
+    assert reader._jsonl_by_duckdb(path, COLUMNS, frozenset()) is None
+    (tmp_path / "p1.jsonl").write_text(GOOD[0] + "\n")  # what the glob would match
+    rows = [r for t in reader.read_landing_file(path, COLUMNS) for r in t.to_pylist()]
+    assert len(rows) == len([x for x in content.split(b"\n") if x.strip()])
+
+
+def test_a_truncated_gzip_is_a_landing_file_error(tmp_path):
+    path = tmp_path / "part.jsonl.gz"
+    path.write_bytes(gzip.compress(("\n".join(GOOD) + "\n").encode())[:-12])
+    with pytest.raises(reader.LandingFileError, match="part.jsonl.gz"):
+        list(reader.read_landing_file(path, COLUMNS))
