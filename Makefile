@@ -43,12 +43,14 @@ browser:
 
 # Everything (what CI runs): the live Dagster instance, the browser and the end-to-end
 # demo included.
+# Two pytest-xdist workers (the machine's two cores), a module per worker at a time.
+XDIST ?= -n 2 --dist loadgroup
 test: install browser label-studio-install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The inner loop: every test but those marked slow (live instance, browser, demo).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # Full loop vs the naive loop (--no-ips --no-filters) on the same world, side by side.
 benchmark-signal: install

@@ -7,6 +7,17 @@ from flywheel_assets.simulation import world
 from flywheel_assets.simulation.config import WorldConfig
 
 DAY1 = "2026-01-01"
+# Modules that share the session's live instance run in the same pytest-xdist worker.
+LIVE_MODULES = {"test_live_instance", "test_ui_browser"}
+
+
+def pytest_collection_modifyitems(items):
+    """With pytest-xdist (`make test` and `make test-fast` run two workers,
+    ``--dist loadgroup``), each module's tests go to one worker, so a module's fixture
+    (a world turned for days) is built once, and the live instance once."""
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker(pytest.mark.xdist_group("live" if module in LIVE_MODULES else module))
 
 
 @pytest.fixture

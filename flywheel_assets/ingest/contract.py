@@ -123,9 +123,10 @@ def _checks(f: Field) -> list[tuple[str, str]]:
 
 
 def rejection_sql(contract: StreamContract, partition_date: str) -> tuple[str, str]:
-    """Two SQL expressions over a staged row: the failing column and the reason.
+    """Three SQL expressions: over a staged row, the number of its first failing rule
+    (``_rule``); over that number, the failing column and the reason.
 
-    Both are NULL for a row that satisfies the contract. The first failing rule wins,
+    All are NULL for a row that satisfies the contract. The first failing rule wins,
     in field order, so a row has exactly one reason.
     """
     rules: list[tuple[str, str, str]] = [("_parse_error IS NOT NULL", "NULL", "_parse_error")]
@@ -136,9 +137,12 @@ def rejection_sql(contract: StreamContract, partition_date: str) -> tuple[str, s
         shown = _shown(ts_raw)
         rules.append((f"CAST(TRY_CAST({ts_raw} AS TIMESTAMPTZ) AS DATE) <> DATE '{partition_date}'",
                       "'ts'", f"'outside partition {partition_date} (UTC): ' || {shown}"))
-    column = "CASE " + " ".join(f"WHEN {c} THEN {col}" for c, col, _ in rules) + " END"
-    reason = "CASE " + " ".join(f"WHEN {c} THEN {r}" for c, _, r in rules) + " END"
-    return column, reason
+    # The conditions are evaluated once per row (the first failing rule's number); the
+    # column and the reason are looked up from it, the reason built for bad rows only.
+    rule = "CASE " + " ".join(f"WHEN {c} THEN {i}" for i, (c, _, _) in enumerate(rules)) + " END"
+    column = "CASE _rule " + " ".join(f"WHEN {i} THEN {col}" for i, (_, col, _) in enumerate(rules)) + " END"
+    reason = "CASE _rule " + " ".join(f"WHEN {i} THEN {r}" for i, (_, _, r) in enumerate(rules)) + " END"
+    return rule, column, reason
 
 
 def _f(name, kind, **kw) -> Field:

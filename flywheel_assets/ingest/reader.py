@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -337,7 +338,7 @@ def _read_parquet(path: Path, columns: list[str], dropped: frozenset) -> Iterato
         data = {}
         for c in columns:
             data[c] = _as_text(record_batch.column(c)) if c in present else pa.nulls(n, pa.string())
-        data["_row"] = pa.array(range(start, start + n), pa.int64())
+        data["_row"] = pa.array(np.arange(start, start + n, dtype=np.int64))
         data["_parse_error"] = pa.nulls(n, pa.string())
         if other:
             texts = {c: _as_text(record_batch.column(c)).to_pylist() for c in other}
@@ -350,6 +351,9 @@ def _read_parquet(path: Path, columns: list[str], dropped: frozenset) -> Iterato
 
 
 def _as_text(col: pa.Array) -> pa.Array:
+    if pa.types.is_timestamp(col.type) and col.type.tz in ("UTC", "+00:00", "Z"):
+        # "2026-01-01 00:00:00.468000Z": Arrow's own cast, ten times faster than strftime.
+        return pc.cast(col, pa.string())
     if pa.types.is_timestamp(col.type):
         # ISO-8601 with an explicit offset, whatever the writer's unit.
         col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S%z") if col.type.tz \

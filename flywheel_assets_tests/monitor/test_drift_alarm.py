@@ -12,6 +12,9 @@ from flywheel_assets.settings import Settings
 from flywheel_assets.simulation.config import Scenario, WorldConfig
 from flywheel_assets_tests.helpers import turn_the_wheel
 
+# Seven days of real rotations (about three minutes): with the end-to-end tests.
+pytestmark = pytest.mark.slow
+
 CONFIG = WorldConfig(n_users=800, n_items=300, requests_per_day=4000, pool_size=20)
 NORMAL = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
 DRIFT_DAY, NEXT_DAY, DROP_DAY = "2026-01-05", "2026-01-06", "2026-01-07"
