@@ -43,8 +43,9 @@ browser:
 
 # Everything (what CI runs): the live Dagster instance, the browser and the end-to-end
 # demo included.
-# Two pytest-xdist workers (the machine's two cores), a module per worker at a time.
-XDIST ?= -n 2 --dist loadgroup
+# Two pytest-xdist workers (the machine's two cores), a module per worker at a time
+# (flywheel_assets_tests/conftest.py schedules them).
+XDIST ?= -n 2
 test: install browser label-studio-install
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 

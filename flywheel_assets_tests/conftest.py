@@ -8,16 +8,21 @@ from flywheel_assets.simulation.config import WorldConfig
 
 DAY1 = "2026-01-01"
 # Modules that share the session's live instance run in the same pytest-xdist worker.
-LIVE_MODULES = {"test_live_instance", "test_ui_browser"}
+LIVE_MODULES = ("test_live_instance.py", "test_ui_browser.py")
 
 
-def pytest_collection_modifyitems(items):
-    """With pytest-xdist (`make test` and `make test-fast` run two workers,
-    ``--dist loadgroup``), each module's tests go to one worker, so a module's fixture
-    (a world turned for days) is built once, and the live instance once."""
-    for item in items:
-        module = item.module.__name__.rsplit(".", 1)[-1]
-        item.add_marker(pytest.mark.xdist_group("live" if module in LIVE_MODULES else module))
+def pytest_xdist_make_scheduler(config, log):
+    """With pytest-xdist (`make test` and `make test-fast` run two workers), a module's
+    tests go to one worker, so its fixture (a world turned for days) is built once; the
+    live-instance modules go together, so the instance starts once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "live" if module.endswith(LIVE_MODULES) else module
+
+    return ByModule(config, log)
 
 
 @pytest.fixture
