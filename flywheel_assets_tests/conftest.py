@@ -11,10 +11,14 @@ DAY1 = "2026-01-01"
 LIVE_MODULES = ("test_live_instance.py", "test_ui_browser.py")
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: ignored without it
 def pytest_xdist_make_scheduler(config, log):
     """With pytest-xdist (`make test` and `make test-fast` run two workers), a module's
     tests go to one worker, so its fixture (a world turned for days) is built once; the
-    live-instance modules go together, so the instance starts once."""
+    live-instance modules go together, so the instance starts once. Another ``--dist``
+    than the default keeps its own scheduling."""
+    if config.getvalue("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class ByModule(LoadScopeScheduling):

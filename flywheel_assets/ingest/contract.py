@@ -124,7 +124,7 @@ def _checks(f: Field) -> list[tuple[str, str]]:
 
 def rejection_sql(contract: StreamContract, partition_date: str) -> tuple[str, str]:
     """Three SQL expressions: over a staged row, the number of its first failing rule
-    (``_rule``); over that number, the failing column and the reason.
+    (``_flywheel_rule``); over that number, the failing column and the reason.
 
     All are NULL for a row that satisfies the contract. The first failing rule wins,
     in field order, so a row has exactly one reason.
@@ -140,8 +140,8 @@ def rejection_sql(contract: StreamContract, partition_date: str) -> tuple[str, s
     # The conditions are evaluated once per row (the first failing rule's number); the
     # column and the reason are looked up from it, the reason built for bad rows only.
     rule = "CASE " + " ".join(f"WHEN {c} THEN {i}" for i, (c, _, _) in enumerate(rules)) + " END"
-    column = "CASE _rule " + " ".join(f"WHEN {i} THEN {col}" for i, (_, col, _) in enumerate(rules)) + " END"
-    reason = "CASE _rule " + " ".join(f"WHEN {i} THEN {r}" for i, (_, _, r) in enumerate(rules)) + " END"
+    column = "CASE _flywheel_rule " + " ".join(f"WHEN {i} THEN {col}" for i, (_, col, _) in enumerate(rules)) + " END"
+    reason = "CASE _flywheel_rule " + " ".join(f"WHEN {i} THEN {r}" for i, (_, _, r) in enumerate(rules)) + " END"
     return rule, column, reason
 
 

@@ -131,8 +131,8 @@ def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partiti
     """Give each staged row its rejection (NULL when accepted), duplicates included."""
     rule, bad_col, reason = rejection_sql(contract, partition_date)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS "
-                 f"SELECT * EXCLUDE (_rule), {bad_col} AS _bad_column, {reason} AS _reason "
-                 f"FROM (SELECT *, {rule} AS _rule FROM _stage)")
+                 f"SELECT * EXCLUDE (_flywheel_rule), {bad_col} AS _bad_column, {reason} AS _reason "
+                 f"FROM (SELECT *, {rule} AS _flywheel_rule FROM _stage)")
     for id_field in contract.id_fields:
         idq = quote_ident(id_field)
         # Replays of an id already accepted in this partition are rejected; the first

@@ -12,8 +12,9 @@ contract's SQL can type the good rows and say exactly where a bad one came from.
 that cannot even be parsed (broken JSON, a CSV line with the wrong number of fields)
 still becomes a row, with `_parse_error` set, so it is quarantined and never lost.
 Columns the contract does not name are kept too: each row's other fields as one JSON
-object in `_extras` (NULL when there are none). Memory is bounded by the batch size,
-not the file size.
+object in `_extras` (NULL when there are none). Memory is bounded by the batch size
+(and, for JSON Lines read by DuckDB, its memory limit; it spills beyond), not the file
+size.
 """
 
 from __future__ import annotations
@@ -125,11 +126,18 @@ def _jsonl_record(stripped: str, line_no: int, columns: list[str], named: set[st
         else:
             # Name the type, never echo the line: it may hold a raw user id.
             error = f"not a JSON object (a JSON {type(parsed).__name__})"
-    except (json.JSONDecodeError, RecursionError) as exc:
-        error = (f"invalid JSON: {exc.msg} at column {exc.colno}"
-                 if isinstance(exc, json.JSONDecodeError) else "invalid JSON: nested too deeply")
-    return ([_text(record.get(c)) for c in columns], line_no, error,
-            _extras_json(record, named, dropped))
+    except json.JSONDecodeError as exc:
+        error = f"invalid JSON: {exc.msg} at column {exc.colno}"
+    except RecursionError:
+        error = "invalid JSON: nested too deeply"
+    except ValueError:  # e.g. an integer over Python's 4300 digits
+        error = "invalid JSON: a number too long to read"
+    try:
+        return ([_text(record.get(c)) for c in columns], line_no, error,
+                _extras_json(record, named, dropped))
+    except (ValueError, RecursionError):
+        # Parsed, but too deep or too long to write back as text: one bad row.
+        return ([None] * len(columns), line_no, "invalid JSON: nested too deeply to keep", None)
 
 
 def _jsonl_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator[Record]:
@@ -168,6 +176,8 @@ def _line_count(path: Path) -> int | None:
         with opener(path, "rb") as fh:
             while chunk := fh.read(1 << 22):
                 decoder.decode(chunk)
+                if not previous and chunk.startswith(codecs.BOM_UTF8):
+                    return None  # DuckDB drops a BOM, Python keeps it on line 1
                 joined = previous + chunk
                 if b"\n\n" in joined or b"\n\r\n" in joined or b"\x00" in chunk \
                         or b"\x01" in chunk or (not previous and chunk.startswith((b"\n", b"\r\n"))):
@@ -213,64 +223,96 @@ def _unusual_value(column: str) -> str:
             f"abs(TRY_CAST(json_extract(line, {path}) AS DOUBLE)) < 1e-4)))")
 
 
-def _jsonl_by_duckdb(path: Path, columns: list[str], dropped: frozenset) -> list[pa.RecordBatch] | None:
+def _jsonl_by_duckdb(path: Path, columns: list[str], dropped: frozenset,
+                     memory_limit: str = "1GB") -> Iterator[pa.RecordBatch] | None:
     """The file's rows as the exact reader gives them, read and parsed by DuckDB on a
-    connection of its own (no error of it can reach the ingest's transaction): every
-    line with its number, the contract's fields as text; lines DuckDB would read
-    otherwise (`_UNUSUAL`), not JSON objects, or with other fields are read by the
-    exact reader's Python, a few rows. None when the file needs the exact reader."""
+    connection of its own (no error of it can reach the ingest's transaction; at most
+    ``memory_limit``, spilling to a temporary directory): every line with its number,
+    the contract's fields as text; lines DuckDB would read otherwise (`_UNUSUAL`), not
+    JSON objects, or with other fields are read by the exact reader's Python, in
+    batches. None when the file needs the exact reader; else batches of BATCH_ROWS."""
+    import tempfile
+
     import duckdb
 
     expected = _line_count(path)
     if expected is None:
         return None
     named = set(columns)
+    spill = tempfile.TemporaryDirectory(prefix="flywheel-jsonl-")
+    conn = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": spill.name,
+                                  "preserve_insertion_order": True})
     try:
-        with duckdb.connect() as conn:
-            conn.execute("SET preserve_insertion_order = true")
-            conn.execute(f"CREATE TABLE lines AS SELECT row_number() OVER () AS _row, line, rest "
-                         f"FROM {_LINES}", [str(path)])
-            read, split = conn.execute("SELECT count(*), count(rest) FROM lines").fetchone()
-            if read != expected or split:
-                return None
-            conn.execute("""
-                CREATE TABLE parsed AS
-                SELECT _row, line, CASE WHEN json_valid(line) THEN json_type(line) END AS _type
-                FROM lines WHERE NOT regexp_full_match(line, '[ \t\r]*')""")
-            conn.execute("DROP TABLE lines")
-            unusual_values = " OR ".join(_unusual_value(c) for c in columns) or "false"
-            odd = conn.execute(f"""
-                SELECT _row, line FROM parsed
-                WHERE _type IS DISTINCT FROM 'OBJECT'
-                   OR CASE WHEN _type = 'OBJECT' THEN
-                        {_UNUSUAL} OR {unusual_values}
-                        OR len(list_filter(json_keys(line),
-                                           lambda k: NOT list_contains($named, k))) > 0
-                      END""", {"named": list(columns)}).fetchall()
+        conn.execute(f"CREATE TABLE lines AS SELECT row_number() OVER () AS _row, line, rest "
+                     f"FROM {_LINES}", [str(path)])
+        read, split = conn.execute("SELECT count(*), count(rest) FROM lines").fetchone()
+        if read != expected or split:
+            raise _NotForDuckDB
+        conn.execute("""
+            CREATE TABLE parsed AS
+            SELECT _row, line, CASE WHEN json_valid(line) THEN json_type(line) END AS _type
+            FROM lines WHERE NOT regexp_full_match(line, '[ \t\r]*')""")
+        conn.execute("DROP TABLE lines")
+        unusual_values = " OR ".join(_unusual_value(c) for c in columns) or "false"
+        conn.execute(f"""
+            CREATE TABLE odd AS SELECT _row, line FROM parsed
+            WHERE _type IS DISTINCT FROM 'OBJECT'
+               OR CASE WHEN _type = 'OBJECT' THEN
+                    {_UNUSUAL} OR {unusual_values}
+                    OR len(list_filter(json_keys(line),
+                                       lambda k: NOT list_contains($named, k))) > 0
+                  END""", {"named": list(columns)})
+        conn.execute("CREATE TABLE python (_row BIGINT, _blank BOOLEAN, "
+                     + ", ".join(f"_py{i} VARCHAR" for i in range(len(columns)))
+                     + ", _parse_error VARCHAR, _extras VARCHAR)")
+        # Read through a cursor of its own: the inserts below would end a pending result.
+        cursor = conn.cursor()
+        odd = cursor.sql("SELECT _row, line FROM odd ORDER BY _row").to_arrow_reader(BATCH_ROWS)
+        for batch in odd:
+            rows = batch.to_pylist()
             # A line only Python's strip() finds blank (Unicode spaces) carries no record.
-            blank = [row for row, line in odd if not line.strip()]
-            records = [_jsonl_record(line.strip(), row, columns, named, dropped)
-                       for row, line in odd if line.strip()]
-            python = {c: pa.array([r[0][i] for r in records], pa.string())
-                      for i, c in enumerate(columns)}
-            conn.register("python", pa.table({
-                "_row": pa.array([r[1] for r in records], pa.int64()), **{
-                    f"_py{i}": python[c] for i, c in enumerate(columns)},
-                "_parse_error": pa.array([r[2] for r in records], pa.string()),
-                "_extras": pa.array([r[3] for r in records], pa.string())}))
-            conn.register("blank", pa.table({"_row": pa.array(blank, pa.int64())}))
-            # Python's reading wins for the lines it read.
-            values = ", ".join(
-                f"CASE WHEN f._row IS NOT NULL THEN f._py{i} WHEN p._type = 'OBJECT' THEN "
-                f"json_extract_string(p.line, {_json_path(c)}) "
-                f"END AS {_sql_ident(c)}" for i, c in enumerate(columns))
-            table = conn.sql(f"""
-                SELECT {values}, p._row, f._parse_error, f._extras
-                FROM parsed p LEFT JOIN python f USING (_row)
-                WHERE p._row NOT IN (SELECT _row FROM blank) ORDER BY p._row""").to_arrow_table()
-    except duckdb.Error:
-        return None  # a file DuckDB cannot read: the exact reader decides
-    return table.to_batches(max_chunksize=BATCH_ROWS)
+            records = [_jsonl_record(r["line"].strip(), r["_row"], columns, named, dropped)
+                       if r["line"].strip() else None for r in rows]
+            chunk = pa.table({
+                "_row": pa.array([r["_row"] for r in rows], pa.int64()),
+                "_blank": pa.array([rec is None for rec in records], pa.bool_()),
+                **{f"_py{i}": pa.array([rec[0][i] if rec else None for rec in records], pa.string())
+                   for i in range(len(columns))},
+                "_parse_error": pa.array([rec[2] if rec else None for rec in records], pa.string()),
+                "_extras": pa.array([rec[3] if rec else None for rec in records], pa.string())})
+            conn.register("chunk", chunk)
+            conn.execute("INSERT INTO python SELECT * FROM chunk")
+            conn.unregister("chunk")
+        cursor.close()
+        # Python's reading wins for the lines it read.
+        values = ", ".join(
+            f"CASE WHEN f._row IS NOT NULL THEN f._py{i} WHEN p._type = 'OBJECT' THEN "
+            f"json_extract_string(p.line, {_json_path(c)}) END AS {_sql_ident(c)}"
+            for i, c in enumerate(columns))
+        conn.execute(f"""
+            CREATE TABLE out AS
+            SELECT {values}, p._row, f._parse_error, f._extras
+            FROM parsed p LEFT JOIN python f USING (_row)
+            WHERE f._blank IS NOT TRUE ORDER BY p._row""")
+        conn.execute("DROP TABLE parsed")
+    except (duckdb.Error, _NotForDuckDB):
+        # A file DuckDB cannot read or number as Python does: the exact reader decides.
+        conn.close()
+        spill.cleanup()
+        return None
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from conn.sql("SELECT * FROM out ORDER BY _row").to_arrow_reader(BATCH_ROWS)
+        finally:
+            conn.close()
+            spill.cleanup()
+
+    return batches()
+
+
+class _NotForDuckDB(Exception):
+    """The file's lines are not numbered by DuckDB as Python numbers them."""
 
 
 def _json_path(column: str) -> str:
@@ -351,7 +393,7 @@ def _read_parquet(path: Path, columns: list[str], dropped: frozenset) -> Iterato
 
 
 def _as_text(col: pa.Array) -> pa.Array:
-    if pa.types.is_timestamp(col.type) and col.type.tz in ("UTC", "+00:00", "Z"):
+    if pa.types.is_timestamp(col.type) and col.type.tz in ("UTC", "+00:00"):
         # "2026-01-01 00:00:00.468000Z": Arrow's own cast, ten times faster than strftime.
         return pc.cast(col, pa.string())
     if pa.types.is_timestamp(col.type):

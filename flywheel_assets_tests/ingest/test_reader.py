@@ -33,6 +33,11 @@ CASES = {
          '{"event_id": "\\ud800x"}', '\u00a0', '{"event_id": "caf\u00e9"}',
          '{"signal": ' + "[" * 1200 + "]" * 1200 + "}"]) + "\n", True),
     "crlf": ("\r\n".join(GOOD) + "\r\n", True),
+    "mixed line endings": (GOOD[0] + "\r\n" + GOOD[1] + "\n" + GOOD[2] + "\r\n", True),
+    "NaN, a 5000-digit number, nesting too deep to write back": ("\n".join(
+        ['{"event_id": "nan", "value": NaN}', '{"event_id": "big", "value": ' + "1" * 5000 + "}",
+         '{"event_id": "deep", "signal": ' + "[" * 990 + "]" * 990 + "}", GOOD[0]]) + "\n", True),
+    "a BOM on the first line": ("\ufeff" + "\n".join(GOOD) + "\n", False),
     "an empty line": ("\n".join([GOOD[0], "", GOOD[1]]) + "\n", False),
     "an empty first line": ("\n" + "\n".join(GOOD) + "\n", False),
     "an empty crlf line": ("\r\n".join([GOOD[0], "", GOOD[1]]) + "\r\n", False),
@@ -70,6 +75,7 @@ def test_duckdb_reads_json_lines_exactly_as_the_python_reader(tmp_path, name, gz
     else:
         assert batches is not None
         got = [row for b in batches for row in b.to_pylist()]
+        assert got  # the batches stream once
         assert got == expected
     # Whichever reader takes it, read_landing_file gives the exact rows.
     assert [r for t in reader.read_landing_file(path, COLUMNS, {"userId"}) for r in t.to_pylist()] \
