@@ -175,15 +175,34 @@ def evaluate(holdout: pd.DataFrame, models: dict[str, object], k: int = 10,
     return record
 
 
-def bounded_requests(holdout: pd.DataFrame, max_requests: int) -> pd.DataFrame:
-    """At most ``max_requests`` requests, a deterministic hash sample (memory and time
-    stay bounded however big a day gets)."""
-    requests = holdout["request_id"].drop_duplicates()
+def sampled_requests(requests: pd.Series, max_requests: int) -> set | None:
+    """At most ``max_requests`` of ``requests``, a deterministic hash sample; None when
+    they are that few already."""
+    requests = requests.drop_duplicates()
     if len(requests) <= max_requests:
-        return holdout
+        return None
     order = np.argsort(pd.util.hash_array(requests.to_numpy(dtype=object)), kind="stable")
-    keep = set(requests.to_numpy()[order[:max_requests]])
-    return holdout[holdout["request_id"].isin(keep)].reset_index(drop=True)
+    return set(requests.to_numpy()[order[:max_requests]])
+
+
+def bounded_holdout(conn, day: str, max_requests: int) -> pd.DataFrame:
+    """The day's holdout rows of at most ``max_requests`` requests (a hash sample),
+    read from the warehouse for the sampled requests only: memory and time stay bounded
+    however big a day gets."""
+    requests = conn.execute("SELECT DISTINCT request_id FROM ml.training_set "
+                            "WHERE partition_date = ? AND split = 'holdout'", [day]).df()["request_id"]
+    keep = sampled_requests(requests, max_requests)
+    if keep is None:
+        return ts_lib.read_split(conn, day, "holdout")
+    conn.register("_sampled_requests", pd.DataFrame({"request_id": sorted(keep)}))
+    try:
+        return conn.execute("""
+            SELECT * FROM ml.training_set
+            WHERE partition_date = ? AND split = 'holdout'
+              AND request_id IN (SELECT request_id FROM _sampled_requests)
+            ORDER BY request_id, position, impression_id""", [day]).df()
+    finally:
+        conn.unregister("_sampled_requests")
 
 
 def catalogue_size(conn, partition_date: str) -> int:
@@ -250,7 +269,7 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
     if pending:
         models["pending"] = model_store.load_model(models_dir, pending, configured)
     with connect() as conn:
-        holdout = bounded_requests(ts_lib.read_split(conn, day, "holdout"), e.max_holdout_requests)
+        holdout = bounded_holdout(conn, day, e.max_holdout_requests)
         examination, catalogue, k, engagement, draws = day_inputs(conn, day, e.slate_size)
         try:
             logged, no_ope = logged_pools.load(conn, day, e.max_ope_requests,
