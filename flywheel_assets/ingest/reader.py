@@ -300,6 +300,10 @@ def _jsonl_by_duckdb(path: Path, columns: list[str], dropped: frozenset,
         conn.close()
         spill.cleanup()
         return None
+    except BaseException:
+        conn.close()
+        spill.cleanup()
+        raise
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
