@@ -102,6 +102,9 @@ def run_floor(data_dir: Path, day: str, overrides: dict) -> dict:
     defs = build_definitions(str(data_dir), overrides)
     steps = rotation_steps(defs)
     flywheel = FlywheelResource(data_dir=str(data_dir), overrides=encode(overrides))
+    check_names = {ad.op.name: next(iter(ad.check_keys)).name
+                   for ad in defs.resolve_asset_graph().assets_defs
+                   if ad.is_executable and len(ad.check_keys) == 1 and not ad.keys}
     seconds, peaks, failed = {}, {}, []
     started = time.perf_counter()
     for name, _, body in steps:
@@ -112,7 +115,9 @@ def run_floor(data_dir: Path, day: str, overrides: dict) -> dict:
             kwargs["config"] = TrainingWindowConfig()
         out = body(_Context(day), **kwargs)
         results = list(out) if hasattr(out, "__next__") else [out]
-        failed += [name for r in results if getattr(r, "passed", True) is False]
+        # Named as Dagster names them: the check, not the step that ran it.
+        failed += [getattr(r, "check_name", None) or check_names.get(name, name)
+                   for r in results if getattr(r, "passed", True) is False]
         seconds[name] = time.perf_counter() - t
         peaks[name] = _own_peak_mb()
     return {"total_s": time.perf_counter() - started, "steps": seconds, "failed_checks": failed,

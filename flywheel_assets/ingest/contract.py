@@ -122,7 +122,7 @@ def _checks(f: Field) -> list[tuple[str, str]]:
     return out
 
 
-def rejection_sql(contract: StreamContract, partition_date: str) -> tuple[str, str]:
+def rejection_sql(contract: StreamContract, partition_date: str) -> tuple[str, str, str]:
     """Three SQL expressions: over a staged row, the number of its first failing rule
     (``_flywheel_rule``); over that number, the failing column and the reason.
 

@@ -66,10 +66,12 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _stage ({col_defs}, _file VARCHAR, "
                  f"_row BIGINT, _parse_error VARCHAR, _extras VARCHAR)")
     names = ", ".join(quote_ident(c) for c in cols)
+    # JSON Lines are parsed by DuckDB on a connection of their own, held to this one's limit.
+    memory_limit = conn.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     for path in files:
         rel = str(path.relative_to(landing_dir))
         n = 0
-        for batch in read_landing_file(path, cols, dropped):
+        for batch in read_landing_file(path, cols, dropped, memory_limit):
             conn.register("_batch", batch)
             conn.execute(f"INSERT INTO _stage SELECT {names}, ?, _row, _parse_error, _extras "
                          "FROM _batch", [rel])

@@ -356,8 +356,9 @@ def _csv_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator
                                  if i < len(values)}, set()) if other else None)
 
 
-def _read_jsonl(path: Path, columns: list[str], dropped: frozenset) -> Iterator[pa.Table]:
-    batches = _jsonl_by_duckdb(path, columns, dropped)
+def _read_jsonl(path: Path, columns: list[str], dropped: frozenset,
+                memory_limit: str = "1GB") -> Iterator[pa.Table]:
+    batches = _jsonl_by_duckdb(path, columns, dropped, memory_limit)
     if batches is None:
         yield from _batches(columns, _jsonl_records(path, columns, dropped))
     else:
@@ -411,14 +412,18 @@ def _as_text(col: pa.Array) -> pa.Array:
         return pa.array([_text(v) for v in col.to_pylist()], pa.string())
 
 
-def read_landing_file(path: Path, columns: list[str],
-                      dropped: frozenset = frozenset()) -> Iterator[pa.Table]:
+def read_landing_file(path: Path, columns: list[str], dropped: frozenset = frozenset(),
+                      memory_limit: str = "1GB") -> Iterator[pa.Table]:
     """Yield string-typed batches of ``columns`` (+ ``_row``, ``_parse_error``,
     ``_extras``: the other columns, less those named in ``dropped``; matched by name,
-    so a nested object is kept as it is)."""
+    so a nested object is kept as it is). ``memory_limit``: what DuckDB may hold while
+    it reads JSON Lines (the warehouse's, when ingestion reads)."""
     fmt = file_format(path)
-    reader = {"parquet": _read_parquet, "jsonl": _read_jsonl, "csv": _read_csv}[fmt]
+    dropped = frozenset(identifier_key(c) for c in dropped)
     try:
-        yield from reader(path, columns, frozenset(identifier_key(c) for c in dropped))
+        if fmt == "jsonl":
+            yield from _read_jsonl(path, columns, dropped, memory_limit)
+        else:
+            yield from {"parquet": _read_parquet, "csv": _read_csv}[fmt](path, columns, dropped)
     except (OSError, EOFError, UnicodeError, csv.Error) as exc:
         raise LandingFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc

@@ -10,7 +10,6 @@ that comes back can be learnt from or evaluated on) and written to the outbox.
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 
