@@ -106,21 +106,31 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
                      "AND stage = 'curated_feedback'", [partition_date])
         conn.execute("""
             CREATE OR REPLACE TEMP TABLE _day AS
-            -- Of copies of one impression, keep the one the outcomes were logged against.
-            SELECT *, row_number() OVER (PARTITION BY request_id, item_id
-                ORDER BY n_interactions DESC, ts, position, impression_id) AS _copy
-            FROM curated.feedback_events WHERE partition_date = ?""", [partition_date])
+            SELECT * FROM curated.feedback_events WHERE partition_date = ?""", [partition_date])
         conn.execute("CREATE OR REPLACE TEMP TABLE _removed (impression_id VARCHAR, reason VARCHAR)")
-        steps = [("duplicate impression of the same request and item",
-                  "SELECT impression_id FROM _day WHERE _copy > 1")]
-        flagged = flag_bots(conn, partition_date, rules)
-        if use_filters:
-            steps += removal_sql(partition_date, rules)
-        for reason, select in steps:
+        dedupe = ("duplicate impression of the same request and item", """
+            -- Of copies of one impression, keep the one the outcomes were logged against.
+            -- Only pairs logged twice are ranked: a hash aggregate finds them, the window
+            -- then sorts a few rows, not the whole day.
+            SELECT impression_id FROM (
+                SELECT impression_id, row_number() OVER (PARTITION BY request_id, item_id
+                    ORDER BY n_interactions DESC, ts, position, impression_id) AS copy
+                FROM _day WHERE (request_id, item_id) IN (
+                    SELECT (request_id, item_id) FROM _day
+                    GROUP BY request_id, item_id HAVING count(*) > 1))
+            WHERE copy > 1""")
+
+        def remove(reason: str, select: str) -> None:
             counts[reason] = conn.execute(f"""
                 INSERT INTO _removed SELECT impression_id, ? FROM ({select}) s
                 WHERE impression_id NOT IN (SELECT impression_id FROM _removed)""",
                                           [reason]).fetchone()[0]
+
+        remove(*dedupe)
+        # Users are judged on the day without its duplicate copies.
+        flagged = flag_bots(conn, partition_date, rules)
+        for reason, select in removal_sql(partition_date, rules) if use_filters else []:
+            remove(reason, select)
         if use_filters and max_label_issue_share > 0:
             judged = conn.execute(f"""
                 SELECT d.* EXCLUDE (extras), d.grade AS label_grade, u.country, u.age_band,
@@ -147,7 +157,7 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
             SELECT DATE '{d}', impression_id, 'curated_feedback', reason FROM _removed""".format(
             d=partition_date))
         rows = warehouse.replace_partition(conn, "curated.curated_feedback", partition_date, """
-            SELECT * EXCLUDE (_copy) FROM _day
+            SELECT * FROM _day
             WHERE impression_id NOT IN (SELECT impression_id FROM _removed)""")
         total = conn.execute("SELECT count(*) FROM _day").fetchone()[0]
         for temp in ("_day", "_removed", "_user_features"):

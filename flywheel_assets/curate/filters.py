@@ -17,10 +17,12 @@ from flywheel_assets.settings import CurationRules
 FilterRules = CurationRules
 
 
-# Per-user behaviour; anonymous rows (no user id) have no user to judge.
+# Per-user behaviour; anonymous rows (no user id) have no user to judge. Duplicate
+# copies of an impression (already in `_removed`) are not counted twice.
 USER_FEATURES_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _user_features AS
-WITH identified AS (SELECT * FROM _day WHERE _copy = 1 AND user_key IS NOT NULL),
+WITH identified AS (SELECT * FROM _day WHERE user_key IS NOT NULL
+                    AND impression_id NOT IN (SELECT impression_id FROM _removed)),
 requests AS (
     SELECT user_key, request_id, min(ts) AS ts FROM identified GROUP BY ALL),
 gaps AS (
@@ -45,7 +47,8 @@ FROM activity a LEFT JOIN gap_stats g USING (user_key) LEFT JOIN saves s USING (
 
 
 def flag_bots(conn: duckdb.DuckDBPyConnection, partition_date: str, rules: FilterRules) -> int:
-    """Write ``curated.flagged_users`` for the day from ``_day``; return how many."""
+    """Write ``curated.flagged_users`` for the day from ``_day`` less the duplicate
+    copies already in ``_removed``; return how many."""
     conn.execute(USER_FEATURES_SQL)
     reasons = f"""list_filter([
         CASE WHEN n_gaps >= {rules.min_gaps} AND gap_cv < {rules.max_gap_cv}
@@ -84,10 +87,16 @@ def removal_sql(partition_date: str, rules: FilterRules) -> list[tuple[str, str]
          f"{has('save')} OR {has('thumbs_up')}) AND coalesce(max_value, 0) < "
          f"{rules.min_partial_value}"),
         (f"per-user cap ({rules.per_user_cap} impressions a day)", f"""
+            WITH kept AS (
+                SELECT impression_id, user_key, ts, position FROM _day
+                WHERE user_key IS NOT NULL
+                  AND impression_id NOT IN (SELECT impression_id FROM _removed))
+            -- Only users over the cap are ranked (a hash aggregate finds them).
             SELECT impression_id FROM (
                 SELECT impression_id, row_number() OVER (PARTITION BY user_key
                     ORDER BY ts, position, impression_id) AS n
-                FROM _day WHERE _copy = 1 AND user_key IS NOT NULL
-                  AND impression_id NOT IN (SELECT impression_id FROM _removed))
+                FROM kept WHERE user_key IN (
+                    SELECT user_key FROM kept GROUP BY user_key
+                    HAVING count(*) > {rules.per_user_cap}))
             WHERE n > {rules.per_user_cap}"""),
     ]

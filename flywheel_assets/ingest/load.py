@@ -61,11 +61,20 @@ def is_day_complete(landing_dir: Path, stream: str, partition_date: str) -> bool
 
 def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: list[Path],
            landing_dir: Path, report: StreamReport, dropped: frozenset) -> None:
+    """`_stage`: every row of the stream's files as text, with its file and row number.
+
+    Ids and strings are trimmed (blank = missing) as they are staged, before they are
+    hashed, compared for duplicates or matched against tombstones: ' user_1' is
+    'user_1'. Nothing is updated in place afterwards: every later step reads `_stage`
+    and writes a new table, so the transaction holds no versions of the whole day.
+    """
     cols = contract.names
     col_defs = ", ".join(f"{quote_ident(c)} VARCHAR" for c in cols)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _stage ({col_defs}, _file VARCHAR, "
                  f"_row BIGINT, _parse_error VARCHAR, _extras VARCHAR)")
-    names = ", ".join(quote_ident(c) for c in cols)
+    text = {f.name for f in contract.fields if f.kind in ("id", "string")}
+    values = ", ".join(f"nullif(trim({quote_ident(c)}), '')" if c in text else quote_ident(c)
+                       for c in cols)
     # JSON Lines are parsed by DuckDB on a connection of their own, held to this one's limit.
     memory_limit = conn.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     for path in files:
@@ -73,7 +82,7 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
         n = 0
         for batch in read_landing_file(path, cols, dropped, memory_limit):
             conn.register("_batch", batch)
-            conn.execute(f"INSERT INTO _stage SELECT {names}, ?, _row, _parse_error, _extras "
+            conn.execute(f"INSERT INTO _stage SELECT {values}, ?, _row, _parse_error, _extras "
                          "FROM _batch", [rel])
             conn.unregister("_batch")
             n += batch.num_rows
@@ -82,34 +91,40 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
         report.rows_read += n
 
 
-def _trim(conn: duckdb.DuckDBPyConnection, contract: StreamContract) -> None:
-    """Ids and strings are trimmed (blank = missing) before they are hashed, compared
-    for duplicates or matched against tombstones: ' user_1' is 'user_1'."""
-    text = [f.name for f in contract.fields if f.kind in ("id", "string")]
-    if text:
-        conn.execute("UPDATE _stage SET " + ", ".join(
-            f"{quote_ident(c)} = nullif(trim({quote_ident(c)}), '')" for c in text))
-
-
-def _pseudonymise(conn: duckdb.DuckDBPyConnection, contract: StreamContract, secret: str) -> None:
-    for f in contract.fields:
+def _pseudonymised(conn: duckdb.DuckDBPyConnection, contract: StreamContract,
+                   secret: str) -> str:
+    """The staged rows with each pseudonymised field replaced by its keyed hash, as a
+    relation (SQL text): the distinct ids are hashed in Python (HMAC), joined back by
+    DuckDB."""
+    replaced, joins = [], []
+    for i, f in enumerate(contract.fields):
         if not f.pseudonymise:
             continue
+        col, keys = quote_ident(f.name), f"_keys_{i}"
         ids = [r[0] for r in conn.execute(
-            f"SELECT DISTINCT {quote_ident(f.name)} FROM _stage WHERE {quote_ident(f.name)} IS NOT NULL").fetchall()]
-        mapping = pd.DataFrame(list(key_map(ids, secret).items()), columns=["raw", "key"])
-        conn.register("_keys", mapping)
-        conn.execute(f"UPDATE _stage SET {quote_ident(f.name)} = _keys.key FROM _keys "
-                     f"WHERE _stage.{quote_ident(f.name)} = _keys.raw")
-        conn.unregister("_keys")
+            f"SELECT DISTINCT {col} FROM _stage WHERE {col} IS NOT NULL").fetchall()]
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {keys} (raw VARCHAR, key VARCHAR)")
+        if ids:
+            conn.register("_key_map", pd.DataFrame(list(key_map(ids, secret).items()),
+                                                   columns=["raw", "key"]))
+            conn.execute(f"INSERT INTO {keys} SELECT raw, key FROM _key_map")
+            conn.unregister("_key_map")
+        replaced.append(f"{keys}.key AS {col}")
+        joins.append(f"LEFT JOIN {keys} ON _stage.{col} = {keys}.raw")
+    if not replaced:
+        return "_stage"
+    return (f"(SELECT _stage.* REPLACE ({', '.join(replaced)}) FROM _stage "
+            f"{' '.join(joins)})")
 
 
-def _erase(conn: duckdb.DuckDBPyConnection, contract: StreamContract, report: StreamReport) -> None:
-    """Rows of users with a deletion request never enter the warehouse, and neither do
+def _erasure(conn: duckdb.DuckDBPyConnection, contract: StreamContract, rows: str,
+             report: StreamReport) -> str | None:
+    """The condition that marks a row of ``rows`` erased (None: nothing to erase).
+    Rows of users with a deletion request never enter the warehouse, and neither do
     interactions on their impressions. Erased rows are counted per file, not kept."""
     key = next((f.name for f in contract.fields if f.pseudonymise), None)
     if contract.stream == "deletions":
-        return
+        return None
     if key is not None:
         condition = f"{quote_ident(key)} IN (SELECT user_key FROM raw.deletion_requests)"
     elif "impression_id" in contract.names:
@@ -117,24 +132,27 @@ def _erase(conn: duckdb.DuckDBPyConnection, contract: StreamContract, report: St
     elif "request_id" in contract.names:
         condition = "request_id IN (SELECT request_id FROM _erased_impressions)"
     else:
-        return
+        return None
     if contract.stream == "impressions":
         conn.execute(f"INSERT INTO _erased_impressions SELECT impression_id, request_id "
-                     f"FROM _stage WHERE {condition} AND impression_id IS NOT NULL")
-    per_file = dict(conn.execute(f"SELECT _file, count(*) FROM _stage WHERE {condition} "
+                     f"FROM {rows} WHERE {condition} AND impression_id IS NOT NULL")
+    per_file = dict(conn.execute(f"SELECT _file, count(*) FROM {rows} WHERE {condition} "
                                  "GROUP BY _file").fetchall())
-    conn.execute(f"DELETE FROM _stage WHERE {condition}")
     for f in report.files:
         f["erased"] = per_file.get(f["file"], 0)
     report.erased = sum(per_file.values())
+    return condition
 
 
-def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_date: str) -> None:
-    """Give each staged row its rejection (NULL when accepted), duplicates included."""
+def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_date: str,
+              rows: str, erased: str | None) -> None:
+    """`_checked`: each kept row of ``rows`` (not erased) with its rejection (NULL when
+    accepted), duplicates included."""
     rule, bad_col, reason = rejection_sql(contract, partition_date)
+    kept = f"WHERE ({erased}) IS NOT TRUE" if erased else ""
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS "
                  f"SELECT * EXCLUDE (_flywheel_rule), {bad_col} AS _bad_column, {reason} AS _reason "
-                 f"FROM (SELECT *, {rule} AS _flywheel_rule FROM _stage)")
+                 f"FROM (SELECT *, {rule} AS _flywheel_rule FROM {rows} {kept})")
     for id_field in contract.id_fields:
         idq = quote_ident(id_field)
         # Replays of an id already accepted in this partition are rejected; the first
@@ -216,13 +234,14 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
             report = StreamReport(contract.stream)
             files = landing_files(landing_dir, contract.stream, partition_date)
             _stage(conn, contract, files, landing_dir, report, frozenset(dropped_extras))
-            _trim(conn, contract)
-            _pseudonymise(conn, contract, secret)
-            _erase(conn, contract, report)
-            _classify(conn, contract, partition_date)
+            rows = _pseudonymised(conn, contract, secret)
+            _classify(conn, contract, partition_date, rows, _erasure(conn, contract, rows, report))
+            conn.execute("DROP TABLE _stage")
             _write(conn, contract, partition_date, report, keep_extras)
+            conn.execute("DROP TABLE _checked")
             reports[contract.stream] = report
-        for temp in ("_stage", "_checked", "_erased_impressions"):
+        for temp in ["_erased_impressions"] + [
+                f"_keys_{i}" for c in contracts for i, f in enumerate(c.fields) if f.pseudonymise]:
             conn.execute(f"DROP TABLE IF EXISTS {temp}")
     return reports
 
