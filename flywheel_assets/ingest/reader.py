@@ -411,8 +411,8 @@ def _utc_text(col: pa.Array) -> pa.Array:
         us = pc.cast(col, pa.timestamp("us", tz="UTC"), safe=col.type.unit != "ns")
     except pa.ArrowInvalid:
         return pc.cast(col, pa.string())
-    micros = pa.table({"us": pc.cast(us, pa.int64())})
     with duckdb.connect() as conn:
+        conn.register("micros", pa.table({"us": pc.cast(us, pa.int64())}))
         return conn.sql("SELECT strftime(make_timestamp(us), '%Y-%m-%dT%H:%M:%S.%fZ') AS t "
                         "FROM micros").to_arrow_table().column("t").combine_chunks()
 
