@@ -42,3 +42,4 @@ class FlywheelResource(dg.ConfigurableResource):
                 yield conn
             finally:
                 conn.close()
+                warehouse.release_memory()

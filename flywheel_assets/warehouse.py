@@ -216,6 +216,25 @@ def connect(path: Path, temp_dir: Path | None = None, memory_limit: str | None =
         yield conn
     finally:
         conn.close()
+        release_memory()
+
+
+def release_memory() -> None:
+    """Hand memory that nothing holds any more back to the system: what Arrow's pool
+    (mimalloc) keeps for reuse after DuckDB's results and the readers' batches are
+    freed, and the C heap's free pages. Called when a warehouse connection closes:
+    after ingestion a step had left about 490 MiB resident in Arrow's pool alone
+    (`flywheel benchmark rotation` at 1M impressions), and every later step of the
+    process started from there."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: its allocator returns memory its own way
 
 
 @contextlib.contextmanager

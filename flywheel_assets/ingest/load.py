@@ -89,6 +89,8 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
         report.files.append({"file": rel, "format": file_format(path), "rows": n,
                              "bytes": path.stat().st_size})
         report.rows_read += n
+        # The file's batches are in DuckDB now: what Arrow's pool kept of them goes back.
+        warehouse.release_memory()
 
 
 def _pseudonymised(conn: duckdb.DuckDBPyConnection, contract: StreamContract,
