@@ -226,14 +226,14 @@ def release_memory() -> None:
     after ingestion a step had left about 490 MiB resident in Arrow's pool alone
     (`flywheel benchmark rotation` at 1M impressions), and every later step of the
     process started from there."""
-    import pyarrow as pa
-
-    pa.default_memory_pool().release_unused()
     try:
         import ctypes
 
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
+    except Exception:  # noqa: BLE001 - never hide the error of the step that closes
         pass  # not glibc: its allocator returns memory its own way
 
 

@@ -115,9 +115,11 @@ def build_curated_feedback(conn: duckdb.DuckDBPyConnection, partition_date: str,
             SELECT impression_id FROM (
                 SELECT impression_id, row_number() OVER (PARTITION BY request_id, item_id
                     ORDER BY n_interactions DESC, ts, position, impression_id) AS copy
-                FROM _day WHERE (request_id, item_id) IN (
-                    SELECT (request_id, item_id) FROM _day
-                    GROUP BY request_id, item_id HAVING count(*) > 1))
+                FROM _day d WHERE EXISTS (
+                    SELECT 1 FROM (SELECT request_id, item_id FROM _day
+                                   GROUP BY request_id, item_id HAVING count(*) > 1) r
+                    WHERE r.request_id IS NOT DISTINCT FROM d.request_id
+                      AND r.item_id IS NOT DISTINCT FROM d.item_id))
             WHERE copy > 1""")
 
         def remove(reason: str, select: str) -> None:

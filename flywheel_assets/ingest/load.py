@@ -89,8 +89,8 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
         report.files.append({"file": rel, "format": file_format(path), "rows": n,
                              "bytes": path.stat().st_size})
         report.rows_read += n
-        # The file's batches are in DuckDB now: what Arrow's pool kept of them goes back.
-        warehouse.release_memory()
+    # The batches are in DuckDB now: what Arrow's pool kept of them goes back.
+    warehouse.release_memory()
 
 
 def _pseudonymised(conn: duckdb.DuckDBPyConnection, contract: StreamContract,
@@ -238,13 +238,14 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
             _stage(conn, contract, files, landing_dir, report, frozenset(dropped_extras))
             rows = _pseudonymised(conn, contract, secret)
             _classify(conn, contract, partition_date, rows, _erasure(conn, contract, rows, report))
-            conn.execute("DROP TABLE _stage")
+            # Raw ids (the keys' map) go as soon as the rows are judged.
+            for temp in ["_stage"] + [f"_keys_{i}" for i, f in enumerate(contract.fields)
+                                      if f.pseudonymise]:
+                conn.execute(f"DROP TABLE {temp}")
             _write(conn, contract, partition_date, report, keep_extras)
             conn.execute("DROP TABLE _checked")
             reports[contract.stream] = report
-        for temp in ["_erased_impressions"] + [
-                f"_keys_{i}" for c in contracts for i, f in enumerate(c.fields) if f.pseudonymise]:
-            conn.execute(f"DROP TABLE IF EXISTS {temp}")
+        conn.execute("DROP TABLE IF EXISTS _erased_impressions")
     return reports
 
 

@@ -390,7 +390,7 @@ def _read_parquet(path: Path, columns: list[str], dropped: frozenset) -> Iterato
         data["_row"] = pa.array(np.arange(start, start + n, dtype=np.int64))
         data["_parse_error"] = pa.nulls(n, pa.string())
         if other:
-            texts = {c: _as_text(record_batch.column(c)).to_pylist() for c in other}
+            texts = {c: _as_text(record_batch.column(c), exact=True).to_pylist() for c in other}
             data["_extras"] = pa.array([_extras_json({c: texts[c][i] for c in other}, set())
                                         for i in range(n)], pa.string())
         else:
@@ -402,24 +402,32 @@ def _read_parquet(path: Path, columns: list[str], dropped: frozenset) -> Iterato
 def _utc_text(col: pa.Array) -> pa.Array:
     """UTC time stamps as "2026-01-01T00:00:00.468000Z", formatted by DuckDB from their
     microseconds since the epoch (no time zone involved): ten times faster than Arrow's
-    cast to text. Nanoseconds are cut to the microsecond, as the warehouse stores them."""
+    cast to text. Nanoseconds are floored to the microsecond, as the warehouse's cast
+    of the text would. A value DuckDB cannot format (beyond its range) leaves the whole
+    column to Arrow's own text."""
     import duckdb
 
     try:
-        # From nanoseconds the cast only cuts digits; from seconds or milliseconds it is
-        # checked (a year beyond the microseconds' range keeps Arrow's own text).
+        if col.type.unit == "ns":
+            col = pc.floor_temporal(col, unit="microsecond")
+        # Exact from floored nanoseconds; checked from seconds or milliseconds.
         us = pc.cast(col, pa.timestamp("us", tz="UTC"), safe=col.type.unit != "ns")
-    except pa.ArrowInvalid:
+        with duckdb.connect(config={"threads": 1}) as conn:
+            conn.register("micros", pa.table({"us": pc.cast(us, pa.int64())}))
+            return conn.sql("SELECT strftime(make_timestamp(us), '%Y-%m-%dT%H:%M:%S.%fZ') AS t "
+                            "FROM micros").to_arrow_table().column("t").combine_chunks()
+    except (pa.ArrowInvalid, duckdb.Error):
         return pc.cast(col, pa.string())
-    with duckdb.connect() as conn:
-        conn.register("micros", pa.table({"us": pc.cast(us, pa.int64())}))
-        return conn.sql("SELECT strftime(make_timestamp(us), '%Y-%m-%dT%H:%M:%S.%fZ') AS t "
-                        "FROM micros").to_arrow_table().column("t").combine_chunks()
 
 
-def _as_text(col: pa.Array) -> pa.Array:
+def _as_text(col: pa.Array, exact: bool = False) -> pa.Array:
+    """A column as text. A contract field's UTC time stamps are formatted to the
+    microsecond (what the warehouse keeps); with ``exact`` (other columns, kept as they
+    came in `extras`), Arrow writes every digit."""
     if pa.types.is_timestamp(col.type) and col.type.tz in ("UTC", "+00:00"):
-        return _utc_text(col)
+        # "2026-01-01 00:00:00.468000Z" from Arrow's own cast, ten times faster than
+        # strftime; DuckDB's formatting, ten times faster again, for the contract.
+        return pc.cast(col, pa.string()) if exact else _utc_text(col)
     if pa.types.is_timestamp(col.type):
         # ISO-8601 with an explicit offset, whatever the writer's unit.
         col = pc.strftime(col, format="%Y-%m-%dT%H:%M:%S%z") if col.type.tz \

@@ -99,3 +99,35 @@ def test_a_truncated_gzip_is_a_landing_file_error(tmp_path):
     path.write_bytes(gzip.compress(("\n".join(GOOD) + "\n").encode())[:-12])
     with pytest.raises(reader.LandingFileError, match="part.jsonl.gz"):
         list(reader.read_landing_file(path, COLUMNS))
+
+
+def test_parquet_utc_time_stamps_become_text_the_warehouse_reads_back_to_the_microsecond(tmp_path):
+    """Contract time stamps are formatted by DuckDB (floored to the microsecond, as the
+    warehouse's own cast of Arrow's text floors them); a value beyond DuckDB's range
+    leaves the column to Arrow's text, instead of failing the file; other columns (kept
+    in `extras`) keep every digit."""
+    import duckdb
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ns = [1767225600468000001, -1, -1500, 0, None]
+    cases = {
+        "ns": pa.array(ns, pa.timestamp("ns", tz="UTC")),
+        "ms": pa.array([1767225600468, -1, None, 0, 5], pa.timestamp("ms", tz="UTC")),
+        "us at the edge": pa.array([1767225600468000, 2**63 - 1, None, -5, 7],
+                                   pa.timestamp("us", tz="UTC")),
+    }
+    for name, ts in cases.items():
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.table({"event_id": ["a", "b", "c", "d", "e"], "ts": ts,
+                                 "seen_at": pa.array(ns, pa.timestamp("ns", tz="UTC"))}), path)
+        rows = [r for b in reader.read_landing_file(path, ["event_id", "ts"]) for r in b.to_pylist()]
+        arrow_text = pa.compute.cast(ts, pa.string()).to_pylist()
+        with duckdb.connect() as conn:
+            def typed(texts):
+                return [conn.execute("SELECT TRY_CAST(? AS TIMESTAMPTZ)", [t]).fetchone()[0]
+                        for t in texts]
+            assert typed([r["ts"] for r in rows]) == typed(arrow_text), name
+        extras = [json.loads(r["_extras"])["seen_at"] for r in rows[:3]]
+        assert extras == ["2026-01-01 00:00:00.468000001Z", "1969-12-31 23:59:59.999999999Z",
+                              "1969-12-31 23:59:59.999998500Z"], name
