@@ -243,8 +243,8 @@ def _jsonl_by_duckdb(path: Path, columns: list[str], dropped: frozenset,
     conn = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": spill.name,
                                   "preserve_insertion_order": True})
     try:
-        # Each line is parsed once: its type, its named fields' JSON, its keys. Every
-        # later test reads these, never the line's JSON again.
+        # The line's JSON is read here only: its type, its named fields' JSON (one
+        # json_extract for all of them), its keys. Every later test reads these columns.
         paths = "[" + ", ".join(_json_path(c) for c in columns) + "]"
         conn.execute(f"""
             CREATE TABLE parsed AS
