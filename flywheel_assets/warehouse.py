@@ -222,10 +222,10 @@ def connect(path: Path, temp_dir: Path | None = None, memory_limit: str | None =
 def release_memory() -> None:
     """Hand memory that nothing holds any more back to the system: what Arrow's pool
     (mimalloc) keeps for reuse after DuckDB's results and the readers' batches are
-    freed, and the C heap's free pages. Called when a warehouse connection closes:
-    after ingestion a step had left about 490 MiB resident in Arrow's pool alone
-    (`flywheel benchmark rotation` at 1M impressions), and every later step of the
-    process started from there."""
+    freed, and the C heap's free pages. Called when a warehouse connection closes, so
+    that a step does not leave the next one (in the same process: a run's steps, the
+    daemon's) starting from its high-water mark: after ingesting a day, most of what
+    the process still held was Arrow's unused pool."""
     try:
         import ctypes
 
