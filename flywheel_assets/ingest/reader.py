@@ -224,7 +224,7 @@ def _unusual_value(i: int) -> str:
 
 
 def _jsonl_by_duckdb(path: Path, columns: list[str], dropped: frozenset,
-                     memory_limit: str = "1GB") -> Iterator[pa.RecordBatch] | None:
+                     memory_limit: str | None = None) -> Iterator[pa.RecordBatch] | None:
     """The file's rows as the exact reader gives them, read and parsed by DuckDB on a
     connection of its own (no error of it can reach the ingest's transaction; at most
     ``memory_limit``, spilling to a temporary directory): every line with its number,
@@ -240,8 +240,10 @@ def _jsonl_by_duckdb(path: Path, columns: list[str], dropped: frozenset,
         return None
     named = set(columns)
     spill = tempfile.TemporaryDirectory(prefix="flywheel-jsonl-")
-    conn = duckdb.connect(config={"memory_limit": memory_limit, "temp_directory": spill.name,
-                                  "preserve_insertion_order": True})
+    config = {"temp_directory": spill.name, "preserve_insertion_order": True}
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    conn = duckdb.connect(config=config)
     try:
         # The line's JSON is read here only: its type, its named fields' JSON (one
         # json_extract for all of them), its keys. Every later test reads these columns.
@@ -359,7 +361,7 @@ def _csv_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator
 
 
 def _read_jsonl(path: Path, columns: list[str], dropped: frozenset,
-                memory_limit: str = "1GB") -> Iterator[pa.Table]:
+                memory_limit: str | None = None) -> Iterator[pa.Table]:
     batches = _jsonl_by_duckdb(path, columns, dropped, memory_limit)
     if batches is None:
         yield from _batches(columns, _jsonl_records(path, columns, dropped))
@@ -401,8 +403,8 @@ def _read_parquet(path: Path, columns: list[str], dropped: frozenset) -> Iterato
 
 def _utc_text(col: pa.Array) -> pa.Array:
     """UTC time stamps as "2026-01-01T00:00:00.468000Z", formatted by DuckDB from their
-    microseconds since the epoch (no time zone involved): ten times faster than Arrow's
-    cast to text. Nanoseconds are floored to the microsecond, as the warehouse's cast
+    microseconds since the epoch (no time zone involved), faster than Arrow's cast to
+    text. Nanoseconds are floored to the microsecond, as the warehouse's cast
     of the text would. A value DuckDB cannot format (beyond its range) leaves the whole
     column to Arrow's own text."""
     import duckdb
@@ -425,8 +427,8 @@ def _as_text(col: pa.Array, exact: bool = False) -> pa.Array:
     microsecond (what the warehouse keeps); with ``exact`` (other columns, kept as they
     came in `extras`), Arrow writes every digit."""
     if pa.types.is_timestamp(col.type) and col.type.tz in ("UTC", "+00:00"):
-        # "2026-01-01 00:00:00.468000Z" from Arrow's own cast, ten times faster than
-        # strftime; DuckDB's formatting, ten times faster again, for the contract.
+        # "2026-01-01 00:00:00.468000Z" from Arrow's own cast (faster than strftime);
+        # the contract's fields by DuckDB's formatting, faster again.
         return pc.cast(col, pa.string()) if exact else _utc_text(col)
     if pa.types.is_timestamp(col.type):
         # ISO-8601 with an explicit offset, whatever the writer's unit.
@@ -440,11 +442,11 @@ def _as_text(col: pa.Array, exact: bool = False) -> pa.Array:
 
 
 def read_landing_file(path: Path, columns: list[str], dropped: frozenset = frozenset(),
-                      memory_limit: str = "1GB") -> Iterator[pa.Table]:
+                      memory_limit: str | None = None) -> Iterator[pa.Table]:
     """Yield string-typed batches of ``columns`` (+ ``_row``, ``_parse_error``,
     ``_extras``: the other columns, less those named in ``dropped``; matched by name,
     so a nested object is kept as it is). ``memory_limit``: what DuckDB may hold while
-    it reads JSON Lines (the warehouse's, when ingestion reads)."""
+    it reads JSON Lines (the warehouse's, when ingestion reads; else DuckDB's default)."""
     fmt = file_format(path)
     dropped = frozenset(identifier_key(c) for c in dropped)
     try:
