@@ -153,15 +153,32 @@ def _available(conn, sqls: list[str], columns: list, skipped: list, group: str) 
 def calibrate(conn, groups: list, days: list[str]) -> dict[str, float]:
     """Each column's normal variation: the largest statistic of one reference day against
     the other reference days (leave one out), so that a column's threshold reflects its
-    own sampling noise and day-to-day movement, not a constant."""
+    own sampling noise and day-to-day movement, not a constant.
+
+    Each group's rows of the reference days are read once, with their day, into a
+    temporary table, and every leave-one-out side is read from it: the sources' joins
+    and scans run once per group, not once per reference day. A group sampled to
+    ``sample_rows`` (the candidate pools) is read with that many rows per reference
+    day, and each side is sampled from it to ``sample_rows``, as its comparison is."""
     noise: dict[str, float] = {}
-    for held_out in days:
-        others = [d for d in days if d != held_out]
-        for group, sql_of, columns in groups:
-            for d in _compare(conn, sql_of(others), sql_of([held_out]), columns,
-                              drift.DriftThresholds(), [], group):
-                if np.isfinite(d.value):
-                    noise[d.column] = max(noise.get(d.column, 0.0), d.value)
+    for group, sql_of, columns, sample_rows in groups:
+        table = "_drift_calibration"
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
+                     f"{sql_of(days, len(days), day_column=True)}")
+        try:
+            def side(condition: str) -> str:
+                rows = f"SELECT * EXCLUDE (_day) FROM {table} WHERE {condition}"
+                return (rows if sample_rows is None else f"SELECT * FROM ({rows}) USING SAMPLE "
+                        f"reservoir({int(sample_rows)} ROWS) REPEATABLE (7)")
+
+            for held_out in days:
+                for d in _compare(conn, side(f"_day <> DATE '{held_out}'"),
+                                  side(f"_day = DATE '{held_out}'"), columns,
+                                  drift.DriftThresholds(), [], group):
+                    if np.isfinite(d.value):
+                        noise[d.column] = max(noise.get(d.column, 0.0), d.value)
+        finally:
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
     return noise
 
 
@@ -233,19 +250,24 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
             _record(conn, day, policy, None, None, None, {"not_compared": [why]})
         return DayDrift(served_by=policy, not_compared=[why])
     skipped: list[str] = []
-    groups = [("requests", src.requests_sql, src.REQUEST_COLUMNS),
-              ("catalogue", src.catalogue_sql, src.CATALOGUE_COLUMNS),
-              ("candidate pools", lambda ds: src.pools_sql(ds, d.pool_sample_rows),
-               src.POOL_COLUMNS),
-              ("explored slates", lambda ds: src.explored_sql(ds, random_policies=random_policies),
-               src.SIGNAL_COLUMNS)]
+    # Each view: its SQL for some days (``times`` the pools' sample, one per day, when
+    # calibration reads several days at once), its columns, the rows a side is sampled to.
+    groups = [("requests", lambda ds, times=1, **kw: src.requests_sql(ds, **kw),
+               src.REQUEST_COLUMNS, None),
+              ("catalogue", lambda ds, times=1, **kw: src.catalogue_sql(ds, **kw),
+               src.CATALOGUE_COLUMNS, None),
+              ("candidate pools",
+               lambda ds, times=1, **kw: src.pools_sql(ds, d.pool_sample_rows * times, **kw),
+               src.POOL_COLUMNS, d.pool_sample_rows),
+              ("explored slates", lambda ds, times=1, **kw: src.explored_sql(
+                  ds, random_policies=random_policies, **kw), src.SIGNAL_COLUMNS, None)]
     drifts, shown = [], []
     with connect() as conn:
         kept = []
-        for group, sql_of, columns in groups:
+        for group, sql_of, columns, sample_rows in groups:
             columns = _available(conn, [sql_of(days), sql_of([day])], columns, skipped, group)
             if columns:
-                kept.append((group, sql_of, columns))
+                kept.append((group, sql_of, columns, sample_rows))
                 drifts += _compare(conn, sql_of(days), sql_of([day]), columns,
                                    drift.DriftThresholds(), skipped, group)
                 shown += [c for c in columns if group in ("requests", "candidate pools")]

@@ -58,11 +58,16 @@ def _days(days: list[str]) -> str:
     return "IN (" + ", ".join(f"DATE '{d}'" for d in days) + ")"
 
 
-def requests_sql(days: list[str]) -> str:
+def _day_column(alias: str, day_column: bool) -> str:
+    """SQL: the row's day as `_day`, when asked for (calibration reads each day once)."""
+    return f", {alias}partition_date AS _day" if day_column else ""
+
+
+def requests_sql(days: list[str], day_column: bool = False) -> str:
     """One row per request of the days, with the user's snapshot of that day."""
     return f"""
         SELECT r.device, u.country, u.age_band, extract(hour FROM r.ts)::DOUBLE AS hour,
-               (r.ts::DATE - u.signup_date)::DOUBLE AS tenure_days
+               (r.ts::DATE - u.signup_date)::DOUBLE AS tenure_days{_day_column("r.", day_column)}
         FROM (SELECT partition_date, request_id, any_value(user_key) AS user_key,
                      min(ts) AS ts, any_value(device) AS device
               FROM curated.feedback_events f
@@ -71,10 +76,10 @@ def requests_sql(days: list[str]) -> str:
         LEFT JOIN raw.users u ON u.user_key = r.user_key AND u.partition_date = r.partition_date"""
 
 
-def catalogue_sql(days: list[str]) -> str:
+def catalogue_sql(days: list[str], day_column: bool = False) -> str:
     """One row per item of each day's items snapshot."""
     return f"""
-        SELECT category AS catalogue_category,
+        SELECT category AS catalogue_category{_day_column("", day_column)},
                ln(1 + greatest(duration_s, 0)) AS catalogue_log_duration,
                (partition_date - published_date)::DOUBLE AS catalogue_item_age_days,
                c0 AS catalogue_c0, c1 AS catalogue_c1, c2 AS catalogue_c2, c3 AS catalogue_c3,
@@ -82,7 +87,8 @@ def catalogue_sql(days: list[str]) -> str:
         FROM raw.items WHERE partition_date {_days(days)}"""
 
 
-def pools_sql(days: list[str], sample_rows: int, with_context: bool = False) -> str:
+def pools_sql(days: list[str], sample_rows: int, with_context: bool = False,
+              day_column: bool = False) -> str:
     """Candidates of the days' pools with their items' attributes: a reproducible sample
     of ``sample_rows``. With context, each candidate also carries its request's user and
     context, so that the model can score it."""
@@ -103,7 +109,7 @@ def pools_sql(days: list[str], sample_rows: int, with_context: bool = False) -> 
         SELECT it.category, it.popularity_percentile,
                ln(1 + greatest(it.duration_s, 0)) AS log_duration,
                (c.partition_date - it.published_date)::DOUBLE AS item_age_days,
-               it.c0, it.c1, it.c2, it.c3, it.c4, it.c5{context}
+               it.c0, it.c1, it.c2, it.c3, it.c4, it.c5{context}{_day_column("c.", day_column)}
         FROM (SELECT * FROM (SELECT * FROM raw.candidates
                              WHERE partition_date {_days(days)})
               USING SAMPLE reservoir({int(sample_rows)} ROWS) REPEATABLE (7)) c
@@ -115,11 +121,13 @@ def pools_sql(days: list[str], sample_rows: int, with_context: bool = False) -> 
 
 
 def explored_sql(days: list[str], with_context: bool = False,
-                 unseen_by: str | None = None, random_policies: tuple[str, ...] = ()) -> str:
+                 unseen_by: str | None = None, random_policies: tuple[str, ...] = (),
+                 day_column: bool = False) -> str:
     """Impressions of the declared explored (random) slates of the days (`explored`, or a
     policy version listed in ``random_policies``), bots left out; with ``unseen_by`` (a
     model's training partition), only requests that model did not train on, so that its
-    residuals are out-of-sample on both sides."""
+    residuals are out-of-sample on both sides. A request is judged random within its
+    day."""
     context = (f"""
         , f.item_id, f.user_key, f.ts, u.country, u.age_band, u.signup_date, it.category,
           it.published_date, it.duration_s, it.popularity, it.c0, it.c1, it.c2, it.c3, it.c4,
@@ -133,10 +141,11 @@ def explored_sql(days: list[str], with_context: bool = False,
              if with_context else "")
     return f"""
         SELECT grade::VARCHAR AS grade, (n_interactions > 0)::VARCHAR AS examined,
-               grade AS grade_value{context}
+               grade AS grade_value{context}{_day_column("f.", day_column)}
         FROM curated.feedback_events f {joins}
         WHERE f.partition_date {_days(days)} AND {_NOT_BOT}
-          AND f.request_id IN (SELECT request_id FROM curated.feedback_events
-                               WHERE partition_date {_days(days)}
-                               GROUP BY request_id HAVING {declared_random(random_policies)})
+          AND (f.partition_date, f.request_id) IN (
+              SELECT partition_date, request_id FROM curated.feedback_events
+              WHERE partition_date {_days(days)}
+              GROUP BY partition_date, request_id HAVING {declared_random(random_policies)})
           {unseen}"""

@@ -185,3 +185,31 @@ def test_evidently_report_is_written_atomically_and_agrees(conn, tmp_path):
     assert result["path"] == str(out) and result["current_rows"] == 5000
     assert result["evidently_drifted_columns"] == 2
     assert result["evidently_drift_share"] == pytest.approx(0.5)
+
+
+def test_calibration_reads_each_day_once_and_finds_the_same_noise_as_leave_one_out(tmp_path):
+    """Calibration reads the reference days once into a table with their day and holds
+    each day out of it; on an unsampled view that is exactly the statistic of the day
+    against the other days, each read on its own (one day is shifted: it sets the max)."""
+    from flywheel_assets.monitor.drift_report import calibrate
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    days = ["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"]
+    frames = [_frame(10 + i, n=3000, x_shift=0.6 if i == 2 else 0.0).assign(day=pd.Timestamp(d))
+              for i, d in enumerate(days)]
+    con.register("_rows", pd.concat(frames))
+    con.execute("CREATE TABLE events AS SELECT x, y, device, country, day::DATE AS day FROM _rows")
+
+    def sql_of(ds, times=1, day_column=False):
+        return (f"SELECT x, y, device, country{', day AS _day' if day_column else ''} "
+                f"FROM events WHERE day IN ({', '.join(repr(d) for d in ds)})")
+
+    noise = calibrate(con, [("events", sql_of, COLUMNS, None)], days)
+    expected = {}
+    for held_out in days:
+        for d in drift.column_drift(con, sql_of([x for x in days if x != held_out]),
+                                    sql_of([held_out]), COLUMNS):
+            expected[d.column] = max(expected.get(d.column, 0.0), d.value)
+    assert noise == pytest.approx(expected, rel=1e-12)
+    assert noise["x"] > 0.4  # the shifted day, held out, sets x's normal variation
+    assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0]
