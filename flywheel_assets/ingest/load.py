@@ -59,36 +59,62 @@ def is_day_complete(landing_dir: Path, stream: str, partition_date: str) -> bool
     return (partition_dir(landing_dir, stream, partition_date) / SUCCESS_MARKER).exists()
 
 
+# Staged rows commit every this many: appended rows wait in memory, outside DuckDB's
+# limit, until their transaction commits (one commit per batch is slower to stage).
+STAGE_COMMIT_ROWS = 1_000_000
+
+
+def staged_table(contract: StreamContract) -> str:
+    """The temporary table a stream's rows are staged in (quoted)."""
+    return quote_ident(f"_stage_{contract.stream}")
+
+
 def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: list[Path],
            landing_dir: Path, report: StreamReport, dropped: frozenset) -> None:
-    """`_stage`: every row of the stream's files as text, with its file and row number.
+    """`_stage_<stream>`: every row of the stream's files as text, with its file and row
+    number. Staged before the ingest's transaction opens, committing every
+    `STAGE_COMMIT_ROWS`: rows appended to a temporary table inside a transaction are
+    held in memory, outside DuckDB's limit, until it commits.
 
     Ids and strings are trimmed (blank = missing) as they are staged, before they are
     hashed, compared for duplicates or matched against tombstones: ' user_1' is
-    'user_1'. Nothing is updated in place afterwards: every later step reads `_stage`
-    and writes a new table, so the transaction holds no versions of the whole day.
+    'user_1'. Nothing is updated in place afterwards: every later step reads the staged
+    rows and writes a new table, so the transaction holds no versions of the whole day.
     """
     cols = contract.names
     col_defs = ", ".join(f"{quote_ident(c)} VARCHAR" for c in cols)
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _stage ({col_defs}, _file VARCHAR, "
+    stage = staged_table(contract)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE {stage} ({col_defs}, _file VARCHAR, "
                  f"_row BIGINT, _parse_error VARCHAR, _extras VARCHAR)")
     text = {f.name for f in contract.fields if f.kind in ("id", "string")}
     values = ", ".join(f"nullif(trim({quote_ident(c)}), '')" if c in text else quote_ident(c)
                        for c in cols)
     # JSON Lines are parsed by DuckDB on a connection of their own, held to this one's limit.
     memory_limit = conn.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    for path in files:
-        rel = str(path.relative_to(landing_dir))
-        n = 0
-        for batch in read_landing_file(path, cols, dropped, memory_limit):
-            conn.register("_batch", batch)
-            conn.execute(f"INSERT INTO _stage SELECT {values}, ?, _row, _parse_error, _extras "
-                         "FROM _batch", [rel])
-            conn.unregister("_batch")
-            n += batch.num_rows
-        report.files.append({"file": rel, "format": file_format(path), "rows": n,
-                             "bytes": path.stat().st_size})
-        report.rows_read += n
+    uncommitted = 0
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for path in files:
+            rel = str(path.relative_to(landing_dir))
+            n = 0
+            for batch in read_landing_file(path, cols, dropped, memory_limit):
+                conn.register("_batch", batch)
+                conn.execute(f"INSERT INTO {stage} SELECT {values}, ?, _row, _parse_error, "
+                             "_extras FROM _batch", [rel])
+                conn.unregister("_batch")
+                n += batch.num_rows
+                uncommitted += batch.num_rows
+                if uncommitted >= STAGE_COMMIT_ROWS:
+                    conn.execute("COMMIT")
+                    conn.execute("BEGIN TRANSACTION")
+                    uncommitted = 0
+            report.files.append({"file": rel, "format": file_format(path), "rows": n,
+                                 "bytes": path.stat().st_size})
+            report.rows_read += n
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
     # The batches are in DuckDB now: what Arrow's pool kept of them goes back.
     warehouse.release_memory()
 
@@ -98,13 +124,14 @@ def _pseudonymised(conn: duckdb.DuckDBPyConnection, contract: StreamContract,
     """The staged rows with each pseudonymised field replaced by its keyed hash, as a
     relation (SQL text): the distinct ids are hashed in Python (HMAC), joined back by
     DuckDB."""
+    stage = staged_table(contract)
     replaced, joins = [], []
     for i, f in enumerate(contract.fields):
         if not f.pseudonymise:
             continue
         col, keys = quote_ident(f.name), f"_keys_{i}"
         ids = [r[0] for r in conn.execute(
-            f"SELECT DISTINCT {col} FROM _stage WHERE {col} IS NOT NULL").fetchall()]
+            f"SELECT DISTINCT {col} FROM {stage} WHERE {col} IS NOT NULL").fetchall()]
         conn.execute(f"CREATE OR REPLACE TEMP TABLE {keys} (raw VARCHAR, key VARCHAR)")
         if ids:
             conn.register("_key_map", pd.DataFrame(list(key_map(ids, secret).items()),
@@ -112,10 +139,10 @@ def _pseudonymised(conn: duckdb.DuckDBPyConnection, contract: StreamContract,
             conn.execute(f"INSERT INTO {keys} SELECT raw, key FROM _key_map")
             conn.unregister("_key_map")
         replaced.append(f"{keys}.key AS {col}")
-        joins.append(f"LEFT JOIN {keys} ON _stage.{col} = {keys}.raw")
+        joins.append(f"LEFT JOIN {keys} ON {stage}.{col} = {keys}.raw")
     if not replaced:
-        return "_stage"
-    return (f"(SELECT _stage.* REPLACE ({', '.join(replaced)}) FROM _stage "
+        return stage
+    return (f"(SELECT {stage}.* REPLACE ({', '.join(replaced)}) FROM {stage} "
             f"{' '.join(joins)})")
 
 
@@ -228,24 +255,33 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
             f"landing day {partition_date} is not complete: no {SUCCESS_MARKER} in "
             + ", ".join(str(partition_dir(landing_dir, s, partition_date)) for s in missing))
     reports: dict[str, StreamReport] = {}
-    with warehouse.transaction(conn):
-        conn.execute("DELETE FROM raw.quarantined_events WHERE partition_date = ?", [partition_date])
-        conn.execute("CREATE OR REPLACE TEMP TABLE _erased_impressions (impression_id VARCHAR, "
-                     "request_id VARCHAR)")
+    try:
+        # Every stream is staged before the transaction opens (see _stage); a file
+        # that cannot be read stops the ingest here, before anything is written.
         for contract in contracts:
-            report = StreamReport(contract.stream)
-            files = landing_files(landing_dir, contract.stream, partition_date)
-            _stage(conn, contract, files, landing_dir, report, frozenset(dropped_extras))
-            rows = _pseudonymised(conn, contract, secret)
-            _classify(conn, contract, partition_date, rows, _erasure(conn, contract, rows, report))
-            # Raw ids (the keys' map) go as soon as the rows are judged.
-            for temp in ["_stage"] + [f"_keys_{i}" for i, f in enumerate(contract.fields)
-                                      if f.pseudonymise]:
-                conn.execute(f"DROP TABLE {temp}")
-            _write(conn, contract, partition_date, report, keep_extras)
-            conn.execute("DROP TABLE _checked")
-            reports[contract.stream] = report
-        conn.execute("DROP TABLE IF EXISTS _erased_impressions")
+            reports[contract.stream] = StreamReport(contract.stream)
+            _stage(conn, contract, landing_files(landing_dir, contract.stream, partition_date),
+                   landing_dir, reports[contract.stream], frozenset(dropped_extras))
+        with warehouse.transaction(conn):
+            conn.execute("DELETE FROM raw.quarantined_events WHERE partition_date = ?",
+                         [partition_date])
+            conn.execute("CREATE OR REPLACE TEMP TABLE _erased_impressions (impression_id "
+                         "VARCHAR, request_id VARCHAR)")
+            for contract in contracts:
+                report = reports[contract.stream]
+                rows = _pseudonymised(conn, contract, secret)
+                _classify(conn, contract, partition_date, rows,
+                          _erasure(conn, contract, rows, report))
+                # Raw ids (the keys' map) go as soon as the rows are judged.
+                for i, f in enumerate(contract.fields):
+                    if f.pseudonymise:
+                        conn.execute(f"DROP TABLE _keys_{i}")
+                _write(conn, contract, partition_date, report, keep_extras)
+                conn.execute("DROP TABLE _checked")
+            conn.execute("DROP TABLE _erased_impressions")
+    finally:
+        for contract in contracts:
+            conn.execute(f"DROP TABLE IF EXISTS {staged_table(contract)}")
     return reports
 
 

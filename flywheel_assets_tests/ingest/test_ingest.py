@@ -215,11 +215,13 @@ def test_an_interrupted_ingest_leaves_the_previous_partition(mixed_day, monkeypa
     from flywheel_assets.ingest import load as ingest
 
     real_write = ingest._write
+    written = []
 
-    def write_then_die_on_interactions(conn, contract, day, report):
-        if contract.stream == "interactions":  # impressions are already written by now
+    def write_then_die_on_interactions(conn, contract, day, report, *rest):
+        if contract.stream == "interactions":
             raise RuntimeError("killed half-way")
-        return real_write(conn, contract, day, report)
+        written.append(contract.stream)
+        return real_write(conn, contract, day, report, *rest)
 
     monkeypatch.setattr(ingest, "_write", write_then_die_on_interactions)
     # A new landing file for the day: a complete run would change the impressions.
@@ -227,7 +229,38 @@ def test_an_interrupted_ingest_leaves_the_previous_partition(mixed_day, monkeypa
     pq.write_table(pa.Table.from_pylist([_imp(900)]), extra)
     result = _materialize(mixed_day)
     assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "killed half-way" in str(failure.event_specific_data.error)
+    assert "impressions" in written  # written inside the transaction, then rolled back
     assert _query(mixed_day, "SELECT count(*) FROM raw.impressions") == before
+    assert _query(mixed_day, "SELECT count(*) FROM raw.impressions WHERE impression_id = 'i900'") == [(0,)]
+
+
+def test_a_file_that_fails_while_staged_leaves_the_previous_partition(mixed_day, monkeypatch):
+    # Every stream is staged (committing as it goes) before the ingest's transaction
+    # opens: a read that fails half-way through staging must still write nothing.
+    _materialize(mixed_day)
+    tables = ("raw.impressions", "raw.interactions", "raw.quarantined_events")
+    before = [_query(mixed_day, f"SELECT count(*) FROM {t}") for t in tables]
+    from flywheel_assets.ingest import load as ingest
+
+    real_read = ingest.read_landing_file
+
+    def read_then_die_on_interactions(path, *args, **kwargs):
+        if "interactions" in path.parts:
+            yield from real_read(path, *args, **kwargs)
+            raise OSError("disk gone half-way")
+        yield from real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(ingest, "STAGE_COMMIT_ROWS", 1)  # a commit after every batch
+    monkeypatch.setattr(ingest, "read_landing_file", read_then_die_on_interactions)
+    extra = mixed_day / "landing" / "impressions" / f"date={DAY}" / "part-2.parquet"
+    pq.write_table(pa.Table.from_pylist([_imp(900)]), extra)
+    result = _materialize(mixed_day)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "disk gone half-way" in str(failure.event_specific_data.error)
+    assert [_query(mixed_day, f"SELECT count(*) FROM {t}") for t in tables] == before
     assert _query(mixed_day, "SELECT count(*) FROM raw.impressions WHERE impression_id = 'i900'") == [(0,)]
 
 
