@@ -88,14 +88,19 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
         "SELECT count(*) FILTER (WHERE NOT human), count(*) FILTER (WHERE human AND trained_on) "
         "FROM _eligible").fetchone()))
     if logs_pools:
+        # The requests with a logged pool; the pools themselves are read below for the
+        # sampled requests only (the whole day's pools are several times the sample's).
+        conn.execute("CREATE OR REPLACE TEMP TABLE _logged AS SELECT DISTINCT request_id "
+                     "FROM raw.candidates WHERE partition_date = ?", [day])
         skipped["no logged pool"] = conn.execute("""
             SELECT count(*) FROM _eligible WHERE human AND NOT trained_on AND request_id NOT IN
-            (SELECT request_id FROM raw.candidates WHERE partition_date = ?)""", [day]).fetchone()[0]
+            (SELECT request_id FROM _logged)""").fetchone()[0]
         pool_sql = """SELECT request_id, item_id, max(exposure_propensity) AS exposure,
                              max(greedy_position) AS greedy
-                      FROM raw.candidates WHERE partition_date = $d GROUP BY ALL"""
+                      FROM raw.candidates WHERE partition_date = $d
+                      AND request_id IN (SELECT request_id FROM _requests) GROUP BY ALL"""
         source = "logged candidate pools"
-        eligible = "human AND NOT trained_on AND request_id IN (SELECT request_id FROM _pool)"
+        eligible = "human AND NOT trained_on AND request_id IN (SELECT request_id FROM _logged)"
     else:
         catalogue = _catalogue(conn, day, items_date)
         if not catalogue or len(catalogue) > max_catalogue_pool:
@@ -103,19 +108,20 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
             raise NoPools(f"the product logs no candidate pools and its catalogue has "
                           f"{len(catalogue)} items (more than evaluation.max_catalogue_pool = "
                           f"{max_catalogue_pool} to rank whole)")
-        conn.register("_catalogue", pd.DataFrame({"item_id": catalogue}))
         pool_sql = ("SELECT NULL::VARCHAR AS request_id, item_id, NULL::DOUBLE AS exposure, "
                     "NULL::INTEGER AS greedy FROM _catalogue")
         source = f"the catalogue ({len(catalogue)} items; the product logs no pools)"
         eligible = "human AND NOT trained_on"
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _pool AS {pool_sql}", {"d": day} if logs_pools else {})
-    if not logs_pools:
-        conn.unregister("_catalogue")
     total = conn.execute(f"SELECT count(*) FROM _eligible WHERE {eligible}").fetchone()[0]
     conn.execute(f"""CREATE OR REPLACE TEMP TABLE _requests AS SELECT * FROM _eligible
                      WHERE {eligible} ORDER BY hash(request_id), request_id LIMIT $n""",
                  {"n": int(max_requests)})
     skipped["beyond the sample of evaluation.max_ope_requests"] = max(total - max_requests, 0)
+    if not logs_pools:
+        conn.register("_catalogue", pd.DataFrame({"item_id": catalogue}))
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _pool AS {pool_sql}", {"d": day} if logs_pools else {})
+    if not logs_pools:
+        conn.unregister("_catalogue")
     pool_join = ("JOIN _pool p ON p.request_id = r.request_id" if logs_pools
                  else "CROSS JOIN _pool p")
     pools = conn.execute(f"""
@@ -134,7 +140,7 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
         QUALIFY row_number() OVER (PARTITION BY request_id, position
                                    ORDER BY n_interactions DESC, impression_id) = 1
         ORDER BY request_id, position""", {"d": day}).df()
-    for temp in ("_eligible", "_pool", "_requests"):
+    for temp in ("_eligible", "_logged", "_pool", "_requests"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
     return assemble(pools, shown, source, skipped, slate_size)
 
