@@ -59,6 +59,12 @@ RIDGE = 1.0
 # months ago, with nothing since, is not what they do now.
 MAX_AGE_DAYS = 28
 
+# Users × categories up to this many cells are summed on a dense grid (8 bytes a cell).
+DENSE_USER_CATEGORY_CELLS = 50_000_000
+# Rows of the user × item pairs streamed from DuckDB at a time.
+PAIR_BATCH = 1_000_000
+
+
 def segment_of(country, age_band) -> str:
     """A user's segment: country|age band, '?' for an unknown part."""
     def part(v):
@@ -87,6 +93,29 @@ def _window_rows(conn, day: str, window_days: int, half_life_days: float, consen
           AND {consent_sql(consent, consent_logged(conn, users_date))}""",
                  {"d": day, "ws": warehouse.window_start(day, window_days),
                   "ud": users_date, "hl": float(half_life_days)})
+
+
+def _pairs(conn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The window's user × item pairs (user index, item index, Σ w·grade, Σ w·θ): the
+    largest arrays of the profiles (tens of millions at production volume). Grouped
+    into a temporary table DuckDB can spill, then streamed into arrays of their final
+    size (32-bit indices): no whole query result is held beside them."""
+    conn.execute("""
+        CREATE OR REPLACE TEMP TABLE _pf_pairs AS
+        SELECT u.ui::INTEGER AS ui, i.ii::INTEGER AS ii, sum(r.wy) AS s, sum(r.we) AS e
+        FROM _pf_rows r JOIN _pf_users u USING (user_key) JOIN _pf_items i USING (item_id)
+        GROUP BY ALL""")
+    n = conn.execute("SELECT count(*) FROM _pf_pairs").fetchall()[0][0]
+    ui, ii = np.empty(n, np.int32), np.empty(n, np.int32)
+    ps, pe = np.empty(n), np.empty(n)
+    done = 0
+    for batch in conn.sql("SELECT ui, ii, s, e FROM _pf_pairs").to_arrow_reader(PAIR_BATCH):
+        rows = slice(done, done + batch.num_rows)
+        for target, column in zip((ui, ii, ps, pe), batch.columns):
+            target[rows] = column.to_numpy()
+        done += batch.num_rows
+    conn.execute("DROP TABLE _pf_pairs")
+    return ui, ii, ps, pe
 
 
 def _shrunk(s: np.ndarray, e: np.ndarray, prior: np.ndarray | float, m: float) -> np.ndarray:
@@ -126,10 +155,7 @@ def compute_profiles(conn: duckdb.DuckDBPyConnection, day: str, window_days: int
     users = conn.execute("SELECT user_key, country, age_band FROM _pf_users ORDER BY ui").df()
     items = conn.execute(f"SELECT item_id, category, {', '.join(CONTENT)} FROM _pf_items "
                          "ORDER BY ii").df()
-    pairs = conn.execute("""
-        SELECT u.ui, i.ii, sum(r.wy) AS s, sum(r.we) AS e FROM _pf_rows r
-        JOIN _pf_users u USING (user_key) JOIN _pf_items i USING (item_id)
-        GROUP BY ALL""").fetchnumpy()
+    ui, ii, ps, pe = _pairs(conn)
     by_item = conn.execute("""
         SELECT i.ii, sum(r.wy) AS s, sum(r.we) AS e FROM _pf_rows r JOIN _pf_items i USING (item_id)
         GROUP BY ALL""").fetchnumpy()
@@ -160,16 +186,23 @@ def compute_profiles(conn: duckdb.DuckDBPyConnection, day: str, window_days: int
     cat_rate = _shrunk(cat_s, cat_e, mu, m)
     item_rate = _shrunk(item_s, item_e, cat_rate[cat_idx], m)
     # --- users ---------------------------------------------------------------------
-    ui, ii = pairs["ui"].astype(np.int64), pairs["ii"].astype(np.int64)
-    ps, pe = pairs["s"].astype("float64"), pairs["e"].astype("float64")
     user_s = np.bincount(ui, ps, n_users)
     user_e = np.bincount(ui, pe, n_users)
     user_rate = _shrunk(user_s, user_e, mu, m)
-    # user × category
-    uc = ui * len(cat_names) + cat_idx[ii]
-    uc_keys, uc_inv = np.unique(uc, return_inverse=True)
-    uc_s = np.bincount(uc_inv, ps)
-    uc_e = np.bincount(uc_inv, pe)
+    # user × category: summed over a dense users × categories grid when it is small
+    # (the same sums, in the same order, as over np.unique's inverse, without its sort)
+    uc = ui.astype(np.int64) * len(cat_names) + cat_idx[ii]
+    cells = n_users * len(cat_names)
+    if cells <= DENSE_USER_CATEGORY_CELLS:
+        uc_keys = np.flatnonzero(np.bincount(uc, minlength=cells))
+        uc_s = np.bincount(uc, ps, cells)[uc_keys]
+        uc_e = np.bincount(uc, pe, cells)[uc_keys]
+    else:
+        uc_keys, uc_inv = np.unique(uc, return_inverse=True)
+        uc_s = np.bincount(uc_inv, ps)
+        uc_e = np.bincount(uc_inv, pe)
+        del uc_inv
+    del uc
     uc_user = uc_keys // len(cat_names)
     uc_cat = uc_keys % len(cat_names)
     uc_aff = _shrunk(uc_s, uc_e, user_rate[uc_user], m)

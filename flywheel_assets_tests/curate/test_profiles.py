@@ -223,3 +223,22 @@ def test_an_empty_window_writes_no_profile_and_old_ones_expire(conn):
     # ... and a row long after reads none.
     late = dt.date.fromisoformat(DAYS[0]) + dt.timedelta(days=profiles.MAX_AGE_DAYS + 1)
     assert profiles.available_day(conn, late) is None
+
+
+def test_streamed_pairs_and_the_dense_user_category_grid_change_no_profile(conn, monkeypatch):
+    """The pairs streamed in batches of 7 rows and the user × category sums taken by
+    np.unique (the path for grids too large to be dense) give the same profiles, value
+    for value, as one batch and the dense grid (one DuckDB thread: its sums in one order)."""
+    conn.execute("SET threads = 1")
+
+    def frames():
+        built = profiles.compute_profiles(conn, DAYS[1], n_factors=4)
+        return [getattr(built, n).reset_index(drop=True).astype(str)
+                for n in ("users", "categories", "items", "segments")]
+
+    dense = frames()
+    monkeypatch.setattr(profiles, "PAIR_BATCH", 7)
+    monkeypatch.setattr(profiles, "DENSE_USER_CATEGORY_CELLS", 0)
+    for ours, theirs in zip(dense, frames()):
+        pd.testing.assert_frame_equal(ours, theirs)
+    assert len(dense[1]) > 7  # as many user × item pairs at least: the batches split them
