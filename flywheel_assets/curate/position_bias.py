@@ -56,9 +56,10 @@ def _window_rows(partition_date: str, window_days: int, exclude_flagged_users: b
 
 
 def declared_random(random_policies: tuple[str, ...] = ()) -> str:
-    """SQL, a condition over one request's rows (GROUP BY request_id ... HAVING): the
-    product declared its slate random (`explored`, or a policy version listed in
-    ``random_policies``, `curation.random_policies`)."""
+    """SQL, a condition over one request's rows (GROUP BY request_id ... HAVING; the
+    drift views group by day and request_id): the product declared its slate random
+    (`explored`, or a policy version listed in ``random_policies``,
+    `curation.random_policies`)."""
     registry = ", ".join("'" + p.replace("'", "''") + "'" for p in random_policies) or "NULL"
     return (f"(bool_or(coalesce(explored, FALSE)) OR bool_or(policy_version IN ({registry})))")
 

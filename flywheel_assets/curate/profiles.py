@@ -190,10 +190,11 @@ def compute_profiles(conn: duckdb.DuckDBPyConnection, day: str, window_days: int
     user_e = np.bincount(ui, pe, n_users)
     user_rate = _shrunk(user_s, user_e, mu, m)
     # user × category: summed over a dense users × categories grid when it is small
-    # (the same sums, in the same order, as over np.unique's inverse, without its sort)
+    # beside the pairs (the same sums, in the same order, as over np.unique's inverse,
+    # without its sort)
     uc = ui.astype(np.int64) * len(cat_names) + cat_idx[ii]
     cells = n_users * len(cat_names)
-    if cells <= DENSE_USER_CATEGORY_CELLS:
+    if cells <= min(DENSE_USER_CATEGORY_CELLS, 4 * len(uc)):
         uc_keys = np.flatnonzero(np.bincount(uc, minlength=cells))
         uc_s = np.bincount(uc, ps, cells)[uc_keys]
         uc_e = np.bincount(uc, pe, cells)[uc_keys]

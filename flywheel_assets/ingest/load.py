@@ -91,7 +91,7 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
                        for c in cols)
     # JSON Lines are parsed by DuckDB on a connection of their own, held to this one's limit.
     memory_limit = conn.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    uncommitted = 0
+    uncommitted, open_transaction = 0, True
     conn.execute("BEGIN TRANSACTION")
     try:
         for path in files:
@@ -105,14 +105,16 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
                 n += batch.num_rows
                 uncommitted += batch.num_rows
                 if uncommitted >= STAGE_COMMIT_ROWS:
+                    open_transaction = False  # a failed COMMIT has rolled back already
                     conn.execute("COMMIT")
                     conn.execute("BEGIN TRANSACTION")
-                    uncommitted = 0
+                    uncommitted, open_transaction = 0, True
             report.files.append({"file": rel, "format": file_format(path), "rows": n,
                                  "bytes": path.stat().st_size})
             report.rows_read += n
     except BaseException:
-        conn.execute("ROLLBACK")
+        if open_transaction:
+            conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
     # The batches are in DuckDB now: what Arrow's pool kept of them goes back.
@@ -272,7 +274,9 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
                 rows = _pseudonymised(conn, contract, secret)
                 _classify(conn, contract, partition_date, rows,
                           _erasure(conn, contract, rows, report))
-                # Raw ids (the keys' map) go as soon as the rows are judged.
+                # Raw ids (the staged rows, the keys' map) go as soon as the rows are
+                # judged (a rollback brings the staged rows back: `finally` drops them).
+                conn.execute(f"DROP TABLE {staged_table(contract)}")
                 for i, f in enumerate(contract.fields):
                     if f.pseudonymise:
                         conn.execute(f"DROP TABLE _keys_{i}")

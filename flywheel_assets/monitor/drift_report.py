@@ -155,16 +155,17 @@ def calibrate(conn, groups: list, days: list[str]) -> dict[str, float]:
     the other reference days (leave one out), so that a column's threshold reflects its
     own sampling noise and day-to-day movement, not a constant.
 
-    Each group's rows of the reference days are read once, with their day, into a
-    temporary table, and every leave-one-out side is read from it: the sources' joins
-    and scans run once per group, not once per reference day. A group sampled to
-    ``sample_rows`` (the candidate pools) is read with that many rows per reference
-    day, and each side is sampled from it to ``sample_rows``, as its comparison is."""
+    Each reference day of a view is read once, with its day, into a temporary table, and
+    every leave-one-out side is read from it: the sources run once per day, not once per
+    held-out day for every other day. A view sampled to ``sample_rows`` (the candidate
+    pools) is read as its comparison reads one day (a sample of ``sample_rows``); the
+    held-out day is that sample, and the other days' side is sampled from theirs to
+    ``sample_rows``, as its comparison is."""
     noise: dict[str, float] = {}
     for group, sql_of, columns, sample_rows in groups:
         table = "_drift_calibration"
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS "
-                     f"{sql_of(days, len(days), day_column=True)}")
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS " + " UNION ALL ".join(
+            f"({sql_of([d], day_column=True)})" for d in days))
         try:
             def side(condition: str) -> str:
                 rows = f"SELECT * EXCLUDE (_day) FROM {table} WHERE {condition}"
@@ -250,16 +251,12 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
             _record(conn, day, policy, None, None, None, {"not_compared": [why]})
         return DayDrift(served_by=policy, not_compared=[why])
     skipped: list[str] = []
-    # Each view: its SQL for some days (``times`` the pools' sample, one per day, when
-    # calibration reads several days at once), its columns, the rows a side is sampled to.
-    groups = [("requests", lambda ds, times=1, **kw: src.requests_sql(ds, **kw),
-               src.REQUEST_COLUMNS, None),
-              ("catalogue", lambda ds, times=1, **kw: src.catalogue_sql(ds, **kw),
-               src.CATALOGUE_COLUMNS, None),
-              ("candidate pools",
-               lambda ds, times=1, **kw: src.pools_sql(ds, d.pool_sample_rows * times, **kw),
+    # Each view: its SQL for some days, its columns, the rows a side is sampled to.
+    groups = [("requests", src.requests_sql, src.REQUEST_COLUMNS, None),
+              ("catalogue", src.catalogue_sql, src.CATALOGUE_COLUMNS, None),
+              ("candidate pools", lambda ds, **kw: src.pools_sql(ds, d.pool_sample_rows, **kw),
                src.POOL_COLUMNS, d.pool_sample_rows),
-              ("explored slates", lambda ds, times=1, **kw: src.explored_sql(
+              ("explored slates", lambda ds, **kw: src.explored_sql(
                   ds, random_policies=random_policies, **kw), src.SIGNAL_COLUMNS, None)]
     drifts, shown = [], []
     with connect() as conn:

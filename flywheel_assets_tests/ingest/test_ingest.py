@@ -236,9 +236,12 @@ def test_an_interrupted_ingest_leaves_the_previous_partition(mixed_day, monkeypa
     assert _query(mixed_day, "SELECT count(*) FROM raw.impressions WHERE impression_id = 'i900'") == [(0,)]
 
 
-def test_a_file_that_fails_while_staged_leaves_the_previous_partition(mixed_day, monkeypatch):
+@pytest.mark.parametrize("commit_rows", [1, 10**9])
+def test_a_file_that_fails_while_staged_leaves_the_previous_partition(mixed_day, monkeypatch,
+                                                                     commit_rows):
     # Every stream is staged (committing as it goes) before the ingest's transaction
-    # opens: a read that fails half-way through staging must still write nothing.
+    # opens: a read that fails half-way through staging must still write nothing, with
+    # the staged rows committed (a commit after every batch) or not (none before the end).
     _materialize(mixed_day)
     tables = ("raw.impressions", "raw.interactions", "raw.quarantined_events")
     before = [_query(mixed_day, f"SELECT count(*) FROM {t}") for t in tables]
@@ -252,7 +255,7 @@ def test_a_file_that_fails_while_staged_leaves_the_previous_partition(mixed_day,
             raise OSError("disk gone half-way")
         yield from real_read(path, *args, **kwargs)
 
-    monkeypatch.setattr(ingest, "STAGE_COMMIT_ROWS", 1)  # a commit after every batch
+    monkeypatch.setattr(ingest, "STAGE_COMMIT_ROWS", commit_rows)
     monkeypatch.setattr(ingest, "read_landing_file", read_then_die_on_interactions)
     extra = mixed_day / "landing" / "impressions" / f"date={DAY}" / "part-2.parquet"
     pq.write_table(pa.Table.from_pylist([_imp(900)]), extra)

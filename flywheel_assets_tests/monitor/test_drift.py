@@ -200,7 +200,7 @@ def test_calibration_reads_each_day_once_and_finds_the_same_noise_as_leave_one_o
     con.register("_rows", pd.concat(frames))
     con.execute("CREATE TABLE events AS SELECT x, y, device, country, day::DATE AS day FROM _rows")
 
-    def sql_of(ds, times=1, day_column=False):
+    def sql_of(ds, day_column=False):
         return (f"SELECT x, y, device, country{', day AS _day' if day_column else ''} "
                 f"FROM events WHERE day IN ({', '.join(repr(d) for d in ds)})")
 
@@ -213,3 +213,36 @@ def test_calibration_reads_each_day_once_and_finds_the_same_noise_as_leave_one_o
     assert noise == pytest.approx(expected, rel=1e-12)
     assert noise["x"] > 0.4  # the shifted day, held out, sets x's normal variation
     assert not con.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0]
+
+
+def test_calibration_of_a_sampled_view_compares_samples_of_its_size(tmp_path, monkeypatch):
+    """A view sampled to ``sample_rows`` (the candidate pools) is calibrated as it is
+    compared: the held-out day's side and the other days' side each hold a sample of
+    ``sample_rows`` rows, whatever the days' volumes (one day is ten times the others)."""
+    from flywheel_assets.monitor import drift_report
+
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    days = ["2026-01-01", "2026-01-02", "2026-01-03"]
+    frames = [_frame(20 + i, n=5000 if i == 1 else 500).assign(day=pd.Timestamp(d))
+              for i, d in enumerate(days)]
+    con.register("_rows", pd.concat(frames))
+    con.execute("CREATE TABLE events AS SELECT x, y, device, country, day::DATE AS day FROM _rows")
+    sample_rows = 300
+
+    def sql_of(ds, day_column=False):
+        return (f"SELECT * FROM (SELECT x, y, device, country{', day AS _day' if day_column else ''} "
+                f"FROM events WHERE day IN ({', '.join(repr(d) for d in ds)})) "
+                f"USING SAMPLE reservoir({sample_rows} ROWS) REPEATABLE (7)")
+
+    sides = []
+    real = drift_report._compare
+
+    def counted(conn, reference_sql, current_sql, *args):
+        sides.append([conn.execute(f"SELECT count(*) FROM ({q})").fetchall()[0][0]
+                      for q in (reference_sql, current_sql)])
+        return real(conn, reference_sql, current_sql, *args)
+
+    monkeypatch.setattr(drift_report, "_compare", counted)
+    noise = drift_report.calibrate(con, [("events", sql_of, COLUMNS, sample_rows)], days)
+    assert sides == [[sample_rows, sample_rows]] * len(days)
+    assert set(noise) == {c.name for c in COLUMNS} and all(np.isfinite(list(noise.values())))
