@@ -108,6 +108,7 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
             raise NoPools(f"the product logs no candidate pools and its catalogue has "
                           f"{len(catalogue)} items (more than evaluation.max_catalogue_pool = "
                           f"{max_catalogue_pool} to rank whole)")
+        conn.register("_catalogue", pd.DataFrame({"item_id": catalogue}))
         pool_sql = ("SELECT NULL::VARCHAR AS request_id, item_id, NULL::DOUBLE AS exposure, "
                     "NULL::INTEGER AS greedy FROM _catalogue")
         source = f"the catalogue ({len(catalogue)} items; the product logs no pools)"
@@ -117,8 +118,6 @@ def load(conn: duckdb.DuckDBPyConnection, day: str, max_requests: int,
                      WHERE {eligible} ORDER BY hash(request_id), request_id LIMIT $n""",
                  {"n": int(max_requests)})
     skipped["beyond the sample of evaluation.max_ope_requests"] = max(total - max_requests, 0)
-    if not logs_pools:
-        conn.register("_catalogue", pd.DataFrame({"item_id": catalogue}))
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _pool AS {pool_sql}", {"d": day} if logs_pools else {})
     if not logs_pools:
         conn.unregister("_catalogue")

@@ -224,16 +224,21 @@ def test_an_interrupted_ingest_leaves_the_previous_partition(mixed_day, monkeypa
         return real_write(conn, contract, day, report, *rest)
 
     monkeypatch.setattr(ingest, "_write", write_then_die_on_interactions)
-    # A new landing file for the day: a complete run would change the impressions.
-    extra = mixed_day / "landing" / "impressions" / f"date={DAY}" / "part-2.parquet"
-    pq.write_table(pa.Table.from_pylist([_imp(900)]), extra)
-    result = _materialize(mixed_day)
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "killed half-way" in str(failure.event_specific_data.error)
+    _fails_with_a_new_file(mixed_day, "killed half-way")
     assert "impressions" in written  # written inside the transaction, then rolled back
     assert _query(mixed_day, "SELECT count(*) FROM raw.impressions") == before
-    assert _query(mixed_day, "SELECT count(*) FROM raw.impressions WHERE impression_id = 'i900'") == [(0,)]
+
+
+def _fails_with_a_new_file(day_dir: Path, message: str) -> None:
+    """Ingest the day again with a new landing file (a complete run would add impression
+    i900): the step must fail with ``message`` and i900 must not be stored."""
+    extra = day_dir / "landing" / "impressions" / f"date={DAY}" / "part-2.parquet"
+    pq.write_table(pa.Table.from_pylist([_imp(900)]), extra)
+    result = _materialize(day_dir)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert message in str(failure.event_specific_data.error)
+    assert _query(day_dir, "SELECT count(*) FROM raw.impressions WHERE impression_id = 'i900'") == [(0,)]
 
 
 @pytest.mark.parametrize("commit_rows", [1, 10**9])
@@ -250,21 +255,14 @@ def test_a_file_that_fails_while_staged_leaves_the_previous_partition(mixed_day,
     real_read = ingest.read_landing_file
 
     def read_then_die_on_interactions(path, *args, **kwargs):
-        if "interactions" in path.parts:
-            yield from real_read(path, *args, **kwargs)
-            raise OSError("disk gone half-way")
         yield from real_read(path, *args, **kwargs)
+        if "interactions" in path.parts:
+            raise OSError("disk gone half-way")
 
     monkeypatch.setattr(ingest, "STAGE_COMMIT_ROWS", commit_rows)
     monkeypatch.setattr(ingest, "read_landing_file", read_then_die_on_interactions)
-    extra = mixed_day / "landing" / "impressions" / f"date={DAY}" / "part-2.parquet"
-    pq.write_table(pa.Table.from_pylist([_imp(900)]), extra)
-    result = _materialize(mixed_day)
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "disk gone half-way" in str(failure.event_specific_data.error)
+    _fails_with_a_new_file(mixed_day, "disk gone half-way")
     assert [_query(mixed_day, f"SELECT count(*) FROM {t}") for t in tables] == before
-    assert _query(mixed_day, "SELECT count(*) FROM raw.impressions WHERE impression_id = 'i900'") == [(0,)]
 
 
 def test_columns_beyond_the_contract_are_kept_not_dropped(tmp_path):
