@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import Ridge
 
 from flywheel_assets import warehouse
 from flywheel_assets.evaluate import promotion
@@ -31,6 +32,34 @@ def test_formula_cells_are_escaped(value):
 
 def test_plain_cells_are_kept():
     assert outbox.escape_cell("cat_01") == "cat_01" and outbox.escape_cell(3) == "3"
+
+
+class _CountingRidge(Ridge):
+    """A ridge model that records how many rows each fit saw."""
+    seen: list[int] = []
+
+    def fit(self, X, y, sample_weight=None):
+        _CountingRidge.seen.append(len(X))
+        return super().fit(X, y, sample_weight)
+
+
+def test_expected_model_changes_bootstraps_are_as_large_as_its_rows():
+    # scikit-activeml 1.0.1 with its default n_train drew len(X)**2 / 2 rows per
+    # bootstrap; ours draws len(X) + 1 (with replacement), each fit on its labelled rows.
+    from skactiveml.regressor import SklearnRegressor
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 3))
+    grades = rng.integers(0, 4, 200).astype(float)
+    grades[150:] = np.nan
+    _CountingRidge.seen = []
+    chosen = selection.model_change(0).query(
+        X, grades, SklearnRegressor(_CountingRidge(), missing_label=np.nan, random_state=0),
+        candidates=np.arange(150, 200), batch_size=5)
+    bootstraps = _CountingRidge.seen[1:]   # the first fit is the model on all labels
+    assert _CountingRidge.seen[0] == 150 and len(bootstraps) == 3
+    # Of len(X) + 1 = 201 draws, about 150 / 200 are labelled rows.
+    assert all(100 <= n <= 201 for n in bootstraps), bootstraps
+    assert len(set(chosen)) == 5 and set(chosen) <= set(range(150, 200))
 
 
 def _queue(n=4, **overrides):
