@@ -38,8 +38,8 @@ GOLD_REASONS = ("random", "contradicted")
 # Expected model change's bootstraps: classic ones, as many draws (with replacement) as
 # the rows it is given. scikit-activeml 1.0.1 draws ``len(X) * n_train + 1`` rows after
 # turning a fractional ``n_train`` into a count already, so its default of 0.5 drew
-# len(X)**2 / 2 rows (8.2 million for 4,048 rows, 27 s a day by day 14 of the demo);
-# an integer 1 draws len(X) + 1. `test_selection` checks the size it draws.
+# len(X)**2 / 2 rows (8.2 million for 4,048 rows); an integer 1 draws len(X) + 1.
+# `test_label_units` counts the rows each bootstrap fits on.
 MODEL_CHANGE_BOOTSTRAP = 1
 
 
