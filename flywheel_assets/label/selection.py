@@ -35,11 +35,14 @@ from flywheel_assets.train import features as feats
 
 # Examples of these reasons may become gold: they are never trained on (training_set).
 GOLD_REASONS = ("random", "contradicted")
-# Expected model change's bootstraps: classic ones, as many draws (with replacement) as
-# the rows it is given. scikit-activeml 1.0.1 draws ``len(X) * n_train + 1`` rows after
-# turning a fractional ``n_train`` into a count already, so its default of 0.5 drew
-# len(X)**2 / 2 rows (8.2 million for 4,048 rows); an integer 1 draws len(X) + 1.
-# `test_label_units` counts the rows each bootstrap fits on.
+# Expected model change's bootstraps: len(X) + 1 draws with replacement over all rows,
+# each bootstrap fitted on the labelled rows it drew. scikit-activeml 1.0.1 draws
+# ``len(X) * n_train + 1`` rows after turning a fractional ``n_train`` into a count
+# already, so its default of 0.5 drew len(X)**2 / 2 rows (8.2 million for 4,048 rows);
+# an integer 1 draws len(X) + 1 (and any integer above 1 is refused by its own check).
+# Its docstring calls an integer "the total size": a release that honours it would make
+# this one-row bootstraps, so the pin stays below 1.1 and `test_label_units` counts the
+# rows each bootstrap fits on.
 MODEL_CHANGE_BOOTSTRAP = 1
 
 

@@ -43,7 +43,7 @@ class _CountingRidge(Ridge):
         return super().fit(X, y, sample_weight)
 
 
-def test_expected_model_changes_bootstraps_are_as_large_as_its_rows():
+def test_expected_model_change_bootstraps_are_as_large_as_its_rows():
     # scikit-activeml 1.0.1 with its default n_train drew len(X)**2 / 2 rows per
     # bootstrap; ours draws len(X) + 1 (with replacement), each fit on its labelled rows.
     from skactiveml.regressor import SklearnRegressor
