@@ -48,6 +48,11 @@ CREATE TABLE IF NOT EXISTS raw.items (
 CREATE TABLE IF NOT EXISTS raw.quarantined_events (
     partition_date DATE, stream VARCHAR, source_file VARCHAR, source_row BIGINT,
     column_name VARCHAR, reason VARCHAR, record VARCHAR);
+-- Entries of a landing day that were not read (a name hidden by convention, a symbolic
+-- link, a folder, an unknown format, a file that cannot be read): nothing is skipped
+-- without a trace, and the blocking check `landing_files_read` fails on any of them.
+CREATE TABLE IF NOT EXISTS raw.refused_files (
+    partition_date DATE, stream VARCHAR, entry VARCHAR, reason VARCHAR, bytes BIGINT);
 CREATE TABLE IF NOT EXISTS curated.feedback_events (
     partition_date DATE, impression_id VARCHAR, request_id VARCHAR, ts TIMESTAMPTZ,
     user_key VARCHAR, item_id VARCHAR, position INTEGER, propensity DOUBLE,

@@ -74,7 +74,8 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
         yield dg.MaterializeResult(asset_key=asset, metadata=readable(**{
             "dagster/row_count": r.accepted, "rows_read": r.rows_read,
             "rows_quarantined": r.quarantined, "rows_erased": r.erased,
-            "quarantine_share": r.quarantine_share, "files": r.files}))
+            "quarantine_share": r.quarantine_share, "files": r.files,
+            "entries_refused": r.refused}))
     yield dg.MaterializeResult(asset_key="quarantined_events", metadata=readable(**{
         "dagster/row_count": sum(r.quarantined for r in reports.values()),
         "by_stream": dg.MetadataValue.md(load.summary_markdown(reports)),

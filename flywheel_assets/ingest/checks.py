@@ -35,6 +35,23 @@ def rows_reconcile(context: dg.AssetCheckExecutionContext,
 
 
 @dg.multi_asset_check(pool="duckdb", specs=_specs(
+    "landing_files_read",
+    "Every entry of the stream's landing day was read: none refused (a name starting "
+    "with '.' or '_', a symbolic link, a folder, an unknown format, a file that cannot be "
+    "read; each in `raw.refused_files` with its reason), and a required stream "
+    "(`ingest.required_streams`) has rows. The failure names each entry and why."))
+def landing_files_read(context: dg.AssetCheckExecutionContext,
+                       flywheel: FlywheelResource) -> Iterator[dg.AssetCheckResult]:
+    day = context.partition_key
+    required = set(flywheel.settings.ingest.required_streams)
+    with flywheel.warehouse() as conn:
+        for stream, asset in RAW_ASSETS.items():
+            problem = load.unread_landing(conn, day, stream, stream in required)
+            yield recorded_result(conn, day, asset, "landing_files_read", problem is None,
+                                  problem, metadata={"required": stream in required})
+
+
+@dg.multi_asset_check(pool="duckdb", specs=_specs(
     "quarantine_share_below_threshold",
     "The share of quarantined rows stays below the threshold (setting "
     "`ingest.max_quarantine_share`); the failure names the file, the column and an example."))

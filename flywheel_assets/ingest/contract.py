@@ -265,6 +265,6 @@ RAW_ASSETS = {"impressions": "raw_impressions", "candidates": "raw_candidates",
               "interactions": "raw_interactions", "users": "raw_users", "items": "raw_items",
               "deletions": "deletion_requests"}
 # The blocking checks on each raw table (ingest/checks.py), which the gate reads.
-INGEST_CHECK_NAMES = ("rows_reconcile", "quarantine_share_below_threshold",
+INGEST_CHECK_NAMES = ("rows_reconcile", "landing_files_read", "quarantine_share_below_threshold",
                       "accepted_rows_expectations")
 BLOCKING_CHECKS = [(asset, check) for asset in RAW_ASSETS.values() for check in INGEST_CHECK_NAMES]

@@ -4,11 +4,19 @@ Rows read = rows accepted + rows quarantined + rows erased, for every file, by
 construction: each staged row goes to exactly one of the two tables, unless it belongs
 to a user who asked for erasure. User ids are replaced by a keyed hash while the rows
 are still in a temporary table, before anything is stored.
+
+Every entry of a landing day's folder is read or refused with its reason
+(`raw.refused_files`): a name hidden by convention, a symbolic link, a folder, an
+unknown format, a file that cannot be read. The rest of the day is ingested, and the
+blocking check `landing_files_read` fails, naming each refused entry. Only the marker
+and what a writer's commit protocol leaves beside its files (`_SUCCESS`, `_temporary`,
+`_committed_*`, `_started_*`, `*.crc`) are passed over.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,10 +26,14 @@ import pandas as pd
 from flywheel_assets import warehouse
 from flywheel_assets.ingest.contract import StreamContract, quote_ident, rejection_sql, typed_expr
 from flywheel_assets.ingest.pseudonymise import key_map
-from flywheel_assets.ingest.reader import file_format, read_landing_file
+from flywheel_assets.ingest.reader import LandingFileError, file_format, read_landing_file
 from flywheel_assets.reporting import markdown_table
 
 SUCCESS_MARKER = "_SUCCESS"
+# What a writer's commit protocol leaves beside its data files (Hadoop, Spark): no rows.
+WRITER_METADATA = (SUCCESS_MARKER, "_temporary")
+WRITER_METADATA_PREFIXES = ("_committed_", "_started_")
+WRITER_METADATA_SUFFIXES = (".crc",)
 
 
 class LandingIncomplete(RuntimeError):
@@ -37,6 +49,8 @@ class StreamReport:
     quarantined: int = 0
     erased: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    # Entries of the day's folder not read: {"entry", "reason", "bytes"}.
+    refused: list[dict] = field(default_factory=list)
 
     @property
     def quarantine_share(self) -> float:
@@ -47,12 +61,70 @@ def partition_dir(landing_dir: Path, stream: str, partition_date: str) -> Path:
     return landing_dir / stream / f"date={partition_date}"
 
 
-def landing_files(landing_dir: Path, stream: str, partition_date: str) -> list[Path]:
+def _writer_metadata(path: Path) -> bool:
+    name = path.name
+    return not path.is_symlink() and (
+        name in WRITER_METADATA or name.startswith(WRITER_METADATA_PREFIXES)
+        or name.endswith(WRITER_METADATA_SUFFIXES))
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.lstat().st_size if path.is_symlink() or not path.is_file() else \
+            path.stat().st_size
+    except OSError:
+        return None
+
+
+def _refusal(path: Path) -> str | None:
+    """Why an entry of a landing day is not read (None: it is read)."""
+    if path.is_symlink():
+        return (f"a symbolic link (to {os.readlink(path)}): landing files must be regular "
+                "files in the landing folder, and what a link points at is not read")
+    if path.is_dir():
+        return "a folder inside the landing day: what it holds is not read"
+    if not path.is_file():
+        return "not a regular file (a pipe, socket or device)"
+    if path.name.startswith((".", "_")):
+        return ("the name starts with '.' or '_' (hidden or temporary by convention): "
+                "rename it if it holds the day's rows, remove it if not")
+    try:
+        file_format(path)
+    except LandingFileError as exc:
+        return str(exc).replace(f"{path}: ", "")
+    return None
+
+
+def scan_landing_day(landing_dir: Path, stream: str,
+                     partition_date: str) -> tuple[list[Path], list[dict]]:
+    """The day's files of ``stream`` to read, and the entries refused with their reason
+    (paths relative to ``landing_dir``). A day folder, or stream folder, that is a link
+    to somewhere outside the landing folder is refused whole."""
     folder = partition_dir(landing_dir, stream, partition_date)
     if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(("_", ".")))
+        return [], []
+    rel = str(folder.relative_to(landing_dir))
+    root = landing_dir.resolve()
+    if not folder.resolve().is_relative_to(root):
+        return [], [{"entry": rel, "bytes": None, "reason": (
+            f"the day's folder leads outside the landing folder (to {folder.resolve()}) "
+            "through a symbolic link: nothing in it is read")}]
+    files, refused = [], []
+    for path in sorted(folder.iterdir()):
+        if _writer_metadata(path):
+            continue
+        reason = _refusal(path)
+        if reason is None:
+            files.append(path)
+        else:
+            refused.append({"entry": str(path.relative_to(landing_dir)), "reason": reason,
+                            "bytes": _size(path)})
+    return files, refused
+
+
+def landing_files(landing_dir: Path, stream: str, partition_date: str) -> list[Path]:
+    """The day's files of ``stream`` that are read (`scan_landing_day`)."""
+    return scan_landing_day(landing_dir, stream, partition_date)[0]
 
 
 def is_day_complete(landing_dir: Path, stream: str, partition_date: str) -> bool:
@@ -97,18 +169,26 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
         for path in files:
             rel = str(path.relative_to(landing_dir))
             n = 0
-            for batch in read_landing_file(path, cols, dropped, memory_limit):
-                conn.register("_batch", batch)
-                conn.execute(f"INSERT INTO {stage} SELECT {values}, ?, _row, _parse_error, "
-                             "_extras FROM _batch", [rel])
-                conn.unregister("_batch")
-                n += batch.num_rows
-                uncommitted += batch.num_rows
-                if uncommitted >= STAGE_COMMIT_ROWS:
-                    open_transaction = False  # a failed COMMIT has rolled back already
-                    conn.execute("COMMIT")
-                    conn.execute("BEGIN TRANSACTION")
-                    uncommitted, open_transaction = 0, True
+            try:
+                for batch in read_landing_file(path, cols, dropped, memory_limit):
+                    conn.register("_batch", batch)
+                    conn.execute(f"INSERT INTO {stage} SELECT {values}, ?, _row, "
+                                 "_parse_error, _extras FROM _batch", [rel])
+                    conn.unregister("_batch")
+                    n += batch.num_rows
+                    uncommitted += batch.num_rows
+                    if uncommitted >= STAGE_COMMIT_ROWS:
+                        open_transaction = False  # a failed COMMIT has rolled back already
+                        conn.execute("COMMIT")
+                        conn.execute("BEGIN TRANSACTION")
+                        uncommitted, open_transaction = 0, True
+            except LandingFileError as exc:
+                # A file that cannot be read (truncated, corrupt, not its format) is
+                # refused whole, the rows it gave so far with it; the others are read.
+                conn.execute(f"DELETE FROM {stage} WHERE _file = ?", [rel])
+                report.refused.append({"entry": rel, "bytes": _size(path),
+                                       "reason": str(exc).replace(f"{path}: ", "")})
+                continue
             report.files.append({"file": rel, "format": file_format(path), "rows": n,
                                  "bytes": path.stat().st_size})
             report.rows_read += n
@@ -236,6 +316,11 @@ def _write(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_
         conn.execute("INSERT INTO raw.landing_files VALUES (?, ?, ?, ?, ?, ?, ?)",
                      [partition_date, contract.stream, f["file"], f["format"], f["rows"],
                       f["bytes"], f.get("erased", 0)])
+    conn.execute("DELETE FROM raw.refused_files WHERE partition_date = ? AND stream = ?",
+                 [partition_date, contract.stream])
+    for f in report.refused:
+        conn.execute("INSERT INTO raw.refused_files VALUES (?, ?, ?, ?, ?)",
+                     [partition_date, contract.stream, f["entry"], f["reason"], f["bytes"]])
 
 
 def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partition_date: str,
@@ -259,12 +344,18 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
     reports: dict[str, StreamReport] = {}
     try:
         # Every stream is staged before the transaction opens (see _stage); a file
-        # that cannot be read stops the ingest here, before anything is written.
+        # that cannot be read is refused there, and the rest of the day is read.
         for contract in contracts:
-            reports[contract.stream] = StreamReport(contract.stream)
-            _stage(conn, contract, landing_files(landing_dir, contract.stream, partition_date),
-                   landing_dir, reports[contract.stream], frozenset(dropped_extras))
+            files, refused = scan_landing_day(landing_dir, contract.stream, partition_date)
+            reports[contract.stream] = StreamReport(contract.stream, refused=refused)
+            _stage(conn, contract, files, landing_dir, reports[contract.stream],
+                   frozenset(dropped_extras))
         with warehouse.transaction(conn):
+            # Check results belong to the data they checked: the day's earlier ones go
+            # with it, so that a crash before the checks run again leaves none that
+            # passed on other rows (the gate reads a missing one as not passed).
+            conn.execute("DELETE FROM monitor.check_results WHERE partition_date = ?",
+                         [partition_date])
             conn.execute("DELETE FROM raw.quarantined_events WHERE partition_date = ?",
                          [partition_date])
             conn.execute("CREATE OR REPLACE TEMP TABLE _erased_impressions (impression_id "
@@ -325,6 +416,27 @@ def reconcile_counts(conn: duckdb.DuckDBPyConnection, partition_date: str,
                (SELECT count(*) FROM raw.quarantined_events
                 WHERE partition_date = $d AND stream = $s)""",
         {"d": partition_date, "s": contract.stream}).fetchone()
+
+
+def unread_landing(conn: duckdb.DuckDBPyConnection, partition_date: str, stream: str,
+                   required: bool) -> str | None:
+    """What on-call reads when part of a stream's landing day was not read: each refused
+    entry with its reason, or a required stream marked complete with no row in it.
+    None when every entry was read."""
+    refused = conn.execute("SELECT entry, reason FROM raw.refused_files WHERE "
+                           "partition_date = ? AND stream = ? ORDER BY entry",
+                           [partition_date, stream]).fetchall()
+    if refused:
+        shown = "; ".join(f"{entry}: {reason}" for entry, reason in refused[:3])
+        more = f" (and {len(refused) - 3} more in raw.refused_files)" if len(refused) > 3 else ""
+        return f"{stream}: {len(refused)} landing entries not read: {shown}{more}"
+    files, rows = conn.execute("SELECT count(*), coalesce(sum(rows_read), 0) FROM "
+                               "raw.landing_files WHERE partition_date = ? AND stream = ?",
+                               [partition_date, stream]).fetchall()[0]
+    if required and rows == 0:
+        return (f"{stream}: the day is marked complete ({SUCCESS_MARKER}) but no row was read "
+                f"({files} data files): a required stream cannot be empty")
+    return None
 
 
 def quarantine_failure(stream: str, share: float, limit: float, examples: list[dict]) -> str | None:

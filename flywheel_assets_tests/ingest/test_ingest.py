@@ -100,7 +100,8 @@ def _materialize(data_dir: Path, selection=INGEST):
     """Materialise the ingestion assets (+ their checks) for DAY on a real DuckDB file."""
     return dg.materialize(
         [ingest_assets.landing_day, curate_assets.feedback_events, ingest_checks.rows_reconcile,
-         ingest_checks.quarantine_share_below_threshold, ingest_checks.accepted_rows_expectations],
+         ingest_checks.landing_files_read, ingest_checks.quarantine_share_below_threshold,
+         ingest_checks.accepted_rows_expectations],
         partition_key=DAY, resources={"flywheel": FlywheelResource(data_dir=str(data_dir))},
         raise_on_error=False, selection=selection)
 
