@@ -331,9 +331,9 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
     contract does not name are kept in `extras` unless ``keep_extras`` is off, less the
     identifier-like ones named in ``dropped_extras`` (never stored).
 
-    Raises :class:`LandingIncomplete` when a required stream has no _SUCCESS marker,
-    and :class:`~flywheel_assets.ingest.reader.LandingFileError` for a file that
-    cannot be read at all; in both cases nothing is written.
+    Raises :class:`LandingIncomplete` when a required stream has no _SUCCESS marker
+    (nothing is written). A file that cannot be read at all is refused (its report's
+    ``refused``, `raw.refused_files`) and the rest of the day is ingested.
     """
     dt.date.fromisoformat(partition_date)  # refuse anything but a date before building SQL
     missing = [s for s in required_streams if not is_day_complete(landing_dir, s, partition_date)]
