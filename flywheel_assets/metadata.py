@@ -5,7 +5,7 @@ import dagster as dg
 import duckdb
 
 from flywheel_assets import warehouse
-from flywheel_assets.reporting import rounded
+from flywheel_assets.reporting import inert, rounded
 
 
 def readable(**values) -> dict:
@@ -24,7 +24,8 @@ def readable(**values) -> dict:
 
 
 def bullets(lines: list[str]) -> dg.MetadataValue:
-    return dg.MetadataValue.md("\n".join(f"- {line}" for line in lines))
+    """Reasons as a markdown list; each line `inert` (they may quote a file's name)."""
+    return dg.MetadataValue.md("\n".join(f"- {inert(line)}" for line in lines))
 
 
 def recorded_result(conn: duckdb.DuckDBPyConnection, day: str, asset: str, check_name: str,

@@ -4,6 +4,7 @@ tables and charts embedded as PNG data URIs (no Dagster import)."""
 from __future__ import annotations
 
 import base64
+import html
 import math
 from collections.abc import Iterable, Sequence
 from io import BytesIO
@@ -30,10 +31,20 @@ def rounded(value):
     return value
 
 
+def inert(value: object) -> str:
+    """A value that may come from the logs, safe in markdown and in HTML: ``<``, ``>``
+    and ``&`` as entities (no tag, no script), ``|`` and brackets escaped (no cell break,
+    no link), line breaks as spaces. Figures and our own names come out unchanged."""
+    text = html.escape(str(value), quote=False)
+    for char in "|[]":
+        text = text.replace(char, "\\" + char)
+    return " ".join(text.splitlines())
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A markdown table; cells are written as given (format numbers before)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    """A markdown table of `inert` cells (format numbers before)."""
+    lines = ["| " + " | ".join(inert(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(inert(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
 

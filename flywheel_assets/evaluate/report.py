@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from flywheel_assets.evaluate import policy_values
-from flywheel_assets.reporting import data_uri, new_figure, png_bytes
+from flywheel_assets.reporting import data_uri, inert, new_figure, png_bytes
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -88,7 +88,8 @@ def markdown(record: dict, decision_reasons: list[str] | None = None) -> str:
     lines += ["", f"Slices (NDCG@{record.get('k', 10)} on examined impressions):", "",
               "| slice | requests | " + " | ".join(hold) + " |", "|---|---|" + "---|" * len(hold)]
     for name, s in record["slices"].items():
-        lines.append(f"| {name} | {s['requests']} | "
+        # Slice names carry values from the logs (a device, a country): made inert.
+        lines.append(f"| {inert(name)} | {s['requests']} | "
                      + " | ".join(f"{s.get(n, float('nan')):.4f}" for n in hold) + " |")
     cal = record["calibration"]
     lines += ["", "Calibration (expected calibration error of the predicted grade): "

@@ -13,6 +13,7 @@ to the differences documented on :func:`column_drift`.
 from __future__ import annotations
 
 import dataclasses
+import html
 import math
 import os
 import uuid
@@ -242,6 +243,11 @@ def evidently_report(reference: pd.DataFrame, current: pd.DataFrame,
 
     def dataset(frame: pd.DataFrame):
         frame = frame[[c.name for c in columns]].copy()
+        # Evidently embeds the values in a <script> block of the HTML: a category from
+        # the logs such as '</script><script>…' would end it and run. Shown as entities.
+        for name in categorical:
+            frame[name] = frame[name].map(
+                lambda v: html.escape(v, quote=False) if isinstance(v, str) else v)
         # DuckDB hands integers with NULLs over as nullable Int64; that happens to work
         # in 0.7.23, but float64 with NaN is what Evidently's scipy statistics expect.
         frame[numeric] = frame[numeric].astype("float64")
