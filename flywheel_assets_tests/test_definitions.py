@@ -41,7 +41,7 @@ def test_product_location_has_every_named_part(tmp_path):
     assert "champion_model:concentration_not_rising" in checks
     sensors = {s.name: s for s in defs.sensors}
     assert set(sensors) >= {"landing_sensor", "drift_sensor", "quality_sensor",
-                            "labels_sensor", "run_failure_alert_sensor"}
+                            "labels_sensor", "run_failure_alert_sensor", "dead_run_sweeper"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
     retrain = defs.resolve_job_def("retrain_job")
     assert {c.name for c in retrain.asset_layer.asset_graph.asset_check_keys} >= {

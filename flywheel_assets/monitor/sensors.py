@@ -296,4 +296,71 @@ def labels_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResourc
                            f"{s.labeling.retrain_after_labels})")
 
 
-SENSORS = [landing_sensor, drift_sensor, quality_sensor, labels_sensor, run_failure_alert_sensor]
+# Launchers whose run workers are processes of this host: their pid can be looked up.
+SAME_HOST_LAUNCHERS = ("DefaultRunLauncher", "SyncInMemoryRunLauncher")
+
+
+def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+    starts = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_START)
+    return next((e.dagster_event.pid for e in starts if e.dagster_event and e.dagster_event.pid),
+                None)
+
+
+def _alive(pid: int, started: float | None) -> bool:
+    """The process is there, not a zombie, and not a later process given the same pid."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return (process.status() != psutil.STATUS_ZOMBIE
+                and process.create_time() <= (started or time.time()) + 1.0)
+    except psutil.NoSuchProcess:
+        return False
+
+
+def dead_runs(instance: dg.DagsterInstance) -> list[tuple[dg.DagsterRun, int]]:
+    """Runs the instance holds as started whose run worker (the pid of its start event)
+    is gone: killed with SIGKILL, or its machine restarted."""
+    out = []
+    for record in instance.get_run_records(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
+        pid = _worker_pid(instance, record.dagster_run.run_id)
+        if pid is not None and not _alive(pid, record.start_time):
+            out.append((record.dagster_run, pid))
+    return out
+
+
+def sweep_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark each dead run failed and free its pool slots (a dead run would keep the
+    `duckdb` slot, and every later run would wait for it forever). The failure reaches
+    `run_failure_alert_sensor` like any other. Returns the run ids swept."""
+    swept = []
+    for run, pid in dead_runs(instance):
+        instance.report_run_failed(run, (
+            f"the run worker (pid {pid}) is gone without a word (killed, or its machine "
+            "restarted): marked failed by dead_run_sweeper, its pool slots freed; replay "
+            "the partition"))
+        if instance.event_log_storage.supports_global_concurrency_limits:
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        swept.append(run.run_id)
+    return swept
+
+
+@dg.sensor(minimum_interval_seconds=TICK_SECONDS, default_status=RUNNING,
+           description="A run whose worker process is gone (killed with SIGKILL, the machine "
+                       "restarted) but which the instance still holds as started → marked "
+                       "failed, its pool slots freed (else every later run waits for the "
+                       "`duckdb` slot), and alerted by run_failure_alert_sensor. Runs on this "
+                       "host's launchers only; a launcher that runs workers elsewhere has "
+                       "Dagster's run monitoring.")
+def dead_run_sweeper(context: dg.SensorEvaluationContext):
+    launcher = type(context.instance.run_launcher).__name__
+    if launcher not in SAME_HOST_LAUNCHERS:
+        return dg.SkipReason(f"{launcher} runs workers elsewhere: their pids mean nothing here")
+    swept = sweep_dead_runs(context.instance)
+    return dg.SkipReason("marked failed (worker gone): " + ", ".join(swept) if swept
+                         else "every started run has its worker")
+
+
+SENSORS = [landing_sensor, drift_sensor, quality_sensor, labels_sensor, run_failure_alert_sensor,
+           dead_run_sweeper]
