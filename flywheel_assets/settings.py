@@ -213,6 +213,24 @@ class ProfileSettings:
 MIN_CONTROL_SHARE = 0.10
 
 
+# In production (FLYWHEEL_ENV=production) the pseudonymisation key must be a real secret.
+MIN_PRODUCTION_SECRET_CHARS = 16
+
+
+def check_production_secret(secret: object) -> None:
+    """Refuse the public development key, or a key too short to guess at, when
+    ``FLYWHEEL_ENV=production``: user ids hashed with it could be re-identified."""
+    if secret is None or secret == DEV_PSEUDONYM_SECRET:
+        raise ValueError("FLYWHEEL_ENV=production and FLYWHEEL_PSEUDONYM_SECRET is not set: "
+                         "the development key is public, and user ids hashed with it can be "
+                         "re-identified; set a secret of at least "
+                         f"{MIN_PRODUCTION_SECRET_CHARS} characters")
+    if len(str(secret).strip()) < MIN_PRODUCTION_SECRET_CHARS:
+        raise ValueError(f"FLYWHEEL_ENV=production and FLYWHEEL_PSEUDONYM_SECRET has "
+                         f"{len(str(secret).strip())} characters: use at least "
+                         f"{MIN_PRODUCTION_SECRET_CHARS}")
+
+
 def check_label_budget(total: int, control_share: float, triage_share: float) -> None:
     """Refuse a labelling budget that would starve the random control slice."""
     if total < 0:
@@ -479,6 +497,8 @@ class Settings:
         if isinstance(secret, str) and not secret.strip():
             raise ValueError("FLYWHEEL_PSEUDONYM_SECRET is set but empty: set a secret, or "
                              "unset it to use the public development key (with a warning)")
+        if os.environ.get("FLYWHEEL_ENV", "").strip().lower() == "production":
+            check_production_secret(secret)
         chosen = data_dir or os.environ.get("FLYWHEEL_DATA_DIR") or _default_data_dir()
         base = cls(data_dir=Path(chosen).expanduser().resolve())
         return base.override(values)
