@@ -9,8 +9,9 @@ same rows, same line numbers, slower.
 
 Every value is kept as text and every row keeps its line (or row) number, so that the
 contract's SQL can type the good rows and say exactly where a bad one came from. A row
-that cannot even be parsed (broken JSON, a CSV line with the wrong number of fields)
-still becomes a row, with `_parse_error` set, so it is quarantined and never lost.
+that cannot even be parsed (broken JSON, a CSV line with the wrong number of fields,
+bytes that are not UTF-8) still becomes a row, with `_parse_error` set, so it is
+quarantined and never lost; nothing is stored with replacement characters.
 Columns the contract does not name are kept too: each row's other fields as one JSON
 object in `_extras` (NULL when there are none). Memory is bounded by the batch size
 (and, for JSON Lines read by DuckDB, its memory limit; it spills beyond), not the file
@@ -24,6 +25,7 @@ import csv
 import gzip
 import io
 import json
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -110,9 +112,23 @@ def _extras_json(record: dict, named: set[str], dropped: frozenset = frozenset()
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    # Bytes that are not UTF-8 come through as lone surrogates (`_not_utf8` finds them):
+    # their row is quarantined, never stored with replacement characters.
     if path.name.lower().endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
-    return open(path, "rt", encoding="utf-8", errors="replace", newline="")
+        return gzip.open(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
+    return open(path, "rt", encoding="utf-8", errors="surrogateescape", newline="")
+
+
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def _not_utf8(text: str) -> str | None:
+    """The parse error of a line holding bytes that are not UTF-8 (None if it has none)."""
+    bad = _UNDECODED.search(text)
+    if bad is None:
+        return None
+    return (f"not valid UTF-8: byte 0x{ord(bad.group()) - 0xDC00:02x} at character "
+            f"{bad.start() + 1}")
 
 
 def _jsonl_record(stripped: str, line_no: int, columns: list[str], named: set[str],
@@ -147,7 +163,9 @@ def _jsonl_records(path: Path, columns: list[str], dropped: frozenset) -> Iterat
             stripped = line.strip()
             if not stripped:
                 continue  # a blank line carries no record, as in CSV
-            yield _jsonl_record(stripped, line_no, columns, named, dropped)
+            error = _not_utf8(stripped)
+            yield (([None] * len(columns), line_no, error, None) if error else
+                   _jsonl_record(stripped, line_no, columns, named, dropped))
 
 
 # Every line as one text value: a separator byte no JSON text holds unescaped, no quote.
@@ -350,8 +368,10 @@ def _csv_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator
             line_no = reader.line_num
             if not values:
                 continue  # a blank line in CSV carries no record
-            error = None
-            if len(values) != len(header):
+            error = _not_utf8("".join(values))
+            if error:
+                values = []
+            elif len(values) != len(header):
                 error = f"expected {len(header)} fields, found {len(values)}"
                 values = []
             yield ([(values[index[c]] if c in index and index[c] < len(values) else None) or None
