@@ -20,6 +20,12 @@ from dataclasses import dataclass
 from flywheel_assets.settings import DEFAULT_GRADES
 
 DEFAULT_SIGNALS = tuple(DEFAULT_GRADES)
+# The longest id and text value a row may carry, and the most its other fields (kept in
+# `extras`) may hold: a longer one is a broken or hostile client, quarantined, not kept
+# as a ten-million-character id.
+MAX_ID_CHARS = 1_024
+MAX_TEXT_CHARS = 8_192
+MAX_EXTRAS_CHARS = 65_536
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,10 @@ def _checks(f: Field) -> list[tuple[str, str]]:
     raw = quote_ident(f.name)
     present = f"nullif(trim({raw}), '') IS NOT NULL"
     out: list[tuple[str, str]] = []
+    if f.kind in ("id", "string"):
+        limit = MAX_ID_CHARS if f.kind == "id" else MAX_TEXT_CHARS
+        out.append((f"length({raw}) > {limit}",
+                     f"'too long: ' || length({raw}) || ' characters (limit {limit})'"))
     if f.required:
         out.append((f"NOT ({present})", "'missing'"))
     as_double = f"TRY_CAST({raw} AS DOUBLE)"
@@ -129,7 +139,11 @@ def rejection_sql(contract: StreamContract, partition_date: str) -> tuple[str, s
     All are NULL for a row that satisfies the contract. The first failing rule wins,
     in field order, so a row has exactly one reason.
     """
-    rules: list[tuple[str, str, str]] = [("_parse_error IS NOT NULL", "NULL", "_parse_error")]
+    rules: list[tuple[str, str, str]] = [
+        ("_parse_error IS NOT NULL", "NULL", "_parse_error"),
+        (f"length(_extras) > {MAX_EXTRAS_CHARS}", "'extras'",
+         f"'other fields too long: ' || length(_extras) || ' characters of JSON (limit "
+         f"{MAX_EXTRAS_CHARS})'")]
     for f in contract.fields:
         rules += [(cond, f"'{f.name}'", reason) for cond, reason in _checks(f)]
     if contract.ts_in_partition:

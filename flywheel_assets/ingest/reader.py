@@ -353,7 +353,13 @@ def _sql_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# Python's csv module refuses a field over 128 KiB by failing the file; a long field is
+# read whole and judged by the contract (its length rule quarantines the row).
+MAX_CSV_FIELD_CHARS = 1 << 28
+
+
 def _csv_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator[Record]:
+    csv.field_size_limit(MAX_CSV_FIELD_CHARS)
     with _open_text(path) as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
