@@ -19,7 +19,11 @@ from flywheel_assets.settings import Settings
 def _champion(args: argparse.Namespace) -> int:
     from flywheel_assets.train import model_store
 
-    pointer = model_store.read_champion(Settings.from_env(args.data_dir).models_dir)
+    try:
+        pointer = model_store.read_champion(Settings.from_env(args.data_dir).models_dir)
+    except model_store.CorruptPointerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(pointer, indent=2) if pointer else "no champion yet (serving: popularity)")
     return 0
 

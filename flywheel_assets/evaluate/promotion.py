@@ -401,7 +401,8 @@ def promote(settings: Settings, version: str, reason: str, actor: str) -> dict:
         raise ValueError("a promotion needs a reason (--reason)")
     # Missing or tampered: refused here.
     model_store.load_model(settings.models_dir, version, settings.training.model)
-    previous = model_store.champion_version(settings.models_dir)
+    # A corrupt pointer is what an operator's promotion repairs: read as none.
+    previous = model_store.champion_version(settings.models_dir, tolerate_corrupt=True)
     with warehouse.connect(settings.warehouse_path) as conn:
         return change_champion(conn, settings.models_dir, new_version=version,
                                reasons=[f"override: {reason}"], figures={}, actor=actor,

@@ -27,6 +27,10 @@ class UntrustedModelError(RuntimeError):
     """A model artifact holds a type we do not allow to be loaded."""
 
 
+class CorruptPointerError(RuntimeError):
+    """The champion pointer is not a pointer to a model: nothing is served from it."""
+
+
 def model_version(partition_date: str, fingerprint: str) -> str:
     """Versions are per training day plus a short hash of what the model learnt from,
     so a re-run on the same data gives the same version and a retrain on new data a
@@ -37,11 +41,16 @@ def model_version(partition_date: str, fingerprint: str) -> str:
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        # A write that failed (a full disk, a crash of the call) leaves the old file.
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def save_model(models_dir: Path, version: str, pipeline, card: dict) -> Path:
@@ -113,16 +122,35 @@ def load_card(models_dir: Path, version: str) -> dict:
     return json.loads((models_dir / version / "card.json").read_text())
 
 
-def read_champion(models_dir: Path) -> dict | None:
-    """The champion pointer, or None when no model has been promoted yet."""
+def read_champion(models_dir: Path, tolerate_corrupt: bool = False) -> dict | None:
+    """The champion pointer, or None when no model has been promoted yet. A pointer that
+    is not JSON, not an object with a ``version``, or names no saved model raises
+    :class:`CorruptPointerError` (None with ``tolerate_corrupt``: what a promotion that
+    repairs it reads)."""
     path = models_dir / CHAMPION_POINTER
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        pointer = json.loads(path.read_text())
+        problem = (None if isinstance(pointer, dict) and isinstance(pointer.get("version"), str)
+                   else "not a JSON object with a version")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        pointer, problem = None, f"not JSON: {exc}"
+    if problem is None and not (models_dir / pointer["version"] / "model.skops").exists():
+        problem = f"it names {pointer['version']!r}, which has no model in {models_dir}"
+    if problem is None:
+        return pointer
+    if tolerate_corrupt:
+        return None
+    raise CorruptPointerError(
+        f"{path} is not a champion pointer ({problem}); nothing is served from it. Put a "
+        "model back in service with `flywheel promote --version <version> --reason ...` "
+        f"(the versions promoted before are in {models_dir / CHAMPION_HISTORY} and "
+        "ml.promotions)")
 
 
-def champion_version(models_dir: Path) -> str | None:
-    pointer = read_champion(models_dir)
+def champion_version(models_dir: Path, tolerate_corrupt: bool = False) -> str | None:
+    pointer = read_champion(models_dir, tolerate_corrupt)
     return pointer["version"] if pointer else None
 
 
@@ -146,10 +174,11 @@ def set_champion(models_dir: Path, version: str, reason: str, actor: str,
     """Point the champion at ``version`` (atomically) and return the new pointer."""
     if not (models_dir / version / "model.skops").exists():
         raise FileNotFoundError(f"cannot promote {version}: no such model in {models_dir}")
-    previous = read_champion(models_dir)
-    history = _history if _history is not None else [*champion_history(models_dir), version]
-    # History first: a crash between the two writes leaves a history one step ahead,
-    # which the next promotion or rollback rewrites, never a pointer without history.
+    previous = read_champion(models_dir, tolerate_corrupt=True)
+    history = _history if _history is not None else [
+        *_history_to(models_dir, previous["version"] if previous else None), version]
+    # History first: a crash between the two writes leaves a history one step ahead of
+    # the pointer, which `_history_to` cuts back, never a pointer without history.
     _atomic_write_text(models_dir / CHAMPION_HISTORY, json.dumps(history))
     pointer = {
         "version": version,
@@ -168,13 +197,24 @@ def rollback_target(models_dir: Path) -> str:
     return history[-2]
 
 
-def _rollback_history(models_dir: Path) -> list[str]:
+def _history_to(models_dir: Path, current: str | None) -> list[str]:
+    """The champion history as it stands with ``current`` in service: entries a
+    promotion wrote before it died (the history is written before the pointer) are cut
+    back to the pointer's version; a pointer moved outside `set_champion` is appended.
+    The pointer is what is in service: it is trusted over the history."""
     history = champion_history(models_dir)
+    if current is None or (history and history[-1] == current):
+        return history
+    if current in history:
+        return history[:len(history) - history[::-1].index(current)]
+    return [*history, current]
+
+
+def _rollback_history(models_dir: Path) -> list[str]:
     current = champion_version(models_dir)
+    history = _history_to(models_dir, current)
     if current is None or len(history) < 2:
         raise RuntimeError(f"nothing to roll back to: champion history is {history or 'empty'}")
-    if history[-1] != current:
-        history.append(current)  # the pointer moved outside set_champion: trust the pointer
     return history
 
 

@@ -1,0 +1,71 @@
+"""The champion pointer on the bad day: a promotion killed half-way leaves the old
+champion in service, a failed write leaves no stray file, and a corrupted pointer is
+refused with a message that says how to repair it, which `flywheel promote` does."""
+
+import json
+
+import pytest
+
+from flywheel_assets.cli import main
+from flywheel_assets.serve.serving import current_policy
+from flywheel_assets.settings import Settings
+from flywheel_assets.train import model_store
+from flywheel_assets.train.model import train
+from flywheel_assets_tests.helpers import tiny_training_rows
+
+
+@pytest.fixture
+def models(tmp_path):
+    settings = Settings.from_env(tmp_path)
+    for i, version in enumerate(["m1", "m2"]):
+        model_store.save_model(settings.models_dir, version,
+                               train(tiny_training_rows(i), params={"max_iter": 5}), {"n": i})
+    model_store.set_champion(settings.models_dir, "m1", "first", "test")
+    return settings
+
+
+def test_a_promotion_killed_between_its_writes_leaves_the_old_champion(models, monkeypatch):
+    real = model_store._atomic_write_text
+
+    def dies_before_the_pointer(path, text):
+        if path.name == model_store.CHAMPION_POINTER:
+            raise KeyboardInterrupt("killed")
+        real(path, text)
+
+    monkeypatch.setattr(model_store, "_atomic_write_text", dies_before_the_pointer)
+    with pytest.raises(KeyboardInterrupt):
+        model_store.set_champion(models.models_dir, "m2", "better", "test")
+    monkeypatch.undo()
+    assert model_store.champion_version(models.models_dir) == "m1"
+    # The next promotion goes through, and a rollback goes back to m1.
+    model_store.set_champion(models.models_dir, "m2", "better", "test")
+    assert model_store.rollback_target(models.models_dir) == "m1"
+
+
+def test_a_write_that_fails_at_the_rename_leaves_the_pointer_and_no_stray_file(models, monkeypatch):
+    before = (models.models_dir / model_store.CHAMPION_POINTER).read_text()
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(model_store.os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        model_store.set_champion(models.models_dir, "m2", "better", "test")
+    monkeypatch.undo()
+    assert (models.models_dir / model_store.CHAMPION_POINTER).read_text() == before
+    assert not list(models.models_dir.glob(".*"))
+
+
+@pytest.mark.parametrize("content", ['{"version": "m1", "promo', "[1, 2]", '{"version": "m9"}',
+                                     "\udcff"])
+def test_a_corrupted_pointer_is_refused_and_a_promotion_repairs_it(models, capsys, content):
+    pointer = models.models_dir / model_store.CHAMPION_POINTER
+    pointer.write_text(content, errors="surrogateescape")
+    with pytest.raises(model_store.CorruptPointerError, match="flywheel promote"):
+        current_policy(models)  # serving refuses it, never serves from it
+    assert main(["champion", "--data-dir", str(models.data_dir)]) == 2
+    assert "is not a champion pointer" in capsys.readouterr().err
+    assert main(["promote", "--version", "m2", "--reason", "repair the pointer",
+                 "--data-dir", str(models.data_dir)]) == 0
+    assert json.loads(pointer.read_text())["version"] == "m2"
+    assert model_store.champion_version(models.models_dir) == "m2"
