@@ -451,6 +451,11 @@ class Settings:
 
     data_dir: Path
     pseudonym_secret: str = DEV_PSEUDONYM_SECRET
+    # Secrets used before the current one (FLYWHEEL_PSEUDONYM_PREVIOUS_SECRETS, comma-
+    # separated): a deletion request is honoured under each, so that an erased user does
+    # not come back when a day hashed under an older one is re-ingested, and rows stored
+    # under an older one are erased when the request comes in under the new one.
+    pseudonym_previous_secrets: tuple[str, ...] = ()
     # First day of the daily partitions (the simulated world starts here too).
     start_date: dt.date = dt.date(2026, 1, 1)
     # What DuckDB may hold before it spills to `tmp/duckdb` (event-level work streams and

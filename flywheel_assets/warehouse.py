@@ -26,6 +26,9 @@ CREATE TABLE IF NOT EXISTS raw.landing_files (
 CREATE TABLE IF NOT EXISTS raw.deletion_requests (
     partition_date DATE, user_key VARCHAR, requested_at TIMESTAMPTZ,
     source_file VARCHAR, source_row BIGINT);
+-- The same requests' keys under the pseudonymisation secrets used before the current one
+-- (`pseudonym_previous_secrets`): tombstones too.
+CREATE TABLE IF NOT EXISTS raw.deletion_request_keys (partition_date DATE, alias_key VARCHAR);
 CREATE TABLE IF NOT EXISTS raw.impressions (
     partition_date DATE, impression_id VARCHAR, request_id VARCHAR, ts TIMESTAMPTZ,
     user_key VARCHAR, item_id VARCHAR, position INTEGER, propensity DOUBLE,

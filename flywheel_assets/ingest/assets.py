@@ -66,7 +66,8 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
                                             default_contracts(s.signals.vocabulary),
                                             s.pseudonym_secret, s.ingest.required_streams,
                                             s.ingest.keep_extra_columns,
-                                            s.ingest.identifier_columns)
+                                            s.ingest.identifier_columns,
+                                            s.pseudonym_previous_secrets)
     except (load.LandingIncomplete, LandingFileError) as exc:
         raise dg.Failure(description=str(exc)) from exc
     for stream, asset in RAW_ASSETS.items():

@@ -15,7 +15,9 @@ import duckdb
 from flywheel_assets import warehouse
 
 TOMBSTONES = "raw.deletion_requests"
-TOMBSTONE_KEYS = f"(SELECT user_key FROM {TOMBSTONES})"
+# A request's key under the current secret, and under each secret used before it.
+TOMBSTONE_KEYS = (f"(SELECT user_key FROM {TOMBSTONES} UNION ALL "
+                  "SELECT alias_key FROM raw.deletion_request_keys)")
 
 
 def _tables_with(conn: duckdb.DuckDBPyConnection, column: str) -> list[str]:

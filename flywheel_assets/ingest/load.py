@@ -24,6 +24,7 @@ import duckdb
 import pandas as pd
 
 from flywheel_assets import warehouse
+from flywheel_assets.ingest.erasure import TOMBSTONE_KEYS
 from flywheel_assets.ingest.contract import StreamContract, quote_ident, rejection_sql, typed_expr
 from flywheel_assets.ingest.pseudonymise import key_map
 from flywheel_assets.ingest.reader import LandingFileError, file_format, read_landing_file
@@ -202,10 +203,11 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
 
 
 def _pseudonymised(conn: duckdb.DuckDBPyConnection, contract: StreamContract,
-                   secret: str) -> str:
+                   secret: str, previous_secrets: tuple[str, ...] = ()) -> str:
     """The staged rows with each pseudonymised field replaced by its keyed hash, as a
     relation (SQL text): the distinct ids are hashed in Python (HMAC), joined back by
-    DuckDB."""
+    DuckDB. `_keys_<i>` also holds each id's keys under ``previous_secrets`` (``old``),
+    which erasure matches against the tombstones."""
     stage = staged_table(contract)
     replaced, joins = [], []
     for i, f in enumerate(contract.fields):
@@ -214,11 +216,14 @@ def _pseudonymised(conn: duckdb.DuckDBPyConnection, contract: StreamContract,
         col, keys = quote_ident(f.name), f"_keys_{i}"
         ids = [r[0] for r in conn.execute(
             f"SELECT DISTINCT {col} FROM {stage} WHERE {col} IS NOT NULL").fetchall()]
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE {keys} (raw VARCHAR, key VARCHAR)")
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE {keys} (raw VARCHAR, key VARCHAR, "
+                     "old VARCHAR[])")
         if ids:
-            conn.register("_key_map", pd.DataFrame(list(key_map(ids, secret).items()),
-                                                   columns=["raw", "key"]))
-            conn.execute(f"INSERT INTO {keys} SELECT raw, key FROM _key_map")
+            olds = [key_map(ids, s) for s in previous_secrets]
+            conn.register("_key_map", pd.DataFrame({
+                "raw": ids, "key": list(key_map(ids, secret).values()),
+                "old": [[o[u] for o in olds] for u in ids]}))
+            conn.execute(f"INSERT INTO {keys} SELECT raw, key, old FROM _key_map")
             conn.unregister("_key_map")
         replaced.append(f"{keys}.key AS {col}")
         joins.append(f"LEFT JOIN {keys} ON {stage}.{col} = {keys}.raw")
@@ -229,15 +234,21 @@ def _pseudonymised(conn: duckdb.DuckDBPyConnection, contract: StreamContract,
 
 
 def _erasure(conn: duckdb.DuckDBPyConnection, contract: StreamContract, rows: str,
-             report: StreamReport) -> str | None:
+             report: StreamReport, rotated: bool = False) -> str | None:
     """The condition that marks a row of ``rows`` erased (None: nothing to erase).
     Rows of users with a deletion request never enter the warehouse, and neither do
     interactions on their impressions. Erased rows are counted per file, not kept."""
-    key = next((f.name for f in contract.fields if f.pseudonymise), None)
+    i, key = next(((i, f.name) for i, f in enumerate(contract.fields) if f.pseudonymise),
+                  (None, None))
     if contract.stream == "deletions":
         return None
     if key is not None:
-        condition = f"{quote_ident(key)} IN (SELECT user_key FROM raw.deletion_requests)"
+        condition = f"{quote_ident(key)} IN {TOMBSTONE_KEYS}"
+        if rotated:
+            # Or tombstoned under a secret used before the current one.
+            condition = (f"({condition} OR {quote_ident(key)} IN (SELECT key FROM _keys_{i} "
+                         f"WHERE list_has_any(old, (SELECT coalesce(list(k), []) FROM "
+                         f"{TOMBSTONE_KEYS} t(k)))))")
     elif "impression_id" in contract.names:
         condition = "impression_id IN (SELECT impression_id FROM _erased_impressions)"
     elif "request_id" in contract.names:
@@ -253,6 +264,19 @@ def _erasure(conn: duckdb.DuckDBPyConnection, contract: StreamContract, rows: st
         f["erased"] = per_file.get(f["file"], 0)
     report.erased = sum(per_file.values())
     return condition
+
+
+def _tombstone_aliases(conn: duckdb.DuckDBPyConnection, contract: StreamContract,
+                       partition_date: str) -> None:
+    """The day's accepted deletion requests' keys under the secrets used before the
+    current one, in `raw.deletion_request_keys` (replacing the day's)."""
+    i, f = next((i, f) for i, f in enumerate(contract.fields) if f.pseudonymise)
+    conn.execute("DELETE FROM raw.deletion_request_keys WHERE partition_date = ?",
+                 [partition_date])
+    conn.execute(f"""
+        INSERT INTO raw.deletion_request_keys
+        SELECT DISTINCT DATE '{partition_date}', unnest(k.old) FROM _checked c
+        JOIN _keys_{i} k ON c.{quote_ident(f.name)} = k.key WHERE c._reason IS NULL""")
 
 
 def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_date: str,
@@ -326,10 +350,13 @@ def _write(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_
 def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partition_date: str,
                      contracts: tuple[StreamContract, ...], secret: str,
                      required_streams: tuple[str, ...], keep_extras: bool = True,
-                     dropped_extras: tuple[str, ...] = ()) -> dict[str, StreamReport]:
+                     dropped_extras: tuple[str, ...] = (),
+                     previous_secrets: tuple[str, ...] = ()) -> dict[str, StreamReport]:
     """Ingest every stream of one landing day, all in one transaction. Columns the
     contract does not name are kept in `extras` unless ``keep_extras`` is off, less the
-    identifier-like ones named in ``dropped_extras`` (never stored).
+    identifier-like ones named in ``dropped_extras`` (never stored). Deletion requests
+    are honoured under ``secret`` and each of ``previous_secrets`` (a rotation of the
+    pseudonymisation secret): their keys under those are kept as tombstones too.
 
     Raises :class:`LandingIncomplete` when a required stream has no _SUCCESS marker
     (nothing is written). A file that cannot be read at all is refused (its report's
@@ -362,9 +389,11 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
                          "VARCHAR, request_id VARCHAR)")
             for contract in contracts:
                 report = reports[contract.stream]
-                rows = _pseudonymised(conn, contract, secret)
+                rows = _pseudonymised(conn, contract, secret, previous_secrets)
                 _classify(conn, contract, partition_date, rows,
-                          _erasure(conn, contract, rows, report))
+                          _erasure(conn, contract, rows, report, bool(previous_secrets)))
+                if contract.stream == "deletions":
+                    _tombstone_aliases(conn, contract, partition_date)
                 # Raw ids (the staged rows, the keys' map) go as soon as the rows are
                 # judged (a rollback brings the staged rows back: `finally` drops them).
                 conn.execute(f"DROP TABLE {staged_table(contract)}")
