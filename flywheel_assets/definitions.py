@@ -15,7 +15,7 @@ from flywheel_assets.jobs import daily_rotation_job, daily_rotation_schedule, re
 from flywheel_assets.monitor import assets as monitor_assets
 from flywheel_assets.monitor import checks as monitor_checks
 from flywheel_assets.monitor.jobs import record_alert_job
-from flywheel_assets.monitor.sensors import SENSORS
+from flywheel_assets.monitor.sensors import SENSORS, host_tag
 from flywheel_assets.resources import FlywheelResource
 from flywheel_assets.settings import encode
 from flywheel_assets.train import assets as train_assets
@@ -51,7 +51,8 @@ def rotate(data_dir: str, day: str) -> tuple[bool, str, list[str]]:
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(partition_key=day, instance=instance, run_config=quiet,
-                                        raise_on_error=False, tags={"flywheel/cli": "rotate"})
+                                        raise_on_error=False,
+                                        tags={"flywheel/cli": "rotate", **host_tag()})
     failures = [f"step {e.step_key} failed: {e.event_specific_data.error.message.strip()}"
                 for e in result.all_events if e.is_step_failure]
     return result.success, result.run_id, failures

@@ -337,7 +337,9 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
         f"{'date':<10} {'impr':>7} {'inter':>6} {'accepted':>8} {'quarant':>7} "
         f"{'candidate':<18} {'promoted':<8} {'champion':<18} {'oracle NDCG@10':>14}")
     records: list[dict] = []
-    tags = {"flywheel/demo": "true"}
+    from flywheel_assets.monitor.sensors import host_tag
+
+    tags = {"flywheel/demo": "true", **host_tag()}
     # The full event log is in the instance (make ui); the console gets warnings only.
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     if settings.uses_development_secret:

@@ -12,8 +12,8 @@ from flywheel_assets.resources import FlywheelResource
 CONTRACTS = {c.stream: c for c in default_contracts()}
 
 
-def _specs(name: str, description: str) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
+def _specs(name: str, description: str, blocking: bool = True) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=description)
             for asset in RAW_ASSETS.values()]
 
 
@@ -39,7 +39,10 @@ def rows_reconcile(context: dg.AssetCheckExecutionContext,
     "Every entry of the stream's landing day was read: none refused (a name starting "
     "with '.' or '_', a symbolic link, a folder, an unknown format, a file that cannot be "
     "read; each in `raw.refused_files` with its reason), and a required stream "
-    "(`ingest.required_streams`) has rows. The failure names each entry and why."))
+    "(`ingest.required_streams`) has rows. The failure names each entry and why. It "
+    "holds the day's promotion (the gate reads it) but does not stop the run: the rest of "
+    "the day was read, and the day's deletion requests must still be applied.",
+    blocking=False))
 def landing_files_read(context: dg.AssetCheckExecutionContext,
                        flywheel: FlywheelResource) -> Iterator[dg.AssetCheckResult]:
     day = context.partition_key

@@ -25,7 +25,7 @@ DEFAULT_SIGNALS = tuple(DEFAULT_GRADES)
 # as a ten-million-character id.
 MAX_ID_CHARS = 1_024
 MAX_TEXT_CHARS = 8_192
-MAX_EXTRAS_CHARS = 65_536
+MAX_EXTRAS_CHARS = 1_048_576
 
 
 @dataclass(frozen=True)
@@ -132,18 +132,19 @@ def _checks(f: Field) -> list[tuple[str, str]]:
     return out
 
 
-def rejection_sql(contract: StreamContract, partition_date: str) -> tuple[str, str, str]:
+def rejection_sql(contract: StreamContract, partition_date: str,
+                  extras_kept: bool = True) -> tuple[str, str, str]:
     """Three SQL expressions: over a staged row, the number of its first failing rule
     (``_flywheel_rule``); over that number, the failing column and the reason.
 
     All are NULL for a row that satisfies the contract. The first failing rule wins,
     in field order, so a row has exactly one reason.
     """
-    rules: list[tuple[str, str, str]] = [
-        ("_parse_error IS NOT NULL", "NULL", "_parse_error"),
-        (f"length(_extras) > {MAX_EXTRAS_CHARS}", "'extras'",
-         f"'other fields too long: ' || length(_extras) || ' characters of JSON (limit "
-         f"{MAX_EXTRAS_CHARS})'")]
+    rules: list[tuple[str, str, str]] = [("_parse_error IS NOT NULL", "NULL", "_parse_error")]
+    if extras_kept:  # other fields are judged only where they are stored
+        rules.append((f"length(_extras) > {MAX_EXTRAS_CHARS}", "'extras'",
+                      f"'other fields too long: ' || length(_extras) || ' characters of JSON "
+                      f"(limit {MAX_EXTRAS_CHARS})'"))
     for f in contract.fields:
         rules += [(cond, f"'{f.name}'", reason) for cond, reason in _checks(f)]
     if contract.ts_in_partition:

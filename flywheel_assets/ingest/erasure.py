@@ -72,7 +72,7 @@ def erase_deleted_users(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
         for table in ("label.annotations", "label.human_labels"):
             erased[table] = _delete(conn, table, tasks, landing_rows)
         erased["label.quarantined_labels"] = _delete(conn, "label.quarantined_labels", f"""
-            {tasks} OR EXISTS (SELECT 1 FROM {TOMBSTONES} d
+            {tasks} OR EXISTS (SELECT 1 FROM {TOMBSTONE_KEYS} d(user_key)
                                WHERE contains(label.quarantined_labels.record, d.user_key))""",
                                                      landing_rows)
         for table in keyed:

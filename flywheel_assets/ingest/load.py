@@ -102,9 +102,14 @@ def scan_landing_day(landing_dir: Path, stream: str,
     (paths relative to ``landing_dir``). A day folder, or stream folder, that is a link
     to somewhere outside the landing folder is refused whole."""
     folder = partition_dir(landing_dir, stream, partition_date)
+    rel = str(folder.relative_to(landing_dir))
+    if folder.is_symlink():
+        # Even to another day inside the landing folder: its files would be two days'.
+        return [], [{"entry": rel, "bytes": None, "reason": (
+            f"the day's folder is a symbolic link (to {os.readlink(folder)}): nothing in "
+            "it is read; a day's files must be in its own folder")}]
     if not folder.is_dir():
         return [], []
-    rel = str(folder.relative_to(landing_dir))
     root = landing_dir.resolve()
     if not folder.resolve().is_relative_to(root):
         return [], [{"entry": rel, "bytes": None, "reason": (
@@ -131,6 +136,9 @@ def landing_files(landing_dir: Path, stream: str, partition_date: str) -> list[P
 def is_day_complete(landing_dir: Path, stream: str, partition_date: str) -> bool:
     return (partition_dir(landing_dir, stream, partition_date) / SUCCESS_MARKER).exists()
 
+
+# The longest value a quarantined record keeps (each field; longer ones are cut).
+QUARANTINE_VALUE_CHARS = 4_096
 
 # Staged rows commit every this many: appended rows wait in memory, outside DuckDB's
 # limit, until their transaction commits (one commit per batch is slower to stage).
@@ -246,9 +254,8 @@ def _erasure(conn: duckdb.DuckDBPyConnection, contract: StreamContract, rows: st
         condition = f"{quote_ident(key)} IN {TOMBSTONE_KEYS}"
         if rotated:
             # Or tombstoned under a secret used before the current one.
-            condition = (f"({condition} OR {quote_ident(key)} IN (SELECT key FROM _keys_{i} "
-                         f"WHERE list_has_any(old, (SELECT coalesce(list(k), []) FROM "
-                         f"{TOMBSTONE_KEYS} t(k)))))")
+            condition = (f"({condition} OR {quote_ident(key)} IN (SELECT k.key FROM "
+                         f"_keys_{i} k, unnest(k.old) u(o) WHERE u.o IN {TOMBSTONE_KEYS}))")
     elif "impression_id" in contract.names:
         condition = "impression_id IN (SELECT impression_id FROM _erased_impressions)"
     elif "request_id" in contract.names:
@@ -280,10 +287,11 @@ def _tombstone_aliases(conn: duckdb.DuckDBPyConnection, contract: StreamContract
 
 
 def _classify(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_date: str,
-              rows: str, erased: str | None) -> None:
+              rows: str, erased: str | None, keep_extras: bool = True) -> None:
     """`_checked`: each kept row of ``rows`` (not erased) with its rejection (NULL when
     accepted), duplicates included."""
-    rule, bad_col, reason = rejection_sql(contract, partition_date)
+    rule, bad_col, reason = rejection_sql(contract, partition_date,
+                                          contract.keeps_extras and keep_extras)
     kept = f"WHERE ({erased}) IS NOT TRUE" if erased else ""
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _checked AS "
                  f"SELECT * EXCLUDE (_flywheel_rule), {bad_col} AS _bad_column, {reason} AS _reason "
@@ -320,9 +328,12 @@ def _write(conn: duckdb.DuckDBPyConnection, contract: StreamContract, partition_
         conn, contract.table, partition_date,
         f"SELECT DATE '{partition_date}' AS partition_date, {typed}, "
         f"_file AS source_file, _row AS source_row{extras} FROM _checked WHERE _reason IS NULL")
+    # The quarantined record keeps each value up to QUARANTINE_VALUE_CHARS: enough to
+    # see what was wrong, not a client's ten megabytes.
     record = "to_json(struct_pack(" + ", ".join(
-        [f"{quote_ident(f.column)} := {quote_ident(f.name)}" for f in contract.fields]
-        + (["extras := _extras"] if extras else [])) + "))"
+        [f"{quote_ident(f.column)} := left({quote_ident(f.name)}, {QUARANTINE_VALUE_CHARS})"
+         for f in contract.fields]
+        + ([f"extras := left(_extras, {QUARANTINE_VALUE_CHARS})"] if extras else [])) + "))"
     conn.execute(
         f"INSERT INTO raw.quarantined_events SELECT DATE '{partition_date}', "
         f"'{contract.stream}', _file, _row, _bad_column, _reason, "
@@ -391,7 +402,8 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
                 report = reports[contract.stream]
                 rows = _pseudonymised(conn, contract, secret, previous_secrets)
                 _classify(conn, contract, partition_date, rows,
-                          _erasure(conn, contract, rows, report, bool(previous_secrets)))
+                          _erasure(conn, contract, rows, report, bool(previous_secrets)),
+                          keep_extras)
                 if contract.stream == "deletions":
                     _tombstone_aliases(conn, contract, partition_date)
                 # Raw ids (the staged rows, the keys' map) go as soon as the rows are

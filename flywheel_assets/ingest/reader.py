@@ -122,13 +122,14 @@ def _open_text(path: Path) -> io.TextIOBase:
 _UNDECODED = re.compile("[\udc80-\udcff]")
 
 
-def _not_utf8(text: str) -> str | None:
-    """The parse error of a line holding bytes that are not UTF-8 (None if it has none)."""
+def _not_utf8(text: str, where: str = "") -> str | None:
+    """The parse error of a line (or field) holding bytes that are not UTF-8 (None if
+    it has none)."""
     bad = _UNDECODED.search(text)
     if bad is None:
         return None
     return (f"not valid UTF-8: byte 0x{ord(bad.group()) - 0xDC00:02x} at character "
-            f"{bad.start() + 1}")
+            f"{bad.start() + 1}{where}")
 
 
 def _jsonl_record(stripped: str, line_no: int, columns: list[str], named: set[str],
@@ -374,7 +375,8 @@ def _csv_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator
             line_no = reader.line_num
             if not values:
                 continue  # a blank line in CSV carries no record
-            error = _not_utf8("".join(values))
+            error = next((e for i, v in enumerate(values)
+                          if (e := _not_utf8(v, f" of field {i + 1}"))), None)
             if error:
                 values = []
             elif len(values) != len(header):

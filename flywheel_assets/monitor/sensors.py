@@ -298,16 +298,37 @@ def labels_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResourc
 
 # Launchers whose run workers are processes of this host: their pid can be looked up.
 SAME_HOST_LAUNCHERS = ("DefaultRunLauncher", "SyncInMemoryRunLauncher")
+HOST_TAG = "flywheel/host"
 
 
-def _worker_pid(instance: dg.DagsterInstance, run_id: str) -> int | None:
+def host_tag() -> dict[str, str]:
+    """The tag of a run this process executes itself (the CLI, the demo): which host's
+    pids its events carry."""
+    import socket
+
+    return {HOST_TAG: socket.gethostname()}
+
+
+def _pids(instance: dg.DagsterInstance, run_id: str) -> list[int]:
+    """The run worker's pid (its last start event), then those of steps started and not
+    finished (under the multiprocess executor each step is a process of its own, and may
+    outlive a killed run worker)."""
     starts = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_START)
-    return next((e.dagster_event.pid for e in starts if e.dagster_event and e.dagster_event.pid),
-                None)
+    worker = [e.dagster_event.pid for e in starts if e.dagster_event and e.dagster_event.pid]
+    steps = {}
+    for e in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_START,
+                                                dg.DagsterEventType.STEP_SUCCESS,
+                                                dg.DagsterEventType.STEP_FAILURE}):
+        event = e.dagster_event
+        if event and event.step_key:
+            steps[event.step_key] = (event.pid if event.event_type == dg.DagsterEventType.STEP_START
+                                     else None)
+    return worker[-1:] + [pid for pid in steps.values() if pid]
 
 
 def _alive(pid: int, started: float | None) -> bool:
-    """The process is there, not a zombie, and not a later process given the same pid."""
+    """The process is there, not a zombie, and not a later process given the same pid
+    (one that cannot be inspected counts as alive: nothing is swept on a guess)."""
     import psutil
 
     try:
@@ -316,17 +337,25 @@ def _alive(pid: int, started: float | None) -> bool:
                 and process.create_time() <= (started or time.time()) + 1.0)
     except psutil.NoSuchProcess:
         return False
+    except psutil.AccessDenied:
+        return True
 
 
 def dead_runs(instance: dg.DagsterInstance) -> list[tuple[dg.DagsterRun, int]]:
     """Runs the instance holds as started whose run worker (the pid of its start event)
-    is gone: killed with SIGKILL, or its machine restarted."""
+    is gone, and no step process of theirs is left: killed with SIGKILL, or the machine
+    restarted. A run executed on another host (its `flywheel/host` tag) is not judged."""
+    import socket
+
     out = []
     for record in instance.get_run_records(
             dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
-        pid = _worker_pid(instance, record.dagster_run.run_id)
-        if pid is not None and not _alive(pid, record.start_time):
-            out.append((record.dagster_run, pid))
+        run = record.dagster_run
+        if run.tags.get(HOST_TAG, socket.gethostname()) != socket.gethostname():
+            continue
+        pids = _pids(instance, run.run_id)
+        if pids and not any(_alive(pid, record.start_time) for pid in pids):
+            out.append((run, pids[0]))
     return out
 
 
@@ -336,6 +365,9 @@ def sweep_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     `run_failure_alert_sensor` like any other. Returns the run ids swept."""
     swept = []
     for run, pid in dead_runs(instance):
+        # It may have finished since it was listed: a success is never turned to failure.
+        if instance.get_run_by_id(run.run_id).status != dg.DagsterRunStatus.STARTED:
+            continue
         instance.report_run_failed(run, (
             f"the run worker (pid {pid}) is gone without a word (killed, or its machine "
             "restarted): marked failed by dead_run_sweeper, its pool slots freed; replay "

@@ -175,8 +175,12 @@ def set_champion(models_dir: Path, version: str, reason: str, actor: str,
     if not (models_dir / version / "model.skops").exists():
         raise FileNotFoundError(f"cannot promote {version}: no such model in {models_dir}")
     previous = read_champion(models_dir, tolerate_corrupt=True)
+    in_service = previous["version"] if previous else None
+    # No pointer at all: nothing was ever in service, whatever a promotion that died
+    # before writing its pointer left in the history.
+    never = not (models_dir / CHAMPION_POINTER).exists()
     history = _history if _history is not None else [
-        *_history_to(models_dir, previous["version"] if previous else None), version]
+        *([] if never else _history_to(models_dir, in_service)), version]
     # History first: a crash between the two writes leaves a history one step ahead of
     # the pointer, which `_history_to` cuts back, never a pointer without history.
     _atomic_write_text(models_dir / CHAMPION_HISTORY, json.dumps(history))

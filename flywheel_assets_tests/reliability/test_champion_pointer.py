@@ -24,7 +24,8 @@ def models(tmp_path):
     return settings
 
 
-def test_a_promotion_killed_between_its_writes_leaves_the_old_champion(models, monkeypatch):
+def _killed_before_the_pointer(models, monkeypatch, version: str) -> None:
+    """A promotion of ``version`` that dies after writing the history, before the pointer."""
     real = model_store._atomic_write_text
 
     def dies_before_the_pointer(path, text):
@@ -34,12 +35,27 @@ def test_a_promotion_killed_between_its_writes_leaves_the_old_champion(models, m
 
     monkeypatch.setattr(model_store, "_atomic_write_text", dies_before_the_pointer)
     with pytest.raises(KeyboardInterrupt):
-        model_store.set_champion(models.models_dir, "m2", "better", "test")
+        model_store.set_champion(models.models_dir, version, "better", "test")
     monkeypatch.undo()
+
+
+def test_a_promotion_killed_between_its_writes_leaves_the_old_champion(models, monkeypatch):
+    _killed_before_the_pointer(models, monkeypatch, "m2")
     assert model_store.champion_version(models.models_dir) == "m1"
     # The next promotion goes through, and a rollback goes back to m1.
     model_store.set_champion(models.models_dir, "m2", "better", "test")
     assert model_store.rollback_target(models.models_dir) == "m1"
+
+
+def test_a_first_promotion_killed_before_its_pointer_leaves_nothing_to_roll_back_to(
+        models, monkeypatch):
+    (models.models_dir / model_store.CHAMPION_POINTER).unlink()
+    (models.models_dir / model_store.CHAMPION_HISTORY).unlink()
+    _killed_before_the_pointer(models, monkeypatch, "m2")
+    assert model_store.champion_version(models.models_dir) is None
+    model_store.set_champion(models.models_dir, "m1", "first", "test")
+    with pytest.raises(RuntimeError, match="nothing to roll back to"):
+        model_store.rollback_target(models.models_dir)  # m2 never served
 
 
 def test_a_write_that_fails_at_the_rename_leaves_the_pointer_and_no_stray_file(models, monkeypatch):

@@ -141,13 +141,32 @@ def test_a_header_only_file_in_a_required_stream_fails_its_check(good_day):
     assert checks[("raw_interactions", "rows_reconcile")].passed
 
 
-def test_a_day_folder_that_links_outside_the_landing_folder_is_refused_whole(good_day):
-    elsewhere = good_day / "elsewhere"
-    shutil.move(_impressions(good_day), elsewhere)
-    os.symlink(elsewhere, _impressions(good_day))
+def _day_links_outside(good_day: Path) -> None:
+    shutil.move(_impressions(good_day), good_day / "elsewhere")
+    os.symlink(good_day / "elsewhere", _impressions(good_day))
+
+
+def _day_links_to_another_day(good_day: Path) -> None:
+    other = _impressions(good_day).with_name("date=2025-12-31")
+    shutil.move(_impressions(good_day), other)
+    os.symlink(other, _impressions(good_day))
+
+
+def _stream_links_outside(good_day: Path) -> None:
+    stream = good_day / "landing" / "impressions"
+    shutil.move(stream, good_day / "elsewhere")
+    os.symlink(good_day / "elsewhere", stream)
+
+
+@pytest.mark.parametrize("link,reason", [
+    (_day_links_outside, "the day's folder is a symbolic link"),
+    (_day_links_to_another_day, "the day's folder is a symbolic link"),
+    (_stream_links_outside, "leads outside the landing folder")])
+def test_a_day_folder_reached_through_a_link_is_refused_whole(good_day, link, reason):
+    link(good_day)
     checks = _checks(_materialize(good_day))
     failed = checks[("raw_impressions", "landing_files_read")]
-    assert not failed.passed and "leads outside the landing folder" in failed.description
+    assert not failed.passed and reason in failed.description
     assert _query(good_day, "SELECT count(*) FROM raw.impressions") == [(0,)]
 
 

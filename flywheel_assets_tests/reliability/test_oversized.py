@@ -46,5 +46,8 @@ def test_a_ten_megabyte_value_quarantines_its_row_not_the_file(tmp_path):
     assert _query(tmp_path, "SELECT count(*) FROM raw.interactions WHERE event_id = 'e902'") == [(1,)]
     assert _query(tmp_path, "SELECT max(length(impression_id)) <= 1024 FROM raw.impressions") == [(True,)]
     assert _query(tmp_path, "SELECT count(*) FROM raw.refused_files") == [(0,)]
+    # The quarantine keeps what was wrong, not the client's ten megabytes.
+    assert _query(tmp_path, "SELECT max(length(record)) < 20000 FROM raw.quarantined_events") \
+        == [(True,)]
     assert checks[("raw_impressions", "rows_reconcile")]
     assert checks[("raw_interactions", "rows_reconcile")]
