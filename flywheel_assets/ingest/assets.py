@@ -72,11 +72,16 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
         raise dg.Failure(description=str(exc)) from exc
     for stream, asset in RAW_ASSETS.items():
         r = reports[stream]
+        for column, name in r.lookalike_columns.items():
+            context.log.warning(
+                f"{stream}: column {column!r} is not read as {name!r} (the names differ only "
+                "by case or punctuation; the contract reads names exactly): its values are "
+                "kept in extras. Rename it at the source.")
         yield dg.MaterializeResult(asset_key=asset, metadata=readable(**{
             "dagster/row_count": r.accepted, "rows_read": r.rows_read,
             "rows_quarantined": r.quarantined, "rows_erased": r.erased,
             "quarantine_share": r.quarantine_share, "files": r.files,
-            "entries_refused": r.refused}))
+            "entries_refused": r.refused, "columns_not_read": r.lookalike_columns}))
     yield dg.MaterializeResult(asset_key="quarantined_events", metadata=readable(**{
         "dagster/row_count": sum(r.quarantined for r in reports.values()),
         "by_stream": dg.MetadataValue.md(load.summary_markdown(reports)),

@@ -27,7 +27,8 @@ from flywheel_assets import warehouse
 from flywheel_assets.ingest.erasure import TOMBSTONE_KEYS
 from flywheel_assets.ingest.contract import StreamContract, quote_ident, rejection_sql, typed_expr
 from flywheel_assets.ingest.pseudonymise import key_map
-from flywheel_assets.ingest.reader import LandingFileError, file_format, read_landing_file
+from flywheel_assets.ingest.reader import (LandingFileError, file_format, identifier_key,
+                                           read_landing_file)
 from flywheel_assets.reporting import markdown_table
 
 SUCCESS_MARKER = "_SUCCESS"
@@ -52,6 +53,9 @@ class StreamReport:
     reasons: dict[str, int] = field(default_factory=dict)
     # Entries of the day's folder not read: {"entry", "reason", "bytes"}.
     refused: list[dict] = field(default_factory=list)
+    # Columns whose name differs from a contract field's only by case or punctuation
+    # (`Device` for `device`): not read as the field, kept in `extras`. {column: field}
+    lookalike_columns: dict[str, str] = field(default_factory=dict)
 
     @property
     def quarantine_share(self) -> float:
@@ -135,6 +139,23 @@ def landing_files(landing_dir: Path, stream: str, partition_date: str) -> list[P
 
 def is_day_complete(landing_dir: Path, stream: str, partition_date: str) -> bool:
     return (partition_dir(landing_dir, stream, partition_date) / SUCCESS_MARKER).exists()
+
+
+# Staged rows whose other fields are looked at for columns named like a contract field.
+LOOKALIKE_SAMPLE_ROWS = 100_000
+
+
+def _lookalike_columns(conn: duckdb.DuckDBPyConnection, contract: StreamContract) -> dict[str, str]:
+    """Other fields (on a sample of the staged rows) whose name matches a contract
+    field's but for case and punctuation: a client that sends `Device` means `device`,
+    but the contract reads names as they are, so the product says so."""
+    fields = {identifier_key(f.name): f.name for f in contract.fields}
+    keys = conn.execute(
+        f"SELECT DISTINCT unnest(json_keys(_extras)) FROM (SELECT _extras FROM "
+        f"{staged_table(contract)} WHERE _extras IS NOT NULL) USING SAMPLE "
+        f"reservoir({LOOKALIKE_SAMPLE_ROWS} ROWS) REPEATABLE (1)").fetchall()
+    return {k: fields[identifier_key(k)] for (k,) in sorted(keys)
+            if identifier_key(k) in fields and k != fields[identifier_key(k)]}
 
 
 # The longest value a quarantined record keeps (each field; longer ones are cut).
@@ -388,6 +409,7 @@ def ingest_partition(conn: duckdb.DuckDBPyConnection, landing_dir: Path, partiti
             reports[contract.stream] = StreamReport(contract.stream, refused=refused)
             _stage(conn, contract, files, landing_dir, reports[contract.stream],
                    frozenset(dropped_extras))
+            reports[contract.stream].lookalike_columns = _lookalike_columns(conn, contract)
         with warehouse.transaction(conn):
             # Check results belong to the data they checked: the day's earlier ones go
             # with it, so that a crash before the checks run again leaves none that
