@@ -4,6 +4,8 @@ import dagster as dg
 
 from flywheel_assets.ingest import erasure, load
 from flywheel_assets.ingest.contract import LANDING_STREAMS, RAW_ASSETS, default_contracts
+
+CONTRACTS = {c.stream: c for c in default_contracts()}
 from flywheel_assets.ingest.reader import LandingFileError
 from flywheel_assets.metadata import readable
 from flywheel_assets.partitions import daily_partitions
@@ -72,11 +74,12 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
         raise dg.Failure(description=str(exc)) from exc
     for stream, asset in RAW_ASSETS.items():
         r = reports[stream]
+        kept = CONTRACTS[stream].keeps_extras and s.ingest.keep_extra_columns
         for column, name in r.lookalike_columns.items():
             context.log.warning(
                 f"{stream}: column {column!r} is not read as {name!r} (the names differ only "
                 "by case or punctuation; the contract reads names exactly): its values are "
-                "kept in extras. Rename it at the source.")
+                + ("kept in extras" if kept else "not stored") + ". Rename it at the source.")
         yield dg.MaterializeResult(asset_key=asset, metadata=readable(**{
             "dagster/row_count": r.accepted, "rows_read": r.rows_read,
             "rows_quarantined": r.quarantined, "rows_erased": r.erased,

@@ -151,7 +151,9 @@ def _lookalike_columns(conn: duckdb.DuckDBPyConnection, contract: StreamContract
     but the contract reads names as they are, so the product says so."""
     fields = {identifier_key(f.name): f.name for f in contract.fields}
     keys = conn.execute(
-        f"SELECT DISTINCT unnest(json_keys(_extras)) FROM (SELECT _extras FROM "
+        # TRY: Python writes JSON DuckDB may refuse (a lone surrogate escape); such a
+        # row's names are not looked at, and the day goes on.
+        f"SELECT DISTINCT unnest(TRY(json_keys(_extras))) FROM (SELECT _extras FROM "
         f"{staged_table(contract)} WHERE _extras IS NOT NULL) USING SAMPLE "
         f"reservoir({LOOKALIKE_SAMPLE_ROWS} ROWS) REPEATABLE (1)").fetchall()
     return {k: fields[identifier_key(k)] for (k,) in sorted(keys)
