@@ -4,12 +4,12 @@ import dagster as dg
 
 from flywheel_assets.ingest import erasure, load
 from flywheel_assets.ingest.contract import LANDING_STREAMS, RAW_ASSETS, default_contracts
-
-CONTRACTS = {c.stream: c for c in default_contracts()}
 from flywheel_assets.ingest.reader import LandingFileError
 from flywheel_assets.metadata import readable
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.resources import FlywheelResource
+
+CONTRACTS = {c.stream: c for c in default_contracts()}
 
 landing_specs = [
     dg.AssetSpec(
