@@ -44,6 +44,22 @@ def rotate(data_dir, day: str, instance, overrides: dict | None = None,
     return result
 
 
+def rotate_a_tampered_day(data_dir, config, days: list[str], tamper):
+    """The wheel for ``days`` but the last; then the last day landed, changed by
+    ``tamper(landing_dir, day)`` and rotated, on one ephemeral instance. Returns the
+    settings, the instance and the last day's run result."""
+    import dagster as dg
+
+    from flywheel_assets.settings import Settings
+
+    instance = dg.DagsterInstance.ephemeral()
+    turn_the_wheel(data_dir, config, days[:-1], instance)
+    land_day(data_dir, config, days[-1])
+    settings = Settings.from_env(data_dir)
+    tamper(settings.landing_dir, days[-1])
+    return settings, instance, rotate(data_dir, days[-1], instance)
+
+
 def turn_the_wheel(data_dir, config, days: list[str], instance=None,
                    overrides: dict | None = None) -> list:
     """The wheel for ``days`` in a row: each day landed by the simulated world, served by

@@ -8,7 +8,8 @@ are still in a temporary table, before anything is stored.
 Every entry of a landing day's folder is read or refused with its reason
 (`raw.refused_files`): a name hidden by convention, a symbolic link, a folder, an
 unknown format, a file that cannot be read. The rest of the day is ingested, and the
-blocking check `landing_files_read` fails, naming each refused entry. Only the marker
+check `landing_files_read` fails, naming each refused entry (it holds the day's
+promotion; it does not stop the run). Only the marker
 and what a writer's commit protocol leaves beside its files (`_SUCCESS`, `_temporary`,
 `_committed_*`, `_started_*`, `*.crc`) are passed over.
 """
@@ -75,10 +76,14 @@ def _writer_metadata(path: Path) -> bool:
 
 def _size(path: Path) -> int | None:
     try:
-        return path.lstat().st_size if path.is_symlink() or not path.is_file() else \
-            path.stat().st_size
+        return path.lstat().st_size  # a link's own size: what it points at is not read
     except OSError:
         return None
+
+
+def _why_unreadable(exc: LandingFileError, path: Path) -> str:
+    """The reader's message without the path it starts with (the entry is named apart)."""
+    return str(exc).replace(f"{path}: ", "")
 
 
 def _refusal(path: Path) -> str | None:
@@ -96,7 +101,7 @@ def _refusal(path: Path) -> str | None:
     try:
         file_format(path)
     except LandingFileError as exc:
-        return str(exc).replace(f"{path}: ", "")
+        return _why_unreadable(exc, path)
     return None
 
 
@@ -130,11 +135,6 @@ def scan_landing_day(landing_dir: Path, stream: str,
             refused.append({"entry": str(path.relative_to(landing_dir)), "reason": reason,
                             "bytes": _size(path)})
     return files, refused
-
-
-def landing_files(landing_dir: Path, stream: str, partition_date: str) -> list[Path]:
-    """The day's files of ``stream`` that are read (`scan_landing_day`)."""
-    return scan_landing_day(landing_dir, stream, partition_date)[0]
 
 
 def is_day_complete(landing_dir: Path, stream: str, partition_date: str) -> bool:
@@ -219,7 +219,7 @@ def _stage(conn: duckdb.DuckDBPyConnection, contract: StreamContract, files: lis
                 # refused whole, the rows it gave so far with it; the others are read.
                 conn.execute(f"DELETE FROM {stage} WHERE _file = ?", [rel])
                 report.refused.append({"entry": rel, "bytes": _size(path),
-                                       "reason": str(exc).replace(f"{path}: ", "")})
+                                       "reason": _why_unreadable(exc, path)})
                 continue
             report.files.append({"file": rel, "format": file_format(path), "rows": n,
                                  "bytes": path.stat().st_size})

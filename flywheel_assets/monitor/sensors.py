@@ -10,6 +10,7 @@ so turning the UI on over old data does not replay its history.
 
 import datetime as dt
 import json
+import socket
 import time
 
 import dagster as dg
@@ -304,8 +305,6 @@ HOST_TAG = "flywheel/host"
 def host_tag() -> dict[str, str]:
     """The tag of a run this process executes itself (the CLI, the demo): which host's
     pids its events carry."""
-    import socket
-
     return {HOST_TAG: socket.gethostname()}
 
 
@@ -345,13 +344,11 @@ def dead_runs(instance: dg.DagsterInstance) -> list[tuple[dg.DagsterRun, int]]:
     """Runs the instance holds as started whose run worker (the pid of its start event)
     is gone, and no step process of theirs is left: killed with SIGKILL, or the machine
     restarted. A run executed on another host (its `flywheel/host` tag) is not judged."""
-    import socket
-
-    out = []
+    here, out = socket.gethostname(), []
     for record in instance.get_run_records(
             dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])):
         run = record.dagster_run
-        if run.tags.get(HOST_TAG, socket.gethostname()) != socket.gethostname():
+        if run.tags.get(HOST_TAG, here) != here:
             continue
         pids = _pids(instance, run.run_id)
         if pids and not any(_alive(pid, record.start_time) for pid in pids):

@@ -175,12 +175,8 @@ def set_champion(models_dir: Path, version: str, reason: str, actor: str,
     if not (models_dir / version / "model.skops").exists():
         raise FileNotFoundError(f"cannot promote {version}: no such model in {models_dir}")
     previous = read_champion(models_dir, tolerate_corrupt=True)
-    in_service = previous["version"] if previous else None
-    # No pointer at all: nothing was ever in service, whatever a promotion that died
-    # before writing its pointer left in the history.
-    never = not (models_dir / CHAMPION_POINTER).exists()
     history = _history if _history is not None else [
-        *([] if never else _history_to(models_dir, in_service)), version]
+        *_history_to(models_dir, previous["version"] if previous else None), version]
     # History first: a crash between the two writes leaves a history one step ahead of
     # the pointer, which `_history_to` cuts back, never a pointer without history.
     _atomic_write_text(models_dir / CHAMPION_HISTORY, json.dumps(history))
@@ -205,7 +201,11 @@ def _history_to(models_dir: Path, current: str | None) -> list[str]:
     """The champion history as it stands with ``current`` in service: entries a
     promotion wrote before it died (the history is written before the pointer) are cut
     back to the pointer's version; a pointer moved outside `set_champion` is appended.
-    The pointer is what is in service: it is trusted over the history."""
+    The pointer is what is in service: it is trusted over the history. No pointer at
+    all: nothing was ever in service, whatever a promotion that died before writing its
+    pointer left (a corrupt pointer, ``current`` None too, keeps the history)."""
+    if not (models_dir / CHAMPION_POINTER).exists():
+        return []
     history = champion_history(models_dir)
     if current is None or (history and history[-1] == current):
         return history

@@ -7,7 +7,6 @@ import csv
 import json
 import re
 
-import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -15,7 +14,7 @@ import pytest
 from flywheel_assets.label.outbox import escape_cell
 from flywheel_assets.reporting import inert, markdown_table
 from flywheel_assets.settings import Settings
-from flywheel_assets_tests.helpers import land_day, rotate, turn_the_wheel
+from flywheel_assets_tests.helpers import rotate_a_tampered_day
 from flywheel_assets_tests.test_rotation_small_world import CONFIG
 
 DAYS = ["2026-01-01", "2026-01-02"]
@@ -45,13 +44,9 @@ def _poison_day(landing, day: str) -> None:
 
 @pytest.fixture(scope="module")
 def hostile_rotation(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("hostile")
-    instance = dg.DagsterInstance.ephemeral()
-    turn_the_wheel(data_dir, CONFIG, DAYS[:1], instance)
-    land_day(data_dir, CONFIG, DAYS[1])
-    _poison_day(Settings.from_env(data_dir).landing_dir, DAYS[1])
-    result = rotate(data_dir, DAYS[1], instance)
-    return Settings.from_env(data_dir), result
+    settings, _, result = rotate_a_tampered_day(tmp_path_factory.mktemp("hostile"), CONFIG,
+                                                DAYS, _poison_day)
+    return settings, result
 
 
 def _pages(settings: Settings):

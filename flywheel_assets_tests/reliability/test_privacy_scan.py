@@ -13,8 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from flywheel_assets import warehouse
-from flywheel_assets.settings import Settings
-from flywheel_assets_tests.helpers import land_day, rotate, turn_the_wheel
+from flywheel_assets_tests.helpers import rotate_a_tampered_day
 from flywheel_assets_tests.test_rotation_small_world import CONFIG
 
 DAYS = ["2026-01-01", "2026-01-02"]
@@ -22,19 +21,18 @@ RAW_ID = re.compile(r"user_\d{6}")
 INPUTS = ("landing", "world", "inbox")
 
 
-@pytest.fixture(scope="module")
-def rotated(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("privacy")
-    instance = dg.DagsterInstance.ephemeral()
-    turn_the_wheel(data_dir, CONFIG, DAYS[:1], instance)
-    land_day(data_dir, CONFIG, DAYS[1])
-    settings = Settings.from_env(data_dir)
-    folder = settings.landing_dir / "impressions" / f"date={DAYS[1]}"
-    # A bad row (an impossible propensity) with a user id: quarantined, its id hashed.
+def _add_a_bad_row(landing, day: str) -> None:
+    """A bad row (an impossible propensity) with a user id: quarantined, its id hashed."""
+    folder = landing / "impressions" / f"date={day}"
     row = pq.read_table(next(folder.glob("*.parquet"))).slice(0, 1).to_pylist()[0]
     row.update(impression_id="bad-1", propensity=7.0)
     pq.write_table(pa.Table.from_pylist([row]), folder / "part-bad.parquet")
-    rotate(data_dir, DAYS[1], instance)
+
+
+@pytest.fixture(scope="module")
+def rotated(tmp_path_factory):
+    settings, instance, _ = rotate_a_tampered_day(tmp_path_factory.mktemp("privacy"), CONFIG,
+                                                  DAYS, _add_a_bad_row)
     return settings, instance
 
 
