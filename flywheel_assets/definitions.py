@@ -14,7 +14,7 @@ from flywheel_assets.label import assets as label_assets
 from flywheel_assets.jobs import daily_rotation_job, daily_rotation_schedule, retrain_job
 from flywheel_assets.monitor import assets as monitor_assets
 from flywheel_assets.monitor import checks as monitor_checks
-from flywheel_assets.monitor.jobs import record_alert_job
+from flywheel_assets.monitor.jobs import deliver_alerts_job, record_alert_job
 from flywheel_assets.monitor.sensors import SENSORS, host_tag
 from flywheel_assets.resources import FlywheelResource
 from flywheel_assets.settings import encode
@@ -35,7 +35,7 @@ def build_definitions(data_dir: str | None = None,
         assets=[*ingest_assets.landing_specs,
                 *dg.load_assets_from_modules(list(STAGES_IN_FLOW_ORDER))],
         asset_checks=dg.load_asset_checks_from_modules(list(CHECKS)),
-        jobs=[daily_rotation_job, retrain_job, record_alert_job],
+        jobs=[daily_rotation_job, retrain_job, record_alert_job, deliver_alerts_job],
         schedules=[daily_rotation_schedule],
         sensors=SENSORS,
         resources={"flywheel": FlywheelResource(data_dir=data_dir,

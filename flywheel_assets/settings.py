@@ -434,6 +434,24 @@ class MonitorSettings:
 class AlertSettings:
     # Alerts are also POSTed here as JSON when set.
     webhook_url: str | None = None
+    # Each alert is tried this many times, the i-th retry retry_seconds * 2**(i-1)
+    # after the try before (30 s, 1, 2, 4, 8 min: given up after about 15 minutes).
+    max_attempts: int = 6
+    retry_seconds: float = 30.0
+    # One POST waits at most this long; a delivery run sends at most `batch` alerts.
+    timeout_seconds: float = 5.0
+    batch: int = 20
+
+    def __post_init__(self):
+        from flywheel_assets.monitor.alerts import check_webhook_url
+
+        check_webhook_url(self.webhook_url)
+        if self.max_attempts < 1 or self.batch < 1:
+            raise ValueError(f"alert.max_attempts and alert.batch must be at least 1, got "
+                             f"{self.max_attempts} and {self.batch}")
+        if not (self.retry_seconds >= 0 and self.timeout_seconds > 0):
+            raise ValueError(f"alert.retry_seconds must be >= 0 and alert.timeout_seconds > 0, "
+                             f"got {self.retry_seconds} and {self.timeout_seconds}")
 
 
 GROUPS = {"ingest": IngestSettings, "signals": SignalSettings, "curation": CurationSettings,

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import duckdb
 
-from flywheel_assets.monitor.alerts import ALERTS_DDL
+from flywheel_assets.monitor.alerts import ensure_alerts_table
 
 SCHEMAS = ("raw", "curated", "label", "ml", "monitor")
 
@@ -184,7 +184,7 @@ def create_schema(conn: duckdb.DuckDBPyConnection) -> None:
     for schema in SCHEMAS:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     conn.execute(TABLES_DDL)
-    conn.execute(ALERTS_DDL)
+    ensure_alerts_table(conn)
     present = set(conn.execute("SELECT table_schema || '.' || table_name || '.' || column_name "
                                "FROM information_schema.columns").fetchall())
     for table, columns in ADDED_COLUMNS.items():

@@ -11,6 +11,8 @@ from flywheel_assets.label import outbox
 from flywheel_assets.label import queue as queue_lib
 from flywheel_assets.metadata import readable
 from flywheel_assets.monitor.alerts import Alert, raise_alert
+from flywheel_assets.monitor.alerts import backlog as alert_backlog
+from flywheel_assets.monitor.jobs import note_backlog
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.resources import FlywheelResource
 
@@ -106,4 +108,5 @@ def human_audit(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
                       "the loop may be optimising a proxy",
                 details={k: v for k, v in record.items()}, partition_date=day),
                 s.alert.webhook_url)
+            note_backlog(context, alert_backlog(conn))  # for alert_delivery_sensor
     return dg.MaterializeResult(metadata=readable(**record))

@@ -2,9 +2,17 @@
 as JSON to a webhook.
 
 The caller chooses a dedupe key ("run_failure:<run_id>", "drift:2026-01-05"), so a sensor
-that ticks twice records and sends one alert. Delivery is best effort with bounded
-retries and never raises: an unreachable webhook must not crash the sensor, and the row
-says what happened so on-call can see alerts that never reached them.
+that ticks twice records and sends one alert.
+
+Recording and sending are apart, so that no writer of the warehouse waits on the
+network (an outbox): ``raise_alert`` only writes the row (``pending`` when a webhook is
+configured). Delivery is three short steps: ``claim_due`` takes the pending alerts whose
+time has come (holding them for a lease so two deliverers never send one alert twice),
+``post`` sends each once with a timeout and no connection open, ``settle`` writes what
+happened: ``delivered``; ``rejected`` (a 4xx other than 429, or a redirect: a retry will
+not change it); ``pending`` again with the next try after ``retry_seconds * 2**i`` for a
+refused connection, a timeout, a 5xx or 429; ``failed`` after ``max_attempts`` tries.
+The row always says what happened, so on-call can see alerts that never reached them.
 """
 
 from __future__ import annotations
@@ -12,16 +20,15 @@ from __future__ import annotations
 import datetime as dt
 import http.client
 import json
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Callable
 
 import duckdb
 
 SEVERITIES = ("info", "warning", "critical")
+WEBHOOK_STATUSES = ("not_configured", "pending", "delivered", "failed", "rejected")
 
 ALERTS_DDL = """
 CREATE SCHEMA IF NOT EXISTS monitor;
@@ -30,8 +37,10 @@ CREATE TABLE IF NOT EXISTS monitor.alerts (
     severity VARCHAR NOT NULL CHECK (severity IN ('info', 'warning', 'critical')),
     partition_date DATE, run_id VARCHAR, title VARCHAR NOT NULL, details VARCHAR,
     webhook_status VARCHAR NOT NULL
-        CHECK (webhook_status IN ('not_configured', 'delivered', 'failed', 'rejected')),
-    webhook_attempts INTEGER NOT NULL, webhook_error VARCHAR);
+        CHECK (webhook_status IN ('not_configured', 'pending', 'delivered', 'failed', 'rejected')),
+    webhook_attempts INTEGER NOT NULL, webhook_error VARCHAR,
+    -- pending: not tried before this time (a claimed alert: until its lease ends).
+    next_attempt_at TIMESTAMPTZ, delivered_at TIMESTAMPTZ);
 """
 
 
@@ -61,18 +70,134 @@ class Alert:
 
 @dataclass(frozen=True)
 class AlertOutcome:
-    """``attempts`` counts webhook calls made by this call; a duplicate makes none and
-    reports the status stored when the alert was first raised."""
+    """``webhook_status`` is the row's status; a duplicate reports the one stored when
+    the alert was first raised, and writes nothing."""
     key: str
     duplicate: bool
     webhook_status: str
-    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A claimed alert: its key, the JSON body to send and the tries made before."""
+    key: str
+    body: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One try: ``result`` is ``delivered``, ``rejected`` or ``retry``."""
+    key: str
+    result: str
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class Backlog:
+    """Alerts still to send after a delivery: how many, and when the first is due."""
+    pending: int
+    next_attempt_at: dt.datetime | None
+
+
 def ensure_alerts_table(conn: duckdb.DuckDBPyConnection) -> None:
-    """Create ``monitor.alerts`` if it does not exist yet (idempotent)."""
+    """Create ``monitor.alerts`` if it does not exist yet (idempotent). A table of the
+    version that sent alerts while recording them (no ``pending``) is rebuilt once, in
+    one transaction, its rows kept."""
     conn.execute(ALERTS_DDL)
+    columns = {r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'monitor' AND table_name = 'alerts'").fetchall()}
+    if "next_attempt_at" in columns:
+        return
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute("ALTER TABLE monitor.alerts RENAME TO alerts_before_outbox")
+        conn.execute(ALERTS_DDL)
+        conn.execute("INSERT INTO monitor.alerts SELECT *, NULL, NULL "
+                     "FROM monitor.alerts_before_outbox")
+        conn.execute("DROP TABLE monitor.alerts_before_outbox")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def check_webhook_url(webhook_url: str | None) -> None:
+    """Refuse anything but an http(s) URL with a host (ValueError naming it)."""
+    if webhook_url is not None:
+        parts = urllib.parse.urlsplit(webhook_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"alert webhook URL {webhook_url!r} must be an http:// or https:// URL")
+
+
+def _aware(now: dt.datetime | None) -> dt.datetime:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    if now.tzinfo is None:
+        raise ValueError(f"now={now!r} must be timezone-aware")
+    return now
+
+
+def raise_alert(conn: duckdb.DuckDBPyConnection, alert: Alert, webhook_url: str | None, *,
+                now: dt.datetime | None = None) -> AlertOutcome:
+    """Record ``alert`` once per key: ``pending`` (due at once) when ``webhook_url`` is
+    set, else ``not_configured``. Never touches the network, so any writer may call
+    it. A key already recorded is a duplicate: nothing is written. Raises ValueError
+    only for invalid input."""
+    check_webhook_url(webhook_url)
+    now = _aware(now)
+    ensure_alerts_table(conn)
+    existing = conn.execute("SELECT webhook_status FROM monitor.alerts WHERE alert_key = ?",
+                            [alert.key]).fetchall()
+    if existing:
+        return AlertOutcome(alert.key, True, existing[0][0])
+    # default=str: a date or Decimal in the details must not stop the alert going out.
+    details = json.dumps(alert.details, default=str, sort_keys=True)
+    status = "not_configured" if webhook_url is None else "pending"
+    # ON CONFLICT: if another writer recorded the key meanwhile, keep theirs.
+    conn.execute("INSERT INTO monitor.alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, NULL) "
+                 "ON CONFLICT DO NOTHING",
+                 [alert.key, now, alert.source, alert.severity, alert.partition_date,
+                  alert.run_id, alert.title, details, status,
+                  now if status == "pending" else None])
+    return AlertOutcome(alert.key, False, status)
+
+
+def _payload(row: tuple) -> bytes:
+    key, raised_at, source, severity, partition_date, run_id, title, details = row
+    return json.dumps({
+        "key": key, "source": source, "severity": severity, "title": title,
+        "details": json.loads(details) if details else {},
+        "partition_date": partition_date.isoformat() if partition_date else None,
+        "run_id": run_id, "raised_at": raised_at.astimezone(dt.timezone.utc).isoformat(),
+        # Slack-compatible receivers show only `text`.
+        "text": f"[{severity}] {title}"}).encode()
+
+
+def claim_due(conn: duckdb.DuckDBPyConnection, *, lease_seconds: float, limit: int,
+              now: dt.datetime | None = None) -> list[Delivery]:
+    """The oldest ``limit`` pending alerts due by ``now``, each held for ``lease_seconds``
+    (its ``next_attempt_at`` moved to the lease's end) so that another deliverer does
+    not take it meanwhile; a deliverer that dies leaves it due again when the lease
+    ends. One short transaction; no network."""
+    now = _aware(now)
+    ensure_alerts_table(conn)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        rows = conn.execute(
+            "SELECT alert_key, raised_at, source, severity, partition_date, run_id, title, "
+            "details, webhook_attempts FROM monitor.alerts "
+            "WHERE webhook_status = 'pending' AND next_attempt_at <= ? "
+            "ORDER BY next_attempt_at, raised_at, alert_key LIMIT ?", [now, int(limit)]).fetchall()
+        if rows:
+            conn.execute("UPDATE monitor.alerts SET next_attempt_at = ? "
+                         "WHERE alert_key IN (SELECT unnest(?))",
+                         [now + dt.timedelta(seconds=lease_seconds), [r[0] for r in rows]])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return [Delivery(r[0], _payload(r[:8]), r[8]) for r in rows]
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -82,76 +207,71 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _deliver(url: str, body: bytes, max_attempts: int, backoff_seconds: float,
-             timeout_seconds: float, sleep: Callable[[float], None]) -> tuple[str, int, str | None]:
-    """POST with bounded retries; returns (status, attempts, last error). Never raises."""
+def post(webhook_url: str, delivery: Delivery, timeout_seconds: float) -> Sent:
+    """One POST of ``delivery``; never raises for a delivery failure."""
+    check_webhook_url(webhook_url)
     opener = urllib.request.build_opener(_NoRedirect)
-    request = urllib.request.Request(url, data=body, method="POST",
+    request = urllib.request.Request(webhook_url, data=delivery.body, method="POST",
                                      headers={"Content-Type": "application/json"})
-    error = None
-    for attempt in range(max_attempts):
-        if attempt:
-            sleep(backoff_seconds * 2 ** (attempt - 1))
-        try:
-            with opener.open(request, timeout=timeout_seconds):
-                return "delivered", attempt + 1, None
-        except urllib.error.HTTPError as e:
-            e.close()
-            error = f"HTTP {e.code} {e.reason}"
-            # 5xx and 429 are the receiver's passing trouble; any other refusal will not
-            # change on a retry.
-            if e.code < 500 and e.code != 429:
-                return "rejected", attempt + 1, error
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            # Refused/reset connections, DNS, timeouts (URLError and TimeoutError are
-            # OSErrors), garbled responses.
-            error = f"{type(e).__name__}: {e}"
-    return "failed", max_attempts, error
+    try:
+        with opener.open(request, timeout=timeout_seconds):
+            return Sent(delivery.key, "delivered")
+    except urllib.error.HTTPError as e:
+        e.close()
+        error = f"HTTP {e.code} {e.reason}"
+        # 5xx and 429 are the receiver's passing trouble; any other refusal will not
+        # change on a retry.
+        return Sent(delivery.key, "retry" if e.code >= 500 or e.code == 429 else "rejected", error)
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        # Refused/reset connections, DNS, timeouts (URLError and TimeoutError are
+        # OSErrors), garbled responses.
+        return Sent(delivery.key, "retry", f"{type(e).__name__}: {e}")
 
 
-def raise_alert(conn: duckdb.DuckDBPyConnection, alert: Alert, webhook_url: str | None, *,
-                max_attempts: int = 4, backoff_seconds: float = 0.5,
-                timeout_seconds: float = 5.0, now: dt.datetime | None = None,
-                sleep: Callable[[float], None] = time.sleep) -> AlertOutcome:
-    """Record ``alert`` once per key and send it to ``webhook_url`` if one is given.
+def settle(conn: duckdb.DuckDBPyConnection, sent: list[Sent], *, max_attempts: int,
+           retry_seconds: float, now: dt.datetime | None = None) -> Backlog:
+    """Write each try's outcome (one transaction) and return what is still pending.
 
-    A key already recorded is a duplicate: nothing is sent or written. Otherwise the
-    webhook is tried up to ``max_attempts`` times (retrying connection errors, timeouts,
-    5xx and 429 after ``backoff_seconds * 2**i``) and the row is written whatever the
-    outcome. Raises ValueError only for invalid input, never for delivery failures.
-    """
-    if webhook_url is not None:
-        parts = urllib.parse.urlsplit(webhook_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"alert webhook URL {webhook_url!r} must be an http:// or https:// URL")
+    Only rows still ``pending`` change: a try whose row another writer settled
+    meanwhile is ignored. After the ``i``-th failed try the next is due
+    ``retry_seconds * 2**(i-1)`` later; the ``max_attempts``-th gives up (``failed``)."""
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
-    now = now or dt.datetime.now(dt.timezone.utc)
-    if now.tzinfo is None:
-        raise ValueError(f"now={now!r} must be timezone-aware")
+    now = _aware(now)
     ensure_alerts_table(conn)
-    existing = conn.execute("SELECT webhook_status FROM monitor.alerts WHERE alert_key = ?",
-                            [alert.key]).fetchall()
-    if existing:
-        return AlertOutcome(alert.key, True, existing[0][0])
-    # default=str: a date or Decimal in the details must not stop the alert going out.
-    details = json.dumps(alert.details, default=str, sort_keys=True)
-    payload = {"key": alert.key, "source": alert.source, "severity": alert.severity,
-               "title": alert.title, "details": json.loads(details),
-               "partition_date": alert.partition_date, "run_id": alert.run_id,
-               "raised_at": now.astimezone(dt.timezone.utc).isoformat(),
-               # Slack-compatible receivers show only `text`.
-               "text": f"[{alert.severity}] {alert.title}"}
-    status, attempts, error = "not_configured", 0, None
-    if webhook_url is not None:
-        status, attempts, error = _deliver(webhook_url, json.dumps(payload).encode(), max_attempts,
-                                           backoff_seconds, timeout_seconds, sleep)
-    # ON CONFLICT: if another writer recorded the key while we were sending, keep theirs.
-    conn.execute("INSERT INTO monitor.alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                 "ON CONFLICT DO NOTHING",
-                 [alert.key, now, alert.source, alert.severity, alert.partition_date,
-                  alert.run_id, alert.title, details, status, attempts, error])
-    return AlertOutcome(alert.key, False, status, attempts, error)
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for s in sent:
+            conn.execute(
+                "UPDATE monitor.alerts SET webhook_attempts = webhook_attempts + 1, "
+                "webhook_error = ?, delivered_at = CASE WHEN ? = 'delivered' THEN ? END, "
+                "webhook_status = CASE WHEN ? IN ('delivered', 'rejected') THEN ? "
+                "  WHEN webhook_attempts + 1 >= ? THEN 'failed' ELSE 'pending' END, "
+                "next_attempt_at = CASE WHEN ? = 'retry' AND webhook_attempts + 1 < ? "
+                "  THEN ? + to_seconds(? * pow(2, webhook_attempts)) END "
+                "WHERE alert_key = ? AND webhook_status = 'pending'",
+                [s.error, s.result, now, s.result, s.result, max_attempts, s.result,
+                 max_attempts, now, float(retry_seconds), s.key])
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return backlog(conn)
+
+
+def backlog(conn: duckdb.DuckDBPyConnection) -> Backlog:
+    """How many alerts are pending and when the first is due (works read-only, and
+    before the table exists)."""
+    if not conn.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = 'monitor' "
+                        "AND table_name = 'alerts'").fetchall():
+        return Backlog(0, None)
+    if "next_attempt_at" not in {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'monitor' AND table_name = 'alerts'").fetchall()}:
+        return Backlog(0, None)  # a table of the version that sent as it recorded
+    count, first = conn.execute("SELECT count(*), min(next_attempt_at) FROM monitor.alerts "
+                                "WHERE webhook_status = 'pending'").fetchall()[0]
+    return Backlog(int(count), first)
 
 
 def recent_alerts(conn: duckdb.DuckDBPyConnection, limit: int = 50) -> list[dict]:

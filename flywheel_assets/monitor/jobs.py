@@ -1,14 +1,25 @@
-"""Alerts: a small job that records one alert in `monitor.alerts` and sends it to the
-webhook when one is configured. Sensors request it rather than writing themselves:
-DuckDB takes one writer, and the job waits its turn in the `duckdb` pool like every
-step that writes the warehouse."""
+"""Alerts: `record_alert_job` records one alert in `monitor.alerts` and sends what is due
+to the webhook when one is configured; `deliver_alerts_job` sends what is due (the
+retries; `alert_delivery_sensor` requests it). Sensors request these rather than
+writing themselves: DuckDB takes one writer, and the steps that touch the warehouse
+wait their turn in the `duckdb` pool like every step that writes it.
 
+No writer waits on the network: the warehouse steps (record, claim, settle) are short
+and in the pool; the step that POSTs (`send_alerts`) holds neither a connection nor a
+pool slot, so a webhook that is down or slow delays only the alerts."""
+
+import datetime as dt
 import json
 
 import dagster as dg
 
 from flywheel_assets.monitor import alerts
 from flywheel_assets.resources import FlywheelResource
+
+# Tags of a run that left alerts to send: the delivery sensor reads them (sensors do
+# not read the warehouse).
+ALERTS_TO_DELIVER = "flywheel/alerts_to_deliver"
+NEXT_DELIVERY_AT = "flywheel/next_delivery_at"
 
 
 class AlertConfig(dg.Config):
@@ -21,23 +32,77 @@ class AlertConfig(dg.Config):
     run_id: str | None = None
 
 
-@dg.op(pool="duckdb")
+def note_backlog(context, backlog: alerts.Backlog) -> None:
+    """Tag the run with the alerts it leaves to send (none: no tag), for the sensor."""
+    if backlog.pending:
+        context.instance.add_run_tags(context.run_id, {
+            ALERTS_TO_DELIVER: "true",
+            NEXT_DELIVERY_AT: f"{backlog.next_attempt_at.timestamp():.3f}"})
+
+
+@dg.op(pool="duckdb", out=dg.Out(dg.Nothing))
 def record_alert(context: dg.OpExecutionContext, config: AlertConfig,
                  flywheel: FlywheelResource) -> None:
-    """Record the alert (once per key) and deliver it to the webhook with bounded retries."""
+    """Record the alert once per key (`pending` when a webhook is configured)."""
     alert = alerts.Alert(key=config.key, source=config.source, severity=config.severity,
                          title=config.title, details=json.loads(config.details_json),
                          partition_date=config.partition_date, run_id=config.run_id)
     with flywheel.warehouse() as conn:
         outcome = alerts.raise_alert(conn, alert, flywheel.settings.alert.webhook_url)
-    context.log.info(f"alert {config.key}: webhook {outcome.webhook_status} after "
-                     f"{outcome.attempts} attempt(s){' (duplicate)' if outcome.duplicate else ''}")
+    context.log.info(f"alert {config.key}: {outcome.webhook_status}"
+                     f"{' (duplicate)' if outcome.duplicate else ''}")
 
 
-@dg.job(description="Record one alert in monitor.alerts (and send it to the webhook).",
+@dg.op(pool="duckdb", ins={"after": dg.In(dg.Nothing)})
+def claim_alerts(context: dg.OpExecutionContext, flywheel: FlywheelResource) -> list:
+    """Take the alerts due (held for a lease: no other run sends them meanwhile)."""
+    s = flywheel.settings.alert
+    if s.webhook_url is None:
+        return []
+    # The lease outlasts the sends of a whole batch, timeouts included.
+    lease = s.batch * s.timeout_seconds + 60
+    with flywheel.warehouse() as conn:
+        due = alerts.claim_due(conn, lease_seconds=lease, limit=s.batch)
+    context.log.info(f"{len(due)} alert(s) due for the webhook")
+    return due
+
+
+@dg.op
+def send_alerts(context: dg.OpExecutionContext, flywheel: FlywheelResource, due: list) -> list:
+    """POST each alert once; no warehouse connection, no pool slot."""
+    s = flywheel.settings.alert
+    sent = [alerts.post(s.webhook_url, d, s.timeout_seconds) for d in due]
+    for one in sent:
+        context.log.info(f"alert {one.key}: {one.result}{f' ({one.error})' if one.error else ''}")
+    return sent
+
+
+@dg.op(pool="duckdb")
+def settle_alerts(context: dg.OpExecutionContext, flywheel: FlywheelResource, sent: list) -> None:
+    """Write each try's outcome; tag the run with what is left for the delivery sensor."""
+    s = flywheel.settings.alert
+    with flywheel.warehouse() as conn:
+        if sent:
+            left = alerts.settle(conn, sent, max_attempts=s.max_attempts,
+                                 retry_seconds=s.retry_seconds)
+        else:
+            left = alerts.backlog(conn)
+    note_backlog(context, left)
+    if left.pending:
+        context.log.info(f"{left.pending} alert(s) left to send, the next due "
+                         f"{left.next_attempt_at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+
+
+@dg.job(description="Record one alert in monitor.alerts and send what is due to the webhook.",
         tags={"flywheel/kind": "alert"}, executor_def=dg.in_process_executor)
 def record_alert_job():
-    record_alert()
+    settle_alerts(send_alerts(claim_alerts(after=record_alert())))
+
+
+@dg.job(description="Send the alerts due to the webhook (retries of the ones it missed).",
+        tags={"flywheel/kind": "alert"}, executor_def=dg.in_process_executor)
+def deliver_alerts_job():
+    settle_alerts(send_alerts(claim_alerts()))
 
 
 def alert_run_config(alert: alerts.Alert) -> dict:

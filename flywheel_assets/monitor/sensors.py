@@ -17,7 +17,8 @@ import dagster as dg
 
 from flywheel_assets.jobs import daily_rotation_job, retrain_job
 from flywheel_assets.monitor.alerts import Alert
-from flywheel_assets.monitor.jobs import alert_run_config, record_alert_job
+from flywheel_assets.monitor.jobs import (ALERTS_TO_DELIVER, NEXT_DELIVERY_AT, alert_run_config,
+                                          deliver_alerts_job, record_alert_job)
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.resources import FlywheelResource
 from flywheel_assets.settings import Settings
@@ -26,6 +27,7 @@ from flywheel_assets.settings import Settings
 TICK_SECONDS = Settings.from_env().monitor.sensor_interval_seconds
 TRIGGER, REASON = "trigger", "flywheel/reason"
 AFTER_ROTATION = "flywheel/after_rotation"
+DELIVER_AFTER = "flywheel/deliver_after"
 RUNNING = dg.DefaultSensorStatus.RUNNING
 
 
@@ -238,7 +240,7 @@ def quality_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
                                    "(and the webhook), naming the job, partition and error.")
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext):
     run = context.dagster_run
-    if run.job_name == record_alert_job.name:
+    if run.job_name in (record_alert_job.name, deliver_alerts_job.name):
         return dg.SkipReason("an alert run failed; not alerting about alerting")
     day = run.tags.get("dagster/partition")
     error = context.failure_event.message or "run failed"
@@ -391,5 +393,37 @@ def dead_run_sweeper(context: dg.SensorEvaluationContext):
                          else "every started run has its worker")
 
 
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+               dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+
+
+@dg.sensor(jobs=[deliver_alerts_job], minimum_interval_seconds=TICK_SECONDS,
+           default_status=RUNNING,
+           description="Alerts the webhook has not taken yet (down, slow, 5xx) → "
+                       "`deliver_alerts_job` when the next try is due (tries back off from "
+                       "`alert.retry_seconds`, doubling, up to `alert.max_attempts`).")
+def alert_delivery_sensor(context: dg.SensorEvaluationContext):
+    # The last finished run that left alerts to send (its tags say when the next is due):
+    # a later run that left none has no tag, and this one's run key is already used.
+    left = context.instance.get_runs(filters=dg.RunsFilter(
+        tags={ALERTS_TO_DELIVER: "true"}, statuses=FINISHED), limit=1)
+    if not left:
+        return dg.SkipReason("no alert waits for the webhook")
+    if context.instance.get_runs(filters=dg.RunsFilter(
+            job_name=deliver_alerts_job.name, statuses=IN_PROGRESS), limit=1):
+        return dg.SkipReason("a delivery run is on its way")
+    run, due = left[0], float(left[0].tags[NEXT_DELIVERY_AT])
+    if context.instance.get_runs(filters=dg.RunsFilter(
+            job_name=deliver_alerts_job.name, tags={DELIVER_AFTER: run.run_id}), limit=1):
+        return dg.SkipReason(f"the alerts run {run.run_id[:8]} left were sent for already")
+    if time.time() < due:
+        return dg.SkipReason(f"the next try is due at "
+                             f"{dt.datetime.fromtimestamp(due, dt.timezone.utc):%H:%M:%S} UTC")
+    return dg.RunRequest(run_key=f"deliver-after:{run.run_id}", tags={
+        TRIGGER: "alert_retry", DELIVER_AFTER: run.run_id,
+        REASON: f"alerts left unsent by run {run.run_id[:8]} ({run.job_name}) are due"})
+
+
 SENSORS = [landing_sensor, drift_sensor, quality_sensor, labels_sensor, run_failure_alert_sensor,
-           dead_run_sweeper]
+           dead_run_sweeper, alert_delivery_sensor]
