@@ -35,11 +35,13 @@ def _actor() -> str:
 
 
 def _promote(args: argparse.Namespace) -> int:
+    import duckdb
+
     from flywheel_assets.evaluate import promotion
 
     try:
         pointer = promotion.promote(Settings.from_env(args.data_dir), args.version, args.reason, _actor())
-    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError, duckdb.Error) as exc:  # OSError: a full disk
         print(f"flywheel promote: {exc}", file=sys.stderr)
         return 2
     print(f"champion is now {pointer['version']} (was {pointer['previous'] or 'none'})")
@@ -47,11 +49,13 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    import duckdb
+
     from flywheel_assets.evaluate import promotion
 
     try:
         pointer = promotion.rollback(Settings.from_env(args.data_dir), args.reason, _actor())
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, OSError, RuntimeError, duckdb.Error) as exc:
         print(f"flywheel rollback: {exc}", file=sys.stderr)
         return 2
     print(f"champion is now {pointer['version']} (was {pointer['previous']})")
@@ -71,7 +75,7 @@ def _rotate(args: argparse.Namespace) -> int:
     success, run_id, failures = rotate(str(settings.data_dir), args.day)
     for failure in failures:
         print(failure, file=sys.stderr)
-    with warehouse.connect(settings.warehouse_path) as conn:
+    with warehouse.operator_connect(settings.warehouse_path) as conn:
         record = evaluation.read_evaluation(conn, args.day)
         decision = conn.execute("SELECT promote, decision FROM ml.gate_decisions WHERE "
                                 "partition_date = ?", [args.day]).fetchone()

@@ -1,7 +1,10 @@
 """The product's code location: each stage's assets, checks and sensors, the jobs and
 the schedule, and the one resource they share."""
 
+import fcntl
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import dagster as dg
 
@@ -43,17 +46,38 @@ def build_definitions(data_dir: str | None = None,
     )
 
 
+def instance_at_home() -> dg.DagsterInstance:
+    """The instance at DAGSTER_HOME, its storage created under a file lock: two commands
+    started at once on a new home would both create the SQLite tables, and one fail
+    ("table ... already exists")."""
+    home = Path(os.environ["DAGSTER_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".flywheel-storage.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        instance = dg.DagsterInstance.get()
+        instance.get_runs(limit=1)  # the run storage, created if it is not there
+    return instance
+
+
+def _root_message(error) -> str:
+    """What went wrong at the bottom of an error's chain ("No space left on device"),
+    not Dagster's "Error occurred while executing op" around it."""
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()
+
+
 def rotate(data_dir: str, day: str) -> tuple[bool, str, list[str]]:
     """`daily_rotation_job` for one day, in this process, on the instance at
     DAGSTER_HOME (``flywheel rotate``): whether it succeeded, its run id, and each
     failed step's error."""
     job = build_definitions(data_dir).resolve_job_def("daily_rotation_job")
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
-    with dg.DagsterInstance.get() as instance:
+    with instance_at_home() as instance:
         result = job.execute_in_process(partition_key=day, instance=instance, run_config=quiet,
                                         raise_on_error=False,
                                         tags={"flywheel/cli": "rotate", **host_tag()})
-    failures = [f"step {e.step_key} failed: {e.event_specific_data.error.message.strip()}"
+    failures = [f"step {e.step_key} failed: {_root_message(e.event_specific_data.error)}"
                 for e in result.all_events if e.is_step_failure]
     return result.success, result.run_id, failures
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import sys
+import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import duckdb
 
@@ -146,7 +148,10 @@ CREATE TABLE IF NOT EXISTS ml.gate_decisions (
 CREATE TABLE IF NOT EXISTS ml.promotions (
     decided_at TIMESTAMPTZ, partition_date DATE, candidate_version VARCHAR,
     previous_champion VARCHAR, new_champion VARCHAR, promoted BOOLEAN,
-    actor VARCHAR, reasons VARCHAR);
+    actor VARCHAR, reasons VARCHAR,
+    -- whether this decision moved the pointer (a re-run's keeps it: not a promotion);
+    -- NULL on rows written before the column existed.
+    moved BOOLEAN);
 """
 
 
@@ -176,6 +181,7 @@ ADDED_COLUMNS = {
     "curated.curated_feedback": {"explored": "BOOLEAN", "signals": "VARCHAR[]",
                                  "grade": "INTEGER", "extras": "VARCHAR"},
     "ml.training_set": {"extras": "VARCHAR", "human_grade": "INTEGER"},
+    "ml.promotions": {"moved": "BOOLEAN"},
 }
 
 
@@ -211,12 +217,45 @@ def _backfill_signals(conn: duckdb.DuckDBPyConnection, table: str) -> None:
                  f"grade = {grade}")
 
 
+# A process that holds the warehouse file read-write excludes every other process,
+# readers too. Steps of runs wait their turn in the `duckdb` pool; what runs outside
+# the pool (the CLI's operator commands and summaries) waits for the lock instead.
+LOCKED = "Could not set lock on file"
+OPERATOR_WAIT_SECONDS = 900.0
+
+
+def operator_connect(path: Path, read_only: bool = False):
+    """The warehouse for a command a person runs: waits for a run that holds it, saying
+    so on stderr."""
+    return connect(path, read_only=read_only, wait_seconds=OPERATOR_WAIT_SECONDS,
+                   on_wait=lambda message: print(message, file=sys.stderr, flush=True))
+
+
+def _open(path: Path, read_only: bool, wait_seconds: float,
+          on_wait: Callable[[str], None] | None) -> duckdb.DuckDBPyConnection:
+    deadline, told = time.monotonic() + wait_seconds, False
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if LOCKED not in str(exc) or time.monotonic() >= deadline:
+                raise
+            if on_wait is not None and not told:
+                on_wait(f"waiting for the warehouse {path}: another process is writing it "
+                        f"(up to {wait_seconds:.0f} s)")
+                told = True
+            time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def connect(path: Path, temp_dir: Path | None = None, memory_limit: str | None = None,
-            read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection to the warehouse file, with the schema in place."""
+            read_only: bool = False, wait_seconds: float = 0.0,
+            on_wait: Callable[[str], None] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A short-lived connection to the warehouse file, with the schema in place. With
+    ``wait_seconds``, a file another process holds is tried again until then (telling
+    ``on_wait`` once) rather than refused at once."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    conn = duckdb.connect(str(path), read_only=read_only)
+    conn = _open(path, read_only, wait_seconds, on_wait)
     try:
         prepare(conn, temp_dir, memory_limit)
         if not read_only:
@@ -254,7 +293,14 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConn
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        # A commit that failed (a full disk) must not leave the transaction open for
+        # the connection's next statement to commit.
+        with contextlib.suppress(duckdb.Error):
+            conn.execute("ROLLBACK")
+        raise
 
 
 def replace_partition(conn: duckdb.DuckDBPyConnection, table: str, partition_date: str,

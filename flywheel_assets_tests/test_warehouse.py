@@ -26,3 +26,36 @@ def test_an_old_feedback_table_gets_its_signals_and_grades(tmp_path):
         rows = conn.execute("SELECT impression_id, signals, grade FROM curated.feedback_events "
                             "ORDER BY 1").fetchall()
     assert rows == [("saved", ["complete", "save"], 3), ("silent", None, 0)]
+
+
+def test_an_operator_command_waits_for_a_run_that_holds_the_warehouse(tmp_path, capsys):
+    """A process holding the file read-write excludes every other process: a plain
+    connection is refused at once; an operator's waits, says so once, and gets in when
+    the holder lets go."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "warehouse.duckdb"
+    with warehouse.connect(path):
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import duckdb, sys, time\n"
+        f"conn = duckdb.connect({str(path)!r})\n"
+        "print('holding', flush=True)\n"
+        "time.sleep(3)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        try:
+            with warehouse.connect(path, read_only=True):
+                raise AssertionError("a second process opened a file another holds")
+        except duckdb.IOException as exc:
+            assert warehouse.LOCKED in str(exc)
+        started = time.monotonic()
+        with warehouse.operator_connect(path, read_only=True) as conn:
+            assert conn.execute("SELECT 1").fetchall() == [(1,)]
+        assert time.monotonic() - started > 0.5  # it waited for the holder
+        assert capsys.readouterr().err.count("waiting for the warehouse") == 1
+    finally:
+        holder.kill()
+        holder.wait()

@@ -356,13 +356,19 @@ def policy_aware_terms(log: LoggedSlates, policy: Policy, reward_model: np.ndarr
 def diagnostics(terms: Terms) -> dict:
     """ESS (count and share of the valued impressions), the largest weight's share, support."""
     v = terms.prob * terms.weight
-    total, squares = float(v.sum()), float((v ** 2).sum())
+    # Both do not depend on the weights' scale: computed on v / max(v), so that a huge
+    # weight (a propensity near 0) cannot overflow them; an infinite one leaves nothing.
+    top = float(v.max(initial=0.0))
+    if np.isfinite(top) and top > 0:
+        total, squares = float((v / top).sum()), float(((v / top) ** 2).sum())
+        ess, max_share = total ** 2 / squares, 1.0 / total
+    else:
+        ess, max_share = 0.0, 1.0
     valued = int(terms.valued.sum())
-    ess = total ** 2 / squares if squares > 0 else 0.0
     mass = float(terms.prob.sum())
     return {"requests": terms.n_requests, "valued_impressions": valued,
             "effective_sample_size": ess, "ess_share": ess / valued if valued else 0.0,
-            "max_weight_share": float(v.max()) / total if total > 0 else 1.0,
+            "max_weight_share": max_share,
             "support": float(terms.prob[terms.supported].sum()) / mass if mass else 0.0,
             "family": terms.family}
 
@@ -667,15 +673,16 @@ def trust(estimate_: dict, min_ess: float, min_ess_share: float, max_weight_shar
     only the choices the two share, and its effective sample size can still be large)."""
     problems = []
     ess, share = estimate_["effective_sample_size"], estimate_["ess_share"]
-    if ess < min_ess:
+    # Written as "not within the limit": a diagnostic that is not a number (NaN) fails.
+    if not ess >= min_ess:
         problems.append(f"effective sample size {ess:.0f} < {min_ess:g}")
-    if share < min_ess_share:
+    if not share >= min_ess_share:
         problems.append(f"effective sample size is {share:.2%} of the valued impressions "
                         f"(< {min_ess_share:.2%})")
-    if estimate_["max_weight_share"] > max_weight_share:
+    if not estimate_["max_weight_share"] <= max_weight_share:
         problems.append(f"one weight carries {estimate_['max_weight_share']:.1%} of the total "
                         f"(> {max_weight_share:.0%})")
-    if estimate_["support"] < min_support:
+    if not estimate_["support"] >= min_support:
         problems.append(f"support {estimate_['support']:.1%} < {min_support:.0%}: the logging "
                         "policy could not make the policy's choices")
     return problems

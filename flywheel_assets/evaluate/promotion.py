@@ -379,13 +379,31 @@ def change_champion(conn: duckdb.DuckDBPyConnection, models_dir: Path, *,
     {...}}``) and the pointer move, in one transaction: if the move fails, the row rolls
     back. ``rollback`` steps back along the champion history instead of naming a
     version; ``move=False`` records a decision that leaves the champion where it is.
-    Returns the new pointer, or None when the pointer did not move."""
+    Returns the new pointer, or None when the pointer did not move. If the audit row's
+    commit fails after the pointer moved (a full disk), the pointer and history are put
+    back as they were: no move without its audit row."""
+    saved = model_store.pointer_files(models_dir)
+    try:
+        return _audited_move(conn, models_dir, new_version=new_version, reasons=reasons,
+                             figures=figures, actor=actor, partition_date=partition_date,
+                             candidate=candidate, previous=previous, promoted=promoted,
+                             audit_actor=audit_actor, rollback=rollback, move=move)
+    except BaseException:
+        model_store.restore_pointer_files(models_dir, saved)
+        raise
+
+
+def _audited_move(conn, models_dir, *, new_version, reasons, figures, actor, partition_date,
+                  candidate, previous, promoted, audit_actor, rollback, move) -> dict | None:
     with warehouse.transaction(conn):
         # Append-only: a re-run adds its decision, the earlier ones stay in the audit.
-        conn.execute("INSERT INTO ml.promotions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        conn.execute("INSERT INTO ml.promotions (decided_at, partition_date, candidate_version, "
+                     "previous_champion, new_champion, promoted, actor, reasons, moved) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      [warehouse.now(), partition_date, candidate, previous, new_version,
                       promoted, audit_actor or actor,
-                      json.dumps({"reasons": reasons, "figures": figures}, default=str)])
+                      json.dumps({"reasons": reasons, "figures": figures}, default=str),
+                      rollback or move])
         reason = "; ".join(reasons)
         if rollback:
             return model_store.rollback_champion(models_dir, reason, actor)
@@ -401,9 +419,11 @@ def promote(settings: Settings, version: str, reason: str, actor: str) -> dict:
         raise ValueError("a promotion needs a reason (--reason)")
     # Missing or tampered: refused here.
     model_store.load_model(settings.models_dir, version, settings.training.model)
-    # A corrupt pointer is what an operator's promotion repairs: read as none.
-    previous = model_store.champion_version(settings.models_dir, tolerate_corrupt=True)
-    with warehouse.connect(settings.warehouse_path) as conn:
+    # Holding the warehouse keeps the gate (champion_model) from moving the pointer
+    # meanwhile: the pointer is read and moved under it.
+    with warehouse.operator_connect(settings.warehouse_path) as conn:
+        # A corrupt pointer is what an operator's promotion repairs: read as none.
+        previous = model_store.champion_version(settings.models_dir, tolerate_corrupt=True)
         return change_champion(conn, settings.models_dir, new_version=version,
                                reasons=[f"override: {reason}"], figures={}, actor=actor,
                                candidate=version, previous=previous)
@@ -414,10 +434,10 @@ def rollback(settings: Settings, reason: str, actor: str) -> dict:
     if not reason.strip():
         raise ValueError("a rollback needs a reason (--reason)")
     models_dir = settings.models_dir
-    previous = model_store.champion_version(models_dir)
-    target = model_store.rollback_target(models_dir)  # nothing to roll back to: raises
-    model_store.load_model(models_dir, target, settings.training.model)  # still loads safely
-    with warehouse.connect(settings.warehouse_path) as conn:
+    with warehouse.operator_connect(settings.warehouse_path) as conn:
+        previous = model_store.champion_version(models_dir)
+        target = model_store.rollback_target(models_dir)  # nothing to roll back to: raises
+        model_store.load_model(models_dir, target, settings.training.model)  # still loads safely
         return change_champion(conn, models_dir, new_version=target,
                                reasons=[f"rollback: {reason}"], figures={}, actor=actor,
                                previous=previous, rollback=True)

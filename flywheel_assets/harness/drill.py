@@ -45,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=600.0,
                    help="seconds to wait for the decision before giving up")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    world = WorldConfig()
+    p.add_argument("--users", type=int, default=world.n_users,
+                   help=f"people in the rehearsal world (default {world.n_users})")
+    p.add_argument("--items", type=int, default=world.n_items,
+                   help=f"items in its catalogue (default {world.n_items})")
+    p.add_argument("--requests-per-day", type=int, default=world.requests_per_day,
+                   help=f"its requests per day (default {world.requests_per_day})")
     p.set_defaults(func=_main)
 
 
@@ -168,7 +175,9 @@ def _main(args: argparse.Namespace) -> int:
     keep = Path(tempfile.mkdtemp(prefix="flywheel-drill-"))
     outcome = None
     try:
-        outcome = run_drift_drill(keep / "data", WorldConfig(), args.warm_up_days, args.timeout)
+        world = WorldConfig(n_users=args.users, n_items=args.items,
+                            requests_per_day=args.requests_per_day)
+        outcome = run_drift_drill(keep / "data", world, args.warm_up_days, args.timeout)
     except (TimeoutError, RuntimeError) as exc:
         print(f"drill failed: {exc}", file=sys.stderr)
         args.keep = True  # the service log and the instance are what on-call reads next

@@ -26,6 +26,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -216,7 +217,7 @@ def _line_count(path: Path) -> int | None:
                 crlf += joined.count(b"\r\n") - previous.count(b"\r\n")
                 previous, last = joined[-2:], chunk[-1:]
         decoder.decode(b"", final=True)
-    except (UnicodeDecodeError, OSError, EOFError):
+    except (UnicodeDecodeError, OSError, EOFError, zlib.error):
         return None  # the exact reader says what is wrong with the file
     if returns != crlf:
         return None
@@ -482,5 +483,6 @@ def read_landing_file(path: Path, columns: list[str], dropped: frozenset = froze
             yield from _read_jsonl(path, columns, dropped, memory_limit)
         else:
             yield from {"parquet": _read_parquet, "csv": _read_csv}[fmt](path, columns, dropped)
-    except (OSError, EOFError, UnicodeError, csv.Error) as exc:
+    # zlib.error: a gzip file whose compressed body is corrupt (not an OSError).
+    except (OSError, EOFError, UnicodeError, csv.Error, zlib.error) as exc:
         raise LandingFileError(f"{path}: cannot be read as {fmt} ({exc})") from exc

@@ -39,11 +39,15 @@ def model_version(partition_date: str, fingerprint: str) -> str:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, text.encode())
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -189,6 +193,24 @@ def set_champion(models_dir: Path, version: str, reason: str, actor: str,
     }
     _atomic_write_text(models_dir / CHAMPION_POINTER, json.dumps(pointer, indent=2))
     return pointer
+
+
+def pointer_files(models_dir: Path) -> dict[str, bytes | None]:
+    """The pointer and history files as they are (None: absent), to put back with
+    :func:`restore_pointer_files` when what the move belonged to fails."""
+    return {name: (models_dir / name).read_bytes() if (models_dir / name).exists() else None
+            for name in (CHAMPION_HISTORY, CHAMPION_POINTER)}
+
+
+def restore_pointer_files(models_dir: Path, saved: dict[str, bytes | None]) -> None:
+    """Put the pointer and history back as :func:`pointer_files` read them (pointer
+    first: the history ahead of it is cut back on read, never the reverse)."""
+    for name in (CHAMPION_POINTER, CHAMPION_HISTORY):
+        path, data = models_dir / name, saved[name]
+        if data is None:
+            path.unlink(missing_ok=True)
+        elif not path.exists() or path.read_bytes() != data:
+            _atomic_write_bytes(path, data)
 
 
 def rollback_target(models_dir: Path) -> str:

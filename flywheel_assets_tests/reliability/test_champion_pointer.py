@@ -4,6 +4,8 @@ refused with a message that says how to repair it, which `flywheel promote` does
 
 import json
 
+import duckdb
+
 import pytest
 
 from flywheel_assets.cli import main
@@ -85,3 +87,38 @@ def test_a_corrupted_pointer_is_refused_and_a_promotion_repairs_it(models, capsy
                  "--data-dir", str(models.data_dir)]) == 0
     assert json.loads(pointer.read_text())["version"] == "m2"
     assert model_store.champion_version(models.models_dir) == "m2"
+
+
+class _CommitFails:
+    """A real DuckDB connection whose COMMIT fails as on a full disk, the transaction
+    lost (the one fault injected; everything else is DuckDB's)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def execute(self, sql, *args):
+        if sql.strip().upper() == "COMMIT":
+            self.conn.execute("ROLLBACK")
+            raise duckdb.IOException('Could not write file "warehouse.duckdb.wal": '
+                                     "No space left on device")
+        return self.conn.execute(sql, *args)
+
+
+@pytest.mark.parametrize("action", ["promote", "rollback"])
+def test_a_move_whose_audit_row_cannot_commit_is_undone(models, action):
+    from flywheel_assets import warehouse
+    from flywheel_assets.evaluate.promotion import change_champion
+
+    model_store.set_champion(models.models_dir, "m2", "better", "test")
+    before = model_store.pointer_files(models.models_dir)
+    with warehouse.connect(models.warehouse_path) as conn:
+        with pytest.raises(duckdb.IOException, match="No space left"):
+            change_champion(_CommitFails(conn), models.models_dir,
+                            new_version="m1" if action == "promote" else None,
+                            reasons=["test"], figures={}, actor="test",
+                            rollback=action == "rollback")
+        assert conn.execute("SELECT count(*) FROM ml.promotions").fetchall() == [(0,)]
+    # The pointer had moved to m1 before the commit: it is back, with its history.
+    assert model_store.champion_version(models.models_dir) == "m2"
+    assert model_store.pointer_files(models.models_dir) == before
+    assert not [p for p in models.models_dir.iterdir() if p.name.startswith(".")]
