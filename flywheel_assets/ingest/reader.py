@@ -367,6 +367,9 @@ def _csv_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator
         header = next(reader, None)
         if header is None:
             return
+        if header and header[0].startswith("\ufeff"):
+            # A byte-order mark (Excel's "CSV UTF-8"): not part of the first name.
+            header[0] = header[0][1:]
         header = [h.strip() for h in header]
         index = {name: i for i, name in enumerate(header)}
         other = [(name, i) for i, name in enumerate(header)

@@ -131,3 +131,15 @@ def test_parquet_utc_time_stamps_become_text_the_warehouse_reads_back_to_the_mic
         extras = [json.loads(r["_extras"])["seen_at"] for r in rows[:3]]
         assert extras == ["2026-01-01 00:00:00.468000001Z", "1969-12-31 23:59:59.999999999Z",
                               "1969-12-31 23:59:59.999998500Z"], name
+
+
+@pytest.mark.parametrize("name", ["part.csv", "part.csv.gz"])
+def test_a_csv_that_starts_with_a_byte_order_mark_reads_its_first_column(tmp_path, name):
+    # Excel's "CSV UTF-8" writes one; the first column's name had carried it, and every
+    # row had been quarantined as missing that column.
+    text = "\ufeffevent_id,signal,value\ne1,click,1\ne2,skip,0\n".encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    rows = [r for t in reader.read_landing_file(path, COLUMNS) for r in t.to_pylist()]
+    assert [r["event_id"] for r in rows] == ["e1", "e2"]
+    assert all(r.get("parse_error") is None for r in rows), rows
