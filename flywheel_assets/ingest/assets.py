@@ -92,14 +92,19 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
 
 
 @dg.asset(group_name="ingest", partitions_def=daily_partitions, pool="duckdb", kinds={"duckdb"},
-          deps=list(RAW_ASSETS.values()))
+          deps=[RAW_ASSETS["deletions"]])
 def user_erasure(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     """Every user with a deletion request, erased from every warehouse table and every
     partition: raw, curated and training tables, the quarantine's records, and the
     interactions on their impressions. Only the keyed hash stays, in
     `raw.deletion_requests`, as the tombstone that stops re-ingestion. Models trained
     before the request are not retrained by this asset; every later training set
-    excludes the user."""
+    excludes the user.
+
+    It follows the deletion requests only (written in the same step as the day's other
+    raw tables, which already leave out tombstoned users), and their checks never
+    block: a day whose impressions fail a blocking check still has its requests
+    applied."""
     with flywheel.warehouse() as conn:
         erased = erasure.erase_deleted_users(conn)
         tombstones = erasure.tombstone_count(conn)
