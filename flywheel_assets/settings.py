@@ -446,9 +446,9 @@ class AlertSettings:
         from flywheel_assets.monitor.alerts import check_webhook_url
 
         check_webhook_url(self.webhook_url)
-        if self.max_attempts < 1 or self.batch < 1:
-            raise ValueError(f"alert.max_attempts and alert.batch must be at least 1, got "
-                             f"{self.max_attempts} and {self.batch}")
+        if not 1 <= self.max_attempts <= 20 or self.batch < 1:
+            raise ValueError(f"alert.max_attempts must be in [1, 20] and alert.batch at least 1, "
+                             f"got {self.max_attempts} and {self.batch}")
         if not (self.retry_seconds >= 0 and self.timeout_seconds > 0):
             raise ValueError(f"alert.retry_seconds must be >= 0 and alert.timeout_seconds > 0, "
                              f"got {self.retry_seconds} and {self.timeout_seconds}")
@@ -596,7 +596,10 @@ class Settings:
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         target = self.dagster_home / "dagster.yaml"
         if not target.exists():
-            shutil.copyfile(PACKAGE_DIR / "dagster.yaml", target)
+            # Whole or not at all: a command started at the same time never reads half.
+            partial = target.with_name(f".dagster.yaml.{os.getpid()}")
+            shutil.copyfile(PACKAGE_DIR / "dagster.yaml", partial)
+            os.replace(partial, target)
         return self.dagster_home
 
 

@@ -43,7 +43,7 @@ def test_an_operator_command_waits_for_a_run_that_holds_the_warehouse(tmp_path, 
         "import duckdb, sys, time\n"
         f"conn = duckdb.connect({str(path)!r})\n"
         "print('holding', flush=True)\n"
-        "time.sleep(3)\n")], stdout=subprocess.PIPE, text=True)
+        "time.sleep(5)\n")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
         try:

@@ -363,13 +363,14 @@ MAX_CSV_FIELD_CHARS = 1 << 28
 def _csv_records(path: Path, columns: list[str], dropped: frozenset) -> Iterator[Record]:
     csv.field_size_limit(MAX_CSV_FIELD_CHARS)
     with _open_text(path) as fh:
+        # A byte-order mark (Excel's "CSV UTF-8") is not part of the first name, quoted
+        # or not: dropped before the CSV is parsed.
+        if fh.read(1) != "\ufeff":
+            fh.seek(0)
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None:
             return
-        if header and header[0].startswith("\ufeff"):
-            # A byte-order mark (Excel's "CSV UTF-8"): not part of the first name.
-            header[0] = header[0][1:]
         header = [h.strip() for h in header]
         index = {name: i for i, name in enumerate(header)}
         other = [(name, i) for i, name in enumerate(header)

@@ -7,9 +7,11 @@ that ticks twice records and sends one alert.
 Recording and sending are apart, so that no writer of the warehouse waits on the
 network (an outbox): ``raise_alert`` only writes the row (``pending`` when a webhook is
 configured). Delivery is three short steps: ``claim_due`` takes the pending alerts whose
-time has come (holding them for a lease so two deliverers never send one alert twice),
-``post`` sends each once with a timeout and no connection open, ``settle`` writes what
-happened: ``delivered``; ``rejected`` (a 4xx other than 429, or a redirect: a retry will
+time has come, marked with the claimer's token and held for a lease (an hour in the
+jobs) so that another deliverer does not send them meanwhile; ``post`` sends each once
+with a timeout and no connection open; ``settle`` writes what happened, for the rows
+its token still holds. Delivery is at least once: an alert goes out twice only if a
+deliverer's settling waits longer than its lease (it is then counted once): ``delivered``; ``rejected`` (a 4xx other than 429, or a redirect: a retry will
 not change it); ``pending`` again with the next try after ``retry_seconds * 2**i`` for a
 refused connection, a timeout, a 5xx or 429; ``failed`` after ``max_attempts`` tries.
 The row always says what happened, so on-call can see alerts that never reached them.
@@ -28,7 +30,6 @@ from dataclasses import dataclass, field
 import duckdb
 
 SEVERITIES = ("info", "warning", "critical")
-WEBHOOK_STATUSES = ("not_configured", "pending", "delivered", "failed", "rejected")
 
 ALERTS_DDL = """
 CREATE SCHEMA IF NOT EXISTS monitor;
@@ -40,7 +41,9 @@ CREATE TABLE IF NOT EXISTS monitor.alerts (
         CHECK (webhook_status IN ('not_configured', 'pending', 'delivered', 'failed', 'rejected')),
     webhook_attempts INTEGER NOT NULL, webhook_error VARCHAR,
     -- pending: not tried before this time (a claimed alert: until its lease ends).
-    next_attempt_at TIMESTAMPTZ, delivered_at TIMESTAMPTZ);
+    next_attempt_at TIMESTAMPTZ, delivered_at TIMESTAMPTZ,
+    -- the token of the deliverer that claimed it last.
+    claimed_by VARCHAR);
 """
 
 
@@ -109,12 +112,14 @@ def ensure_alerts_table(conn: duckdb.DuckDBPyConnection) -> None:
         "SELECT column_name FROM information_schema.columns "
         "WHERE table_schema = 'monitor' AND table_name = 'alerts'").fetchall()}
     if "next_attempt_at" in columns:
+        if "claimed_by" not in columns:
+            conn.execute("ALTER TABLE monitor.alerts ADD COLUMN IF NOT EXISTS claimed_by VARCHAR")
         return
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute("ALTER TABLE monitor.alerts RENAME TO alerts_before_outbox")
         conn.execute(ALERTS_DDL)
-        conn.execute("INSERT INTO monitor.alerts SELECT *, NULL, NULL "
+        conn.execute("INSERT INTO monitor.alerts SELECT *, NULL, NULL, NULL "
                      "FROM monitor.alerts_before_outbox")
         conn.execute("DROP TABLE monitor.alerts_before_outbox")
     except BaseException:
@@ -155,7 +160,7 @@ def raise_alert(conn: duckdb.DuckDBPyConnection, alert: Alert, webhook_url: str 
     details = json.dumps(alert.details, default=str, sort_keys=True)
     status = "not_configured" if webhook_url is None else "pending"
     # ON CONFLICT: if another writer recorded the key meanwhile, keep theirs.
-    conn.execute("INSERT INTO monitor.alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, NULL) "
+    conn.execute("INSERT INTO monitor.alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, NULL, NULL) "
                  "ON CONFLICT DO NOTHING",
                  [alert.key, now, alert.source, alert.severity, alert.partition_date,
                   alert.run_id, alert.title, details, status,
@@ -174,12 +179,12 @@ def _payload(row: tuple) -> bytes:
         "text": f"[{severity}] {title}"}).encode()
 
 
-def claim_due(conn: duckdb.DuckDBPyConnection, *, lease_seconds: float, limit: int,
+def claim_due(conn: duckdb.DuckDBPyConnection, *, token: str, lease_seconds: float, limit: int,
               now: dt.datetime | None = None) -> list[Delivery]:
-    """The oldest ``limit`` pending alerts due by ``now``, each held for ``lease_seconds``
-    (its ``next_attempt_at`` moved to the lease's end) so that another deliverer does
-    not take it meanwhile; a deliverer that dies leaves it due again when the lease
-    ends. One short transaction; no network."""
+    """The oldest ``limit`` pending alerts due by ``now``, marked with ``token`` and held
+    for ``lease_seconds`` (``next_attempt_at`` moved to the lease's end) so that another
+    deliverer does not take them meanwhile; a deliverer that dies leaves them due again
+    when the lease ends. One short transaction; no network."""
     now = _aware(now)
     ensure_alerts_table(conn)
     conn.execute("BEGIN TRANSACTION")
@@ -190,9 +195,9 @@ def claim_due(conn: duckdb.DuckDBPyConnection, *, lease_seconds: float, limit: i
             "WHERE webhook_status = 'pending' AND next_attempt_at <= ? "
             "ORDER BY next_attempt_at, raised_at, alert_key LIMIT ?", [now, int(limit)]).fetchall()
         if rows:
-            conn.execute("UPDATE monitor.alerts SET next_attempt_at = ? "
+            conn.execute("UPDATE monitor.alerts SET next_attempt_at = ?, claimed_by = ? "
                          "WHERE alert_key IN (SELECT unnest(?))",
-                         [now + dt.timedelta(seconds=lease_seconds), [r[0] for r in rows]])
+                         [now + dt.timedelta(seconds=lease_seconds), token, [r[0] for r in rows]])
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -228,13 +233,15 @@ def post(webhook_url: str, delivery: Delivery, timeout_seconds: float) -> Sent:
         return Sent(delivery.key, "retry", f"{type(e).__name__}: {e}")
 
 
-def settle(conn: duckdb.DuckDBPyConnection, sent: list[Sent], *, max_attempts: int,
+def settle(conn: duckdb.DuckDBPyConnection, sent: list[Sent], *, token: str, max_attempts: int,
            retry_seconds: float, now: dt.datetime | None = None) -> Backlog:
     """Write each try's outcome (one transaction) and return what is still pending.
 
-    Only rows still ``pending`` change: a try whose row another writer settled
-    meanwhile is ignored. After the ``i``-th failed try the next is due
-    ``retry_seconds * 2**(i-1)`` later; the ``max_attempts``-th gives up (``failed``)."""
+    Only rows still ``pending`` and still claimed with ``token`` change: a try whose row
+    another deliverer claimed after this one's lease ended, or settled, is ignored (so
+    it is counted once). After the ``i``-th failed try the next is due
+    ``retry_seconds * 2**(i-1)`` later (at most a day); the ``max_attempts``-th gives up
+    (``failed``)."""
     if max_attempts < 1:
         raise ValueError(f"max_attempts must be at least 1, got {max_attempts}")
     now = _aware(now)
@@ -248,10 +255,10 @@ def settle(conn: duckdb.DuckDBPyConnection, sent: list[Sent], *, max_attempts: i
                 "webhook_status = CASE WHEN ? IN ('delivered', 'rejected') THEN ? "
                 "  WHEN webhook_attempts + 1 >= ? THEN 'failed' ELSE 'pending' END, "
                 "next_attempt_at = CASE WHEN ? = 'retry' AND webhook_attempts + 1 < ? "
-                "  THEN ? + to_seconds(? * pow(2, webhook_attempts)) END "
-                "WHERE alert_key = ? AND webhook_status = 'pending'",
+                "  THEN ? + to_seconds(least(? * pow(2, webhook_attempts), 86400.0)) END "
+                "WHERE alert_key = ? AND webhook_status = 'pending' AND claimed_by = ?",
                 [s.error, s.result, now, s.result, s.result, max_attempts, s.result,
-                 max_attempts, now, float(retry_seconds), s.key])
+                 max_attempts, now, float(retry_seconds), s.key, token])
     except BaseException:
         conn.execute("ROLLBACK")
         raise

@@ -16,10 +16,14 @@ import dagster as dg
 from flywheel_assets.monitor import alerts
 from flywheel_assets.resources import FlywheelResource
 
-# Tags of a run that left alerts to send: the delivery sensor reads them (sensors do
-# not read the warehouse).
-ALERTS_TO_DELIVER = "flywheel/alerts_to_deliver"
+# Tags of a run that knows what alerts are left to send (the delivery sensor reads
+# them: sensors do not read the warehouse).
+ALERTS_REPORTED = "flywheel/alerts"  # "reported" on every such run
+ALERTS_PENDING = "flywheel/alerts_pending"
 NEXT_DELIVERY_AT = "flywheel/next_delivery_at"
+# A claim holds its alerts this long (at least): longer than a batch's sends and than
+# the wait for the pool before settling, so that a second deliverer does not resend.
+LEASE_SECONDS = 3600.0
 
 
 class AlertConfig(dg.Config):
@@ -32,12 +36,13 @@ class AlertConfig(dg.Config):
     run_id: str | None = None
 
 
-def note_backlog(context, backlog: alerts.Backlog) -> None:
-    """Tag the run with the alerts it leaves to send (none: no tag), for the sensor."""
-    if backlog.pending:
-        context.instance.add_run_tags(context.run_id, {
-            ALERTS_TO_DELIVER: "true",
-            NEXT_DELIVERY_AT: f"{backlog.next_attempt_at.timestamp():.3f}"})
+def note_backlog(context, backlog: alerts.Backlog, webhook_url: str | None) -> None:
+    """Tag the run with the alerts left to send, for the sensor (none without a
+    webhook: nothing would send them)."""
+    pending = backlog.pending if webhook_url is not None else 0
+    context.instance.add_run_tags(context.run_id, {
+        ALERTS_REPORTED: "reported", ALERTS_PENDING: str(pending),
+        NEXT_DELIVERY_AT: f"{backlog.next_attempt_at.timestamp():.3f}" if pending else ""})
 
 
 @dg.op(pool="duckdb", out=dg.Out(dg.Nothing))
@@ -59,10 +64,11 @@ def claim_alerts(context: dg.OpExecutionContext, flywheel: FlywheelResource) -> 
     s = flywheel.settings.alert
     if s.webhook_url is None:
         return []
-    # The lease outlasts the sends of a whole batch, timeouts included.
-    lease = s.batch * s.timeout_seconds + 60
+    # The lease outlasts the sends of a whole batch (timeouts included) and the wait
+    # for the pool before settling.
+    lease = max(LEASE_SECONDS, 2 * s.batch * s.timeout_seconds)
     with flywheel.warehouse() as conn:
-        due = alerts.claim_due(conn, lease_seconds=lease, limit=s.batch)
+        due = alerts.claim_due(conn, token=context.run_id, lease_seconds=lease, limit=s.batch)
     context.log.info(f"{len(due)} alert(s) due for the webhook")
     return due
 
@@ -83,12 +89,12 @@ def settle_alerts(context: dg.OpExecutionContext, flywheel: FlywheelResource, se
     s = flywheel.settings.alert
     with flywheel.warehouse() as conn:
         if sent:
-            left = alerts.settle(conn, sent, max_attempts=s.max_attempts,
+            left = alerts.settle(conn, sent, token=context.run_id, max_attempts=s.max_attempts,
                                  retry_seconds=s.retry_seconds)
         else:
             left = alerts.backlog(conn)
-    note_backlog(context, left)
-    if left.pending:
+    note_backlog(context, left, s.webhook_url)
+    if left.pending and s.webhook_url is not None:
         context.log.info(f"{left.pending} alert(s) left to send, the next due "
                          f"{left.next_attempt_at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
 

@@ -17,8 +17,8 @@ import dagster as dg
 
 from flywheel_assets.jobs import daily_rotation_job, retrain_job
 from flywheel_assets.monitor.alerts import Alert
-from flywheel_assets.monitor.jobs import (ALERTS_TO_DELIVER, NEXT_DELIVERY_AT, alert_run_config,
-                                          deliver_alerts_job, record_alert_job)
+from flywheel_assets.monitor.jobs import (ALERTS_PENDING, ALERTS_REPORTED, NEXT_DELIVERY_AT,
+                                          alert_run_config, deliver_alerts_job, record_alert_job)
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.resources import FlywheelResource
 from flywheel_assets.settings import Settings
@@ -396,33 +396,45 @@ def dead_run_sweeper(context: dg.SensorEvaluationContext):
 FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
                dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
+# The finished runs that said what alerts are left, newest created first, among which
+# the one that finished last is believed.
+ALERT_RUNS_LOOKED_AT = 20
 
 
 @dg.sensor(jobs=[deliver_alerts_job], minimum_interval_seconds=TICK_SECONDS,
            default_status=RUNNING,
            description="Alerts the webhook has not taken yet (down, slow, 5xx) → "
                        "`deliver_alerts_job` when the next try is due (tries back off from "
-                       "`alert.retry_seconds`, doubling, up to `alert.max_attempts`).")
+                       "`alert.retry_seconds`, doubling, up to `alert.max_attempts`); a "
+                       "delivery run that failed is tried again, backing off the same way.")
 def alert_delivery_sensor(context: dg.SensorEvaluationContext):
-    # The last finished run that left alerts to send (its tags say when the next is due):
-    # a later run that left none has no tag, and this one's run key is already used.
-    left = context.instance.get_runs(filters=dg.RunsFilter(
-        tags={ALERTS_TO_DELIVER: "true"}, statuses=FINISHED), limit=1)
-    if not left:
-        return dg.SkipReason("no alert waits for the webhook")
     if context.instance.get_runs(filters=dg.RunsFilter(
             job_name=deliver_alerts_job.name, statuses=IN_PROGRESS), limit=1):
         return dg.SkipReason("a delivery run is on its way")
-    run, due = left[0], float(left[0].tags[NEXT_DELIVERY_AT])
-    if context.instance.get_runs(filters=dg.RunsFilter(
-            job_name=deliver_alerts_job.name, tags={DELIVER_AFTER: run.run_id}), limit=1):
-        return dg.SkipReason(f"the alerts run {run.run_id[:8]} left were sent for already")
+    # What is left to send, as the last run to finish that knew said it.
+    reported = context.instance.get_run_records(filters=dg.RunsFilter(
+        tags={ALERTS_REPORTED: "reported"}, statuses=FINISHED), limit=ALERT_RUNS_LOOKED_AT)
+    if not reported:
+        return dg.SkipReason("no alert waits for the webhook")
+    latest = max(reported, key=lambda r: (r.end_time or 0.0, r.create_timestamp.timestamp()))
+    run = latest.dagster_run
+    if int(run.tags.get(ALERTS_PENDING, "0")) == 0:
+        return dg.SkipReason("no alert waits for the webhook")
+    due = float(run.tags[NEXT_DELIVERY_AT])
+    # Delivery runs asked after it that did not get as far as saying what is left
+    # (failed, canceled): try again, backing off.
+    failed = context.instance.get_run_records(filters=dg.RunsFilter(
+        job_name=deliver_alerts_job.name, tags={DELIVER_AFTER: run.run_id}, statuses=FINISHED))
+    if failed:
+        retry = Settings.from_env().alert.retry_seconds
+        last_end = max(r.end_time or 0.0 for r in failed)
+        due = max(due, last_end + min(retry * 2 ** (len(failed) - 1), 86400.0))
     if time.time() < due:
         return dg.SkipReason(f"the next try is due at "
                              f"{dt.datetime.fromtimestamp(due, dt.timezone.utc):%H:%M:%S} UTC")
-    return dg.RunRequest(run_key=f"deliver-after:{run.run_id}", tags={
+    return dg.RunRequest(run_key=f"deliver-after:{run.run_id}:{len(failed)}", tags={
         TRIGGER: "alert_retry", DELIVER_AFTER: run.run_id,
-        REASON: f"alerts left unsent by run {run.run_id[:8]} ({run.job_name}) are due"})
+        REASON: f"alerts left unsent after run {run.run_id[:8]} ({run.job_name}) are due"})
 
 
 SENSORS = [landing_sensor, drift_sensor, quality_sensor, labels_sensor, run_failure_alert_sensor,

@@ -104,9 +104,10 @@ RETRY = 30.0
 
 def _try(conn, url, at, *, max_attempts=6, timeout=5.0):
     """One delivery as the jobs make it: claim what is due at ``at``, POST, settle."""
-    due = claim_due(conn, lease_seconds=600, limit=20, now=at)
+    due = claim_due(conn, token="run-a", lease_seconds=600, limit=20, now=at)
     sent = [post(url, d, timeout) for d in due]
-    left = settle(conn, sent, max_attempts=max_attempts, retry_seconds=RETRY, now=at)
+    left = settle(conn, sent, token="run-a", max_attempts=max_attempts, retry_seconds=RETRY,
+                  now=at)
     return sent, left
 
 
@@ -206,7 +207,7 @@ def test_a_timeout_is_retried_and_delivered_on_the_next_try(conn, webhook):
 def test_no_url_records_not_configured_and_nothing_is_due(conn):
     outcome = raise_alert(conn, _alert(), None, now=NOW)
     assert (outcome.webhook_status, outcome.duplicate) == ("not_configured", False)
-    assert claim_due(conn, lease_seconds=60, limit=20, now=NOW + dt.timedelta(days=1)) == []
+    assert claim_due(conn, token="run-a", lease_seconds=60, limit=20, now=NOW + dt.timedelta(days=1)) == []
     [row] = _rows(conn)
     assert (row["webhook_status"], row["webhook_attempts"]) == ("not_configured", 0)
 
@@ -224,12 +225,22 @@ def test_same_key_twice_records_and_sends_once(conn, webhook):
 
 def test_a_claimed_alert_is_not_claimed_again_until_its_lease_ends(conn):
     raise_alert(conn, _alert(), "http://127.0.0.1:9/hook", now=NOW)
-    [first] = claim_due(conn, lease_seconds=120, limit=20, now=NOW)
+    [first] = claim_due(conn, token="run-a", lease_seconds=120, limit=20, now=NOW)
     # Another deliverer meanwhile: nothing to take, so the alert is not sent twice.
-    assert claim_due(conn, lease_seconds=120, limit=20, now=NOW + dt.timedelta(seconds=119)) == []
-    # The first deliverer died without settling: the alert is due again after the lease.
-    [again] = claim_due(conn, lease_seconds=120, limit=20, now=NOW + dt.timedelta(seconds=120))
+    assert claim_due(conn, token="run-a", lease_seconds=120, limit=20, now=NOW + dt.timedelta(seconds=119)) == []
+    # The first deliverer is late settling (or died): due again after the lease, and
+    # another deliverer's claim takes it.
+    [again] = claim_due(conn, token="run-b", lease_seconds=120, limit=20,
+                        now=NOW + dt.timedelta(seconds=120))
     assert again.key == first.key and again.body == first.body and again.attempts == 0
+    # The late first deliverer settles: ignored (the claim is run-b's); run-b's counts.
+    settle(conn, [Sent(first.key, "retry", "late")], token="run-a", max_attempts=6,
+           retry_seconds=RETRY, now=NOW + dt.timedelta(seconds=121))
+    assert _rows(conn)[0]["webhook_attempts"] == 0
+    settle(conn, [Sent(first.key, "delivered")], token="run-b", max_attempts=6,
+           retry_seconds=RETRY, now=NOW + dt.timedelta(seconds=122))
+    [row] = _rows(conn)
+    assert (row["webhook_status"], row["webhook_attempts"]) == ("delivered", 1)
 
 
 def test_settling_an_alert_another_run_settled_changes_nothing(conn, webhook):
@@ -237,7 +248,7 @@ def test_settling_an_alert_another_run_settled_changes_nothing(conn, webhook):
     raise_alert(conn, _alert(), hook.url, now=NOW)
     _try(conn, hook.url, NOW)
     before = _rows(conn)
-    settle(conn, [Sent("run_failure:abc123", "retry", "late")], max_attempts=6,
+    settle(conn, [Sent("run_failure:abc123", "retry", "late")], token="run-a", max_attempts=6,
            retry_seconds=RETRY, now=NOW + dt.timedelta(minutes=5))
     assert _rows(conn) == before
 
@@ -246,7 +257,7 @@ def test_a_batch_takes_the_oldest_due_first(conn):
     for minute in (3, 1, 2):
         raise_alert(conn, _alert(key=f"k{minute}"), "http://127.0.0.1:9/hook",
                     now=NOW + dt.timedelta(minutes=minute))
-    due = claim_due(conn, lease_seconds=60, limit=2, now=NOW + dt.timedelta(hours=1))
+    due = claim_due(conn, token="run-a", lease_seconds=60, limit=2, now=NOW + dt.timedelta(hours=1))
     assert [d.key for d in due] == ["k1", "k2"]
 
 
@@ -317,6 +328,7 @@ def test_recent_alerts_newest_first_with_limit(conn):
 @pytest.mark.parametrize("env, message", [
     ({"FLYWHEEL_ALERT_WEBHOOK_URL": "hooks.example.com/x"}, "must be an http"),
     ({"FLYWHEEL_ALERT_MAX_ATTEMPTS": "0"}, "max_attempts"),
+    ({"FLYWHEEL_ALERT_MAX_ATTEMPTS": "21"}, "max_attempts"),
     ({"FLYWHEEL_ALERT_TIMEOUT_SECONDS": "0"}, "timeout_seconds"),
 ])
 def test_alert_settings_are_refused_when_they_load(tmp_path, monkeypatch, env, message):

@@ -22,13 +22,14 @@ import pytest
 
 from flywheel_assets import warehouse
 from flywheel_assets.monitor.alerts import Alert
-from flywheel_assets.monitor.jobs import (ALERTS_TO_DELIVER, alert_run_config, deliver_alerts_job,
-                                          record_alert_job)
+from flywheel_assets.monitor.jobs import (ALERTS_PENDING, NEXT_DELIVERY_AT, alert_run_config,
+                                          deliver_alerts_job, record_alert_job)
 from flywheel_assets.monitor.sensors import alert_delivery_sensor
 from flywheel_assets.resources import FlywheelResource
 from flywheel_assets.settings import Settings
 
 TIMEOUT = 1.0
+RETRY = 3.0
 
 # Asked by the webhook while it is being called (one line on stdin, one JSON line back;
 # started beforehand so that it answers at once): another process writes the warehouse
@@ -100,7 +101,7 @@ def flywheel(tmp_path, monkeypatch):
     shutil.copy(Path(__file__).parents[2] / "flywheel_assets" / "dagster.yaml", home)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("FLYWHEEL_ALERT_TIMEOUT_SECONDS", str(TIMEOUT))
-    monkeypatch.setenv("FLYWHEEL_ALERT_RETRY_SECONDS", "2")
+    monkeypatch.setenv("FLYWHEEL_ALERT_RETRY_SECONDS", str(RETRY))
     (tmp_path / "probe.py").write_text(PROBE)
     return tmp_path
 
@@ -131,6 +132,15 @@ def _tick(instance, data_dir):
         return alert_delivery_sensor(context)
 
 
+def _tick_when_due(instance, data_dir, run_id: str):
+    """The sensor's tick once the time ``run_id`` said the next try is due has come."""
+    due = float(instance.get_run_by_id(run_id).tags[NEXT_DELIVERY_AT])
+    time.sleep(max(0.0, due - time.time()) + 0.1)
+    request = _tick(instance, data_dir)
+    assert isinstance(request, dg.RunRequest), request.skip_message
+    return request
+
+
 ALERT = Alert(key="run_failure:abc", source="run_failure_alert_sensor", severity="critical",
               title="daily_rotation_job failed for 2026-01-04", partition_date="2026-01-04")
 
@@ -153,7 +163,7 @@ def test_a_slow_webhook_keeps_the_alert_and_holds_no_writer(flywheel, webhook):
         row = _alert_row(flywheel)
         assert (row["webhook_status"], row["webhook_attempts"]) == ("pending", 1)
         assert "timed out" in row["webhook_error"]
-        assert instance.get_run_by_id(run.run_id).tags[ALERTS_TO_DELIVER] == "true"
+        assert instance.get_run_by_id(run.run_id).tags[ALERTS_PENDING] == "1"
 
 
 def test_a_webhook_down_gets_the_alert_when_it_is_back(flywheel, monkeypatch):
@@ -172,26 +182,22 @@ def test_a_webhook_down_gets_the_alert_when_it_is_back(flywheel, monkeypatch):
             early = _tick(instance, flywheel)
             assert isinstance(early, dg.SkipReason) and "due at" in early.skip_message
             # Due, the webhook still down: a delivery run tries again and keeps the alert.
-            time.sleep(2.2)
-            request = _tick(instance, flywheel)
+            request = _tick_when_due(instance, flywheel, first.run_id)
             second = _run(deliver_alerts_job, instance, flywheel, tags=request.tags)
             assert second.success
             row = _alert_row(flywheel)
             assert (row["webhook_status"], row["webhook_attempts"]) == ("pending", 2)
             waited = (row["next_attempt_at"].timestamp()
                       - instance.get_run_record_by_id(second.run_id).end_time)
-            assert 2.0 < waited <= 4.0 + 1, waited  # the second wait is twice the first
-            assert isinstance(_tick(instance, flywheel), dg.SkipReason)  # asked for already, or not due
+            assert RETRY < waited <= 2 * RETRY, waited  # the second wait is twice the first
+            assert isinstance(_tick(instance, flywheel), dg.SkipReason)  # not due yet
 
     # Back up.
     hook = Webhook(Settings.from_env(flywheel).warehouse_path, flywheel / "probe.py")
     try:
         monkeypatch.setenv("FLYWHEEL_ALERT_WEBHOOK_URL", hook.url)
         with dg.DagsterInstance.get() as instance:
-            deadline = time.time() + 10
-            while not isinstance(request := _tick(instance, flywheel), dg.RunRequest):
-                assert time.time() < deadline, request.skip_message
-                time.sleep(0.2)
+            request = _tick_when_due(instance, flywheel, second.run_id)
             assert request.tags["flywheel/deliver_after"] == second.run_id
             third = _run(deliver_alerts_job, instance, flywheel, tags=request.tags)
             assert third.success
@@ -199,9 +205,45 @@ def test_a_webhook_down_gets_the_alert_when_it_is_back(flywheel, monkeypatch):
             assert body["key"] == ALERT.key and body["severity"] == "critical"
             row = _alert_row(flywheel)
             assert (row["webhook_status"], row["webhook_attempts"]) == ("delivered", 3)
-            assert ALERTS_TO_DELIVER not in instance.get_run_by_id(third.run_id).tags
+            assert instance.get_run_by_id(third.run_id).tags[ALERTS_PENDING] == "0"
             # Nothing left: the sensor asks for nothing more.
             after = _tick(instance, flywheel)
             assert isinstance(after, dg.SkipReason)
     finally:
         hook.close()
+
+
+def test_a_delivery_run_that_fails_is_asked_again_later(flywheel, monkeypatch):
+    with socket.socket() as down:
+        down.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("FLYWHEEL_ALERT_WEBHOOK_URL",
+                           f"http://127.0.0.1:{down.getsockname()[1]}/hook")
+        with dg.DagsterInstance.get() as instance:
+            first = _run(record_alert_job, instance, flywheel, run_config=alert_run_config(ALERT))
+            request = _tick_when_due(instance, flywheel, first.run_id)
+            # The delivery run fails before it can say what is left (its warehouse is not
+            # there: a data directory that is a file).
+            broken = flywheel / "not-a-directory"
+            broken.write_text("")
+            failed = _run(deliver_alerts_job, instance, broken, tags=request.tags,
+                          raise_on_error=False)
+            assert not failed.success
+            # Asked again, after a back-off, under a new run key.
+            skipped = _tick(instance, flywheel)
+            assert isinstance(skipped, dg.SkipReason) and "due at" in skipped.skip_message
+            time.sleep(RETRY + 0.2)
+            again = _tick(instance, flywheel)
+            assert isinstance(again, dg.RunRequest), again.skip_message
+            assert again.run_key != request.run_key
+            assert again.tags["flywheel/deliver_after"] == first.run_id
+            assert _run(deliver_alerts_job, instance, flywheel, tags=again.tags).success
+            assert _alert_row(flywheel)["webhook_attempts"] == 2
+
+
+def test_without_a_webhook_nothing_is_asked_for(flywheel, monkeypatch):
+    monkeypatch.delenv("FLYWHEEL_ALERT_WEBHOOK_URL", raising=False)
+    with dg.DagsterInstance.get() as instance:
+        run = _run(record_alert_job, instance, flywheel, run_config=alert_run_config(ALERT))
+        assert _alert_row(flywheel)["webhook_status"] == "not_configured"
+        assert instance.get_run_by_id(run.run_id).tags[ALERTS_PENDING] == "0"
+        assert isinstance(_tick(instance, flywheel), dg.SkipReason)
