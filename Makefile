@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles benchmark-rotation drill clean label-studio-install label-studio
+.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles benchmark-rotation benchmark-poisoning drill clean label-studio-install label-studio
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -56,6 +56,11 @@ test-fast: install
 # Full loop vs the naive loop (--no-ips --no-filters) on the same world, side by side.
 benchmark-signal: install
 	$(BIN)/flywheel benchmark signal --days $(DAYS) --jobs 2
+
+# A bot ring of 5% of the users pushing five items, bot_attack on the second half of the
+# days: where the champion ranks its targets, bot defences on vs off, side by side.
+benchmark-poisoning: install
+	$(BIN)/flywheel benchmark poisoning --days $(DAYS) --jobs 2
 
 # Guarded loop (exploration + diversity re-ranking) vs the greedy loop in the responsive
 # world, 28 days each, side by side.

@@ -37,13 +37,18 @@ the last 14 days ranking ordinary pools (`simulation/oracle.cold_start`).
 ``flywheel benchmark labels --noise P``: human labels needed to reach a target gold-set
 accuracy with active selection vs random selection (`labels_benchmark`).
 
+``flywheel benchmark poisoning``: a bot ring of 5% of the users pushing five items,
+with the ``bot_attack`` scenario on the later days: where the champion in service ranks
+the ring's targets (and a matched control set) each day, with the product's bot
+defences on and switched off by settings overrides (`poisoning`).
+
 ``flywheel benchmark rotation --impressions N``: one full rotation of a day of N
 impressions (default 1M) through Dagster and from a plain loop of the same steps (the
 floor): seconds per stage, rows per second, peak memory, the ratio
 (`rotation_benchmark`).
 
-``--jobs 2`` runs the two arms of loops, signal and compounding side by side, each in
-its own process (its log in its directory).
+``--jobs 2`` runs the two arms of loops, signal, compounding and poisoning side by side,
+each in its own process (its log in its directory).
 """
 
 from __future__ import annotations
@@ -56,8 +61,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from flywheel_assets.harness import (gate_benchmark, labels_benchmark, profile_cost,
-                                     rotation_benchmark, target_benchmark)
+from flywheel_assets.harness import (gate_benchmark, labels_benchmark, poisoning,
+                                     profile_cost, rotation_benchmark, target_benchmark)
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation.config import WorldConfig
 
@@ -70,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=["signal", "loops", "gate", "target", "compounding",
-                                    "profiles", "cold-start", "labels", "rotation"],
+                                    "profiles", "cold-start", "labels", "rotation", "poisoning"],
                    help="signal: full loop vs --no-ips --no-filters; "
                         "loops: guarded loop vs --epsilon 0 --no-rerank; "
                         "compounding: profiles from feedback vs --no-profiles; "
@@ -79,12 +84,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "gate: the gate's error rates against the truth; "
                         "target: training targets compared on a finished demo run; "
                         "labels: human labels needed with active vs random selection; "
-                        "rotation: one rotation at volume, Dagster vs a plain loop")
+                        "rotation: one rotation at volume, Dagster vs a plain loop; "
+                        "poisoning: a bot ring's targets in the champion's rankings, "
+                        "bot defences on vs off")
     p.add_argument("--profile", choices=["default", "carousel"], default="default",
                    help="compounding: the product to run (default: the media feed)")
-    p.add_argument("--days", type=int, help="simulated days (default: 14 for signal and "
-                                            "compounding, 28 for loops, 6 decision days per "
-                                            "world for gate); "
+    p.add_argument("--days", type=int, help="simulated days (default: 14 for signal, "
+                                            "poisoning and compounding, 28 for loops, 6 "
+                                            "decision days per world for gate); "
                                             "target: how many of the run's days (default all)")
     p.add_argument("--seed", type=int, default=WorldConfig.seed)
     p.add_argument("--data-dir", help="runs go to <data dir>/benchmarks/<name>/{full,naive}")
@@ -92,6 +99,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     profile_cost.add_arguments(p)
     labels_benchmark.add_arguments(p)
     rotation_benchmark.add_arguments(p)
+    poisoning.add_arguments(p)
     p.set_defaults(func=_main)
 
 
@@ -103,7 +111,8 @@ def _main(args: argparse.Namespace) -> int:
     return {"loops": _loops, "signal": _signal, "gate": gate_benchmark.main,
             "target": target_benchmark.main, "compounding": _compounding,
             "profiles": profile_cost.main, "cold-start": _cold_start,
-            "labels": labels_benchmark.main, "rotation": rotation_benchmark.main}[args.name](args)
+            "labels": labels_benchmark.main, "rotation": rotation_benchmark.main,
+            "poisoning": poisoning.main}[args.name](args)
 
 
 def _arm(data_dir: str, overrides: dict, config: WorldConfig, days: int, log: bool) -> dict:
