@@ -449,8 +449,8 @@ class AlertSettings:
         if not 1 <= self.max_attempts <= 20 or self.batch < 1:
             raise ValueError(f"alert.max_attempts must be in [1, 20] and alert.batch at least 1, "
                              f"got {self.max_attempts} and {self.batch}")
-        if not (self.retry_seconds >= 0 and self.timeout_seconds > 0):
-            raise ValueError(f"alert.retry_seconds must be >= 0 and alert.timeout_seconds > 0, "
+        if not (self.retry_seconds >= 1 and self.timeout_seconds > 0):
+            raise ValueError(f"alert.retry_seconds must be >= 1 and alert.timeout_seconds > 0, "
                              f"got {self.retry_seconds} and {self.timeout_seconds}")
 
 

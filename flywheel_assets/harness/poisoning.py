@@ -461,6 +461,15 @@ def run(base: Path, days: int, seed: int, attack: tuple[int, int],
 
     arm_specs = arms(base, seed, attack, bot_fraction, **world)
     if measure_only:
+        # The run's own attack window and days, whatever the command line says.
+        from flywheel_assets.simulation import world as world_lib
+
+        ran = world_lib.load_config(world_lib.world_dir(arm_specs["defences_on"][0].resolve()))
+        [window] = [s for s in ran.scenarios if s.name == "bot_attack"]
+        if (window.first_day, window.last_day) != tuple(attack):
+            raise ValueError(f"the arms in {base} ran with bot_attack on days "
+                             f"{window.first_day}-{window.last_day}, not {attack[0]}-{attack[1]}: "
+                             f"give --attack {window.first_day}-{window.last_day} and their --days")
         summaries = {label: json.loads((Settings.from_env(d, o).reports_dir
                                         / "demo_summary.json").read_text())
                      for label, (d, o, _) in arm_specs.items()}
@@ -497,8 +506,11 @@ def main(args: argparse.Namespace) -> int:
         ("n_users", args.users), ("n_items", args.items),
         ("requests_per_day", args.requests_per_day)) if value is not None}
     base = Settings.from_env(args.data_dir).data_dir / "benchmarks" / "poisoning"
-    result = run(base, days, args.seed, attack, args.bot_fraction, args.panel,
-                 getattr(args, "jobs", 1) or 1, args.measure_only, **world)
+    try:
+        result = run(base, days, args.seed, attack, args.bot_fraction, args.panel,
+                     getattr(args, "jobs", 1) or 1, args.measure_only, **world)
+    except ValueError as exc:
+        raise SystemExit(f"flywheel benchmark poisoning: {exc}")
     print()
     print(f"benchmark poisoning: {days} days, seed {args.seed}, bot ring "
           f"{args.bot_fraction:.0%} of users, bot_attack on days {attack[0]}-{attack[1]}, "

@@ -108,5 +108,5 @@ def human_audit(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
                       "the loop may be optimising a proxy",
                 details={k: v for k, v in record.items()}, partition_date=day),
                 s.alert.webhook_url)
-            note_backlog(context, alert_backlog(conn), s.alert.webhook_url)  # for alert_delivery_sensor
+            note_backlog(context, alert_backlog(conn))  # for alert_delivery_sensor
     return dg.MaterializeResult(metadata=readable(**record))

@@ -10,6 +10,7 @@ pool slot, so a webhook that is down or slow delays only the alerts."""
 
 import datetime as dt
 import json
+import time
 
 import dagster as dg
 
@@ -21,6 +22,7 @@ from flywheel_assets.resources import FlywheelResource
 ALERTS_REPORTED = "flywheel/alerts"  # "reported" on every such run
 ALERTS_PENDING = "flywheel/alerts_pending"
 NEXT_DELIVERY_AT = "flywheel/next_delivery_at"
+REPORTED_AT = "flywheel/alerts_reported_at"
 # A claim holds its alerts this long (at least): longer than a batch's sends and than
 # the wait for the pool before settling, so that a second deliverer does not resend.
 LEASE_SECONDS = 3600.0
@@ -36,12 +38,13 @@ class AlertConfig(dg.Config):
     run_id: str | None = None
 
 
-def note_backlog(context, backlog: alerts.Backlog, webhook_url: str | None) -> None:
-    """Tag the run with the alerts left to send, for the sensor (none without a
-    webhook: nothing would send them)."""
-    pending = backlog.pending if webhook_url is not None else 0
+def note_backlog(context, backlog: alerts.Backlog) -> None:
+    """Tag the run with the alerts left to send and when it read them, for the sensor
+    (which believes the latest reading)."""
+    pending = backlog.pending
     context.instance.add_run_tags(context.run_id, {
         ALERTS_REPORTED: "reported", ALERTS_PENDING: str(pending),
+        REPORTED_AT: f"{time.time():.3f}",
         NEXT_DELIVERY_AT: f"{backlog.next_attempt_at.timestamp():.3f}" if pending else ""})
 
 
@@ -93,8 +96,8 @@ def settle_alerts(context: dg.OpExecutionContext, flywheel: FlywheelResource, se
                                  retry_seconds=s.retry_seconds)
         else:
             left = alerts.backlog(conn)
-    note_backlog(context, left, s.webhook_url)
-    if left.pending and s.webhook_url is not None:
+    note_backlog(context, left)
+    if left.pending:
         context.log.info(f"{left.pending} alert(s) left to send, the next due "
                          f"{left.next_attempt_at.astimezone(dt.timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
 

@@ -18,7 +18,8 @@ import dagster as dg
 from flywheel_assets.jobs import daily_rotation_job, retrain_job
 from flywheel_assets.monitor.alerts import Alert
 from flywheel_assets.monitor.jobs import (ALERTS_PENDING, ALERTS_REPORTED, NEXT_DELIVERY_AT,
-                                          alert_run_config, deliver_alerts_job, record_alert_job)
+                                          REPORTED_AT, alert_run_config, deliver_alerts_job,
+                                          record_alert_job)
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.resources import FlywheelResource
 from flywheel_assets.settings import Settings
@@ -393,11 +394,10 @@ def dead_run_sweeper(context: dg.SensorEvaluationContext):
                          else "every started run has its worker")
 
 
-FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
                dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
-# The finished runs that said what alerts are left, newest created first, among which
-# the one that finished last is believed.
+# The runs that said what alerts are left, newest created first, among which the
+# latest reading is believed.
 ALERT_RUNS_LOOKED_AT = 20
 
 
@@ -408,33 +408,41 @@ ALERT_RUNS_LOOKED_AT = 20
                        "`alert.retry_seconds`, doubling, up to `alert.max_attempts`); a "
                        "delivery run that failed is tried again, backing off the same way.")
 def alert_delivery_sensor(context: dg.SensorEvaluationContext):
+    if Settings.from_env().alert.webhook_url is None:
+        return dg.SkipReason("no webhook is configured (FLYWHEEL_ALERT_WEBHOOK_URL)")
     if context.instance.get_runs(filters=dg.RunsFilter(
             job_name=deliver_alerts_job.name, statuses=IN_PROGRESS), limit=1):
         return dg.SkipReason("a delivery run is on its way")
-    # What is left to send, as the last run to finish that knew said it.
-    reported = context.instance.get_run_records(filters=dg.RunsFilter(
-        tags={ALERTS_REPORTED: "reported"}, statuses=FINISHED), limit=ALERT_RUNS_LOOKED_AT)
-    if not reported:
+    # What is left to send, as the latest reading of it says (a run tags it when it
+    # reads it: an alert run at its end, a rotation's human_audit half-way).
+    reported = context.instance.get_runs(filters=dg.RunsFilter(
+        tags={ALERTS_REPORTED: "reported"}), limit=ALERT_RUNS_LOOKED_AT)
+    latest = max(reported, key=lambda r: float(r.tags.get(REPORTED_AT) or 0.0), default=None)
+    read_at = float(latest.tags.get(REPORTED_AT) or 0.0) if latest else 0.0
+    pending = int(latest.tags.get(ALERTS_PENDING, "0")) if latest else 0
+    due = float(latest.tags[NEXT_DELIVERY_AT]) if pending else None
+    # Alert runs that failed since that reading (a record or delivery run killed or
+    # refused by the warehouse) may have left alerts unsent: ask again, backing off.
+    failed = [r for r in context.instance.get_run_records(filters=dg.RunsFilter(
+        tags={"flywheel/kind": "alert"},
+        statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+        updated_after=dt.datetime.fromtimestamp(read_at, dt.timezone.utc)), limit=100)
+        if (r.end_time or 0.0) > read_at]
+    if not pending and not failed:
         return dg.SkipReason("no alert waits for the webhook")
-    latest = max(reported, key=lambda r: (r.end_time or 0.0, r.create_timestamp.timestamp()))
-    run = latest.dagster_run
-    if int(run.tags.get(ALERTS_PENDING, "0")) == 0:
-        return dg.SkipReason("no alert waits for the webhook")
-    due = float(run.tags[NEXT_DELIVERY_AT])
-    # Delivery runs asked after it that did not get as far as saying what is left
-    # (failed, canceled): try again, backing off.
-    failed = context.instance.get_run_records(filters=dg.RunsFilter(
-        job_name=deliver_alerts_job.name, tags={DELIVER_AFTER: run.run_id}, statuses=FINISHED))
     if failed:
         retry = Settings.from_env().alert.retry_seconds
         last_end = max(r.end_time or 0.0 for r in failed)
-        due = max(due, last_end + min(retry * 2 ** (len(failed) - 1), 86400.0))
+        wait = min(retry * 2.0 ** min(len(failed) - 1, 20), 86400.0)
+        due = max(due or 0.0, last_end + wait)
     if time.time() < due:
         return dg.SkipReason(f"the next try is due at "
                              f"{dt.datetime.fromtimestamp(due, dt.timezone.utc):%H:%M:%S} UTC")
-    return dg.RunRequest(run_key=f"deliver-after:{run.run_id}:{len(failed)}", tags={
-        TRIGGER: "alert_retry", DELIVER_AFTER: run.run_id,
-        REASON: f"alerts left unsent after run {run.run_id[:8]} ({run.job_name}) are due"})
+    after = latest.run_id if latest else "none"
+    return dg.RunRequest(run_key=f"deliver-after:{after}:{len(failed)}", tags={
+        TRIGGER: "alert_retry", DELIVER_AFTER: after,
+        REASON: f"alerts left unsent (read by run {after[:8]}"
+                + (f"; {len(failed)} alert run(s) failed since" if failed else "") + ") are due"})
 
 
 SENSORS = [landing_sensor, drift_sensor, quality_sensor, labels_sensor, run_failure_alert_sensor,

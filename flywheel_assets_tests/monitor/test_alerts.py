@@ -330,6 +330,7 @@ def test_recent_alerts_newest_first_with_limit(conn):
     ({"FLYWHEEL_ALERT_MAX_ATTEMPTS": "0"}, "max_attempts"),
     ({"FLYWHEEL_ALERT_MAX_ATTEMPTS": "21"}, "max_attempts"),
     ({"FLYWHEEL_ALERT_TIMEOUT_SECONDS": "0"}, "timeout_seconds"),
+    ({"FLYWHEEL_ALERT_RETRY_SECONDS": "0"}, "retry_seconds"),
 ])
 def test_alert_settings_are_refused_when_they_load(tmp_path, monkeypatch, env, message):
     from flywheel_assets.settings import Settings
@@ -338,3 +339,22 @@ def test_alert_settings_are_refused_when_they_load(tmp_path, monkeypatch, env, m
         monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=message):
         Settings.from_env(tmp_path)
+
+
+def test_a_table_of_the_first_outbox_gets_its_claim_column_with_its_rows(tmp_path):
+    path = tmp_path / "outbox.duckdb"
+    first_outbox = OLD_DDL.replace("webhook_error VARCHAR);", "webhook_error VARCHAR, "
+                                   "next_attempt_at TIMESTAMPTZ, delivered_at TIMESTAMPTZ);")
+    first_outbox = first_outbox.replace("'not_configured', 'delivered'",
+                                        "'not_configured', 'pending', 'delivered'")
+    with duckdb.connect(str(path)) as old:
+        old.execute(first_outbox)
+        old.execute("INSERT INTO monitor.alerts VALUES ('drift:2026-01-03', ?, 'drift_sensor', "
+                    "'warning', '2026-01-03', NULL, 'drift', '{}', 'pending', 1, 'refused', ?, NULL)",
+                    [NOW, NOW])
+    with warehouse.connect(path) as conn:
+        [row] = _rows(conn)
+        assert (row["webhook_status"], row["claimed_by"]) == ("pending", None)
+        [due] = claim_due(conn, token="run-a", lease_seconds=60, limit=20, now=NOW)
+        assert due.key == "drift:2026-01-03" and due.attempts == 1
+        assert _rows(conn)[0]["claimed_by"] == "run-a"

@@ -9,6 +9,7 @@ few days (both arms, one module fixture) and check it against the world's truth 
 the product's own tables."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -117,7 +118,10 @@ HEADLINE_KEYS = {"before_day", "after_day", "before_champion", "after_champion",
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory):
     base = tmp_path_factory.mktemp("poisoning")
-    return base, poisoning.run(base, DAYS, SEED, ATTACK, **WORLD)
+    # The arms set DAGSTER_HOME in this process: put it back for the modules after.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DAGSTER_HOME", os.environ.get("DAGSTER_HOME", str(base / "home")))
+        return base, poisoning.run(base, DAYS, SEED, ATTACK, **WORLD)
 
 
 def _settings(base, arm):
@@ -205,7 +209,7 @@ def test_with_defences_on_curation_caught_the_ring(bench):
         flagged = {r[0] for r in conn.execute("SELECT user_key FROM curated.flagged_users "
                                               "WHERE partition_date = ?",
                                               [config.date_of(DAYS).isoformat()]).fetchall()}
-    assert flagged and len(flagged & bot_keys) == on[-1]["bots"]["bots_flagged"]
+    assert flagged and flagged <= bot_keys, len(flagged - bot_keys)
 
 
 @pytest.mark.slow
