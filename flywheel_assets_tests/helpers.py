@@ -72,3 +72,32 @@ def turn_the_wheel(data_dir, config, days: list[str], instance=None,
         land_day(data_dir, config, day)
         results.append(rotate(data_dir, day, instance, overrides))
     return results
+
+
+def rows_digest(conn, relation: str, params=()) -> tuple[int, str]:
+    """Rows and an md5 of the sorted rows (as text) of ``relation``: a table name or a
+    parenthesised query."""
+    return conn.execute(
+        f"SELECT count(*), md5(coalesce(string_agg(r, '|' ORDER BY r), '')) FROM "
+        f"(SELECT CAST(t AS VARCHAR) AS r FROM {relation} t)", params).fetchall()[0]
+
+
+def partition_digests(conn, schemas: list[str], day: str,
+                      skip: tuple[str, ...] = ()) -> dict[str, tuple[int, str]]:
+    """``rows_digest`` of the day's partition of every table in ``schemas`` that has
+    one, keyed ``schema.table``; columns named ``*_at`` (times of writing) and those in
+    ``skip`` left out."""
+    out = {}
+    tables = conn.execute(
+        "SELECT DISTINCT table_schema, table_name FROM information_schema.columns "
+        "WHERE table_schema IN (SELECT unnest(?)) AND column_name = 'partition_date' "
+        "ORDER BY 1, 2", [list(schemas)]).fetchall()
+    for schema, name in tables:
+        left_out = [c for (c,) in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? "
+            "AND table_name = ? AND (column_name LIKE '%\\_at' ESCAPE '\\' "
+            "OR column_name IN (SELECT unnest(?)))", [schema, name, list(skip)]).fetchall()]
+        exclude = f" EXCLUDE ({', '.join(left_out)})" if left_out else ""
+        out[f"{schema}.{name}"] = rows_digest(
+            conn, f"(SELECT *{exclude} FROM {schema}.{name} WHERE partition_date = ?)", [day])
+    return out

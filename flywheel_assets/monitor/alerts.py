@@ -108,9 +108,7 @@ def ensure_alerts_table(conn: duckdb.DuckDBPyConnection) -> None:
     version that sent alerts while recording them (no ``pending``) is rebuilt once, in
     one transaction, its rows kept."""
     conn.execute(ALERTS_DDL)
-    columns = {r[0] for r in conn.execute(
-        "SELECT column_name FROM information_schema.columns "
-        "WHERE table_schema = 'monitor' AND table_name = 'alerts'").fetchall()}
+    columns = _columns(conn)
     if "next_attempt_at" in columns:
         if "claimed_by" not in columns:
             conn.execute("ALTER TABLE monitor.alerts ADD COLUMN IF NOT EXISTS claimed_by VARCHAR")
@@ -126,6 +124,13 @@ def ensure_alerts_table(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _columns(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    """The columns of ``monitor.alerts`` (none before the table exists)."""
+    return {r[0] for r in conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'monitor' AND table_name = 'alerts'").fetchall()}
 
 
 def check_webhook_url(webhook_url: str | None) -> None:
@@ -269,13 +274,8 @@ def settle(conn: duckdb.DuckDBPyConnection, sent: list[Sent], *, token: str, max
 def backlog(conn: duckdb.DuckDBPyConnection) -> Backlog:
     """How many alerts are pending and when the first is due (works read-only, and
     before the table exists)."""
-    if not conn.execute("SELECT 1 FROM information_schema.tables WHERE table_schema = 'monitor' "
-                        "AND table_name = 'alerts'").fetchall():
-        return Backlog(0, None)
-    if "next_attempt_at" not in {r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = 'monitor' AND table_name = 'alerts'").fetchall()}:
-        return Backlog(0, None)  # a table of the version that sent as it recorded
+    if "next_attempt_at" not in _columns(conn):
+        return Backlog(0, None)  # no table yet, or one of the version that sent as it recorded
     count, first = conn.execute("SELECT count(*), min(next_attempt_at) FROM monitor.alerts "
                                 "WHERE webhook_status = 'pending'").fetchall()[0]
     return Backlog(int(count), first)

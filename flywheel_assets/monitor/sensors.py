@@ -30,6 +30,8 @@ TRIGGER, REASON = "trigger", "flywheel/reason"
 AFTER_ROTATION = "flywheel/after_rotation"
 DELIVER_AFTER = "flywheel/deliver_after"
 RUNNING = dg.DefaultSensorStatus.RUNNING
+IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
+               dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 
 
 def _new_materializations(context, asset: str, lookback_seconds: float) -> list:
@@ -59,8 +61,7 @@ def _rotating(context, day: str) -> bool:
     """Whether a rotation of the day is queued or running."""
     return bool(context.instance.get_runs(filters=dg.RunsFilter(
         job_name=daily_rotation_job.name, tags={"dagster/partition": day},
-        statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-                  dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]), limit=1))
+        statuses=IN_PROGRESS), limit=1))
 
 
 def _latest_rotation(context, day: str) -> int:
@@ -394,8 +395,6 @@ def dead_run_sweeper(context: dg.SensorEvaluationContext):
                          else "every started run has its worker")
 
 
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
-               dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED]
 # The runs that said what alerts are left, newest created first, among which the
 # latest reading is believed.
 ALERT_RUNS_LOOKED_AT = 20
@@ -407,8 +406,9 @@ ALERT_RUNS_LOOKED_AT = 20
                        "`deliver_alerts_job` when the next try is due (tries back off from "
                        "`alert.retry_seconds`, doubling, up to `alert.max_attempts`); a "
                        "delivery run that failed is tried again, backing off the same way.")
-def alert_delivery_sensor(context: dg.SensorEvaluationContext):
-    if Settings.from_env().alert.webhook_url is None:
+def alert_delivery_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
+    s = flywheel.settings.alert
+    if s.webhook_url is None:
         return dg.SkipReason("no webhook is configured (FLYWHEEL_ALERT_WEBHOOK_URL)")
     if context.instance.get_runs(filters=dg.RunsFilter(
             job_name=deliver_alerts_job.name, statuses=IN_PROGRESS), limit=1):
@@ -431,9 +431,8 @@ def alert_delivery_sensor(context: dg.SensorEvaluationContext):
     if not pending and not failed:
         return dg.SkipReason("no alert waits for the webhook")
     if failed:
-        retry = Settings.from_env().alert.retry_seconds
         last_end = max(r.end_time or 0.0 for r in failed)
-        wait = min(retry * 2.0 ** min(len(failed) - 1, 20), 86400.0)
+        wait = min(s.retry_seconds * 2.0 ** min(len(failed) - 1, 20), 86400.0)
         due = max(due or 0.0, last_end + wait)
     if time.time() < due:
         return dg.SkipReason(f"the next try is due at "

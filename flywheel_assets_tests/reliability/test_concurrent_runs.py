@@ -20,7 +20,7 @@ import pytest
 from flywheel_assets import warehouse
 from flywheel_assets.settings import Settings
 from flywheel_assets.train import model_store
-from flywheel_assets_tests.helpers import land_day, rotate
+from flywheel_assets_tests.helpers import land_day, partition_digests, rotate
 from flywheel_assets_tests.test_rotation_small_world import CONFIG
 
 D1, D2, D3 = "2026-01-01", "2026-01-02", "2026-01-03"
@@ -76,23 +76,9 @@ def _finish(processes: list[subprocess.Popen]) -> list[str]:
 
 def _raw_digests(data_dir: Path, day: str) -> dict[str, tuple]:
     """Rows and a digest of the sorted rows of each raw table's partition (times of
-    writing left out)."""
-    out = {}
+    writing and run ids left out)."""
     with warehouse.connect(data_dir / "warehouse.duckdb", read_only=True) as conn:
-        tables = conn.execute(
-            "SELECT DISTINCT table_name FROM information_schema.columns "
-            "WHERE table_schema = 'raw' AND column_name = 'partition_date' ORDER BY 1").fetchall()
-        for (table,) in tables:
-            skip = [c for (c,) in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'raw' "
-                "AND table_name = ? AND (column_name LIKE '%\\_at' ESCAPE '\\' "
-                "OR column_name = 'run_id')", [table]).fetchall()]
-            exclude = f" EXCLUDE ({', '.join(skip)})" if skip else ""
-            out[table] = conn.execute(
-                f"SELECT count(*), md5(coalesce(string_agg(r, '|' ORDER BY r), '')) FROM "
-                f"(SELECT CAST(t AS VARCHAR) AS r FROM (SELECT *{exclude} FROM raw.{table} "
-                f"WHERE partition_date = ?) t)", [day]).fetchall()[0]
-    return out
+        return partition_digests(conn, ["raw"], day, skip=("run_id",))
 
 
 def _audit(data_dir: Path) -> list[tuple]:
@@ -144,7 +130,7 @@ def test_two_partitions_and_a_retrain_beside_a_rotation_all_finish_and_count_onc
             rotate(apart, day, instance, selection=INGEST)
     for day in (D1, D2):
         expected = _raw_digests(apart, day)
-        assert expected["impressions"][0] > 0 and expected["interactions"][0] > 0
+        assert expected["raw.impressions"][0] > 0 and expected["raw.interactions"][0] > 0
         assert _raw_digests(together, day) == expected, day
         assert set(_checks_passed(together, day).values()) == {True}, day
     _assert_the_audit_counts_each_move_once(together)

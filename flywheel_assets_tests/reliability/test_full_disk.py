@@ -29,7 +29,7 @@ from flywheel_assets.serve.serving import current_policy
 from flywheel_assets.settings import Settings
 from flywheel_assets.train import model_store
 from flywheel_assets.train.model import train
-from flywheel_assets_tests.helpers import land_day, rotate, tiny_training_rows
+from flywheel_assets_tests.helpers import land_day, rotate, rows_digest, tiny_training_rows
 from flywheel_assets_tests.ingest.test_ingest import INGEST
 from flywheel_assets_tests.test_rotation_small_world import CONFIG
 
@@ -110,10 +110,7 @@ def _digests(path: Path) -> dict[str, tuple]:
     with warehouse.connect(path) as conn:
         tables = conn.execute("SELECT schema_name || '.' || table_name FROM duckdb_tables() "
                               "WHERE NOT temporary ORDER BY 1").fetchall()
-        return {table: conn.execute(
-            f"SELECT count(*), md5(coalesce(string_agg(r, '|' ORDER BY r), '')) FROM "
-            f"(SELECT CAST(t AS VARCHAR) AS r FROM {table} t)").fetchall()[0]
-            for (table,) in tables}
+        return {table: rows_digest(conn, table) for (table,) in tables}
 
 
 def _files(data_dir: Path) -> list[str]:

@@ -18,6 +18,7 @@ import pytest
 from flywheel_assets import warehouse
 from flywheel_assets.harness.example_logs import write_minimal_day
 from flywheel_assets.monitor.sensors import dead_run_sweeper
+from flywheel_assets_tests.helpers import partition_digests
 
 DAY = "2026-03-01"
 FLYWHEEL = [sys.executable, "-m", "flywheel_assets.cli"]
@@ -43,24 +44,8 @@ def _home(root: Path) -> Path:
 def _contents(data_dir: Path) -> dict[str, tuple]:
     """Rows and a digest of the sorted rows of every raw and curated table's partition
     (write times left out)."""
-    out = {}
     with warehouse.connect(data_dir / "warehouse.duckdb") as conn:
-        tables = conn.execute(
-            "SELECT table_schema || '.' || table_name FROM information_schema.columns "
-            "WHERE table_schema IN ('raw', 'curated') AND column_name = 'partition_date' "
-            "ORDER BY 1").fetchall()
-        for (table,) in tables:
-            schema, name = table.split(".")
-            skip = [c for (c,) in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? "
-                "AND table_name = ? AND column_name LIKE '%\\_at' ESCAPE '\\'",
-                [schema, name]).fetchall()]
-            exclude = f" EXCLUDE ({', '.join(skip)})" if skip else ""
-            out[table] = conn.execute(
-                f"SELECT count(*), md5(coalesce(string_agg(r, '|' ORDER BY r), '')) FROM "
-                f"(SELECT CAST(t AS VARCHAR) AS r FROM (SELECT *{exclude} FROM {table} "
-                f"WHERE partition_date = ?) t)", [DAY]).fetchall()[0]
-    return out
+        return partition_digests(conn, ["raw", "curated"], DAY)
 
 
 def _wait_for_step(instance, step: str, process: subprocess.Popen) -> str:

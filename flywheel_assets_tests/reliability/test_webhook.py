@@ -6,6 +6,7 @@ reaches the webhook once it is back. While the webhook is being called, another 
 can write the warehouse and nothing holds the `duckdb` pool: no writer waits on the
 network."""
 
+import contextlib
 import json
 import shutil
 import socket
@@ -138,6 +139,16 @@ def _tick(instance, data_dir):
         return alert_delivery_sensor(context)
 
 
+@contextlib.contextmanager
+def _webhook_down(monkeypatch):
+    """The webhook set to a port bound but not listening: the connection is refused."""
+    with socket.socket() as down:
+        down.bind(("127.0.0.1", 0))
+        monkeypatch.setenv("FLYWHEEL_ALERT_WEBHOOK_URL",
+                           f"http://127.0.0.1:{down.getsockname()[1]}/hook")
+        yield
+
+
 def _tick_when_due(instance, data_dir, run_id: str):
     """The sensor's tick once the time ``run_id`` said the next try is due has come."""
     due = float(instance.get_run_by_id(run_id).tags[NEXT_DELIVERY_AT])
@@ -173,11 +184,7 @@ def test_a_slow_webhook_keeps_the_alert_and_holds_no_writer(flywheel, webhook):
 
 
 def test_a_webhook_down_gets_the_alert_when_it_is_back(flywheel, monkeypatch):
-    # Down: a port bound but not listening refuses the connection.
-    with socket.socket() as down:
-        down.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("FLYWHEEL_ALERT_WEBHOOK_URL",
-                           f"http://127.0.0.1:{down.getsockname()[1]}/hook")
+    with _webhook_down(monkeypatch):
         with dg.DagsterInstance.get() as instance:
             first = _run(record_alert_job, instance, flywheel, run_config=alert_run_config(ALERT))
             assert first.success
@@ -220,10 +227,7 @@ def test_a_webhook_down_gets_the_alert_when_it_is_back(flywheel, monkeypatch):
 
 
 def test_a_delivery_run_that_fails_is_asked_again_later(flywheel, monkeypatch):
-    with socket.socket() as down:
-        down.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("FLYWHEEL_ALERT_WEBHOOK_URL",
-                           f"http://127.0.0.1:{down.getsockname()[1]}/hook")
+    with _webhook_down(monkeypatch):
         with dg.DagsterInstance.get() as instance:
             first = _run(record_alert_job, instance, flywheel, run_config=alert_run_config(ALERT))
             request = _tick_when_due(instance, flywheel, first.run_id)
@@ -256,10 +260,7 @@ def test_without_a_webhook_nothing_is_asked_for(flywheel, monkeypatch):
 
 
 def test_alerts_left_while_the_webhook_was_unset_go_when_it_is_set_again(flywheel, monkeypatch):
-    with socket.socket() as down:
-        down.bind(("127.0.0.1", 0))
-        monkeypatch.setenv("FLYWHEEL_ALERT_WEBHOOK_URL",
-                           f"http://127.0.0.1:{down.getsockname()[1]}/hook")
+    with _webhook_down(monkeypatch):
         with dg.DagsterInstance.get() as instance:
             _run(record_alert_job, instance, flywheel, run_config=alert_run_config(ALERT))
     # Unset: nothing is asked for, but the next alert run still reads the true backlog.
