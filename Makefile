@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install browser demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles benchmark-rotation benchmark-poisoning drill clean label-studio-install label-studio
+.PHONY: install browser postgres demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles benchmark-rotation benchmark-poisoning drill clean label-studio-install label-studio
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -25,7 +25,7 @@ demo: install
 
 ui: install
 	@mkdir -p $(DAGSTER_HOME)
-	@test -e $(DAGSTER_HOME)/dagster.yaml || cp flywheel_assets/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@$(BIN)/python -c "import sys; from flywheel_assets.settings import ensure_instance_config; ensure_instance_config(sys.argv[1])" "$(DAGSTER_HOME)"
 	$(BIN)/dagster dev -w workspace.yaml -h $(UI_HOST) -p $(UI_PORT)
 
 # The browser tests drive Debian's Chromium through Playwright; Playwright's own browser
@@ -41,12 +41,25 @@ browser:
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	@/usr/bin/chromium --version
 
+# The live instance's tests run it on a real PostgreSQL server (Debian's package, started
+# by the tests in a temporary directory on 127.0.0.1; no service is set up here).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "the tests need Debian's PostgreSQL server (initdb under /usr/lib/postgresql/*/bin); install it and run make again"; exit 1; }; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "the tests need Debian's postgresql: run 'apt-get install postgresql' as root, then make again"; exit 1; fi; \
+	  echo "installing Debian's postgresql (the Postgres-backed instance's tests)"; \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+	@ls /usr/lib/postgresql/*/bin/initdb
+
 # Everything (what CI runs): the live Dagster instance, the browser and the end-to-end
 # demo included.
 # Two pytest-xdist workers (the machine's two cores), a module per worker at a time
 # (flywheel_assets_tests/conftest.py schedules them).
 XDIST ?= -n 2
-test: install browser label-studio-install
+test: install browser label-studio-install postgres
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # The inner loop: every test but those marked slow (live instance, browser, demo).

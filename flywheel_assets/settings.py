@@ -592,15 +592,84 @@ class Settings:
         "real users' data.")
 
     def ensure_dagster_home(self) -> Path:
-        """Create DAGSTER_HOME with the project's instance config if it has none."""
-        self.dagster_home.mkdir(parents=True, exist_ok=True)
-        target = self.dagster_home / "dagster.yaml"
-        if not target.exists():
-            # Whole or not at all: a command started at the same time never reads half.
-            partial = target.with_name(f".dagster.yaml.{os.getpid()}")
-            shutil.copyfile(PACKAGE_DIR / "dagster.yaml", partial)
-            os.replace(partial, target)
-        return self.dagster_home
+        """Create DAGSTER_HOME with the project's instance config if it has none (the
+        kind FLYWHEEL_DAGSTER_INSTANCE chooses: see :func:`ensure_instance_config`)."""
+        return ensure_instance_config(self.dagster_home)
+
+
+# The Dagster instance a new DAGSTER_HOME gets (FLYWHEEL_DAGSTER_INSTANCE): the embedded
+# one (SQLite files under DAGSTER_HOME; `make demo`, a first deployment), or one whose
+# run, event log and schedule storage are on a PostgreSQL server (FLYWHEEL_POSTGRES_URL,
+# read by Dagster when the instance loads, so the password is never written to disk).
+INSTANCE_ENV, POSTGRES_URL_ENV = "FLYWHEEL_DAGSTER_INSTANCE", "FLYWHEEL_POSTGRES_URL"
+INSTANCE_CONFIGS = {"embedded": "dagster.yaml", "postgres": "dagster.postgres.yaml"}
+
+
+def chosen_instance() -> str:
+    """The instance kind the environment asks for ("embedded" unless it says)."""
+    kind = os.environ.get(INSTANCE_ENV, "").strip().lower() or "embedded"
+    if kind not in INSTANCE_CONFIGS:
+        raise ValueError(f"{INSTANCE_ENV}={os.environ[INSTANCE_ENV]!r}: expected one of "
+                         f"{', '.join(INSTANCE_CONFIGS)}")
+    if kind == "postgres":
+        check_postgres_url(os.environ.get(POSTGRES_URL_ENV, ""))
+    return kind
+
+
+POSTGRES_URL_EXAMPLE = "postgresql+psycopg2://flywheel:PASSWORD@db.internal:5432/dagster"
+
+
+def check_postgres_url(url: str) -> None:
+    """Refuse a Postgres URL that the instance could not use, before Dagster does it
+    half-way. It must name the psycopg2 driver: SQLAlchemy 2.1 (what dagster 1.13
+    installs) opens a bare postgresql:// with psycopg 3, under which dagster-postgres's
+    event log fails at the first event (``NOTIFY run_events, $1``: a syntax error)."""
+    url = url.strip()
+    if not url:
+        raise ValueError(f"{INSTANCE_ENV}=postgres needs {POSTGRES_URL_ENV}, e.g. "
+                         f"{POSTGRES_URL_EXAMPLE}")
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme != "postgresql+psycopg2":
+        shown = scheme or url.split("@")[-1][:40]
+        raise ValueError(f"{POSTGRES_URL_ENV} must start with postgresql+psycopg2:// (the "
+                         f"driver dagster-postgres works with), not {shown!r}; e.g. "
+                         f"{POSTGRES_URL_EXAMPLE}")
+
+
+def instance_kind(config_path: Path) -> str:
+    """What an instance config stores its runs in: "postgres" when its storage (or its
+    run storage) is Dagster's Postgres storage, else "embedded"."""
+    import yaml
+
+    config = yaml.safe_load(config_path.read_text()) or {}
+    storage = config.get("storage") or {}
+    run_storage = config.get("run_storage") or {}
+    on_postgres = "postgres" in storage or run_storage.get("module") == "dagster_postgres"
+    return "postgres" if on_postgres else "embedded"
+
+
+def ensure_instance_config(dagster_home: str | os.PathLike) -> Path:
+    """DAGSTER_HOME with an instance config: the packaged one of the chosen kind when it
+    has none. One that is there is kept (a team's own is theirs), unless
+    FLYWHEEL_DAGSTER_INSTANCE asks for another kind than it is: that is refused, naming
+    both, rather than silently running on the other storage."""
+    home = Path(dagster_home)
+    home.mkdir(parents=True, exist_ok=True)
+    target = home / "dagster.yaml"
+    asked = os.environ.get(INSTANCE_ENV, "").strip()
+    kind = chosen_instance()
+    if target.exists():
+        present = instance_kind(target)
+        if asked and present != kind:
+            raise ValueError(f"{target} is an {present} instance but {INSTANCE_ENV}={kind}: "
+                             f"use another DAGSTER_HOME, or move that file away to start the "
+                             f"{kind} one (runs recorded in the {present} one stay there)")
+        return home
+    # Whole or not at all: a command started at the same time never reads half.
+    partial = target.with_name(f".dagster.yaml.{os.getpid()}")
+    shutil.copyfile(PACKAGE_DIR / INSTANCE_CONFIGS[kind], partial)
+    os.replace(partial, target)
+    return home
 
 
 def knob_names() -> list[str]:

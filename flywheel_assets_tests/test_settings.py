@@ -76,3 +76,56 @@ def test_the_older_switches_keep_their_rule_and_an_empty_secret_is_refused(monke
         monkeypatch.setenv("FLYWHEEL_PSEUDONYM_SECRET", empty)
         with pytest.raises(ValueError, match="FLYWHEEL_PSEUDONYM_SECRET is set but empty"):
             Settings.from_env(tmp_path)
+
+
+GOOD_URL = "postgresql+psycopg2://flywheel:secret@db.internal:5432/dagster"
+
+
+def test_a_new_dagster_home_gets_the_instance_the_environment_chooses(monkeypatch, tmp_path):
+    from dagster._core.instance.config import dagster_instance_config
+
+    from flywheel_assets.settings import ensure_instance_config, instance_kind
+
+    monkeypatch.delenv("FLYWHEEL_DAGSTER_INSTANCE", raising=False)
+    embedded = ensure_instance_config(tmp_path / "embedded") / "dagster.yaml"
+    assert instance_kind(embedded) == "embedded"
+    monkeypatch.setenv("FLYWHEEL_DAGSTER_INSTANCE", "postgres")
+    monkeypatch.setenv("FLYWHEEL_POSTGRES_URL", GOOD_URL)
+    home = ensure_instance_config(tmp_path / "pg")
+    assert instance_kind(home / "dagster.yaml") == "postgres"
+    # Dagster's own schema takes it, and it reads the server from the environment.
+    config, _ = dagster_instance_config(str(home))
+    assert config["storage"]["postgres"]["postgres_url"] == {"env": "FLYWHEEL_POSTGRES_URL"}
+    assert config["concurrency"]["pools"]["default_limit"] == 1
+    assert GOOD_URL not in (home / "dagster.yaml").read_text()
+    # A home that has its config keeps it, the same kind asked again or nothing asked.
+    assert ensure_instance_config(home) == home
+    monkeypatch.delenv("FLYWHEEL_DAGSTER_INSTANCE")
+    ensure_instance_config(embedded.parent)
+    assert instance_kind(embedded) == "embedded"
+
+
+def test_an_instance_that_cannot_work_is_refused_before_dagster_loads_it(monkeypatch, tmp_path):
+    from flywheel_assets.settings import ensure_instance_config
+
+    monkeypatch.setenv("FLYWHEEL_DAGSTER_INSTANCE", "postgress")
+    with pytest.raises(ValueError, match="FLYWHEEL_DAGSTER_INSTANCE='postgress'.*embedded"):
+        ensure_instance_config(tmp_path / "typo")
+    monkeypatch.setenv("FLYWHEEL_DAGSTER_INSTANCE", "postgres")
+    monkeypatch.delenv("FLYWHEEL_POSTGRES_URL", raising=False)
+    with pytest.raises(ValueError, match="needs FLYWHEEL_POSTGRES_URL"):
+        ensure_instance_config(tmp_path / "no-url")
+    # SQLAlchemy 2.1 would open it with psycopg 3, under which Dagster's event log fails.
+    monkeypatch.setenv("FLYWHEEL_POSTGRES_URL", "postgresql://flywheel:secret@db:5432/dagster")
+    with pytest.raises(ValueError, match="postgresql\\+psycopg2://.*not 'postgresql'"):
+        ensure_instance_config(tmp_path / "bare-url")
+    assert not any((tmp_path / name / "dagster.yaml").exists()
+                   for name in ("typo", "no-url", "bare-url"))
+    # An embedded home asked to be a Postgres one is refused, not silently kept.
+    monkeypatch.delenv("FLYWHEEL_DAGSTER_INSTANCE")
+    home = ensure_instance_config(tmp_path / "home")
+    monkeypatch.setenv("FLYWHEEL_DAGSTER_INSTANCE", "postgres")
+    monkeypatch.setenv("FLYWHEEL_POSTGRES_URL", GOOD_URL)
+    with pytest.raises(ValueError, match="is an embedded instance but "
+                                         "FLYWHEEL_DAGSTER_INSTANCE=postgres"):
+        ensure_instance_config(home)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
-import importlib.resources
 import json
 import os
 import re
@@ -135,7 +134,8 @@ class DagsterServices:
     """``dagster dev`` (webserver + daemon + one code server per location) on
     ``dagster_home``, as a context manager.
 
-    ``dagster_home`` receives the packaged ``dagster.yaml`` if it has none. ``port=None``
+    ``dagster_home`` receives the packaged instance config (of the kind
+    FLYWHEEL_DAGSTER_INSTANCE chooses) if it has none. ``port=None``
     picks a free ephemeral port (and tries another one if that port is taken before the
     webserver binds it). ``env`` is added to the current environment of the services
     (``FLYWHEEL_DATA_DIR`` for instance); ``DAGSTER_HOME`` is always ``dagster_home``.
@@ -316,11 +316,9 @@ class DagsterServices:
     # -- internals ------------------------------------------------------------------
 
     def _write_instance_config(self) -> None:
-        self.dagster_home.mkdir(parents=True, exist_ok=True)
-        config = self.dagster_home / "dagster.yaml"
-        if not config.exists():
-            packaged = importlib.resources.files("flywheel_assets").joinpath("dagster.yaml")
-            config.write_text(packaged.read_text())
+        from flywheel_assets.settings import ensure_instance_config
+
+        ensure_instance_config(self.dagster_home)
 
     def _launch(self, dagster: Path) -> None:
         # Not DAGSTER_HOME/logs: that is Dagster's telemetry queue, which its daemon
@@ -377,3 +375,117 @@ class _PortTaken(ServicesError):
 
     def __init__(self):
         super().__init__("port taken")
+
+
+# -- PostgreSQL --------------------------------------------------------------------------
+
+POSTGRES_HINT = ("Debian's PostgreSQL server is not installed (no initdb under "
+                 "/usr/lib/postgresql/*/bin): run `make postgres`, or apt-get install "
+                 "postgresql")
+
+
+def postgres_bindir() -> Path:
+    """Where Debian's `postgresql` package put initdb and pg_ctl (the newest version)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+                   key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
+    if not found:
+        raise FileNotFoundError(POSTGRES_HINT)
+    return found[-1].parent
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL server: a new cluster in a temporary directory, listening
+    on 127.0.0.1 only (a free port), with one database and one user who logs in with a
+    password over TCP (scram-sha-256), as a real deployment would. Stopped, and its
+    directory removed, on exit.
+
+    As root, the server runs as the `postgres` system user that Debian's package
+    creates (PostgreSQL refuses to run as root), in a directory that user owns.
+
+        with PostgresServer() as pg:
+            os.environ["FLYWHEEL_POSTGRES_URL"] = pg.url
+    """
+
+    def __init__(self, user: str = "flywheel", password: str = "flywheel-test-password",
+                 database: str = "dagster", host: str = "127.0.0.1",
+                 startup_timeout: float = 60.0):
+        self.user, self.password, self.database, self.host = user, password, database, host
+        self.startup_timeout = startup_timeout
+        self.port: int | None = None
+        self.root: Path | None = None
+        self._bindir: Path | None = None
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL (psycopg2 driver) of the database, password included."""
+        if self.port is None:
+            raise ServicesError("the PostgreSQL server is not started")
+        return (f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/"
+                f"{self.database}")
+
+    def __enter__(self) -> "PostgresServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _run(self, *argv: str, env: Mapping[str, str] | None = None) -> None:
+        command = [str(self._bindir / argv[0]), *argv[1:]]
+        if os.geteuid() == 0:
+            command = ["runuser", "-u", "postgres", "--", *command]
+        done = subprocess.run(command, cwd=self.root, env={**os.environ, **(env or {})},
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=self.startup_timeout)
+        if done.returncode != 0:
+            log = self.root / "postgres.log"
+            raise ServicesError(f"{' '.join(argv[:1])} failed ({done.returncode}): "
+                                f"{done.stderr.strip() or done.stdout.strip()}"
+                                + (f"\nserver log:\n{_tail(log)}" if log.exists() else ""))
+
+    def start(self) -> "PostgresServer":
+        import shutil
+        import tempfile
+
+        self._bindir = postgres_bindir()
+        self.root = Path(tempfile.mkdtemp(prefix="flywheel-postgres-"))
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres", "postgres")
+        (self.root / "password").write_text(self.password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(self.root / "password", "postgres", "postgres")
+        atexit.register(self.stop)
+        try:
+            self._run("initdb", "-D", "data", "-U", self.user, "--pwfile=password",
+                      "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8",
+                      "--no-sync", "--locale=C.UTF-8")
+            self.port = free_port(self.host)
+            # Sockets in our directory, not /var/run/postgresql (root's, absent in CI);
+            # fsync off: a test server, thrown away after.
+            options = (f"-c listen_addresses={self.host} -p {self.port} "
+                       f"-c unix_socket_directories={self.root} -c fsync=off "
+                       f"-c max_connections=200")
+            self._run("pg_ctl", "-D", "data", "-l", "postgres.log", "-o", options,
+                      "-w", "-t", str(int(self.startup_timeout)), "start")
+            self._run("createdb", "-h", self.host, "-p", str(self.port), "-U", self.user,
+                      self.database, env={"PGPASSWORD": self.password})
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown) and remove its directory. Safe to call twice."""
+        import shutil
+
+        root, self.root = self.root, None
+        if root is None:
+            return
+        if (root / "data" / "postmaster.pid").exists():
+            command = [str(self._bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast",
+                       "-w", "stop"]
+            if os.geteuid() == 0:
+                command = ["runuser", "-u", "postgres", "--", *command]
+            subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+        self.port = None
