@@ -151,6 +151,13 @@ def k8s_launcher(values: dict) -> dict:
     return values["runLauncher"]["config"]["k8sRunLauncher"]
 
 
+def module_of(deployment: dict) -> str:
+    """The module a code location serves (`dagster api grpc -m MODULE`)."""
+    args = deployment["dagsterApiGrpcArgs"]
+    assert args.count("-m") == 1, args
+    return args[args.index("-m") + 1]
+
+
 def env_of(deployment: dict) -> dict[str, str]:
     return {e["name"]: e["value"] for e in deployment.get("env") or [] if "value" in e}
 
@@ -180,12 +187,12 @@ def chart_container_context(values: dict, name: str, namespace: str) -> dict:
         "namespace": namespace,
         "service_account_name": "dagster-dagster-user-deployments-user-deployments",
     }
-    for key, value_key in (("env_secrets", "envSecrets"),):
-        if deployment.get(value_key):
-            k8s[key] = [s["name"] for s in deployment[value_key]]
-    for key, value_key in (("volume_mounts", "volumeMounts"), ("volumes", "volumes")):
-        if deployment.get(value_key):
-            k8s[key] = deployment[value_key]
+    if deployment.get("envSecrets"):
+        k8s["env_secrets"] = [secret["name"] for secret in deployment["envSecrets"]]
+    if deployment.get("volumeMounts"):
+        k8s["volume_mounts"] = deployment["volumeMounts"]
+    if deployment.get("volumes"):
+        k8s["volumes"] = deployment["volumes"]
     if isinstance(deployment.get("env"), list):
         k8s["env"] = deployment["env"]
     return {"k8s": k8s}
@@ -376,12 +383,6 @@ def test_run_monitoring_and_telemetry_agree(values, instance):
 
 
 # --- (c) the image ------------------------------------------------------------------------
-
-def module_of(deployment: dict) -> str:
-    args = deployment["dagsterApiGrpcArgs"]
-    assert args.count("-m") == 1, args
-    return args[args.index("-m") + 1]
-
 
 def test_the_dockerfile_copies_what_exists_and_installs_the_deploy_extra(dockerfile, values):
     ignored = [line.strip().rstrip("/") for line in DOCKERIGNORE.read_text().splitlines()
