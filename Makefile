@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install browser postgres demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles benchmark-rotation benchmark-poisoning drill clean label-studio-install label-studio
+.PHONY: install install-deploy browser postgres demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles benchmark-rotation benchmark-poisoning drill clean label-studio-install label-studio
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -19,6 +19,18 @@ $(BIN)/flywheel: pyproject.toml
 	@touch $@
 
 install: $(BIN)/flywheel
+
+# The deploy environment (the user-code image's dependencies): the warehouse as a
+# DuckLake, whose extension packages are built for DuckDB 1.5.5 only, so it is a venv of
+# its own; `make demo` and the rest of the tests keep the DuckDB of `make install`.
+DEPLOY_VENV := .venv-deploy
+$(DEPLOY_VENV)/bin/flywheel: pyproject.toml
+	@test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DEPLOY_VENV)/bin/python -m pip install --quiet -e ".[deploy,test]"
+	@touch $@
+
+install-deploy: $(DEPLOY_VENV)/bin/flywheel
 
 demo: install
 	$(BIN)/flywheel demo --days $(DAYS)
@@ -59,12 +71,14 @@ postgres:
 # Two pytest-xdist workers (the machine's two cores), a module per worker at a time
 # (flywheel_assets_tests/conftest.py schedules them).
 XDIST ?= -n 2
-test: install browser label-studio-install postgres
-	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
+# Then the tests marked `lake` in the deploy environment (exit 5: PYTEST_ARGS chose none).
+test: install browser label-studio-install postgres install-deploy
+	$(BIN)/python -m pytest -m "not lake" $(XDIST) $(PYTEST_ARGS)
+	$(DEPLOY_VENV)/bin/python -m pytest -m lake -p no:logging $(PYTEST_ARGS) || test $$? = 5
 
 # The inner loop: every test but those marked slow (live instance, browser, demo).
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not lake" $(XDIST) $(PYTEST_ARGS)
 
 # Full loop vs the naive loop (--no-ips --no-filters) on the same world, side by side.
 benchmark-signal: install
@@ -132,4 +146,4 @@ label-studio: install label-studio-install
 	$(BIN)/flywheel label-studio serve
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(DEPLOY_VENV) *.egg-info .pytest_cache

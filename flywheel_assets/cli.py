@@ -75,7 +75,7 @@ def _rotate(args: argparse.Namespace) -> int:
     success, run_id, failures = rotate(str(settings.data_dir), args.day)
     for failure in failures:
         print(failure, file=sys.stderr)
-    with warehouse.operator_connect(settings.warehouse_path) as conn:
+    with warehouse.operator_connect(settings.warehouse) as conn:
         record = evaluation.read_evaluation(conn, args.day)
         decision = conn.execute("SELECT promote, decision FROM ml.gate_decisions WHERE "
                                 "partition_date = ?", [args.day]).fetchone()

@@ -30,8 +30,21 @@ class FlywheelResource(dg.ConfigurableResource):
 
     @contextlib.contextmanager
     def warehouse(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection with the schema in place; closed when the block ends."""
+        """A connection with the schema in place; closed when the block ends. On a lake
+        (many writers), a write that lost a race with another's commit is tried again:
+        the step is retried (every write replaces what it writes, so again is safe)."""
         s = self.settings
+        if isinstance(s.warehouse, warehouse.Lake) and self.warehouse_db is None:
+            try:
+                with warehouse.connect(s.warehouse, s.duckdb_temp_dir,
+                                       s.duckdb_memory_limit) as conn:
+                    yield conn
+            except duckdb.Error as exc:
+                if not warehouse.lost_a_race(exc):
+                    raise
+                raise dg.RetryRequested(max_retries=warehouse.RACE_RETRIES,
+                                        seconds_to_wait=warehouse.race_wait()) from exc
+            return
         s.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
         with self._duckdb().get_connection() as conn:
             # DuckDBResource closes the connection only when the block succeeds; a

@@ -480,6 +480,20 @@ class Settings:
     # spills; the rotation benchmark at 1M impressions: peak 2.2 GB at 1GB, 2.6 GB at 4GB,
     # the same seconds).
     duckdb_memory_limit: str = "1GB"
+    # Where the warehouse lives. Empty: one DuckDB file, `warehouse.duckdb` in the data
+    # dir (one writer at a time; `make demo`). Otherwise a DuckLake catalog that many
+    # processes write at once (FLYWHEEL_WAREHOUSE_CATALOG): `postgres:dbname=flywheel
+    # host=db user=flywheel password=...` (writers on any machine) or
+    # `sqlite:/path/catalog.sqlite` (one machine), its tables as Parquet files under
+    # `warehouse_data` (FLYWHEEL_WAREHOUSE_DATA: a folder, file:// or s3://; default
+    # `lake/` in the data dir). docs/architecture.md "Beyond one machine".
+    warehouse_catalog: str = ""
+    warehouse_data: str = ""
+    # An S3-compatible object store for s3:// locations other than AWS's own
+    # (FLYWHEEL_S3_ENDPOINT, host:port, e.g. a MinIO server); keys and region come from
+    # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION, as for every AWS tool.
+    s3_endpoint: str = ""
+    s3_use_ssl: bool = True
     ingest: IngestSettings = field(default_factory=IngestSettings)
     signals: SignalSettings = field(default_factory=SignalSettings)
     curation: CurationSettings = field(default_factory=CurationSettings)
@@ -556,7 +570,34 @@ class Settings:
     # --- paths -------------------------------------------------------------------
     @property
     def warehouse_path(self) -> Path:
+        """The warehouse's DuckDB file (when it is not a lake: see ``warehouse``)."""
         return self.data_dir / "warehouse.duckdb"
+
+    @property
+    def warehouse(self):
+        """What `warehouse.connect` opens: the DuckDB file, or the DuckLake that
+        ``warehouse_catalog`` names."""
+        if not self.warehouse_catalog.strip():
+            return self.warehouse_path
+        from flywheel_assets.warehouse import Lake
+
+        data = self.warehouse_data.strip() or str(self.data_dir / "lake")
+        if data.startswith("file://"):
+            data = data[len("file://"):]
+        if "://" not in data:
+            data = str(Path(data).expanduser().resolve()) + "/"
+        return Lake(self.warehouse_catalog.strip(), data, self.s3_options())
+
+    def s3_options(self) -> tuple[tuple[str, str], ...]:
+        """The object store's settings, as DuckDB's S3 secret takes them."""
+        options = {"KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", ""),
+                   "SECRET": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+                   "REGION": os.environ.get("AWS_REGION")
+                   or os.environ.get("AWS_DEFAULT_REGION", "")}
+        if self.s3_endpoint.strip():
+            options.update(ENDPOINT=self.s3_endpoint.strip(), URL_STYLE="path",
+                           USE_SSL=str(self.s3_use_ssl).lower())
+        return tuple((k, v) for k, v in options.items() if v)
 
     @property
     def landing_dir(self) -> Path:

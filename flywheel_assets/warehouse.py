@@ -11,8 +11,9 @@ import contextlib
 import datetime as dt
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
 import duckdb
 
@@ -187,18 +188,47 @@ ADDED_COLUMNS = {
 
 def create_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the warehouse's schemas and tables if they do not exist yet."""
+    before = _tables(conn)
     for schema in SCHEMAS:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     conn.execute(TABLES_DDL)
     ensure_alerts_table(conn)
-    present = set(conn.execute("SELECT table_schema || '.' || table_name || '.' || column_name "
-                               "FROM information_schema.columns").fetchall())
+    if _on_lake(conn):
+        # A lake keeps each day of an event table in files of its own: a day is written,
+        # replaced and read without touching the files of another day.
+        for table in sorted(_tables(conn) - before):
+            if (f"{table}.partition_date",) in _columns(conn):
+                conn.execute(f"ALTER TABLE {table} SET PARTITIONED BY (partition_date)")
+    present = _columns(conn)
     for table, columns in ADDED_COLUMNS.items():
         for column, kind in columns.items():
             if (f"{table}.{column}",) not in present:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         if (f"{table}.signals",) not in present and (f"{table}.has_skip",) in present:
             _backfill_signals(conn, table)
+
+
+def _columns(conn: duckdb.DuckDBPyConnection) -> set[tuple[str]]:
+    """``schema.table.column`` of every column of the warehouse."""
+    return set(conn.execute("SELECT table_schema || '.' || table_name || '.' || column_name "
+                            "FROM information_schema.columns "
+                            "WHERE table_catalog = current_database()").fetchall())
+
+
+def table_names(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    """``schema.table`` of every table of the warehouse."""
+    return _tables(conn)
+
+
+def _tables(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    return {f"{s}.{t}" for s, t in conn.execute(
+        "SELECT table_schema, table_name FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE'").fetchall()}
+
+
+def _on_lake(conn: duckdb.DuckDBPyConnection) -> bool:
+    return conn.execute("SELECT type FROM duckdb_databases() "
+                        "WHERE database_name = current_database()").fetchone()[0] == "ducklake"
 
 
 def _backfill_signals(conn: duckdb.DuckDBPyConnection, table: str) -> None:
@@ -231,8 +261,84 @@ def operator_connect(path: Path, read_only: bool = False):
                    on_wait=lambda message: print(message, file=sys.stderr, flush=True))
 
 
-def _open(path: Path, read_only: bool, wait_seconds: float,
+@dataclass(frozen=True)
+class Lake:
+    """A warehouse that many processes, on many machines, write at once: DuckLake, its
+    catalog in a database that takes concurrent writers and its tables as Parquet files
+    under ``data_path`` (a folder, ``file://`` or ``s3://``; see docs/architecture.md
+    "Beyond one machine").
+
+    ``catalog`` is what follows ``ducklake:`` in DuckDB's ATTACH: ``postgres:dbname=...
+    host=... user=... password=...`` (a PostgreSQL server: writers on any machine),
+    ``sqlite:/path/catalog.sqlite`` (processes of one machine) or a ``.ducklake`` file
+    (one process). ``s3`` holds the object store's settings when ``data_path`` is on
+    one (endpoint, keys, region)."""
+
+    catalog: str
+    data_path: str
+    s3: tuple[tuple[str, str], ...] = ()
+
+    def __str__(self) -> str:  # never the password
+        kind = self.catalog.split(":", 1)[0] if ":" in self.catalog else "file"
+        return f"DuckLake ({kind} catalog, data in {self.data_path})"
+
+
+# DuckLake and the extensions it needs come as Python packages built for the DuckDB
+# they name (duckdb-extension-ducklake …): no download at run time.
+LAKE_EXTENSIONS = {"ducklake": "duckdb_extension_ducklake",
+                   "postgres_scanner": "duckdb_extension_postgres_scanner",
+                   "sqlite_scanner": "duckdb_extension_sqlite_scanner",
+                   "httpfs": "duckdb_extension_httpfs"}
+LAKE_ALIAS = "warehouse"
+
+
+def load_extension(conn: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Load a DuckDB extension from its Python package (see LAKE_EXTENSIONS)."""
+    import importlib
+
+    try:
+        package = importlib.import_module(LAKE_EXTENSIONS[name])
+    except ImportError:
+        raise RuntimeError(f"the warehouse needs DuckDB's {name} extension: pip install "
+                           f"'flywheel[deploy]' (package {LAKE_EXTENSIONS[name]})") from None
+    folder = Path(package.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+    found = sorted(folder.glob("*.duckdb_extension"))
+    if not found:
+        raise RuntimeError(f"{LAKE_EXTENSIONS[name]} has no build for DuckDB "
+                           f"{duckdb.__version__} (looked in {folder}); install the "
+                           f"package of the same version as duckdb")
+    conn.execute(f"LOAD '{found[0]}'")
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _open_lake(lake: Lake, read_only: bool) -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect()
+    try:
+        load_extension(conn, "ducklake")
+        kind = lake.catalog.split(":", 1)[0]
+        if kind in ("postgres", "sqlite"):
+            load_extension(conn, {"postgres": "postgres_scanner", "sqlite": "sqlite_scanner"}[kind])
+        if lake.data_path.startswith("s3://"):
+            load_extension(conn, "httpfs")
+            options = ", ".join(f"{key} {_sql_text(value)}" for key, value in lake.s3)
+            conn.execute(f"CREATE SECRET flywheel_s3 (TYPE s3{', ' if options else ''}{options})")
+        options = [f"DATA_PATH {_sql_text(lake.data_path)}"] + (["READ_ONLY"] if read_only else [])
+        conn.execute(f"ATTACH {_sql_text('ducklake:' + lake.catalog)} AS {LAKE_ALIAS} "
+                     f"({', '.join(options)})")
+        conn.execute(f"USE {LAKE_ALIAS}")
+        return conn
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _open(path: Path | Lake, read_only: bool, wait_seconds: float,
           on_wait: Callable[[str], None] | None) -> duckdb.DuckDBPyConnection:
+    if isinstance(path, Lake):
+        return _open_lake(path, read_only)
     deadline, told = time.monotonic() + wait_seconds, False
     while True:
         try:
@@ -248,22 +354,61 @@ def _open(path: Path, read_only: bool, wait_seconds: float,
 
 
 @contextlib.contextmanager
-def connect(path: Path, temp_dir: Path | None = None, memory_limit: str | None = None,
+def connect(path: Path | Lake, temp_dir: Path | None = None, memory_limit: str | None = None,
             read_only: bool = False, wait_seconds: float = 0.0,
             on_wait: Callable[[str], None] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A short-lived connection to the warehouse file, with the schema in place. With
-    ``wait_seconds``, a file another process holds is tried again until then (telling
-    ``on_wait`` once) rather than refused at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A short-lived connection to the warehouse (its DuckDB file, or a :class:`Lake`),
+    with the schema in place. With ``wait_seconds``, a file another process holds is
+    tried again until then (telling ``on_wait`` once) rather than refused at once; a
+    lake takes many writers and never waits."""
+    if not isinstance(path, Lake):
+        path.parent.mkdir(parents=True, exist_ok=True)
     conn = _open(path, read_only, wait_seconds, on_wait)
     try:
         prepare(conn, temp_dir, memory_limit)
         if not read_only:
-            create_schema(conn)
+            # Writers that start together on a new lake race to create its tables.
+            retry_races(lambda: create_schema(conn), conn if isinstance(path, Lake) else None)
         yield conn
     finally:
         conn.close()
         release_memory()
+
+
+# A lake's writers do not wait for each other: a commit that conflicts with one another
+# writer made since this transaction began (both deleted from a table, or one inserted
+# into a table the other deleted from) fails, and is tried again from the start.
+RACE_RETRIES = 8
+RACE_MARKERS = ("Transaction conflict", "Failed to commit DuckLake transaction",
+                "database is locked", "could not serialize access")
+
+
+def lost_a_race(error: BaseException) -> bool:
+    """Whether ``error`` is a lake commit that lost to another writer (try it again)."""
+    return isinstance(error, duckdb.Error) and any(m in str(error) for m in RACE_MARKERS)
+
+
+def race_wait(attempt: int = 0) -> float:
+    """Seconds before another try: growing, and jittered so that two writers that
+    collided do not collide again."""
+    import random
+
+    return min(10.0, 0.2 * 2 ** attempt) * (0.5 + random.random())
+
+
+def retry_races(work: Callable[[], object], conn: duckdb.DuckDBPyConnection | None):
+    """``work()``, tried again while it loses a lake commit race (``conn`` None: no lake,
+    once). ``work`` must be all-or-nothing: a transaction, or statements that may run
+    again."""
+    for attempt in range(RACE_RETRIES + 1):
+        try:
+            return work()
+        except duckdb.Error as exc:
+            if conn is None or not lost_a_race(exc) or attempt == RACE_RETRIES:
+                raise
+            with contextlib.suppress(duckdb.Error):
+                conn.execute("ROLLBACK")
+            time.sleep(race_wait(attempt))
 
 
 def release_memory() -> None:
@@ -350,6 +495,126 @@ def merged_extras(*aliases: str) -> str:
     beyond the contract, of the user, the item and the request alike."""
     parts = ", ".join(f"coalesce({a}.extras, '{{}}')" for a in aliases)
     return f"nullif(json_merge_patch({parts})::VARCHAR, '{{}}')"
+
+
+def _comparable(column: str, kind: str) -> str:
+    """SQL: ``column`` as `table_rows` compares it: decimals written in JSON text cut
+    to ten places (they carry sums whose last bits vary, see `same_rows`)."""
+    quoted = f'"{column}"'
+    if kind == "VARCHAR":
+        return f"regexp_replace({quoted}, '(\\.\\d{{10}})\\d+', '\\1', 'g') AS {quoted}"
+    return quoted
+
+
+def table_rows(conn: duckdb.DuckDBPyConnection, table: str,
+               replace: Mapping[str, str] | None = None,
+               leave_out: tuple[str, ...] = ("run_id",)):
+    """The rows of ``table`` as a DataFrame to compare with another warehouse's:
+    columns named ``*_at`` (when a row was written) and ``leave_out`` (which run wrote
+    it) left out, each text of ``replace`` (a data dir) replaced."""
+    schema, name = table.split(".")
+    columns = [(c, kind) for c, kind in conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_catalog "
+        "= current_database() AND table_schema = ? AND table_name = ? "
+        "ORDER BY ordinal_position", [schema, name]).fetchall()
+        if not c.endswith("_at") and c not in leave_out]
+    listed = []
+    for column, kind in columns:
+        expression = _comparable(column, kind)
+        if kind == "VARCHAR":
+            for old, new in (replace or {}).items():
+                expression = expression.replace(
+                    f'"{column}"', f'replace("{column}", {_sql_text(old)}, {_sql_text(new)})', 1)
+        listed.append(expression)
+    return conn.execute(f"SELECT {', '.join(listed)} FROM {table}").df()
+
+
+def same_rows(a, b, rtol: float = 1e-9) -> str | None:
+    """Why two tables' rows (`table_rows`) differ, or None when they are the same rows.
+    Numbers are equal within ``rtol`` of the column's largest value: DuckDB sums
+    floating-point numbers in parallel, in no fixed order, so the last bits of a sum
+    differ between two runs of the same query on the same file (seen: 1e-14 relative,
+    in the profiles, amplified to 1e-10 near zero by the factorisation that follows).
+    Everything else must be equal, row for row."""
+    import numpy as np
+
+    if list(a.columns) != list(b.columns):
+        return f"columns {list(a.columns)} != {list(b.columns)}"
+    if len(a) != len(b):
+        return f"{len(a)} rows != {len(b)} rows"
+    if not len(a):
+        return None
+    def is_number(series) -> bool:
+        return series.dtype.kind == "f"
+
+    def is_number_list(series) -> bool:
+        first = next((v for v in series if not _null(v)), None)
+        return (series.dtype == object and first is not None and not isinstance(first, str)
+                and hasattr(first, "__len__") and len(first) > 0
+                and all(isinstance(x, float) for x in first))
+
+    exact = [c for c in a.columns if not is_number(a[c]) and not is_number_list(a[c])]
+    def ordered(frame):
+        keys = frame[exact].map(_text) if exact else frame.iloc[:, :0]
+        numbers = [frame[c].round(6) for c in frame.columns if is_number(frame[c])]
+        key = keys.assign(**{f"_n{i}": n for i, n in enumerate(numbers)})
+        return frame.loc[key.sort_values(list(key.columns)).index].reset_index(drop=True)
+    a, b = ordered(a), ordered(b)
+    for column in a.columns:
+        x, y = a[column], b[column]
+        if column in exact:
+            differ = (x.map(_text) != y.map(_text)).to_numpy(bool)
+            if differ.any():
+                i = int(np.argmax(differ))
+                return f"{column}: {x.iloc[i]!r} != {y.iloc[i]!r}"
+            continue
+        if is_number(x):
+            left, right = x.to_numpy(float), y.to_numpy(float)
+        else:
+            def shape(v) -> int:
+                return -1 if _null(v) else len(v) if hasattr(v, "__len__") else -2
+            if [shape(v) for v in x] != [shape(v) for v in y]:
+                return f"{column}: lists of other lengths"
+            left = np.concatenate([np.asarray(v, float) for v in x if not _null(v)] or [[]])
+            right = np.concatenate([np.asarray(v, float) for v in y if not _null(v)] or [[]])
+        scale = np.nanmax(np.abs(left)) if left.size and not np.all(np.isnan(left)) else 0.0
+        close = np.isclose(left, right, rtol=rtol, atol=rtol * scale, equal_nan=True)
+        if not close.all():
+            i = int(np.argmin(close))
+            return f"{column}: {float(left[i])!r} != {float(right[i])!r}"
+    return None
+
+
+def _null(value) -> bool:
+    """None, NaN, NA or NaT (not a list, which may hold them)."""
+    import pandas as pd
+
+    return value is None or (not hasattr(value, "__len__") and bool(pd.isna(value)))
+
+
+def _text(value) -> str:
+    """A value as text, the same for equal values of any kind (None, NaN and NA alike)."""
+    if _null(value):
+        return "<null>"
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    return repr(value)
+
+
+def compare(conn_a: duckdb.DuckDBPyConnection, conn_b: duckdb.DuckDBPyConnection,
+            replace_a: Mapping[str, str] | None = None,
+            replace_b: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Each table of two warehouses whose rows differ (`same_rows`), with why: empty when
+    they hold the same data (a lake and the file it replaced; a backfill run in
+    parallel and the same days one after another)."""
+    tables_a, tables_b = _tables(conn_a), _tables(conn_b)
+    problems = {t: "only in the first" for t in tables_a - tables_b}
+    problems.update({t: "only in the second" for t in tables_b - tables_a})
+    for table in sorted(tables_a & tables_b):
+        why = same_rows(table_rows(conn_a, table, replace_a), table_rows(conn_b, table, replace_b))
+        if why:
+            problems[table] = why
+    return problems
 
 
 def window_start(partition_date: str, days: int) -> str:

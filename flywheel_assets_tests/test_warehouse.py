@@ -59,3 +59,60 @@ def test_an_operator_command_waits_for_a_run_that_holds_the_warehouse(tmp_path, 
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_two_warehouses_compare_row_for_row_and_sums_to_their_last_bits(tmp_path):
+    """`warehouse.compare` (what says a lake or a parallel backfill holds what the file
+    or the serial run holds): a sum's last bits may differ, nothing else may."""
+    from flywheel_assets import warehouse
+
+    insert = ("INSERT INTO curated.user_profiles (partition_date, user_key, segment, rate, "
+              "factors) VALUES ")
+    u1 = "('2026-01-01', 'u1', NULL, 0.14 + $e, [4e-5, 1.0])"
+    u2 = "('2026-01-01', 'u2', 'new', 0.2, [1.0 + $e, 2.0])"
+    with warehouse.connect(tmp_path / "a.duckdb") as a, warehouse.connect(tmp_path / "b.duckdb") as b:
+        a.execute(insert + f"{u1}, {u2}", {"e": 0.0})
+        # the same rows, written in the other order, sums off in their last bits
+        b.execute(insert + f"{u2}, {u1}", {"e": 2e-16})
+        assert b.execute("SELECT rate FROM curated.user_profiles WHERE user_key = 'u1'"
+                         ).fetchone()[0] != 0.14
+        assert warehouse.compare(a, b) == {}
+        b.execute("UPDATE curated.user_profiles SET rate = 0.1401 WHERE user_key = 'u1'")
+        assert warehouse.compare(a, b) == {"curated.user_profiles": "rate: 0.14 != 0.1401"}
+        b.execute("UPDATE curated.user_profiles SET rate = 0.14, segment = 'x' WHERE user_key = 'u1'")
+        assert "segment" in warehouse.compare(a, b)["curated.user_profiles"]
+        b.execute("UPDATE curated.user_profiles SET segment = NULL, factors = [4.1e-5, 1.0] "
+                  "WHERE user_key = 'u1'")
+        assert "factors" in warehouse.compare(a, b)["curated.user_profiles"]
+        b.execute("UPDATE curated.user_profiles SET factors = [4e-5, 1.0] WHERE user_key = 'u1'")
+        b.execute("INSERT INTO raw.users (partition_date, user_key) VALUES ('2026-01-01', 'u3')")
+        assert warehouse.compare(a, b) == {"raw.users": "0 rows != 1 rows"}
+        # a data dir in a path is not a difference when each side names its own
+        for conn, root in ((a, "/data/a"), (b, "/data/b")):
+            conn.execute("DELETE FROM raw.users")
+            conn.execute("INSERT INTO ml.model_registry (version, path) VALUES ('m1', ?)",
+                         [f"{root}/models/m1"])
+        assert warehouse.compare(a, b, {"/data/a": "$DATA"}, {"/data/b": "$DATA"}) == {}
+        assert "path" in warehouse.compare(a, b)["ml.model_registry"]
+
+
+def test_a_catalog_makes_the_warehouse_a_lake(monkeypatch, tmp_path):
+    from flywheel_assets import warehouse
+    from flywheel_assets.settings import Settings
+
+    monkeypatch.delenv("FLYWHEEL_WAREHOUSE_CATALOG", raising=False)
+    assert Settings.from_env(tmp_path).warehouse == tmp_path.resolve() / "warehouse.duckdb"
+    monkeypatch.setenv("FLYWHEEL_WAREHOUSE_CATALOG",
+                       "postgres:dbname=lake host=db user=flywheel password=s3cret")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("FLYWHEEL_S3_ENDPOINT", "127.0.0.1:9000")
+    lake = Settings.from_env(tmp_path).warehouse
+    assert isinstance(lake, warehouse.Lake)
+    assert lake.data_path == str(tmp_path.resolve() / "lake") + "/"
+    assert "s3cret" not in str(lake) and "postgres catalog" in str(lake)
+    monkeypatch.setenv("FLYWHEEL_WAREHOUSE_DATA", "s3://bucket/lake/")
+    lake = Settings.from_env(tmp_path).warehouse
+    assert lake.data_path == "s3://bucket/lake/"
+    assert dict(lake.s3) == {"KEY_ID": "key", "SECRET": "secret", "ENDPOINT": "127.0.0.1:9000",
+                             "URL_STYLE": "path", "USE_SSL": "true"}

@@ -379,7 +379,7 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
     model) whether or not it is asked for."""
     day, e, models_dir = partition_date, settings.evaluation, settings.models_dir
     # A command a person runs: it waits for a run that holds the warehouse.
-    with warehouse.operator_connect(settings.warehouse_path) as conn:
+    with warehouse.operator_connect(settings.warehouse) as conn:
         candidate = registered_candidate(conn, day)
         examination, catalogue, k, engagement, draws = day_inputs(conn, day, e.slate_size)
         logged = logged_pools.load(conn, day, e.max_ope_requests, e.max_catalogue_pool, k)

@@ -421,7 +421,7 @@ def promote(settings: Settings, version: str, reason: str, actor: str) -> dict:
     model_store.load_model(settings.models_dir, version, settings.training.model)
     # Holding the warehouse keeps the gate (champion_model) from moving the pointer
     # meanwhile: the pointer is read and moved under it.
-    with warehouse.operator_connect(settings.warehouse_path) as conn:
+    with warehouse.operator_connect(settings.warehouse) as conn:
         # A corrupt pointer is what an operator's promotion repairs: read as none.
         previous = model_store.champion_version(settings.models_dir, tolerate_corrupt=True)
         return change_champion(conn, settings.models_dir, new_version=version,
@@ -434,7 +434,7 @@ def rollback(settings: Settings, reason: str, actor: str) -> dict:
     if not reason.strip():
         raise ValueError("a rollback needs a reason (--reason)")
     models_dir = settings.models_dir
-    with warehouse.operator_connect(settings.warehouse_path) as conn:
+    with warehouse.operator_connect(settings.warehouse) as conn:
         previous = model_store.champion_version(models_dir)
         target = model_store.rollback_target(models_dir)  # nothing to roll back to: raises
         model_store.load_model(models_dir, target, settings.training.model)  # still loads safely

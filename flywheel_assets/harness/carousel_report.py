@@ -17,7 +17,7 @@ HEADER = (f"{'date':<10} {'impr':>6} {'clicks':>6} {'served by':<19} {'promoted'
 
 
 def day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> dict:
-    with warehouse.connect(settings.warehouse_path) as conn:
+    with warehouse.connect(settings.warehouse) as conn:
         counts = dict(conn.execute("SELECT stream, sum(rows_read) FROM raw.landing_files "
                                    "WHERE partition_date = ? GROUP BY stream", [date]).fetchall())
         quarantined = conn.execute("SELECT count(*) FROM raw.quarantined_events WHERE "

@@ -101,7 +101,7 @@ def reset_generated(data_dir: Path) -> None:
 def _day_record(settings: Settings, date: str, oracle: dict, run_ok: bool) -> dict:
     from flywheel_assets import warehouse
 
-    with warehouse.connect(settings.warehouse_path) as conn:
+    with warehouse.connect(settings.warehouse) as conn:
         counts = dict(conn.execute("""
             SELECT stream, sum(rows_read) FROM raw.landing_files WHERE partition_date = ?
             GROUP BY stream""", [date]).fetchall())

@@ -96,7 +96,7 @@ def _read_outcome(settings: Settings, date: str) -> dict:
 
     def read():
         try:
-            with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
+            with warehouse.connect(settings.warehouse, read_only=True) as conn:
                 return {
                     "decision": conn.execute("""
                         SELECT decided_at, candidate_version, promoted, new_champion, reasons

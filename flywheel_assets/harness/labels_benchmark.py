@@ -60,7 +60,7 @@ def examples(run_dir: Path) -> tuple[pd.DataFrame, np.ndarray, Settings]:
     settings = Settings.from_env(run_dir)
     directory = world.world_dir(settings.data_dir)
     config = world.load_config(directory)
-    with warehouse.connect(settings.warehouse_path) as conn:
+    with warehouse.connect(settings.warehouse) as conn:
         day = conn.execute("SELECT max(partition_date) FROM ml.training_set").fetchone()[0]
         if day is None:
             raise SystemExit(f"flywheel benchmark labels: {run_dir} has no training set")

@@ -256,7 +256,7 @@ def bot_traffic(settings: Settings, config: WorldConfig, day: int, targets: np.n
                                       for u in users.loc[users["is_bot"], "user_id"]]})
     target_ids = pd.DataFrame({"item_id": [f"item_{i:06d}" for i in targets]})
     date = config.date_of(day).isoformat()
-    with warehouse.connect(settings.warehouse_path, read_only=True) as conn:
+    with warehouse.connect(settings.warehouse, read_only=True) as conn:
         conn.register("_bots", bots)
         conn.register("_targets", target_ids)
         # Duplicate copies (removed whatever the settings) are not rows to catch.

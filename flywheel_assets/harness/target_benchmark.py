@@ -60,14 +60,14 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"flywheel benchmark target: no demo run in {settings.data_dir} "
                          "(run `flywheel demo --data-dir …` first)")
     config = load_config(directory)
-    with connect(settings.warehouse_path, read_only=True) as conn:
+    with connect(settings.warehouse, read_only=True) as conn:
         days = [str(d) for (d,) in conn.execute(
             "SELECT DISTINCT partition_date FROM ml.training_set ORDER BY 1").fetchall()]
     if args.days:
         days = days[::max(1, len(days) // args.days)][:args.days]
     results = []
     for day in days:
-        with connect(settings.warehouse_path, read_only=True) as conn:
+        with connect(settings.warehouse, read_only=True) as conn:
             rows = conn.execute("""
                 SELECT t.*, pb.examination FROM ml.training_set t
                 LEFT JOIN curated.position_bias pb

@@ -107,7 +107,7 @@ def ensure_alerts_table(conn: duckdb.DuckDBPyConnection) -> None:
     """Create ``monitor.alerts`` if it does not exist yet (idempotent). A table of the
     version that sent alerts while recording them (no ``pending``) is rebuilt once, in
     one transaction, its rows kept."""
-    conn.execute(ALERTS_DDL)
+    conn.execute(_lake_ddl(ALERTS_DDL) if _on_lake(conn) else ALERTS_DDL)
     columns = _columns(conn)
     if "next_attempt_at" in columns:
         if "claimed_by" not in columns:
@@ -124,6 +124,20 @@ def ensure_alerts_table(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def _on_lake(conn: duckdb.DuckDBPyConnection) -> bool:
+    return conn.execute("SELECT type FROM duckdb_databases() "
+                        "WHERE database_name = current_database()").fetchone()[0] == "ducklake"
+
+
+def _lake_ddl(ddl: str) -> str:
+    """The table without the constraints DuckLake does not take (primary key, checks):
+    on a lake, `raise_alert` keeps one row per key itself."""
+    import re
+
+    ddl = ddl.replace(" PRIMARY KEY", "")
+    return re.sub(r"\s*CHECK \((?:[^()]|\([^()]*\))*\)", "", ddl)
 
 
 def _columns(conn: duckdb.DuckDBPyConnection) -> set[str]:
@@ -164,13 +178,27 @@ def raise_alert(conn: duckdb.DuckDBPyConnection, alert: Alert, webhook_url: str 
     # default=str: a date or Decimal in the details must not stop the alert going out.
     details = json.dumps(alert.details, default=str, sort_keys=True)
     status = "not_configured" if webhook_url is None else "pending"
-    # ON CONFLICT: if another writer recorded the key meanwhile, keep theirs.
-    conn.execute("INSERT INTO monitor.alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, NULL, NULL) "
-                 "ON CONFLICT DO NOTHING",
-                 [alert.key, now, alert.source, alert.severity, alert.partition_date,
-                  alert.run_id, alert.title, details, status,
-                  now if status == "pending" else None])
-    return AlertOutcome(alert.key, False, status)
+    values = [alert.key, now, alert.source, alert.severity, alert.partition_date,
+              alert.run_id, alert.title, details, status, now if status == "pending" else None]
+    if not _on_lake(conn):
+        # ON CONFLICT: if another writer recorded the key meanwhile, keep theirs.
+        conn.execute("INSERT INTO monitor.alerts VALUES "
+                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, NULL, NULL) ON CONFLICT DO NOTHING",
+                     values)
+        return AlertOutcome(alert.key, False, status)
+    # A lake has no unique keys, and two writers' inserts never conflict: insert, then
+    # keep the first row of the key (the earliest; the run id breaks a tie), so that
+    # writers that raced agree on one (their deletes conflict: one is tried again).
+    conn.execute("INSERT INTO monitor.alerts VALUES "
+                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, NULL, NULL)", values)
+    conn.execute("""
+        DELETE FROM monitor.alerts WHERE alert_key = $key AND (raised_at, coalesce(run_id, ''))
+            <> (SELECT min((raised_at, coalesce(run_id, ''))) FROM monitor.alerts
+                WHERE alert_key = $key)""", {"key": alert.key})
+    first = conn.execute("SELECT raised_at = $now AND coalesce(run_id, '') = $run, webhook_status "
+                         "FROM monitor.alerts WHERE alert_key = $key",
+                         {"key": alert.key, "now": now, "run": alert.run_id or ""}).fetchall()
+    return AlertOutcome(alert.key, not first[0][0], first[0][1])
 
 
 def _payload(row: tuple) -> bytes:

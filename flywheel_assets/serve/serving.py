@@ -193,17 +193,17 @@ def reads_profiles(pipeline) -> bool:
     return any(c in feats.PROFILE_FEATURES for c in feats.spec_of(pipeline).numeric)
 
 
-def warehouse_profiles(path: Path) -> Callable:
-    """Row days → profile snapshots, read from the warehouse at ``path`` (read-only,
-    briefly); none when it has no profiles yet."""
+def warehouse_profiles(path) -> Callable:
+    """Row days → profile snapshots, read from the warehouse at ``path`` (its file or
+    its lake; read-only, briefly); none when it has no profiles yet."""
     def load(days) -> dict:
-        if not Path(path).exists():
+        if not isinstance(path, warehouse.Lake) and not Path(path).exists():
             return {}
         # Another process may hold the file for a write (a rotation running): wait for
         # it, a write is one short transaction.
         for attempt in range(READ_ATTEMPTS):
             try:
-                with warehouse.connect(Path(path), read_only=True) as conn:
+                with warehouse.connect(path, read_only=True) as conn:
                     try:
                         return load_store(conn, days)
                     except duckdb.CatalogException:  # a warehouse from before profiles
@@ -225,7 +225,7 @@ def model_policy(settings, version: str) -> RankingPolicy:
     that reads profile features gets them from the warehouse."""
     pipeline = model_store.load_model(settings.models_dir, version, settings.training.model)
     return RankingPolicy(version=version, pipeline=pipeline,
-                         profiles=warehouse_profiles(settings.warehouse_path),
+                         profiles=warehouse_profiles(settings.warehouse),
                          pseudonym_secret=settings.pseudonym_secret)
 
 

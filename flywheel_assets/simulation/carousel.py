@@ -230,7 +230,7 @@ def oracle_day(world: Path, settings, config: WorldConfig, date: str,
     from flywheel_assets import warehouse
     from flywheel_assets.evaluate.evaluation import read_evaluation
 
-    with warehouse.connect(settings.warehouse_path) as conn:
+    with warehouse.connect(settings.warehouse) as conn:
         record = read_evaluation(conn, date) or {}
     served = json.loads((_truth_dir(world, date) / "day.json").read_text())["policy_version"]
     policies = {"champion": champion}

@@ -22,7 +22,7 @@ def measure(settings: Settings, config: WorldConfig, date: str) -> dict:
             for u in pop.users["user_id"].to_numpy()[pop.is_bot]}
     # Relative to position 1, as the product estimates it.
     true_curve = truth.examination_curve(config) / truth.examination_curve(config)[0]
-    with warehouse.connect(settings.warehouse_path) as conn:
+    with warehouse.connect(settings.warehouse) as conn:
         # The filter's input: users whose feedback reached curation (consent given).
         active = {r[0] for r in conn.execute(
             "SELECT DISTINCT user_key FROM curated.feedback_events WHERE partition_date = ?",

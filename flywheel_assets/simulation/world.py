@@ -127,7 +127,7 @@ def _off_policy_errors(settings: Settings, config: WorldConfig, date: str,
     estimated difference with the champion (or the incumbent) and its interval beside
     the true difference of the same two rankings on the same requests."""
     path = world_dir(settings.data_dir) / "truth" / f"date={date}" / "requests.npz"
-    with warehouse.connect(settings.warehouse_path) as conn:
+    with warehouse.connect(settings.warehouse) as conn:
         row = conn.execute("SELECT metrics FROM ml.model_evaluations WHERE partition_date = ?",
                            [date]).fetchone()
         trained_on = {r[0] for r in conn.execute(
