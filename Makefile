@@ -8,7 +8,7 @@ export DAGSTER_HOME ?= $(FLYWHEEL_DATA_DIR)/dagster_home
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 
-.PHONY: install install-deploy browser postgres demo ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles benchmark-rotation benchmark-poisoning drill clean label-studio-install label-studio
+.PHONY: install install-deploy browser postgres demo benchmark-backfill ui test test-fast benchmark-signal benchmark-loops benchmark-gate benchmark-compounding benchmark-profiles benchmark-rotation benchmark-poisoning drill clean label-studio-install label-studio
 
 # Re-install only when the dependency list changes.
 $(BIN)/flywheel: pyproject.toml
@@ -79,6 +79,14 @@ test: install browser label-studio-install postgres install-deploy
 # The inner loop: every test but those marked slow (live instance, browser, demo).
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not lake" $(XDIST) $(PYTEST_ARGS)
+
+# The same landed days rotated one after another and by `flywheel backfill --parallel P`,
+# each on a lake catalogued in a PostgreSQL server the benchmark starts: wall times,
+# their ratio, whether the tables are the same (the deploy environment: DuckLake).
+PARALLEL ?= 2
+BACKFILL_DAYS ?= 4
+benchmark-backfill: install-deploy postgres
+	$(DEPLOY_VENV)/bin/flywheel benchmark backfill --days $(BACKFILL_DAYS) --parallel $(PARALLEL)
 
 # Full loop vs the naive loop (--no-ips --no-filters) on the same world, side by side.
 benchmark-signal: install

@@ -1,6 +1,7 @@
 """``flywheel``: the flywheel without the UI.
 
-Built-in commands operate the product (champion, promote, rollback, rotate, evaluate);
+Built-in commands operate the product (champion, promote, rollback, rotate, backfill,
+evaluate);
 commands that live outside it (the simulated
 world's ``demo``) register through the ``flywheel.commands`` entry-point group, so the
 product never imports them.
@@ -72,9 +73,12 @@ def _rotate(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env(args.data_dir)
     os.environ.setdefault("DAGSTER_HOME", str(settings.ensure_dagster_home()))
-    success, run_id, failures = rotate(str(settings.data_dir), args.day)
+    success, run_id, failures = rotate(str(settings.data_dir), args.day, args.stage)
     for failure in failures:
         print(failure, file=sys.stderr)
+    if args.quiet or args.stage != "all":
+        print(f"{args.day} ({args.stage}): run {run_id} {'succeeded' if success else 'FAILED'}")
+        return 0 if success else 1
     with warehouse.operator_connect(settings.warehouse) as conn:
         record = evaluation.read_evaluation(conn, args.day)
         decision = conn.execute("SELECT promote, decision FROM ml.gate_decisions WHERE "
@@ -135,7 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "run is recorded in the instance the UI reads.")
     p.add_argument("--day", required=True, help="the partition, YYYY-MM-DD")
     p.add_argument("--data-dir")
+    p.add_argument("--stage", choices=["all", "ingest", "erasure", "rest"], default="all",
+                   help="one part of the rotation (what `flywheel backfill` runs apart)")
+    p.add_argument("--quiet", action="store_true", help="one line, no summary of the day")
     p.set_defaults(func=_rotate)
+    p = sub.add_parser("backfill", help="rotate many days, two days' work at once",
+                       description="Every day from --from to --to: its landing day read in, "
+                                   "its erasure, then the rest, day after day; a day's "
+                                   "ingest beside the day before's rest (flywheel_assets/"
+                                   "backfill.py says why that leaves the tables as the days "
+                                   "one after another would). Needs a warehouse that takes "
+                                   "two writers (a lake) and a duckdb pool of two.")
+    p.add_argument("--from", dest="first", required=True, help="first day, YYYY-MM-DD")
+    p.add_argument("--to", dest="last", required=True, help="last day, YYYY-MM-DD")
+    p.add_argument("--parallel", type=int, default=2,
+                   help="stages at once (default 2; more find nothing to do)")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=_backfill)
     p = sub.add_parser("evaluate", help="value policies off-policy on a day's logs",
                        description="What would policy P have done on day D? Each estimate "
                                    "(IPS, SNIPS, doubly robust) with its interval, effective "
@@ -157,6 +177,34 @@ def build_parser() -> argparse.ArgumentParser:
     for ep in entry_points(group="flywheel.commands"):
         ep.load()(sub)
     return parser
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    import os
+
+    from flywheel_assets import backfill
+
+    from flywheel_assets import warehouse
+
+    settings = Settings.from_env(args.data_dir)
+    if args.parallel > 1 and not isinstance(settings.warehouse, warehouse.Lake):
+        print(f"flywheel backfill --parallel {args.parallel}: the warehouse is the DuckDB file "
+              f"{settings.warehouse_path}, which takes one writer at a time; use --parallel 1, "
+              f"or a lake (FLYWHEEL_WAREHOUSE_CATALOG, docs/architecture.md)", file=sys.stderr)
+        return 2
+    os.environ.setdefault("DAGSTER_HOME", str(settings.ensure_dagster_home()))
+    limit = backfill.pool_limit(os.environ["DAGSTER_HOME"])
+    if limit < args.parallel:
+        print(f"note: the instance's duckdb pool lets {limit} step(s) in at once "
+              f"(concurrency.pools.default_limit in $DAGSTER_HOME/dagster.yaml): stages beyond "
+              f"that wait for it", file=sys.stderr)
+    days = backfill.days_between(args.first, args.last)
+    outcome = backfill.run(days, args.parallel, backfill.rotate_command(str(settings.data_dir)))
+    for failure in outcome["failures"]:
+        print(failure, file=sys.stderr)
+    print(f"backfill of {len(days)} days: {outcome['done']} of {outcome['stages']} stages done, "
+          f"at most {outcome['most_at_once']} at once, {outcome['wall_seconds']:.1f} s")
+    return 1 if outcome["failures"] else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,16 +67,39 @@ def _root_message(error) -> str:
     return error.message.strip()
 
 
-def rotate(data_dir: str, day: str) -> tuple[bool, str, list[str]]:
-    """`daily_rotation_job` for one day, in this process, on the instance at
-    DAGSTER_HOME (``flywheel rotate``): whether it succeeded, its run id, and each
-    failed step's error."""
+# A day's rotation in the three parts a backfill runs apart (`flywheel backfill`): the
+# landing day read in (it writes only the day's own partitions, and the day's deletion
+# requests), the erasure they ask for (it deletes from every day), and the rest.
+INGEST_ASSETS = ("raw_impressions", "raw_candidates", "raw_interactions", "raw_users",
+                 "raw_items", "deletion_requests", "quarantined_events")
+STAGES = ("all", "ingest", "erasure", "rest")
+
+
+def stage_selection(job: dg.JobDefinition, stage: str) -> list[dg.AssetKey] | None:
+    """The assets of ``job`` that a stage of a day's rotation materialises (None: all)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    if stage == "all":
+        return None
+    ingest = {dg.AssetKey(k) for k in INGEST_ASSETS}
+    erasure = {dg.AssetKey("user_erasure")}
+    everything = set(job.asset_layer.executable_asset_keys)
+    chosen = {"ingest": ingest, "erasure": erasure, "rest": everything - ingest - erasure}[stage]
+    return sorted(chosen & everything, key=lambda k: k.to_user_string())
+
+
+def rotate(data_dir: str, day: str, stage: str = "all") -> tuple[bool, str, list[str]]:
+    """`daily_rotation_job` for one day (or one ``stage`` of it), in this process, on
+    the instance at DAGSTER_HOME (``flywheel rotate``): whether it succeeded, its run
+    id, and each failed step's error."""
     job = build_definitions(data_dir).resolve_job_def("daily_rotation_job")
     quiet = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
     with instance_at_home() as instance:
         result = job.execute_in_process(partition_key=day, instance=instance, run_config=quiet,
                                         raise_on_error=False,
-                                        tags={"flywheel/cli": "rotate", **host_tag()})
+                                        asset_selection=stage_selection(job, stage),
+                                        tags={"flywheel/cli": "rotate", "flywheel/stage": stage,
+                                              **host_tag()})
     failures = [f"step {e.step_key} failed: {_root_message(e.event_specific_data.error)}"
                 for e in result.all_events if e.is_step_failure]
     return result.success, result.run_id, failures

@@ -582,10 +582,13 @@ class Settings:
         from flywheel_assets.warehouse import Lake
 
         data = self.warehouse_data.strip() or str(self.data_dir / "lake")
-        if data.startswith("file://"):
-            data = data[len("file://"):]
+        if data.startswith("file:"):
+            from urllib.parse import unquote, urlparse
+
+            data = unquote(urlparse(data).path)
         if "://" not in data:
-            data = str(Path(data).expanduser().resolve()) + "/"
+            # A relative folder is the data dir's, whatever folder a command starts in.
+            data = str((self.data_dir / Path(data).expanduser()).resolve()) + "/"
         return Lake(self.warehouse_catalog.strip(), data, self.s3_options())
 
     def s3_options(self) -> tuple[tuple[str, str], ...]:
@@ -671,7 +674,7 @@ def check_postgres_url(url: str) -> None:
                          f"{POSTGRES_URL_EXAMPLE}")
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme != "postgresql+psycopg2":
-        shown = scheme or url.split("@")[-1][:40]
+        shown = scheme or "something that is not a URL"  # never the rest: a password
         raise ValueError(f"{POSTGRES_URL_ENV} must start with postgresql+psycopg2:// (the "
                          f"driver dagster-postgres works with), not {shown!r}; e.g. "
                          f"{POSTGRES_URL_EXAMPLE}")

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -188,16 +189,20 @@ ADDED_COLUMNS = {
 
 def create_schema(conn: duckdb.DuckDBPyConnection) -> None:
     """Create the warehouse's schemas and tables if they do not exist yet."""
-    before = _tables(conn)
     for schema in SCHEMAS:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     conn.execute(TABLES_DDL)
     ensure_alerts_table(conn)
     if _on_lake(conn):
         # A lake keeps each day of an event table in files of its own: a day is written,
-        # replaced and read without touching the files of another day.
-        for table in sorted(_tables(conn) - before):
-            if (f"{table}.partition_date",) in _columns(conn):
+        # replaced and read without touching the files of another day (DuckLake still
+        # sees conflicts per table: two writers that both delete from one table, even
+        # different days, conflict and one is tried again). Asked of the catalog, so a
+        # table left unpartitioned by a creation that lost a race is partitioned by the
+        # next connection.
+        columns = _columns(conn)
+        for table in sorted(_tables(conn) - _partitioned(conn)):
+            if (f"{table}.partition_date",) in columns:
                 conn.execute(f"ALTER TABLE {table} SET PARTITIONED BY (partition_date)")
     present = _columns(conn)
     for table, columns in ADDED_COLUMNS.items():
@@ -224,6 +229,17 @@ def _tables(conn: duckdb.DuckDBPyConnection) -> set[str]:
     return {f"{s}.{t}" for s, t in conn.execute(
         "SELECT table_schema, table_name FROM information_schema.tables "
         "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE'").fetchall()}
+
+
+def _partitioned(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    """The lake's tables that have a partitioning (DuckLake's catalog says)."""
+    meta = f"__ducklake_metadata_{LAKE_ALIAS}"
+    return {r[0] for r in conn.execute(f"""
+        SELECT s.schema_name || '.' || t.table_name FROM {meta}.ducklake_table t
+        JOIN {meta}.ducklake_schema s ON s.schema_id = t.schema_id AND s.end_snapshot IS NULL
+        JOIN {meta}.ducklake_partition_info p ON p.table_id = t.table_id
+             AND p.end_snapshot IS NULL
+        WHERE t.end_snapshot IS NULL""").fetchall()}
 
 
 def _on_lake(conn: duckdb.DuckDBPyConnection) -> bool:
@@ -274,9 +290,9 @@ class Lake:
     (one process). ``s3`` holds the object store's settings when ``data_path`` is on
     one (endpoint, keys, region)."""
 
-    catalog: str
-    data_path: str
-    s3: tuple[tuple[str, str], ...] = ()
+    catalog: str = field(repr=False)  # holds the catalog database's password
+    data_path: str = ""
+    s3: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def __str__(self) -> str:  # never the password
         kind = self.catalog.split(":", 1)[0] if ":" in self.catalog else "file"
@@ -314,6 +330,28 @@ def _sql_text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+_SECRETS = (re.compile(r"(password\s*=\s*)('[^']*'|[^\s\"']+)", re.I),
+            re.compile(r"(SECRET\s+)('[^']*'|[^\s\"']+)"),
+            re.compile(r"(://[^:/@\s]+:)([^@\s]+)(?=@)"))
+
+
+def scrub(text: str) -> str:
+    """``text`` without the passwords a catalog string, an S3 secret or a URL carry
+    (DuckDB quotes the catalog string whole in an error that names it)."""
+    for pattern in _SECRETS:
+        text = pattern.sub(lambda m: m.group(1) + "***", text)
+    return text
+
+
+def _scrubbed(error: duckdb.Error) -> duckdb.Error:
+    """The same error with its message scrubbed (its cause, which holds the password,
+    not chained)."""
+    try:
+        return type(error)(scrub(str(error)))
+    except TypeError:  # an error class that takes other arguments
+        return duckdb.Error(scrub(str(error)))
+
+
 def _open_lake(lake: Lake, read_only: bool) -> duckdb.DuckDBPyConnection:
     conn = duckdb.connect()
     try:
@@ -330,6 +368,9 @@ def _open_lake(lake: Lake, read_only: bool) -> duckdb.DuckDBPyConnection:
                      f"({', '.join(options)})")
         conn.execute(f"USE {LAKE_ALIAS}")
         return conn
+    except duckdb.Error as exc:
+        conn.close()
+        raise _scrubbed(exc) from None
     except BaseException:
         conn.close()
         raise
@@ -370,6 +411,11 @@ def connect(path: Path | Lake, temp_dir: Path | None = None, memory_limit: str |
             # Writers that start together on a new lake race to create its tables.
             retry_races(lambda: create_schema(conn), conn if isinstance(path, Lake) else None)
         yield conn
+    except duckdb.Error as exc:
+        # A lake's catalog that stops answering is named whole, password included.
+        if isinstance(path, Lake) and scrub(str(exc)) != str(exc):
+            raise _scrubbed(exc) from None
+        raise
     finally:
         conn.close()
         release_memory()
@@ -526,15 +572,17 @@ def table_rows(conn: duckdb.DuckDBPyConnection, table: str,
                 expression = expression.replace(
                     f'"{column}"', f'replace("{column}", {_sql_text(old)}, {_sql_text(new)})', 1)
         listed.append(expression)
-    return conn.execute(f"SELECT {', '.join(listed)} FROM {table}").df()
+    frame = conn.execute(f"SELECT {', '.join(listed)} FROM {table}").df()
+    frame.attrs["types"] = dict(columns)
+    return frame
 
 
 def same_rows(a, b, rtol: float = 1e-9) -> str | None:
     """Why two tables' rows (`table_rows`) differ, or None when they are the same rows.
     Numbers are equal within ``rtol`` of the column's largest value: DuckDB sums
     floating-point numbers in parallel, in no fixed order, so the last bits of a sum
-    differ between two runs of the same query on the same file (seen: 1e-14 relative,
-    in the profiles, amplified to 1e-10 near zero by the factorisation that follows).
+    differ between two runs of the same query on the same file (seen in the profiles,
+    and further up near zero after the factorisation that follows).
     Everything else must be equal, row for row."""
     import numpy as np
 
@@ -544,10 +592,14 @@ def same_rows(a, b, rtol: float = 1e-9) -> str | None:
         return f"{len(a)} rows != {len(b)} rows"
     if not len(a):
         return None
+    types = {**b.attrs.get("types", {}), **a.attrs.get("types", {})}
+
     def is_number(series) -> bool:
-        return series.dtype.kind == "f"
+        return series.dtype.kind == "f" or types.get(series.name) in ("DOUBLE", "FLOAT", "REAL")
 
     def is_number_list(series) -> bool:
+        if series.name in types:
+            return types[series.name] in ("DOUBLE[]", "FLOAT[]", "REAL[]")
         first = next((v for v in series if not _null(v)), None)
         return (series.dtype == object and first is not None and not isinstance(first, str)
                 and hasattr(first, "__len__") and len(first) > 0
@@ -577,7 +629,8 @@ def same_rows(a, b, rtol: float = 1e-9) -> str | None:
                 return f"{column}: lists of other lengths"
             left = np.concatenate([np.asarray(v, float) for v in x if not _null(v)] or [[]])
             right = np.concatenate([np.asarray(v, float) for v in y if not _null(v)] or [[]])
-        scale = np.nanmax(np.abs(left)) if left.size and not np.all(np.isnan(left)) else 0.0
+        finite = np.abs(left[np.isfinite(left)])
+        scale = finite.max() if finite.size else 0.0
         close = np.isclose(left, right, rtol=rtol, atol=rtol * scale, equal_nan=True)
         if not close.all():
             i = int(np.argmin(close))

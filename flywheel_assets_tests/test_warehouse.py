@@ -100,7 +100,9 @@ def test_a_catalog_makes_the_warehouse_a_lake(monkeypatch, tmp_path):
     from flywheel_assets import warehouse
     from flywheel_assets.settings import Settings
 
-    monkeypatch.delenv("FLYWHEEL_WAREHOUSE_CATALOG", raising=False)
+    for name in ("FLYWHEEL_WAREHOUSE_CATALOG", "FLYWHEEL_WAREHOUSE_DATA", "AWS_REGION",
+                 "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
     assert Settings.from_env(tmp_path).warehouse == tmp_path.resolve() / "warehouse.duckdb"
     monkeypatch.setenv("FLYWHEEL_WAREHOUSE_CATALOG",
                        "postgres:dbname=lake host=db user=flywheel password=s3cret")
@@ -111,8 +113,62 @@ def test_a_catalog_makes_the_warehouse_a_lake(monkeypatch, tmp_path):
     assert isinstance(lake, warehouse.Lake)
     assert lake.data_path == str(tmp_path.resolve() / "lake") + "/"
     assert "s3cret" not in str(lake) and "postgres catalog" in str(lake)
+    assert "s3cret" not in repr(lake) and "secret" not in repr(lake)
+    # a relative folder is the data dir's, wherever the command starts
+    monkeypatch.setenv("FLYWHEEL_WAREHOUSE_DATA", "file:lake-files")
+    assert Settings.from_env(tmp_path).warehouse.data_path == str(tmp_path.resolve() / "lake-files") + "/"
     monkeypatch.setenv("FLYWHEEL_WAREHOUSE_DATA", "s3://bucket/lake/")
     lake = Settings.from_env(tmp_path).warehouse
     assert lake.data_path == "s3://bucket/lake/"
     assert dict(lake.s3) == {"KEY_ID": "key", "SECRET": "secret", "ENDPOINT": "127.0.0.1:9000",
                              "URL_STYLE": "path", "USE_SSL": "true"}
+
+
+def test_a_lake_write_that_loses_a_race_is_tried_again_and_nothing_else_is(tmp_path):
+    import duckdb
+
+    from flywheel_assets import warehouse
+
+    lost = duckdb.TransactionException("TransactionContext Error: Failed to commit: Failed to "
+                                       "commit DuckLake transaction. Transaction conflict - "
+                                       "attempting to insert into table with index 3")
+    assert warehouse.lost_a_race(lost) and not warehouse.lost_a_race(duckdb.Error("disk full"))
+    tries = []
+
+    def work():
+        tries.append(1)
+        if len(tries) < 3:
+            raise lost
+        return "done"
+    conn = duckdb.connect()
+    assert warehouse.retry_races(work, conn) == "done" and len(tries) == 3
+    tries.clear()
+    try:
+        warehouse.retry_races(work, None)  # no lake: not retried
+    except duckdb.TransactionException:
+        pass
+    assert len(tries) == 1
+
+    def broken():
+        tries.append(1)
+        raise duckdb.IOException("No space left on device")
+    tries.clear()
+    try:
+        warehouse.retry_races(broken, conn)
+    except duckdb.IOException:
+        pass
+    assert len(tries) == 1
+
+
+def test_a_lakes_errors_and_ddl_keep_no_secret_and_no_constraint():
+    from flywheel_assets import warehouse
+    from flywheel_assets.monitor.alerts import ALERTS_DDL, _lake_ddl
+
+    text = ('Failed to attach DuckLake MetaData "postgres:dbname=lake host=db password=hunter2 '
+            'user=u" Unable to connect; SECRET \'abc\' at postgresql+psycopg2://u:pw@db:5432/d')
+    scrubbed = warehouse.scrub(text)
+    assert "hunter2" not in scrubbed and "abc" not in scrubbed and ":pw@" not in scrubbed
+    assert 'password=*** user=u"' in scrubbed and "dbname=lake" in scrubbed
+    ddl = _lake_ddl(ALERTS_DDL)
+    assert "PRIMARY KEY" not in ddl and "CHECK" not in ddl and "NOT NULL" in ddl
+    assert ddl.count("(") == ddl.count(")") and "claimed_by VARCHAR" in ddl

@@ -329,7 +329,13 @@ def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: di
     moves only when the gate promoted this candidate (or confirmed an earlier one:
     ``Decision.version``), every blocking data check still
     passes, and the champion in service is the one the gate saw. Every application is
-    appended to `ml.promotions`. Returns the decision applied and the champion after."""
+    appended to `ml.promotions`. Returns the decision applied and the champion after.
+    The pointer is held from its reading to its move (`model_store.champion_lock`)."""
+    with model_store.champion_lock(models_dir):
+        return _apply_decision(conn, models_dir, record, actor)
+
+
+def _apply_decision(conn, models_dir, record, actor) -> tuple[Decision, str | None]:
     day, candidate = record["partition_date"], record["candidate_version"]
     current = model_store.champion_version(models_dir)
     row = conn.execute("SELECT candidate_version, compared_with, in_service, decision "
@@ -382,15 +388,16 @@ def change_champion(conn: duckdb.DuckDBPyConnection, models_dir: Path, *,
     Returns the new pointer, or None when the pointer did not move. If the audit row's
     commit fails after the pointer moved (a full disk), the pointer and history are put
     back as they were: no move without its audit row."""
-    saved = model_store.pointer_files(models_dir)
-    try:
-        return _audited_move(conn, models_dir, new_version=new_version, reasons=reasons,
-                             figures=figures, actor=actor, partition_date=partition_date,
-                             candidate=candidate, previous=previous, promoted=promoted,
-                             audit_actor=audit_actor, rollback=rollback, move=move)
-    except BaseException:
-        model_store.restore_pointer_files(models_dir, saved)
-        raise
+    with model_store.champion_lock(models_dir):
+        saved = model_store.pointer_files(models_dir)
+        try:
+            return _audited_move(conn, models_dir, new_version=new_version, reasons=reasons,
+                                 figures=figures, actor=actor, partition_date=partition_date,
+                                 candidate=candidate, previous=previous, promoted=promoted,
+                                 audit_actor=audit_actor, rollback=rollback, move=move)
+        except BaseException:
+            model_store.restore_pointer_files(models_dir, saved)
+            raise
 
 
 def _audited_move(conn, models_dir, *, new_version, reasons, figures, actor, partition_date,
@@ -419,9 +426,11 @@ def promote(settings: Settings, version: str, reason: str, actor: str) -> dict:
         raise ValueError("a promotion needs a reason (--reason)")
     # Missing or tampered: refused here.
     model_store.load_model(settings.models_dir, version, settings.training.model)
-    # Holding the warehouse keeps the gate (champion_model) from moving the pointer
-    # meanwhile: the pointer is read and moved under it.
-    with warehouse.operator_connect(settings.warehouse) as conn:
+    # Holding the pointer (and, on the embedded file, the warehouse) keeps the gate
+    # (champion_model) from moving it meanwhile: it is read and moved under the lock,
+    # taken after the warehouse as the gate takes them (never the other way round).
+    with warehouse.operator_connect(settings.warehouse) as conn, \
+            model_store.champion_lock(settings.models_dir):
         # A corrupt pointer is what an operator's promotion repairs: read as none.
         previous = model_store.champion_version(settings.models_dir, tolerate_corrupt=True)
         return change_champion(conn, settings.models_dir, new_version=version,
@@ -434,7 +443,8 @@ def rollback(settings: Settings, reason: str, actor: str) -> dict:
     if not reason.strip():
         raise ValueError("a rollback needs a reason (--reason)")
     models_dir = settings.models_dir
-    with warehouse.operator_connect(settings.warehouse) as conn:
+    with warehouse.operator_connect(settings.warehouse) as conn, \
+            model_store.champion_lock(models_dir):
         previous = model_store.champion_version(models_dir)
         target = model_store.rollback_target(models_dir)  # nothing to roll back to: raises
         model_store.load_model(models_dir, target, settings.training.model)  # still loads safely

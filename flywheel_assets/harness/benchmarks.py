@@ -61,8 +61,9 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from flywheel_assets.harness import (gate_benchmark, labels_benchmark, poisoning,
-                                     profile_cost, rotation_benchmark, target_benchmark)
+from flywheel_assets.harness import (backfill_benchmark, gate_benchmark, labels_benchmark,
+                                     poisoning, profile_cost, rotation_benchmark,
+                                     target_benchmark)
 from flywheel_assets.settings import Settings
 from flywheel_assets.simulation.config import WorldConfig
 
@@ -75,7 +76,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=["signal", "loops", "gate", "target", "compounding",
-                                    "profiles", "cold-start", "labels", "rotation", "poisoning"],
+                                    "profiles", "cold-start", "labels", "rotation", "poisoning",
+                                    "backfill"],
                    help="signal: full loop vs --no-ips --no-filters; "
                         "loops: guarded loop vs --epsilon 0 --no-rerank; "
                         "compounding: profiles from feedback vs --no-profiles; "
@@ -86,7 +88,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "labels: human labels needed with active vs random selection; "
                         "rotation: one rotation at volume, Dagster vs a plain loop; "
                         "poisoning: a bot ring's targets in the champion's rankings, "
-                        "bot defences on vs off")
+                        "bot defences on vs off; "
+                        "backfill: days rotated one after another vs flywheel backfill "
+                        "--parallel P, on lakes")
     p.add_argument("--profile", choices=["default", "carousel"], default="default",
                    help="compounding: the product to run (default: the media feed)")
     p.add_argument("--days", type=int, help="simulated days (default: 14 for signal, "
@@ -100,6 +104,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     labels_benchmark.add_arguments(p)
     rotation_benchmark.add_arguments(p)
     poisoning.add_arguments(p)
+    backfill_benchmark.add_arguments(p)
     p.set_defaults(func=_main)
 
 
@@ -112,7 +117,7 @@ def _main(args: argparse.Namespace) -> int:
             "target": target_benchmark.main, "compounding": _compounding,
             "profiles": profile_cost.main, "cold-start": _cold_start,
             "labels": labels_benchmark.main, "rotation": rotation_benchmark.main,
-            "poisoning": poisoning.main}[args.name](args)
+            "poisoning": poisoning.main, "backfill": backfill_benchmark.main}[args.name](args)
 
 
 def _arm(data_dir: str, overrides: dict, config: WorldConfig, days: int, log: bool) -> dict:

@@ -474,6 +474,17 @@ class PostgresServer:
             raise
         return self
 
+    def create_database(self, name: str) -> str:
+        """Another database on the server; its name."""
+        self._run("createdb", "-h", self.host, "-p", str(self.port), "-U", self.user, name,
+                  env={"PGPASSWORD": self.password})
+        return name
+
+    def ducklake_catalog(self, database: str | None = None) -> str:
+        """What `FLYWHEEL_WAREHOUSE_CATALOG` names for a lake catalogued in ``database``."""
+        return (f"postgres:dbname={database or self.database} host={self.host} "
+                f"port={self.port} user={self.user} password={self.password}")
+
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its directory. Safe to call twice."""
         import shutil

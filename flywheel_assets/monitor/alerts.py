@@ -171,34 +171,54 @@ def raise_alert(conn: duckdb.DuckDBPyConnection, alert: Alert, webhook_url: str 
     check_webhook_url(webhook_url)
     now = _aware(now)
     ensure_alerts_table(conn)
-    existing = conn.execute("SELECT webhook_status FROM monitor.alerts WHERE alert_key = ?",
-                            [alert.key]).fetchall()
-    if existing:
-        return AlertOutcome(alert.key, True, existing[0][0])
     # default=str: a date or Decimal in the details must not stop the alert going out.
     details = json.dumps(alert.details, default=str, sort_keys=True)
     status = "not_configured" if webhook_url is None else "pending"
     values = [alert.key, now, alert.source, alert.severity, alert.partition_date,
               alert.run_id, alert.title, details, status, now if status == "pending" else None]
-    if not _on_lake(conn):
-        # ON CONFLICT: if another writer recorded the key meanwhile, keep theirs.
-        conn.execute("INSERT INTO monitor.alerts VALUES "
-                     "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, NULL, NULL) ON CONFLICT DO NOTHING",
-                     values)
-        return AlertOutcome(alert.key, False, status)
-    # A lake has no unique keys, and two writers' inserts never conflict: insert, then
-    # keep the first row of the key (the earliest; the run id breaks a tie), so that
-    # writers that raced agree on one (their deletes conflict: one is tried again).
+    if _on_lake(conn):
+        return _raise_on_lake(conn, alert.key, values)
+    existing = conn.execute("SELECT webhook_status FROM monitor.alerts WHERE alert_key = ?",
+                            [alert.key]).fetchall()
+    if existing:
+        return AlertOutcome(alert.key, True, existing[0][0])
+    # ON CONFLICT: if another writer recorded the key meanwhile, keep theirs.
     conn.execute("INSERT INTO monitor.alerts VALUES "
-                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, NULL, NULL)", values)
-    conn.execute("""
-        DELETE FROM monitor.alerts WHERE alert_key = $key AND (raised_at, coalesce(run_id, ''))
-            <> (SELECT min((raised_at, coalesce(run_id, ''))) FROM monitor.alerts
-                WHERE alert_key = $key)""", {"key": alert.key})
-    first = conn.execute("SELECT raised_at = $now AND coalesce(run_id, '') = $run, webhook_status "
-                         "FROM monitor.alerts WHERE alert_key = $key",
-                         {"key": alert.key, "now": now, "run": alert.run_id or ""}).fetchall()
-    return AlertOutcome(alert.key, not first[0][0], first[0][1])
+                 "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, NULL, NULL) ON CONFLICT DO NOTHING",
+                 values)
+    return AlertOutcome(alert.key, False, status)
+
+
+# Of two rows of one key on a lake, the one kept: the one whose delivery went further
+# (tried, delivered, given up), then the earliest, then by run id.
+_FIRST_ROW = ("(webhook_attempts > 0 OR webhook_status IN ('delivered', 'failed', 'rejected'))"
+              " DESC, raised_at, coalesce(run_id, '')")
+
+
+def _raise_on_lake(conn: duckdb.DuckDBPyConnection, key: str, values: list) -> AlertOutcome:
+    """A lake has no unique keys, and two writers' inserts never conflict: insert when
+    the key is new, then keep one row of the key (`_FIRST_ROW`), all in one transaction
+    tried again when it loses a race, so that writers that raced agree on one row, and a
+    row left twice by a writer that died between the two is made one by the next."""
+    from flywheel_assets import warehouse
+
+    def record() -> AlertOutcome:
+        with warehouse.transaction(conn):
+            rows = conn.execute("SELECT count(*) FROM monitor.alerts WHERE alert_key = ?",
+                                [key]).fetchone()[0]
+            if not rows:
+                conn.execute("INSERT INTO monitor.alerts VALUES "
+                             "(?, ?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, NULL, NULL)", values)
+            if rows != 1:
+                conn.execute(f"""
+                    DELETE FROM monitor.alerts WHERE alert_key = $key AND rowid NOT IN (
+                        SELECT rowid FROM monitor.alerts WHERE alert_key = $key
+                        ORDER BY {_FIRST_ROW} LIMIT 1)""", {"key": key})
+            kept = conn.execute("SELECT raised_at, coalesce(run_id, ''), webhook_status "
+                                "FROM monitor.alerts WHERE alert_key = ?", [key]).fetchall()
+        mine = not rows and kept[0][0] == values[1] and kept[0][1] == (values[5] or "")
+        return AlertOutcome(key, not mine, kept[0][2])
+    return warehouse.retry_races(record, conn)
 
 
 def _payload(row: tuple) -> bytes:

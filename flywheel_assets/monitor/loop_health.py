@@ -163,11 +163,14 @@ def assess_day(connect, settings: Settings, partition_date: str) -> dict:
     card = model_store.load_card(settings.models_dir, pointer["version"]) if pointer else None
     with connect() as conn:
         evaluation = read_evaluation(conn, day)
+        # Days up to this one: a later day already read in (a backfill's next day) is
+        # not part of this day's loop.
         landed = {str(r[0]) for r in conn.execute(
             "SELECT DISTINCT partition_date FROM raw.landing_files WHERE stream = 'impressions' "
-            "AND rows_read > 0").fetchall()}
+            "AND rows_read > 0 AND partition_date <= ?", [day]).fetchall()}
         trained = {str(r[0]) for r in conn.execute(
-            "SELECT DISTINCT partition_date FROM ml.training_set").fetchall()}
+            "SELECT DISTINCT partition_date FROM ml.training_set WHERE partition_date <= ?",
+            [day]).fetchall()}
         series = in_service_series(conn, day, m.chart_rotations)
         against_people = human_signal_validity(conn, settings, day)
     valid = signal_valid(evaluation)

@@ -8,6 +8,7 @@ Loading refuses any artifact that contains a type a model of its card's name
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -193,6 +194,39 @@ def set_champion(models_dir: Path, version: str, reason: str, actor: str,
     }
     _atomic_write_text(models_dir / CHAMPION_POINTER, json.dumps(pointer, indent=2))
     return pointer
+
+
+_LOCK_DEPTH: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def champion_lock(models_dir: Path):
+    """Hold the champion pointer while reading it and moving it: a gate and an operator
+    (or two pods on one volume) never both read the same champion and both move it. A
+    file lock (`fcntl`) on ``models_dir``'s `champion.lock`, taken once per process
+    however deeply nested. On the embedded warehouse its one writer already kept them
+    apart; a lake does not (its writers never wait), so this does. Across machines it is
+    as good as the shared volume's locks (docs/deploy.md)."""
+    import fcntl
+    import threading
+
+    key = f"{Path(models_dir).resolve()}:{threading.get_ident()}"
+    if _LOCK_DEPTH.get(key):
+        _LOCK_DEPTH[key] += 1
+        try:
+            yield
+        finally:
+            _LOCK_DEPTH[key] -= 1
+        return
+    Path(models_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(models_dir) / "champion.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        _LOCK_DEPTH[key] = 1
+        try:
+            yield
+        finally:
+            _LOCK_DEPTH.pop(key, None)
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def pointer_files(models_dir: Path) -> dict[str, bytes | None]:

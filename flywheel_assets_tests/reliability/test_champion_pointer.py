@@ -124,3 +124,29 @@ def test_a_move_whose_audit_row_cannot_commit_is_undone(models, action):
     assert model_store.champion_version(models.models_dir) == "m2"
     assert model_store.pointer_files(models.models_dir) == before
     assert not [p for p in models.models_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_the_pointer_is_held_from_its_reading_to_its_move(tmp_path):
+    """`model_store.champion_lock`: a second holder (another thread here; another
+    process or pod alike, it is a file lock) waits until the first has moved the pointer;
+    the same holder may take it again inside (promote → change_champion)."""
+    import threading
+    import time
+
+    events = []
+
+    def first():
+        with model_store.champion_lock(tmp_path):
+            with model_store.champion_lock(tmp_path):  # nested: no deadlock
+                events.append("first reads")
+                time.sleep(0.5)
+                events.append("first moves")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    while not events:
+        time.sleep(0.01)
+    with model_store.champion_lock(tmp_path):
+        events.append("second reads")
+    thread.join()
+    assert events == ["first reads", "first moves", "second reads"]

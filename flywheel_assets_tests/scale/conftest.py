@@ -28,8 +28,3 @@ def s3_server():
     finally:
         server.stop()
 
-
-def lake_catalog(server) -> str:
-    """The DuckLake catalog string of a PostgresServer's database."""
-    return (f"postgres:dbname={server.database} host={server.host} port={server.port} "
-            f"user={server.user} password={server.password}")
