@@ -182,10 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
 def _backfill(args: argparse.Namespace) -> int:
     import os
 
-    from flywheel_assets import backfill
+    from flywheel_assets import backfill, warehouse
 
-    from flywheel_assets import warehouse
-
+    try:
+        days = backfill.days_between(args.first, args.last)
+    except ValueError as exc:
+        print(f"flywheel backfill: {exc}", file=sys.stderr)
+        return 2
     settings = Settings.from_env(args.data_dir)
     if args.parallel > 1 and not isinstance(settings.warehouse, warehouse.Lake):
         print(f"flywheel backfill --parallel {args.parallel}: the warehouse is the DuckDB file "
@@ -198,7 +201,6 @@ def _backfill(args: argparse.Namespace) -> int:
         print(f"note: the instance's duckdb pool lets {limit} step(s) in at once "
               f"(concurrency.pools.default_limit in $DAGSTER_HOME/dagster.yaml): stages beyond "
               f"that wait for it", file=sys.stderr)
-    days = backfill.days_between(args.first, args.last)
     outcome = backfill.run(days, args.parallel, backfill.rotate_command(str(settings.data_dir)))
     for failure in outcome["failures"]:
         print(failure, file=sys.stderr)

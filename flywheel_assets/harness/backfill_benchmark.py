@@ -41,9 +41,13 @@ def _instance(home: Path, parallel: int) -> Path:
 
 def _land(data_dir: Path, config, days: list[str]) -> None:
     """The days, landed by the world and rotated one after another (untimed)."""
+    import contextlib
+    import io
+
     from flywheel_assets.harness.demo import run_demo
 
-    run_demo(Settings.from_env(data_dir), config, len(days), progress=False)
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_demo(Settings.from_env(data_dir), config, len(days), progress=False)
 
 
 def main(args: argparse.Namespace) -> int:
