@@ -40,30 +40,29 @@ ui: install
 	@$(BIN)/python -c "import sys; from flywheel_assets.settings import ensure_instance_config; ensure_instance_config(sys.argv[1])" "$(DAGSTER_HOME)"
 	$(BIN)/dagster dev -w workspace.yaml -h $(UI_HOST) -p $(UI_PORT)
 
+# A Debian package the tests need, installed with apt-get (as root, or through sudo)
+# unless $(1) finds it: $(1) the check, $(2) the package, $(3) what needs it.
+define apt_install
+	@$(1) >/dev/null 2>&1 || { \
+	  command -v apt-get >/dev/null 2>&1 || { echo "$(3) need Debian's '$(2)' package; install it and run make again"; exit 1; }; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
+	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else echo "$(3) need Debian's $(2): run 'apt-get install $(2)' as root, then make again"; exit 1; fi; \
+	  echo "installing Debian's $(2) ($(3))"; \
+	  $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(2); }
+endef
+
 # The browser tests drive Debian's Chromium through Playwright; Playwright's own browser
 # download is never used (it needs the internet).
 browser:
-	@test -x /usr/bin/chromium || { \
-	  command -v apt-get >/dev/null 2>&1 || { echo "the browser tests need Chromium at /usr/bin/chromium (Debian's 'chromium' package); install it and run make again"; exit 1; }; \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
-	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
-	  else echo "the browser tests need Debian's chromium: run 'apt-get install chromium' as root, then make again"; exit 1; fi; \
-	  echo "installing Debian's chromium (browser tests)"; \
-	  $$SUDO apt-get update -q && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+	$(call apt_install,test -x /usr/bin/chromium,chromium,the browser tests)
 	@/usr/bin/chromium --version
 
 # The live instance's tests run it on a real PostgreSQL server (Debian's package, started
 # by the tests in a temporary directory on 127.0.0.1; no service is set up here).
 postgres:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
-	  command -v apt-get >/dev/null 2>&1 || { echo "the tests need Debian's PostgreSQL server (initdb under /usr/lib/postgresql/*/bin); install it and run make again"; exit 1; }; \
-	  if [ "$$(id -u)" = 0 ]; then SUDO=; \
-	  elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
-	  else echo "the tests need Debian's postgresql: run 'apt-get install postgresql' as root, then make again"; exit 1; fi; \
-	  echo "installing Debian's postgresql (the Postgres-backed instance's tests)"; \
-	  $$SUDO apt-get update -q && \
-	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
+	$(call apt_install,ls /usr/lib/postgresql/*/bin/initdb,postgresql,the Postgres-backed instance's tests)
 	@ls /usr/lib/postgresql/*/bin/initdb
 
 # Everything (what CI runs): the live Dagster instance, the browser and the end-to-end

@@ -1,7 +1,8 @@
 """`flywheel backfill`: many days' rotations, two days' work at once where that leaves
 every table as the days run one after another would.
 
-A day's rotation is three stages (`definitions.STAGES`):
+A day's rotation is three stages (`STAGE_ORDER`; `definitions.stage_selection` says which
+assets each materialises):
 
 - **ingest** reads the landing day in: it writes only that day's partitions of the raw
   tables, and the day's deletion requests (the tombstones), erasing on the way the rows
@@ -36,6 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 
 STAGE_ORDER = ("ingest", "erasure", "rest")
+STAGES = ("all", *STAGE_ORDER)  # what `flywheel rotate --stage` takes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +128,13 @@ def pool_limit(dagster_home: str | os.PathLike) -> int:
     config = yaml.safe_load((Path(dagster_home) / "dagster.yaml").read_text()) or {}
     pools = (config.get("concurrency") or {}).get("pools") or {}
     return int(pools.get("default_limit") or 1)
+
+
+def instance_config(parallel: int) -> str:
+    """A Dagster instance config (embedded storage) whose pools let ``parallel`` steps in
+    at once: what a backfill of ``parallel`` stages on a lake needs."""
+    return ("telemetry:\n  enabled: false\nconcurrency:\n  pools:\n"
+            f"    default_limit: {parallel}\n  runs:\n    max_concurrent_runs: {parallel}\n")
 
 
 def rotate_command(data_dir: str) -> Callable[[Task], list[str]]:

@@ -14,6 +14,7 @@ import json
 import sys
 from importlib.metadata import entry_points
 
+from flywheel_assets import backfill
 from flywheel_assets.settings import Settings
 
 
@@ -139,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "run is recorded in the instance the UI reads.")
     p.add_argument("--day", required=True, help="the partition, YYYY-MM-DD")
     p.add_argument("--data-dir")
-    p.add_argument("--stage", choices=["all", "ingest", "erasure", "rest"], default="all",
+    p.add_argument("--stage", choices=backfill.STAGES, default="all",
                    help="one part of the rotation (what `flywheel backfill` runs apart)")
     p.add_argument("--quiet", action="store_true", help="one line, no summary of the day")
     p.set_defaults(func=_rotate)
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _backfill(args: argparse.Namespace) -> int:
     import os
 
-    from flywheel_assets import backfill, warehouse
+    from flywheel_assets import warehouse
 
     try:
         days = backfill.days_between(args.first, args.last)

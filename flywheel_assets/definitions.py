@@ -72,11 +72,12 @@ def _root_message(error) -> str:
 # requests), the erasure they ask for (it deletes from every day), and the rest.
 INGEST_ASSETS = ("raw_impressions", "raw_candidates", "raw_interactions", "raw_users",
                  "raw_items", "deletion_requests", "quarantined_events")
-STAGES = ("all", "ingest", "erasure", "rest")
 
 
 def stage_selection(job: dg.JobDefinition, stage: str) -> list[dg.AssetKey] | None:
     """The assets of ``job`` that a stage of a day's rotation materialises (None: all)."""
+    from flywheel_assets.backfill import STAGES
+
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     if stage == "all":

@@ -193,7 +193,7 @@ def create_schema(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     conn.execute(TABLES_DDL)
     ensure_alerts_table(conn)
-    if _on_lake(conn):
+    if on_lake(conn):
         # A lake keeps each day of an event table in files of its own: a day is written,
         # replaced and read without touching the files of another day (DuckLake still
         # sees conflicts per table: two writers that both delete from one table, even
@@ -201,7 +201,7 @@ def create_schema(conn: duckdb.DuckDBPyConnection) -> None:
         # table left unpartitioned by a creation that lost a race is partitioned by the
         # next connection.
         columns = _columns(conn)
-        for table in sorted(_tables(conn) - _partitioned(conn)):
+        for table in sorted(table_names(conn) - _partitioned(conn)):
             if (f"{table}.partition_date",) in columns:
                 conn.execute(f"ALTER TABLE {table} SET PARTITIONED BY (partition_date)")
     present = _columns(conn)
@@ -222,10 +222,6 @@ def _columns(conn: duckdb.DuckDBPyConnection) -> set[tuple[str]]:
 
 def table_names(conn: duckdb.DuckDBPyConnection) -> set[str]:
     """``schema.table`` of every table of the warehouse."""
-    return _tables(conn)
-
-
-def _tables(conn: duckdb.DuckDBPyConnection) -> set[str]:
     return {f"{s}.{t}" for s, t in conn.execute(
         "SELECT table_schema, table_name FROM information_schema.tables "
         "WHERE table_catalog = current_database() AND table_type = 'BASE TABLE'").fetchall()}
@@ -242,7 +238,8 @@ def _partitioned(conn: duckdb.DuckDBPyConnection) -> set[str]:
         WHERE t.end_snapshot IS NULL""").fetchall()}
 
 
-def _on_lake(conn: duckdb.DuckDBPyConnection) -> bool:
+def on_lake(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``conn`` works on a lake (DuckLake), not on the DuckDB file."""
     return conn.execute("SELECT type FROM duckdb_databases() "
                         "WHERE database_name = current_database()").fetchone()[0] == "ducklake"
 
@@ -668,7 +665,7 @@ def compare(conn_a: duckdb.DuckDBPyConnection, conn_b: duckdb.DuckDBPyConnection
     """Each table of two warehouses whose rows differ (`same_rows`), with why: empty when
     they hold the same data (a lake and the file it replaced; a backfill run in
     parallel and the same days one after another)."""
-    tables_a, tables_b = _tables(conn_a), _tables(conn_b)
+    tables_a, tables_b = table_names(conn_a), table_names(conn_b)
     problems = {t: "only in the first" for t in tables_a - tables_b}
     problems.update({t: "only in the second" for t in tables_b - tables_a})
     for table in sorted(tables_a & tables_b):

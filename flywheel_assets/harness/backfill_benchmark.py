@@ -32,10 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _instance(home: Path, parallel: int) -> Path:
+    from flywheel_assets.backfill import instance_config
+
     home.mkdir(parents=True)
-    (home / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\nconcurrency:\n  pools:\n"
-        f"    default_limit: {parallel}\n  runs:\n    max_concurrent_runs: {parallel}\n")
+    (home / "dagster.yaml").write_text(instance_config(parallel))
     return home
 
 
@@ -78,12 +78,11 @@ def main(args: argparse.Namespace) -> int:
                    "FLYWHEEL_WAREHOUSE_DATA": str(data / "lake"),
                    "DAGSTER_HOME": str(_instance(data / "dagster_home", parallel))}
             started = time.monotonic()
-            if arm == "serial":
+            if arm == "serial":  # what the schedule does: a whole rotation a day
+                rotate = backfill.rotate_command(str(data))
                 for day in days:
-                    subprocess.run([sys.executable, "-m", "flywheel_assets.cli", "rotate", "--day",
-                                    day, "--data-dir", str(data), "--quiet"],
-                                   env={**os.environ, **env}, check=True,
-                                   stdout=subprocess.DEVNULL)
+                    subprocess.run(rotate(backfill.Task(day, "all")), env={**os.environ, **env},
+                                   check=True, stdout=subprocess.DEVNULL)
                 arms[arm] = {"wall_seconds": time.monotonic() - started}
             else:
                 outcome = backfill.run(days, parallel, backfill.rotate_command(str(data)),

@@ -430,11 +430,13 @@ class PostgresServer:
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-    def _run(self, *argv: str, env: Mapping[str, str] | None = None) -> None:
+    def _command(self, *argv: str) -> list[str]:
+        """A server program's command line, as the `postgres` user when we are root."""
         command = [str(self._bindir / argv[0]), *argv[1:]]
-        if os.geteuid() == 0:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, cwd=self.root, env={**os.environ, **(env or {})},
+        return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+    def _run(self, *argv: str, env: Mapping[str, str] | None = None) -> None:
+        done = subprocess.run(self._command(*argv), cwd=self.root, env={**os.environ, **(env or {})},
                               stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=self.startup_timeout)
         if done.returncode != 0:
@@ -493,10 +495,8 @@ class PostgresServer:
         if root is None:
             return
         if (root / "data" / "postmaster.pid").exists():
-            command = [str(self._bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast",
-                       "-w", "stop"]
-            if os.geteuid() == 0:
-                command = ["runuser", "-u", "postgres", "--", *command]
-            subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
+            subprocess.run(self._command("pg_ctl", "-D", str(root / "data"), "-m", "fast", "-w",
+                                         "stop"),
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
         self.port = None

@@ -127,8 +127,9 @@ def ensure_alerts_table(conn: duckdb.DuckDBPyConnection) -> None:
 
 
 def _on_lake(conn: duckdb.DuckDBPyConnection) -> bool:
-    return conn.execute("SELECT type FROM duckdb_databases() "
-                        "WHERE database_name = current_database()").fetchone()[0] == "ducklake"
+    from flywheel_assets import warehouse  # it imports this module
+
+    return warehouse.on_lake(conn)
 
 
 def _lake_ddl(ddl: str) -> str:

@@ -23,15 +23,6 @@ pytestmark = [pytest.mark.lake, pytest.mark.slow]
 
 WORLD = replace(CONFIG, n_users=250, n_items=200, requests_per_day=800)
 DAYS = ["2026-01-01", "2026-01-02"]
-# The instance of the backfill: the product's, with two steps let into the duckdb pool.
-TWO_WRITERS = """telemetry:
-  enabled: false
-concurrency:
-  pools:
-    default_limit: 2
-  runs:
-    max_concurrent_runs: 2
-"""
 
 
 def test_a_parallel_backfill_on_a_lake_gives_the_serial_runs_tables(tmp_path, postgres_server,
@@ -44,7 +35,8 @@ def test_a_parallel_backfill_on_a_lake_gives_the_serial_runs_tables(tmp_path, po
                 "FLYWHEEL_WAREHOUSE_DATA": "s3://flywheel/lake/",
                 "DAGSTER_HOME": str(parallel / "dagster_home")}
     (parallel / "dagster_home").mkdir()
-    (parallel / "dagster_home" / "dagster.yaml").write_text(TWO_WRITERS)
+    # the product's instance, with two steps let into the duckdb pool
+    (parallel / "dagster_home" / "dagster.yaml").write_text(backfill.instance_config(2))
     outcome = backfill.run(DAYS, 2, backfill.rotate_command(str(parallel)), env=lake_env,
                            log=lambda line: None)
     assert outcome["failures"] == [] and outcome["done"] == 3 * len(DAYS), outcome

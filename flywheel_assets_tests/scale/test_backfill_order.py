@@ -49,3 +49,12 @@ def test_a_parallel_backfill_on_the_duckdb_file_is_refused(tmp_path, monkeypatch
     assert code == 2
     assert "takes one writer at a time" in capsys.readouterr().err
     assert not (tmp_path / "warehouse.duckdb").exists()
+
+
+def test_the_instance_a_backfill_writes_lets_its_stages_into_the_pool(tmp_path):
+    from pathlib import Path
+
+    (tmp_path / "dagster.yaml").write_text(backfill.instance_config(3))
+    assert backfill.pool_limit(tmp_path) == 3
+    packaged = Path(backfill.__file__).parent  # the embedded instance: one writer
+    assert backfill.pool_limit(packaged) == 1
