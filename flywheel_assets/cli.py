@@ -22,7 +22,7 @@ def _champion(args: argparse.Namespace) -> int:
     from flywheel_assets.train import model_store
 
     try:
-        pointer = model_store.read_champion(Settings.from_env(args.data_dir).models_dir)
+        pointer = model_store.read_champion(Settings.from_env(args.data_dir).models)
     except model_store.CorruptPointerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

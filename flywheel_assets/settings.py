@@ -494,6 +494,14 @@ class Settings:
     # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_REGION, as for every AWS tool.
     s3_endpoint: str = ""
     s3_use_ssl: bool = True
+    # Where the landing zone, the models and the reports live (storage.py): empty, the
+    # data dir's `landing/`, `models/`, `reports/`; or a folder, file:///… or
+    # s3://bucket/prefix (FLYWHEEL_LANDING_URI, FLYWHEEL_MODELS_URI,
+    # FLYWHEEL_REPORTS_URI). For an s3:// one, the data dir's folder of that name is this
+    # machine's working copy.
+    landing_uri: str = ""
+    models_uri: str = ""
+    reports_uri: str = ""
     ingest: IngestSettings = field(default_factory=IngestSettings)
     signals: SignalSettings = field(default_factory=SignalSettings)
     curation: CurationSettings = field(default_factory=CurationSettings)
@@ -602,9 +610,32 @@ class Settings:
                            USE_SSL=str(self.s3_use_ssl).lower())
         return tuple((k, v) for k, v in options.items() if v)
 
+    def _location(self, uri: str, area: str):
+        from flywheel_assets import storage
+
+        return storage.Location(uri.strip() or str(self.data_dir / area), self.data_dir / area,
+                                storage.S3Options.from_env(self.s3_endpoint, self.s3_use_ssl),
+                                base=self.data_dir)
+
+    @functools.cached_property
+    def landing(self):
+        """The landing zone (a `storage.Location`): where producers write days."""
+        return self._location(self.landing_uri, "landing")
+
+    @functools.cached_property
+    def models(self):
+        """The model versions and the champion pointer (a `storage.Location`)."""
+        return self._location(self.models_uri, "models")
+
+    @functools.cached_property
+    def reports(self):
+        """The evaluation and drift reports (a `storage.Location`)."""
+        return self._location(self.reports_uri, "reports")
+
     @property
     def landing_dir(self) -> Path:
-        return self.data_dir / "landing"
+        """The landing zone's folder on this machine (its working copy when remote)."""
+        return self.landing.cache
 
     @property
     def labeling_dir(self) -> Path:
@@ -612,11 +643,13 @@ class Settings:
 
     @property
     def models_dir(self) -> Path:
-        return self.data_dir / "models"
+        """The models' folder on this machine (the working copy when remote)."""
+        return self.models.cache
 
     @property
     def reports_dir(self) -> Path:
-        return self.data_dir / "reports"
+        """The reports' folder on this machine (the working copy when remote)."""
+        return self.reports.cache
 
     @property
     def dagster_home(self) -> Path:

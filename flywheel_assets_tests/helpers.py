@@ -19,12 +19,14 @@ def tiny_training_rows(seed: int = 0, n: int = 400) -> pd.DataFrame:
 def land_day(data_dir, config, day: str) -> None:
     """One simulated day of traffic, served by the champion in service, in ``data_dir``'s
     landing zone."""
+    from flywheel_assets import storage
     from flywheel_assets.serve.serving import current_policy
     from flywheel_assets.settings import Settings
     from flywheel_assets.simulation import world
 
     s = Settings.from_env(data_dir)
     world.run_day(s.data_dir, s.landing_dir, config, day, current_policy(s))
+    storage.publish_landing_day(s.landing, day)  # as `simulated_traffic` does
 
 
 def rotate(data_dir, day: str, instance, overrides: dict | None = None,

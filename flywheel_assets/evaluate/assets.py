@@ -41,7 +41,7 @@ def model_evaluation(context: dg.AssetExecutionContext, flywheel: FlywheelResour
         champion_version=record["champion_version"] or "none",
         holdout_rows=record["holdout_rows"], **evaluation.headline_figures(record),
         summary=dg.MetadataValue.md(f"{report['markdown']}\n\n![charts]({report['chart_data_uri']})"),
-        report=dg.MetadataValue.path(str(report["dir"] / "report.md"))))
+        report=dg.MetadataValue.path(f"{report['dir']}/report.md")))
 
 
 @dg.asset(group_name="evaluate", partitions_def=daily_partitions, pool="duckdb",
@@ -57,7 +57,7 @@ def champion_model(context: dg.AssetExecutionContext, flywheel: FlywheelResource
     s = flywheel.settings
     record = recorded_evaluation(flywheel, context.partition_key)
     with flywheel.warehouse() as conn:
-        decision, champion = promotion.apply_decision(conn, s.models_dir, record,
+        decision, champion = promotion.apply_decision(conn, s.models, record,
                                                       actor=f"dagster:{context.run_id}")
     return dg.MaterializeResult(metadata=readable(
         champion_version=champion or "none", candidate_version=record["candidate_version"],

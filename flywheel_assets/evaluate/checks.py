@@ -23,7 +23,7 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, flywheel: FlywheelRes
     s = flywheel.settings
     record = recorded_evaluation(flywheel, context.partition_key)
     with flywheel.warehouse() as conn:
-        facts = promotion.day_facts(conn, s.models_dir, record)
+        facts = promotion.day_facts(conn, s.models, record)
         decision = promotion.decide_for_day(facts, s.gate)
         promotion.record_decision(conn, facts, decision)
     return dg.AssetCheckResult(

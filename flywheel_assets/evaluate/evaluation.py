@@ -257,17 +257,17 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
         candidate = registered_candidate(conn, day)
     if candidate is None:
         raise NothingToEvaluate(f"no candidate model registered for {day}")
-    models_dir, e = settings.models_dir, settings.evaluation
-    champion = model_store.champion_before(models_dir, candidate)
+    store, e = settings.models, settings.evaluation
+    champion = model_store.champion_before(store, candidate)
     configured = settings.training.model
-    models = {"candidate": model_store.load_model(models_dir, candidate, configured)}
+    models = {"candidate": model_store.load_model(store, candidate, configured)}
     if champion:
-        models["champion"] = model_store.load_model(models_dir, champion, configured)
+        models["champion"] = model_store.load_model(store, champion, configured)
     with connect() as conn:
         pending = (promotion.awaiting_confirmation(conn, day, candidate, champion)
                    if settings.gate.rule == "confirmed" else None)
     if pending:
-        models["pending"] = model_store.load_model(models_dir, pending, configured)
+        models["pending"] = model_store.load_model(store, pending, configured)
     with connect() as conn:
         holdout = bounded_holdout(conn, day, e.max_holdout_requests)
         examination, catalogue, k, engagement, draws = day_inputs(conn, day, e.slate_size)
@@ -296,7 +296,7 @@ def evaluate_day(connect, settings, partition_date: str) -> dict:
     else:
         record["off_policy"] = None
         record["off_policy_unavailable"] = no_ope or "no logged request left to value"
-    written = report.write(settings.reports_dir, record)
+    written = report.write(settings.reports, record)
     with connect() as conn:
         record_evaluation(conn, record, written["dir"])
     return {**record, "report": written}
@@ -377,17 +377,17 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
     ``candidate`` is the day's registered candidate, ``champion`` the model in service.
     The day's candidate is scored (and so a feature of the shared doubly robust reward
     model) whether or not it is asked for."""
-    day, e, models_dir = partition_date, settings.evaluation, settings.models_dir
+    day, e, store = partition_date, settings.evaluation, settings.models
     # A command a person runs: it waits for a run that holds the warehouse.
     with warehouse.operator_connect(settings.warehouse) as conn:
         candidate = registered_candidate(conn, day)
         examination, catalogue, k, engagement, draws = day_inputs(conn, day, e.slate_size)
         logged = logged_pools.load(conn, day, e.max_ope_requests, e.max_catalogue_pool, k)
         _, logged = with_profiles(conn, None, logged)
-    versions = {"candidate": candidate, "champion": model_store.champion_version(models_dir)}
+    versions = {"candidate": candidate, "champion": model_store.champion_version(store)}
     models, missing = {}, {}
     if candidate:
-        models["candidate"] = model_store.load_model(models_dir, candidate,
+        models["candidate"] = model_store.load_model(store, candidate,
                                                      settings.training.model)
     for name in names:
         if name in ("logging", "uniform", "popularity"):
@@ -397,7 +397,7 @@ def evaluate_policies(settings, partition_date: str, names: list[str]) -> dict:
             missing[name] = ("no model of ours has served: the logging policy is the champion"
                              if name == "champion" else f"no candidate registered for {day}")
             continue
-        models[name] = model_store.load_model(models_dir, version, settings.training.model)
+        models[name] = model_store.load_model(store, version, settings.training.model)
     record = value_day(logged, models, settings, k, examination, catalogue, engagement,
                        uniform="uniform" in names, draws=draws)
     record["policies"] = {n: record["policies"][n] for n in names if n in record["policies"]}

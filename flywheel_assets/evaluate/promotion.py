@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import duckdb
 
@@ -224,10 +223,10 @@ class DayFacts:
     in_service_trained_for: str | None  # the day it was trained for
 
 
-def day_facts(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: dict) -> DayFacts:
+def day_facts(conn: duckdb.DuckDBPyConnection, models: model_store.Models, record: dict) -> DayFacts:
     day = record["partition_date"]
-    current = model_store.champion_version(models_dir)
-    trained_for = (model_store.load_card(models_dir, current).get("partition_date", "")
+    current = model_store.champion_version(models)
+    trained_for = (model_store.load_card(models, current).get("partition_date", "")
                    if current and current != record["candidate_version"] else None)
     return DayFacts(record, warehouse.failed_or_missing_checks(conn, day, DATA_CHECKS),
                     current, trained_for)
@@ -323,7 +322,7 @@ def record_decision(conn: duckdb.DuckDBPyConnection, facts: DayFacts, decision: 
                                own_transaction=False)
 
 
-def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: dict,
+def apply_decision(conn: duckdb.DuckDBPyConnection, models: model_store.Models, record: dict,
                    actor: str) -> tuple[Decision, str | None]:
     """Apply the gate's recorded decision for the evaluation in ``record``: the champion
     moves only when the gate promoted this candidate (or confirmed an earlier one:
@@ -331,13 +330,13 @@ def apply_decision(conn: duckdb.DuckDBPyConnection, models_dir: Path, record: di
     passes, and the champion in service is the one the gate saw. Every application is
     appended to `ml.promotions`. Returns the decision applied and the champion after.
     The pointer is held from its reading to its move (`model_store.champion_lock`)."""
-    with model_store.champion_lock(models_dir):
-        return _apply_decision(conn, models_dir, record, actor)
+    with model_store.champion_lock(models):
+        return _apply_decision(conn, models, record, actor)
 
 
-def _apply_decision(conn, models_dir, record, actor) -> tuple[Decision, str | None]:
+def _apply_decision(conn, models, record, actor) -> tuple[Decision, str | None]:
     day, candidate = record["partition_date"], record["candidate_version"]
-    current = model_store.champion_version(models_dir)
+    current = model_store.champion_version(models)
     row = conn.execute("SELECT candidate_version, compared_with, in_service, decision "
                        "FROM ml.gate_decisions WHERE partition_date = ?", [day]).fetchone()
     # The gate's decision on this very evaluation (same candidate, same champion
@@ -366,7 +365,7 @@ def _apply_decision(conn, models_dir, record, actor) -> tuple[Decision, str | No
                 f"the champion in service changed since the gate decided ({row[2] or 'none'} "
                 f"→ {current}); materialise model_evaluation again"], decision.figures)
     new = (decision.version or candidate) if decision.promote else current
-    change_champion(conn, models_dir, new_version=new, reasons=decision.reasons,
+    change_champion(conn, models, new_version=new, reasons=decision.reasons,
                     figures=decision.figures, actor=actor, partition_date=day,
                     candidate=candidate, previous=record.get("champion_version"),
                     promoted=decision.promote, audit_actor="gate",
@@ -374,7 +373,7 @@ def _apply_decision(conn, models_dir, record, actor) -> tuple[Decision, str | No
     return decision, new
 
 
-def change_champion(conn: duckdb.DuckDBPyConnection, models_dir: Path, *,
+def change_champion(conn: duckdb.DuckDBPyConnection, models: model_store.Models, *,
                     new_version: str | None, reasons: list[str], figures: dict, actor: str,
                     partition_date: str | None = None, candidate: str | None = None,
                     previous: str | None = None, promoted: bool = True,
@@ -388,19 +387,19 @@ def change_champion(conn: duckdb.DuckDBPyConnection, models_dir: Path, *,
     Returns the new pointer, or None when the pointer did not move. If the audit row's
     commit fails after the pointer moved (a full disk), the pointer and history are put
     back as they were: no move without its audit row."""
-    with model_store.champion_lock(models_dir):
-        saved = model_store.pointer_files(models_dir)
+    with model_store.champion_lock(models):
+        saved = model_store.pointer_files(models)
         try:
-            return _audited_move(conn, models_dir, new_version=new_version, reasons=reasons,
+            return _audited_move(conn, models, new_version=new_version, reasons=reasons,
                                  figures=figures, actor=actor, partition_date=partition_date,
                                  candidate=candidate, previous=previous, promoted=promoted,
                                  audit_actor=audit_actor, rollback=rollback, move=move)
         except BaseException:
-            model_store.restore_pointer_files(models_dir, saved)
+            model_store.restore_pointer_files(models, saved)
             raise
 
 
-def _audited_move(conn, models_dir, *, new_version, reasons, figures, actor, partition_date,
+def _audited_move(conn, models, *, new_version, reasons, figures, actor, partition_date,
                   candidate, previous, promoted, audit_actor, rollback, move) -> dict | None:
     with warehouse.transaction(conn):
         # Append-only: a re-run adds its decision, the earlier ones stay in the audit.
@@ -413,9 +412,9 @@ def _audited_move(conn, models_dir, *, new_version, reasons, figures, actor, par
                       rollback or move])
         reason = "; ".join(reasons)
         if rollback:
-            return model_store.rollback_champion(models_dir, reason, actor)
+            return model_store.rollback_champion(models, reason, actor)
         if move:
-            return model_store.set_champion(models_dir, new_version, reason, actor)
+            return model_store.set_champion(models, new_version, reason, actor)
     return None
 
 
@@ -425,15 +424,15 @@ def promote(settings: Settings, version: str, reason: str, actor: str) -> dict:
     if not reason.strip():
         raise ValueError("a promotion needs a reason (--reason)")
     # Missing or tampered: refused here.
-    model_store.load_model(settings.models_dir, version, settings.training.model)
+    model_store.load_model(settings.models, version, settings.training.model)
     # Holding the pointer (and, on the embedded file, the warehouse) keeps the gate
     # (champion_model) from moving it meanwhile: it is read and moved under the lock,
     # taken after the warehouse as the gate takes them (never the other way round).
     with warehouse.operator_connect(settings.warehouse) as conn, \
-            model_store.champion_lock(settings.models_dir):
+            model_store.champion_lock(settings.models):
         # A corrupt pointer is what an operator's promotion repairs: read as none.
-        previous = model_store.champion_version(settings.models_dir, tolerate_corrupt=True)
-        return change_champion(conn, settings.models_dir, new_version=version,
+        previous = model_store.champion_version(settings.models, tolerate_corrupt=True)
+        return change_champion(conn, settings.models, new_version=version,
                                reasons=[f"override: {reason}"], figures={}, actor=actor,
                                candidate=version, previous=previous)
 
@@ -442,12 +441,12 @@ def rollback(settings: Settings, reason: str, actor: str) -> dict:
     """Operator action: put the previous champion back in service."""
     if not reason.strip():
         raise ValueError("a rollback needs a reason (--reason)")
-    models_dir = settings.models_dir
+    models = settings.models
     with warehouse.operator_connect(settings.warehouse) as conn, \
-            model_store.champion_lock(models_dir):
-        previous = model_store.champion_version(models_dir)
-        target = model_store.rollback_target(models_dir)  # nothing to roll back to: raises
-        model_store.load_model(models_dir, target, settings.training.model)  # still loads safely
-        return change_champion(conn, models_dir, new_version=target,
+            model_store.champion_lock(models):
+        previous = model_store.champion_version(models)
+        target = model_store.rollback_target(models)  # nothing to roll back to: raises
+        model_store.load_model(models, target, settings.training.model)  # still loads safely
+        return change_champion(conn, models, new_version=target,
                                reasons=[f"rollback: {reason}"], figures={}, actor=actor,
                                previous=previous, rollback=True)

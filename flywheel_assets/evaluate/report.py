@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from flywheel_assets.evaluate import policy_values
+from flywheel_assets.storage import Location, as_location
 from flywheel_assets.reporting import data_uri, inert, new_figure, png_bytes
 
 
@@ -97,14 +98,19 @@ def markdown(record: dict, decision_reasons: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def write(reports_dir: Path, record: dict, decision_reasons: list[str] | None = None) -> dict:
-    """Write the report files; returns their paths and the chart as a data URI."""
-    out = reports_dir / "evaluation" / record["partition_date"]
+def write(reports: "Location | Path", record: dict,
+          decision_reasons: list[str] | None = None) -> dict:
+    """Write the report files (and upload them when the reports are remote); returns
+    where they are and the chart as a data URI."""
+    reports = as_location(reports)
+    rel = f"evaluation/{record['partition_date']}"
+    out = reports.cache / rel
     out.mkdir(parents=True, exist_ok=True)
     png = chart_png(record)
     text = markdown(record, decision_reasons)
     _atomic_write(out / "evaluation.png", png)
     _atomic_write(out / "report.md", (text + "\n\n![charts](evaluation.png)\n").encode())
     _atomic_write(out / "report.json", json.dumps(record, indent=2, default=str).encode())
-    return {"dir": out, "markdown": text,
+    reports.publish(rel)
+    return {"dir": reports.where(rel), "markdown": text,
             "chart_data_uri": data_uri(png)}

@@ -308,7 +308,7 @@ def _cold_start(args: argparse.Namespace) -> int:
         directory = world.world_dir(settings.data_dir)
         config = world.load_config(directory)
         served = sorted((directory / "oracle").glob("date=*"))
-        version = model_store.champion_version(settings.models_dir)
+        version = model_store.champion_version(settings.models)
         if not served or version is None:
             print(f"{run:<60} no finished day with a champion")
             continue

@@ -116,6 +116,7 @@ def land_drift_and_wait(services, settings: Settings, config: WorldConfig, drift
                         timeout: float) -> dict:
     """Land day ``drift_day`` with taste_drift on, through running services, and wait
     for the retrain the drift sensor starts to finish."""
+    from flywheel_assets import storage
     from flywheel_assets.serve import serving
     from flywheel_assets.simulation import world
 
@@ -123,7 +124,8 @@ def land_drift_and_wait(services, settings: Settings, config: WorldConfig, drift
     drifted = config.replace(scenarios=(*config.scenarios, Scenario("taste_drift", drift_day)))
     world.run_day(settings.data_dir, settings.landing_dir, drifted, date,
                   serving.current_policy(settings))
-    landed_at = max((settings.landing_dir / s / f"date={date}" / "_SUCCESS").stat().st_mtime
+    storage.publish_landing_day(settings.landing, date)
+    landed_at = max(settings.landing.mtime(f"{s}/date={date}/_SUCCESS")
                     for s in settings.ingest.required_streams)
 
     def finished_retrain():

@@ -64,6 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from flywheel_assets import storage
     from flywheel_assets.settings import Settings
 
     settings = Settings.from_env(args.data_dir)
@@ -72,6 +73,7 @@ def _main(args: argparse.Namespace) -> int:
         day = (first + dt.timedelta(days=i)).isoformat()
         counts = write_minimal_day(settings.landing_dir, day, seed=i,
                                    requests=args.requests_per_day)
+        storage.publish_landing_day(settings.landing, day)  # when the landing zone is a bucket
         print(f"{day}: {counts['impressions']} impressions, {counts['clicks']} clicks -> "
-              f"{settings.landing_dir}/{{impressions,interactions}}/date={day}/")
+              f"{settings.landing}/{{impressions,interactions}}/date={day}/")
     return 0

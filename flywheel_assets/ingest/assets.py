@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from flywheel_assets import storage
 from flywheel_assets.ingest import erasure, load
 from flywheel_assets.ingest.contract import LANDING_STREAMS, RAW_ASSETS, default_contracts
 from flywheel_assets.ingest.reader import LandingFileError
@@ -62,16 +63,20 @@ def landing_day(context: dg.AssetExecutionContext, flywheel: FlywheelResource):
     s = flywheel.settings
     if s.uses_development_secret:
         context.log.warning(s.DEVELOPMENT_SECRET_WARNING)
+    landing_dir = None
     try:
-        with flywheel.warehouse() as conn:
-            reports = load.ingest_partition(conn, s.landing_dir, context.partition_key,
+        with storage.landing_day_copy(s.landing, context.partition_key,
+                                      s.data_dir / "tmp") as landing_dir, \
+                flywheel.warehouse() as conn:
+            reports = load.ingest_partition(conn, landing_dir, context.partition_key,
                                             default_contracts(s.signals.vocabulary),
                                             s.pseudonym_secret, s.ingest.required_streams,
                                             s.ingest.keep_extra_columns,
                                             s.ingest.identifier_columns,
                                             s.pseudonym_previous_secrets)
     except (load.LandingIncomplete, LandingFileError) as exc:
-        raise dg.Failure(description=str(exc)) from exc
+        # A remote landing zone is read from a copy: the message names the store's files.
+        raise dg.Failure(description=s.landing.named(str(exc), landing_dir)) from exc
     for stream, asset in RAW_ASSETS.items():
         r = reports[stream]
         kept = CONTRACTS[stream].keeps_extras and s.ingest.keep_extra_columns

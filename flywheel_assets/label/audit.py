@@ -36,7 +36,7 @@ def run_audit(conn, settings, partition_date: str) -> dict:
     version = gold_lib.current_version(conn, partition_date)
     gold = gold_lib.gold_rows(conn, partition_date, version) if version else None
     train = queue_lib.labelled_examples(conn, partition_date, gold_bound=False)
-    champion = model_store.champion_version(settings.models_dir)
+    champion = model_store.champion_version(settings.models)
     record = {"gold_version": version, "champion_version": champion,
               "gold_examples": 0 if gold is None else len(gold),
               "human_labels_used": len(train), "champion_auc": None, "human_model_auc": None,
@@ -57,7 +57,7 @@ def run_audit(conn, settings, partition_date: str) -> dict:
     X, space = selection.feature_space(train_p, extra_features=settings.training.extra_features)
     human = selection.label_model().fit(X, y)
     human_scores = human.predict_proba(selection.transform(space, gold_p))[:, 1]
-    pipeline = model_store.load_model(settings.models_dir, champion, settings.training.model)
+    pipeline = model_store.load_model(settings.models, champion, settings.training.model)
     champion_scores = model_lib.score(pipeline, gold_p)
     low, high = gold_lib.paired_auc_interval(human_scores, champion_scores, truth,
                                              settings.evaluation.bootstrap_samples,

@@ -84,10 +84,10 @@ def with_profiles(conn, rows: pd.DataFrame) -> pd.DataFrame:
 def champion_scores(settings, conn, rows: pd.DataFrame) -> tuple[np.ndarray, str | None]:
     """The champion's predicted grade of each row (NaN and no version before the first
     promotion: the product's incumbent policy has no scores)."""
-    version = model_store.champion_version(settings.models_dir)
+    version = model_store.champion_version(settings.models)
     if version is None or not len(rows):
         return np.full(len(rows), np.nan), version
-    pipeline = model_store.load_model(settings.models_dir, version, settings.training.model)
+    pipeline = model_store.load_model(settings.models, version, settings.training.model)
     return model_lib.score(pipeline, rows), version
 
 

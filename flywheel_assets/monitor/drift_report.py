@@ -230,12 +230,12 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
     per-column thresholds calibrated on those days; samples for the model's view and
     the Evidently report) and record it. A retrain is asked for (``dataset_drift``)
     when a data column drifts and the drift is large or persists."""
-    d, models_dir = settings.drift, settings.models_dir
+    d, models = settings.drift, settings.models
     random_policies = settings.curation.random_policies
     with connect() as conn:
         policy = served_by(conn, day)
-        ours = bool(policy) and (models_dir / policy / "model.skops").exists()
-        card = model_store.load_card(models_dir, policy) if ours else None
+        ours = bool(policy) and model_store.has_model(models, policy)
+        card = model_store.load_card(models, policy) if ours else None
         days = reference_window(conn, day, d.reference_days)
     champion_age = ((dt.date.fromisoformat(day)
                      - dt.date.fromisoformat(str(card["partition_date"])[:10])).days
@@ -290,7 +290,7 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
             pools = [feats.attach_profiles(conn, f) for f in pools]
             explored = [feats.attach_profiles(conn, f) for f in explored]
     if ours:
-        model = model_store.load_model(models_dir, policy, settings.training.model)
+        model = model_store.load_model(models, policy, settings.training.model)
         drifts += _model_view(model, pools, explored,
                               drift.DriftThresholds(), skipped)
         if all("model_score" in f for f in pools):
@@ -310,22 +310,25 @@ def report_day(connect, settings: Settings, day: str) -> DayDrift:
     persistent = bool(persisting)
     share = sum(c.drifted for c in trigger) / len(trigger) if trigger else 0.0
     verdict = drift.DriftVerdict(tuple(drifts), share, drifted and (large or persistent))
-    html = settings.reports_dir / "drift" / f"{day}.html"
+    html_rel = f"drift/{day}.html"
+    html = settings.reports.cache / html_rel
     html.parent.mkdir(parents=True, exist_ok=True)
     evidently = {}
     if all(len(f) for f in pools) and shown:
         names = [c.name for c in shown if c.name in pools[0]]
         evidently = drift.evidently_report(pools[0][names], pools[1][names],
                                            [c for c in shown if c.name in names], html)
+        settings.reports.publish(html_rel)
+    where = settings.reports.where(html_rel) if evidently else None
     window = f"{days[0]} .. {days[-1]} ({len(days)} days)"
     with connect() as conn:
-        _record(conn, day, policy, days[0], verdict, str(html) if evidently else None,
+        _record(conn, day, policy, days[0], verdict, where,
                 {"columns": verdict.as_dict()["columns"], "not_compared": skipped,
                  "drifted": drifted, "drifted_columns": drifted_columns, "large": large,
                  "persistent": persistent, "persisting_columns": sorted(persisting),
                  "calibrated": calibrated, "judged": judged, "reference_days": days,
                  "champion_age_days": champion_age})
-    return DayDrift(policy, verdict, window, skipped, evidently, str(html) if evidently else None,
+    return DayDrift(policy, verdict, window, skipped, evidently, where,
                     drifted=drifted, large=large, persistent=persistent, calibrated=calibrated,
                     champion_age_days=champion_age, drifted_columns=drifted_columns)
 

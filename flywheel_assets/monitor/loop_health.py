@@ -159,8 +159,8 @@ def assess_day(connect, settings: Settings, partition_date: str) -> dict:
     signal valid, loop closed, event → champion hours, the quality trend of the model in
     service, and an overall verdict; with ``summary``, a markdown paragraph and chart."""
     day, m = partition_date, settings.monitor
-    pointer = model_store.read_champion(settings.models_dir)
-    card = model_store.load_card(settings.models_dir, pointer["version"]) if pointer else None
+    pointer = model_store.read_champion(settings.models)
+    card = model_store.load_card(settings.models, pointer["version"]) if pointer else None
     with connect() as conn:
         evaluation = read_evaluation(conn, day)
         # Days up to this one: a later day already read in (a backfill's next day) is
@@ -177,9 +177,9 @@ def assess_day(connect, settings: Settings, partition_date: str) -> dict:
     closed = loop_closed(card, landed, trained)
     landed_at = None
     if card:
-        marker = (settings.landing_dir / "impressions" / f"date={str(card['window_end'])[:10]}"
-                  / "_SUCCESS")
-        landed_at = marker.stat().st_mtime if marker.exists() else None
+        marker = f"impressions/date={str(card['window_end'])[:10]}/_SUCCESS"
+        landed_at = (settings.landing.mtime(marker) if settings.landing.exists(marker)
+                     else None)
     promoted_at = (dt.datetime.fromisoformat(pointer["promoted_at"]).timestamp()
                    if pointer else None)
     hours = event_to_champion_hours(landed_at, promoted_at)

@@ -123,24 +123,26 @@ def _retrain(context, day: str, key: str, trigger: str, reason: str, window_days
                        "(trigger=landing).")
 def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResource):
     s = flywheel.settings
-    folder = s.landing_dir / s.ingest.required_streams[0]
-    if not folder.is_dir():
-        return dg.SkipReason(f"no landing folder {folder} yet")
+    landing, first = s.landing, s.ingest.required_streams[0]
+    if not landing.is_dir(first):
+        return dg.SkipReason(f"no landing folder {landing.where(first)} yet")
     # Cursor: the landing time of each day already requested, so a day is requested
     # once per landing (a re-landed day, with newer markers, is requested again).
     requested = json.loads(context.cursor) if context.cursor else {}
     last_partition = daily_partitions.get_last_partition_key()
     requests = []
-    for day_dir in sorted(folder.glob("date=*")):
-        day = day_dir.name.removeprefix("date=")
+    for name in landing.list(first):
+        day = name.removeprefix("date=")
         try:
             date = dt.date.fromisoformat(day)
         except ValueError:
             continue
-        markers = [s.landing_dir / st / f"date={day}" / "_SUCCESS" for st in s.ingest.required_streams]
-        if date < s.start_date or day > last_partition or not all(m.exists() for m in markers):
+        if not name.startswith("date="):
+            continue
+        markers = [f"{st}/date={day}/_SUCCESS" for st in s.ingest.required_streams]
+        if date < s.start_date or day > last_partition or not all(map(landing.exists, markers)):
             continue  # outside the partitions (today's is not complete), or not landed
-        landed = max(m.stat().st_mtime for m in markers)
+        landed = max(map(landing.mtime, markers))
         if requested.get(day, 0) >= landed:
             continue
         ingested = context.instance.fetch_materializations(dg.AssetRecordsFilter(

@@ -223,7 +223,7 @@ def popularity_policy() -> RankingPolicy:
 def model_policy(settings, version: str) -> RankingPolicy:
     """Model ``version`` as the product serves it (``settings``: the flywheel's): a model
     that reads profile features gets them from the warehouse."""
-    pipeline = model_store.load_model(settings.models_dir, version, settings.training.model)
+    pipeline = model_store.load_model(settings.models, version, settings.training.model)
     return RankingPolicy(version=version, pipeline=pipeline,
                          profiles=warehouse_profiles(settings.warehouse),
                          pseudonym_secret=settings.pseudonym_secret)
@@ -231,7 +231,7 @@ def model_policy(settings, version: str) -> RankingPolicy:
 
 def current_policy(settings) -> RankingPolicy:
     """Whatever the champion pointer says now (popularity when nothing was promoted)."""
-    version = model_store.champion_version(settings.models_dir)
+    version = model_store.champion_version(settings.models)
     if version is None:
         return popularity_policy()
     return model_policy(settings, version)

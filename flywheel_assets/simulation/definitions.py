@@ -6,6 +6,7 @@ files: nothing in the product changes.
 
 import dagster as dg
 
+from flywheel_assets import storage
 from flywheel_assets.metadata import readable
 from flywheel_assets.partitions import daily_partitions
 from flywheel_assets.serve.serving import current_policy
@@ -47,6 +48,7 @@ def simulated_traffic(context: dg.AssetExecutionContext, config: SimulatedTraffi
         cfg = cfg.replace(scenarios=cfg.scenarios + tuple(Scenario.parse(x) for x in config.scenarios))
     policy = current_policy(s)
     stats = world.run_day(s.data_dir, s.landing_dir, cfg, context.partition_key, policy)
+    storage.publish_landing_day(s.landing, context.partition_key)
     day = cfg.day_index(context.partition_key)
     return dg.MaterializeResult(metadata=readable(**{
         "impressions": stats["impressions"], "interactions": stats["interactions"],

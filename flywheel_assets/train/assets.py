@@ -64,7 +64,7 @@ def candidate_model(context: dg.AssetExecutionContext, flywheel: FlywheelResourc
     `data/models/<version>/` with a model card, registered in `ml.model_registry`. The
     version is the day plus a hash of the training rows: same data, same version."""
     s = flywheel.settings
-    card = candidate.train_candidate(flywheel.warehouse, s.models_dir, context.partition_key,
+    card = candidate.train_candidate(flywheel.warehouse, s.models, context.partition_key,
                                      s.training.max_categories, s.training.extra_features,
                                      s.profiles.enabled, s.training.model,
                                      model_lib.parse_params(s.training.model_params))

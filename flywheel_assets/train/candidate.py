@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 
 import duckdb
 import pandas as pd
@@ -20,7 +19,7 @@ from flywheel_assets.train.features import PROFILE_FEATURES, attach_profiles, sp
 Connect = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
 
 
-def train_candidate(connect: Connect, models_dir: Path, partition_date: str,
+def train_candidate(connect: Connect, models: model_store.Models, partition_date: str,
                     max_categories: int = 250, extra_features: tuple[str, ...] = (),
                     profiles: bool = True, model: str = model_lib.DEFAULT_MODEL,
                     model_params: dict | None = None) -> dict:
@@ -43,7 +42,7 @@ def train_candidate(connect: Connect, models_dir: Path, partition_date: str,
     version = model_store.model_version(
         partition_date, f"{fingerprint}:{json.dumps(described, sort_keys=True)}"
                         f":{json.dumps(features)}")
-    parent = model_store.champion_before(models_dir, version)
+    parent = model_store.champion_before(models, version)
     card = {
         "partition_date": partition_date, "features": features,
         "label": "target = label_grade (the signal vocabulary's grade) / the examination "
@@ -55,14 +54,15 @@ def train_candidate(connect: Connect, models_dir: Path, partition_date: str,
         "source_partitions": sorted(str(d) for d in rows["source_date"].unique()),
         "parent_version": parent, "fingerprint": fingerprint,
     }
-    path = model_store.save_model(models_dir, version, pipeline, card)
+    model_store.save_model(models, version, pipeline, card)
+    where = model_store.as_location(models).where(version)
     with connect() as conn:
         warehouse.replace_rows(conn, "ml.model_registry", {"version": version}, {
             "version": version, "partition_date": partition_date, "created_at": warehouse.now(),
-            "path": str(path), "parent_version": parent, "train_rows": len(rows),
+            "path": where, "parent_version": parent, "train_rows": len(rows),
             "window_start": card["window_start"], "window_end": card["window_end"],
             "card": json.dumps(card)})
-    return {**card, "version": version, "path": path}
+    return {**card, "version": version, "path": where}
 
 
 def registered_candidate(conn: duckdb.DuckDBPyConnection, partition_date: str) -> str | None:

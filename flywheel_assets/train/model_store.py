@@ -1,9 +1,15 @@
 """Versioned models on disk, saved with skops, and the champion pointer.
 
-Layout: ``<models_dir>/<version>/model.skops`` + ``card.json``; ``champion.json`` is a
+Layout: ``<models>/<version>/model.skops`` + ``card.json``; ``champion.json`` is a
 pointer (version, when, why, previous) swapped atomically, never a copy of a model.
 Loading refuses any artifact that contains a type a model of its card's name
 (`training.model`) is not made of (:func:`allowed_types`).
+
+``models`` is a `storage.Location` (settings ``models``: a folder or s3://…) or a path.
+A version is written once, into the local folder and then uploaded; loading it reads
+the local copy, downloaded when missing. The pointer and history are read from and
+written to the location itself every time: in an object store, each is one object
+replaced by one request.
 """
 
 from __future__ import annotations
@@ -16,6 +22,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from flywheel_assets import storage
+from flywheel_assets.storage import Location, as_location
+
+Models = Location | str | os.PathLike
 
 CHAMPION_POINTER = "champion.json"
 # Versions in the order they went into service; a rollback steps back along it.
@@ -39,29 +50,21 @@ def model_version(partition_date: str, fingerprint: str) -> str:
     return f"m{partition_date.replace('-', '')}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, text.encode())
+_atomic_write_bytes = storage._atomic_write_bytes
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        # A write that failed (a full disk, a crash of the call) leaves the old file.
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def has_model(models: Models, version: str) -> bool:
+    return as_location(models).exists(f"{version}/model.skops")
 
 
-def save_model(models_dir: Path, version: str, pipeline, card: dict) -> Path:
-    """Write model + card into a temporary folder, then move it into place at once."""
+def save_model(models: Models, version: str, pipeline, card: dict) -> Path:
+    """Write model + card into a temporary folder, then move it into place at once
+    (and, when the models are remote, upload them: the card last, so a card in the
+    store vouches for a model that is there)."""
     import skops.io as sio
 
+    location = as_location(models)
+    models_dir = location.cache
     models_dir.mkdir(parents=True, exist_ok=True)
     final = models_dir / version
     staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=f".{version}."))
@@ -75,10 +78,11 @@ def save_model(models_dir: Path, version: str, pipeline, card: dict) -> Path:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
+    location.publish(version, last=("card.json",))
     return final
 
 
-def load_model(models_dir: Path, version: str, configured_model: str | None = None):
+def load_model(models: Models, version: str, configured_model: str | None = None):
     """The model ``version``, loaded only if it contains nothing but the types a model
     of its card's name is made of. The card is as untrusted as the artifact: it may
     name a model the installation provides (built in or registered), or a dotted path
@@ -86,12 +90,15 @@ def load_model(models_dir: Path, version: str, configured_model: str | None = No
     loader import code nobody configured."""
     import skops.io as sio
 
-    path = models_dir / version / "model.skops"
-    if not path.exists():
-        raise FileNotFoundError(f"model {version}: no artifact at {path}")
+    location = as_location(models)
+    if not has_model(location, version):
+        raise FileNotFoundError(f"model {version}: no artifact at "
+                                f"{location.where(f'{version}/model.skops')}")
+    path = location.local_copy(f"{version}/model.skops")
     found = set(sio.get_untrusted_types(file=path))
-    card_path = models_dir / version / "card.json"
-    card = json.loads(card_path.read_text()) if card_path.exists() else {}
+    card_rel = f"{version}/card.json"
+    card = (json.loads(location.local_copy(card_rel).read_text())
+            if location.exists(card_rel) else {})
     name = card.get("model") or LEGACY_MODEL
     allowed = allowed_types(name, card.get("model_params") or {}, configured_model, version)
     refused = sorted(found - allowed)
@@ -123,26 +130,29 @@ def allowed_types(name: str, params: dict, configured_model: str | None = None,
                                   "load it") from exc
 
 
-def load_card(models_dir: Path, version: str) -> dict:
-    return json.loads((models_dir / version / "card.json").read_text())
+def load_card(models: Models, version: str) -> dict:
+    return json.loads(as_location(models).local_copy(f"{version}/card.json").read_text())
 
 
-def read_champion(models_dir: Path, tolerate_corrupt: bool = False) -> dict | None:
+def read_champion(models: Models, tolerate_corrupt: bool = False) -> dict | None:
     """The champion pointer, or None when no model has been promoted yet. A pointer that
     is not JSON, not an object with a ``version``, or names no saved model raises
     :class:`CorruptPointerError` (None with ``tolerate_corrupt``: what a promotion that
     repairs it reads)."""
-    path = models_dir / CHAMPION_POINTER
-    if not path.exists():
+    location = as_location(models)
+    path = location.where(CHAMPION_POINTER)
+    try:
+        text = location.read_bytes(CHAMPION_POINTER)
+    except FileNotFoundError:
         return None
     try:
-        pointer = json.loads(path.read_text())
+        pointer = json.loads(text.decode())
         problem = (None if isinstance(pointer, dict) and isinstance(pointer.get("version"), str)
                    else "not a JSON object with a version")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         pointer, problem = None, f"not JSON: {exc}"
-    if problem is None and not (models_dir / pointer["version"] / "model.skops").exists():
-        problem = f"it names {pointer['version']!r}, which has no model in {models_dir}"
+    if problem is None and not has_model(location, pointer["version"]):
+        problem = f"it names {pointer['version']!r}, which has no model in {location.where()}"
     if problem is None:
         return pointer
     if tolerate_corrupt:
@@ -150,41 +160,44 @@ def read_champion(models_dir: Path, tolerate_corrupt: bool = False) -> dict | No
     raise CorruptPointerError(
         f"{path} is not a champion pointer ({problem}); nothing is served from it. Put a "
         "model back in service with `flywheel promote --version <version> --reason ...` "
-        f"(the versions promoted before are in {models_dir / CHAMPION_HISTORY} and "
+        f"(the versions promoted before are in {location.where(CHAMPION_HISTORY)} and "
         "ml.promotions)")
 
 
-def champion_version(models_dir: Path, tolerate_corrupt: bool = False) -> str | None:
-    pointer = read_champion(models_dir, tolerate_corrupt)
+def champion_version(models: Models, tolerate_corrupt: bool = False) -> str | None:
+    pointer = read_champion(models, tolerate_corrupt)
     return pointer["version"] if pointer else None
 
 
-def champion_before(models_dir: Path, version: str) -> str | None:
+def champion_before(models: Models, version: str) -> str | None:
     """The champion that ``version`` competes with: the one in service, or, when
     ``version`` itself is in service (a re-run after its promotion), the one it
     replaced. Keeps re-runs comparing with the same model as the first run."""
-    pointer = read_champion(models_dir)
+    pointer = read_champion(models)
     if pointer is None:
         return None
     return pointer["previous"] if pointer["version"] == version else pointer["version"]
 
 
-def champion_history(models_dir: Path) -> list[str]:
-    path = models_dir / CHAMPION_HISTORY
-    return json.loads(path.read_text()) if path.exists() else []
+def champion_history(models: Models) -> list[str]:
+    try:
+        return json.loads(as_location(models).read_text(CHAMPION_HISTORY))
+    except FileNotFoundError:
+        return []
 
 
-def set_champion(models_dir: Path, version: str, reason: str, actor: str,
+def set_champion(models: Models, version: str, reason: str, actor: str,
                  _history: list[str] | None = None) -> dict:
     """Point the champion at ``version`` (atomically) and return the new pointer."""
-    if not (models_dir / version / "model.skops").exists():
-        raise FileNotFoundError(f"cannot promote {version}: no such model in {models_dir}")
-    previous = read_champion(models_dir, tolerate_corrupt=True)
+    location = as_location(models)
+    if not has_model(location, version):
+        raise FileNotFoundError(f"cannot promote {version}: no such model in {location.where()}")
+    previous = read_champion(location, tolerate_corrupt=True)
     history = _history if _history is not None else [
-        *_history_to(models_dir, previous["version"] if previous else None), version]
+        *_history_to(location, previous["version"] if previous else None), version]
     # History first: a crash between the two writes leaves a history one step ahead of
     # the pointer, which `_history_to` cuts back, never a pointer without history.
-    _atomic_write_text(models_dir / CHAMPION_HISTORY, json.dumps(history))
+    location.write_bytes(CHAMPION_HISTORY, json.dumps(history).encode())
     pointer = {
         "version": version,
         "promoted_at": dt.datetime.now(dt.timezone.utc).isoformat(),
@@ -192,7 +205,7 @@ def set_champion(models_dir: Path, version: str, reason: str, actor: str,
         "actor": actor,
         "previous": previous["version"] if previous else None,
     }
-    _atomic_write_text(models_dir / CHAMPION_POINTER, json.dumps(pointer, indent=2))
+    location.write_bytes(CHAMPION_POINTER, json.dumps(pointer, indent=2).encode())
     return pointer
 
 
@@ -200,16 +213,19 @@ _LOCK_DEPTH: dict[str, int] = {}
 
 
 @contextlib.contextmanager
-def champion_lock(models_dir: Path):
+def champion_lock(models: Models):
     """Hold the champion pointer while reading it and moving it: a gate and an operator
     (or two pods on one volume) never both read the same champion and both move it. A
     file lock (`fcntl`) on ``models_dir``'s `champion.lock`, taken once per process
     however deeply nested. On the embedded warehouse its one writer already kept them
     apart; a lake does not (its writers never wait), so this does. Across machines it is
-    as good as the shared volume's locks (docs/deploy.md)."""
+    as good as the shared volume's locks; with the models in an object store, the lock
+    is this machine's, and the gate's `duckdb` pool (one run at a time in the whole
+    deployment) is what keeps two machines' gates apart (docs/deploy.md)."""
     import fcntl
     import threading
 
+    models_dir = as_location(models).cache
     key = f"{Path(models_dir).resolve()}:{threading.get_ident()}"
     if _LOCK_DEPTH.get(key):
         _LOCK_DEPTH[key] += 1
@@ -229,40 +245,48 @@ def champion_lock(models_dir: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def pointer_files(models_dir: Path) -> dict[str, bytes | None]:
+def _read_or_none(location: Location, name: str) -> bytes | None:
+    try:
+        return location.read_bytes(name)
+    except FileNotFoundError:
+        return None
+
+
+def pointer_files(models: Models) -> dict[str, bytes | None]:
     """The pointer and history files as they are (None: absent), to put back with
     :func:`restore_pointer_files` when what the move belonged to fails."""
-    return {name: (models_dir / name).read_bytes() if (models_dir / name).exists() else None
-            for name in (CHAMPION_HISTORY, CHAMPION_POINTER)}
+    location = as_location(models)
+    return {name: _read_or_none(location, name) for name in (CHAMPION_HISTORY, CHAMPION_POINTER)}
 
 
-def restore_pointer_files(models_dir: Path, saved: dict[str, bytes | None]) -> None:
+def restore_pointer_files(models: Models, saved: dict[str, bytes | None]) -> None:
     """Put the pointer and history back as :func:`pointer_files` read them (pointer
     first: the history ahead of it is cut back on read, never the reverse)."""
+    location = as_location(models)
     for name in (CHAMPION_POINTER, CHAMPION_HISTORY):
-        path, data = models_dir / name, saved[name]
+        data = saved[name]
         if data is None:
-            path.unlink(missing_ok=True)
-        elif not path.exists() or path.read_bytes() != data:
-            _atomic_write_bytes(path, data)
+            location.remove(name)
+        elif _read_or_none(location, name) != data:
+            location.write_bytes(name, data)
 
 
-def rollback_target(models_dir: Path) -> str:
+def rollback_target(models: Models) -> str:
     """The champion before the current one: what a rollback puts back in service."""
-    history = _rollback_history(models_dir)
+    history = _rollback_history(models)
     return history[-2]
 
 
-def _history_to(models_dir: Path, current: str | None) -> list[str]:
+def _history_to(models: Models, current: str | None) -> list[str]:
     """The champion history as it stands with ``current`` in service: entries a
     promotion wrote before it died (the history is written before the pointer) are cut
     back to the pointer's version; a pointer moved outside `set_champion` is appended.
     The pointer is what is in service: it is trusted over the history. No pointer at
     all: nothing was ever in service, whatever a promotion that died before writing its
     pointer left (a corrupt pointer, ``current`` None too, keeps the history)."""
-    if not (models_dir / CHAMPION_POINTER).exists():
+    if not as_location(models).exists(CHAMPION_POINTER):
         return []
-    history = champion_history(models_dir)
+    history = champion_history(models)
     if current is None or (history and history[-1] == current):
         return history
     if current in history:
@@ -270,15 +294,15 @@ def _history_to(models_dir: Path, current: str | None) -> list[str]:
     return [*history, current]
 
 
-def _rollback_history(models_dir: Path) -> list[str]:
-    current = champion_version(models_dir)
-    history = _history_to(models_dir, current)
+def _rollback_history(models: Models) -> list[str]:
+    current = champion_version(models)
+    history = _history_to(models, current)
     if current is None or len(history) < 2:
         raise RuntimeError(f"nothing to roll back to: champion history is {history or 'empty'}")
     return history
 
 
-def rollback_champion(models_dir: Path, reason: str, actor: str) -> dict:
+def rollback_champion(models: Models, reason: str, actor: str) -> dict:
     """Put the champion before the current one back in service (atomically)."""
-    history = _rollback_history(models_dir)
-    return set_champion(models_dir, history[-2], reason, actor, _history=history[:-1])
+    history = _rollback_history(models)
+    return set_champion(models, history[-2], reason, actor, _history=history[:-1])

@@ -8,6 +8,7 @@ import duckdb
 
 import pytest
 
+from flywheel_assets import storage
 from flywheel_assets.cli import main
 from flywheel_assets.serve.serving import current_policy
 from flywheel_assets.settings import Settings
@@ -28,14 +29,14 @@ def models(tmp_path):
 
 def _killed_before_the_pointer(models, monkeypatch, version: str) -> None:
     """A promotion of ``version`` that dies after writing the history, before the pointer."""
-    real = model_store._atomic_write_text
+    real = storage.Location.write_bytes
 
-    def dies_before_the_pointer(path, text):
-        if path.name == model_store.CHAMPION_POINTER:
+    def dies_before_the_pointer(location, rel, data):
+        if rel == model_store.CHAMPION_POINTER:
             raise KeyboardInterrupt("killed")
-        real(path, text)
+        real(location, rel, data)
 
-    monkeypatch.setattr(model_store, "_atomic_write_text", dies_before_the_pointer)
+    monkeypatch.setattr(storage.Location, "write_bytes", dies_before_the_pointer)
     with pytest.raises(KeyboardInterrupt):
         model_store.set_champion(models.models_dir, version, "better", "test")
     monkeypatch.undo()

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 
 
@@ -11,6 +13,7 @@ def s3_server():
 
     from flywheel_assets.harness.services import free_port
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

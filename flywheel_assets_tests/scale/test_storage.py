@@ -1,0 +1,198 @@
+"""Storage by URI: the landing zone, the models and the reports in a folder named by a
+file:// URI or in an S3 bucket (moto's server on 127.0.0.1: an in-memory stand-in that
+speaks S3's HTTP API, not AWS, not MinIO). A `Location` behaves the same on both; the
+wheel turned with all three in the bucket writes the tables the wheel with local folders
+writes, and a machine with an empty data dir serves the champion from the bucket."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import dagster as dg
+import pytest
+
+from flywheel_assets import storage, warehouse
+from flywheel_assets.cli import main
+from flywheel_assets.settings import Settings
+from flywheel_assets.train import model_store
+from flywheel_assets_tests.helpers import land_day, turn_the_wheel
+from flywheel_assets_tests.test_rotation_small_world import CONFIG
+
+WORLD = replace(CONFIG, n_users=250, n_items=200, requests_per_day=800)
+DAYS = ["2026-01-01", "2026-01-02"]
+
+
+def _keys(s3, prefix: str) -> list[str]:
+    return [o["Key"] for page in s3["client"].get_paginator("list_objects_v2")
+            .paginate(Bucket=s3["bucket"], Prefix=prefix) for o in page.get("Contents", [])]
+
+
+@pytest.fixture(params=["file", "s3"])
+def location(request, tmp_path, s3_server, monkeypatch):
+    """One location of each kind, with its own working copy."""
+    if request.param == "file":
+        return storage.Location(f"file://{tmp_path / 'shared'}", tmp_path / "cache")
+    for name, value in s3_server["env"].items():
+        monkeypatch.setenv(name, value)
+    options = storage.S3Options.from_env(s3_server["env"]["FLYWHEEL_S3_ENDPOINT"], use_ssl=False)
+    return storage.Location(f"s3://flywheel/{tmp_path.name}/area", tmp_path / "cache", options)
+
+
+def test_a_location_reads_what_it_wrote_on_either_kind(location):
+    assert not location.exists("a/b.json") and location.list() == []
+    with pytest.raises(FileNotFoundError, match="b.json"):
+        location.read_bytes("a/b.json")
+    location.write_bytes("a/b.json", b'{"v": 1}')
+    location.write_bytes("a/b.json", b'{"v": 2}')  # replaced, not appended
+    assert location.read_text("a/b.json") == '{"v": 2}'
+    assert location.exists("a/b.json") and location.is_dir("a") and not location.is_dir("a/b.json")
+    assert location.list() == ["a"] and location.list("a") == ["b.json"]
+    assert location.mtime("a/b.json") > 0
+    location.remove("a/b.json")
+    location.remove("a/b.json")  # absent: nothing to do
+    assert not location.exists("a/b.json")
+
+
+def test_a_working_copy_goes_up_marker_last_and_comes_back_when_it_changed(location):
+    day = location.cache / "impressions" / "date=2026-01-01"
+    day.mkdir(parents=True)
+    for name in ("part-1.jsonl", "_SUCCESS", "part-0.jsonl"):
+        (day / name).write_text(name)
+    (day / ".part-2.jsonl.tmp").write_text("half-written")  # never published
+    order = []
+    if location.remote:
+        real = location._fs.open_output_stream
+        location._fs = _Recording(location._fs, order, real)
+    location.publish("impressions/date=2026-01-01", last=("_SUCCESS",))
+    if location.remote:
+        assert [k.rsplit("/", 1)[1] for k in order] == ["part-0.jsonl", "part-1.jsonl", "_SUCCESS"]
+        assert sorted(location.list("impressions/date=2026-01-01")) == [
+            "_SUCCESS", "part-0.jsonl", "part-1.jsonl"]
+        # A file written once comes down once; changed in the store, it comes down again.
+        location.write_bytes("models/v1/card.json", b"first")
+        copy = location.local_copy("models/v1/card.json")
+        assert copy.read_bytes() == b"first" and copy.is_relative_to(location.cache)
+        location.write_bytes("models/v1/card.json", b"second!")
+        assert location.local_copy("models/v1/card.json").read_bytes() == b"second!"
+    else:
+        # A file:// location is its own working copy: nothing to upload or download.
+        assert location.local_copy("impressions/date=2026-01-01/_SUCCESS") == day / "_SUCCESS"
+        assert not (location.cache.parent / "cache").exists()
+
+
+class _Recording:
+    """pyarrow's S3 filesystem, noting each object it is asked to write."""
+
+    def __init__(self, fs, order, real):
+        self._fs, self._order, self._real = fs, order, real
+
+    def open_output_stream(self, key, *args, **kwargs):
+        self._order.append(key)
+        return self._real(key, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._fs, name)
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("gs://bucket/models", "gs:// is not supported"),
+    ("s3:///models", "needs a bucket"),
+])
+def test_a_location_the_product_cannot_use_is_refused_by_name(tmp_path, uri, message):
+    with pytest.raises(storage.StorageConfigError, match=message) as refused:
+        storage.Location(uri, tmp_path)
+    assert uri in str(refused.value)
+
+
+def test_relative_and_file_locations_are_folders_of_the_data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLYWHEEL_MODELS_URI", "shared/models")
+    monkeypatch.setenv("FLYWHEEL_REPORTS_URI", f"file://{tmp_path / 'elsewhere'}")
+    s = Settings.from_env(tmp_path / "data")
+    assert s.models_dir == (tmp_path / "data" / "shared" / "models").resolve()
+    assert s.reports_dir == tmp_path / "elsewhere" and not s.reports.remote
+    assert s.landing_dir == (tmp_path / "data" / "landing").resolve()
+
+
+@pytest.mark.slow
+def test_the_wheel_on_a_bucket_writes_the_tables_of_the_wheel_on_folders(tmp_path, s3_server,
+                                                                         monkeypatch):
+    folders, bucket = tmp_path / "folders", tmp_path / "bucket"
+    turn_the_wheel(folders, WORLD, DAYS)
+
+    uris = {"FLYWHEEL_LANDING_URI": "s3://flywheel/landing",
+            "FLYWHEEL_MODELS_URI": "s3://flywheel/models",
+            "FLYWHEEL_REPORTS_URI": "s3://flywheel/reports/"}
+    for name, value in {**s3_server["env"], **uris}.items():
+        monkeypatch.setenv(name, value)
+    instance = dg.DagsterInstance.ephemeral()
+    turn_the_wheel(bucket, WORLD, DAYS, instance)
+    s = Settings.from_env(bucket)
+    assert s.landing.remote and s.models.remote and s.reports.remote
+
+    # Every table, row for row, the same as with local folders (paths written as the
+    # location they name: a folder there, a bucket here).
+    with warehouse.connect(folders / "warehouse.duckdb", read_only=True) as local, \
+            warehouse.connect(bucket / "warehouse.duckdb", read_only=True) as remote:
+        assert warehouse.compare(local, remote, {str(folders.resolve()): "$DATA"},
+                                 {"s3://flywheel": "$DATA"}) == {}
+        registered = [r[0] for r in remote.execute(
+            "SELECT path FROM ml.model_registry ORDER BY path").fetchall()]
+        evaluated = [r[0] for r in remote.execute(
+            "SELECT report_path FROM ml.model_evaluations ORDER BY 1").fetchall()]
+    assert len(registered) == len(DAYS) and all(p.startswith("s3://flywheel/models/m")
+                                                for p in registered)
+    assert evaluated == [f"s3://flywheel/reports/evaluation/{d}" for d in DAYS]
+
+    keys = set(_keys(s3_server, ""))
+    for day in DAYS:
+        for stream in s.ingest.required_streams:
+            assert f"landing/{stream}/date={day}/_SUCCESS" in keys
+        assert f"reports/evaluation/{day}/report.json" in keys
+    for path in registered:
+        version = path.rsplit("/", 1)[1]
+        assert {f"models/{version}/model.skops", f"models/{version}/card.json"} <= keys
+    # The gate's decisions were the folders' (compared above); an operator's promotion
+    # moves the pointer in the bucket, under the lock, audited in the warehouse.
+    assert model_store.champion_history(s.models) == model_store.champion_history(
+        Settings.from_env(folders).models_dir)
+    chosen = registered[-1].rsplit("/", 1)[1]
+    assert main(["promote", "--version", chosen, "--reason", "storage by URI",
+                 "--data-dir", str(bucket)]) == 0
+    pointer = json.loads(s.models.read_text(model_store.CHAMPION_POINTER))
+    assert pointer["version"] == chosen and pointer == model_store.read_champion(s.models)
+    assert model_store.champion_history(s.models)[-1] == chosen
+    # The pointer lives in the bucket only; ingestion's copies of the days are gone.
+    assert not (bucket / "models" / model_store.CHAMPION_POINTER).exists()
+    assert not list((bucket / "tmp").glob("landing-*"))
+
+    # Another machine: an empty data dir, the same locations, serves the same champion.
+    from flywheel_assets.serve.serving import current_policy
+
+    other = Settings.from_env(tmp_path / "other")
+    assert not other.models_dir.exists()
+    policy = current_policy(other)
+    assert policy.version == pointer["version"]
+    assert (other.models_dir / pointer["version"] / "model.skops").is_file()
+
+    # The landing sensor sees a day landed in the bucket and not yet ingested.
+    from flywheel_assets.monitor.sensors import landing_sensor
+    from flywheel_assets.resources import FlywheelResource
+
+    next_day = "2026-01-03"
+    land_day(bucket, WORLD, next_day)
+    with dg.build_sensor_context(instance=instance, resources={
+            "flywheel": FlywheelResource(data_dir=str(bucket))}) as context:
+        result = landing_sensor(context)
+    assert [r.partition_key for r in result.run_requests] == [next_day]
+
+    # A day whose marker is missing in the bucket is refused, naming the bucket's folder.
+    s.landing.remove(f"interactions/date={next_day}/_SUCCESS")
+    from flywheel_assets.definitions import INGEST_ASSETS, build_definitions
+
+    job = build_definitions(str(bucket)).resolve_job_def("daily_rotation_job")
+    run = job.execute_in_process(partition_key=next_day, instance=instance, raise_on_error=False,
+                                 asset_selection=[dg.AssetKey(k) for k in INGEST_ASSETS])
+    failures = [str(e.event_specific_data.error) for e in run.all_events if e.is_step_failure]
+    assert not run.success and any(f"s3://flywheel/landing/interactions/date={next_day}" in f
+                                   for f in failures), failures
