@@ -18,8 +18,9 @@ folder's files in order, its marker last) and :meth:`Location.local_copy` /
   (:func:`landing_day_copy`), so rows read are counted from the files as landed.
 - models: ``<version>/model.skops`` + ``card.json`` (immutable: a version is written
   once and cached by size and time) and the champion pointer and history (mutable:
-  always read from the store, each written in one request, which an object store makes
-  atomic: a reader sees the old object or the new one, never half).
+  always read from the store). Every object is uploaded under a hidden key and copied
+  into place by the store in one request: a reader sees the old object or the new one,
+  never half, and an upload cut short leaves no object under the real name.
 - reports: the evaluation and drift reports, written locally and then uploaded; the
   warehouse records their location (the URI when remote).
 """
@@ -27,6 +28,7 @@ folder's files in order, its marker last) and :meth:`Location.local_copy` /
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import tempfile
@@ -49,12 +51,16 @@ class S3Options:
     access_key: str = ""
     secret_key: str = ""
     region: str = ""
+    session_token: str = ""
 
     @classmethod
     def from_env(cls, endpoint: str = "", use_ssl: bool = True) -> "S3Options":
+        """The AWS_* variables; without keys, the AWS SDK's own chain (a pod's web
+        identity, an instance profile, ~/.aws) finds the credentials."""
         return cls(endpoint.strip(), use_ssl, os.environ.get("AWS_ACCESS_KEY_ID", ""),
                    os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
-                   os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", ""))
+                   os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION", ""),
+                   os.environ.get("AWS_SESSION_TOKEN", ""))
 
     def filesystem(self):
         from pyarrow import fs
@@ -62,6 +68,8 @@ class S3Options:
         kwargs: dict = {"allow_bucket_creation": False, "allow_bucket_deletion": False}
         if self.access_key:
             kwargs.update(access_key=self.access_key, secret_key=self.secret_key)
+            if self.session_token:
+                kwargs["session_token"] = self.session_token
         if self.region:
             kwargs["region"] = self.region
         if self.endpoint:
@@ -75,6 +83,11 @@ def local_path(uri: str, base: Path | None = None) -> Path | None:
     ``base`` when given, or a file:// URI); None when it is in an object store."""
     scheme = urlparse(uri).scheme if "://" in uri else ""
     if scheme == "file":
+        host = urlparse(uri).netloc
+        if host not in ("", "localhost"):
+            raise StorageConfigError(
+                f"{uri!r}: a file:// location is a folder on this machine (file:///path); "
+                f"{host!r} is another host: mount it and name the folder")
         return Path(unquote(urlparse(uri).path))
     if scheme:
         if scheme not in SCHEMES:
@@ -160,21 +173,45 @@ class Location:
         return info.mtime.timestamp()
 
     def list(self, rel: str = "") -> list[str]:
-        """Names directly under ``rel`` (files and folders), sorted; [] when absent."""
+        """Names directly under ``rel`` (files and folders), sorted; [] when absent.
+        Hidden names (a staging folder, an upload in progress) are not listed."""
         if not self.remote:
             folder = self.cache / rel
-            return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+            names = [p.name for p in folder.iterdir()] if folder.is_dir() else []
+        else:
+            from pyarrow import fs
+
+            selector = fs.FileSelector(self._key(rel), allow_not_found=True, recursive=False)
+            names = [Path(i.path).name for i in self._fs.get_file_info(selector)]
+        return sorted(n for n in names if not n.startswith("."))
+
+    def stamps(self, rel: str, name: str) -> dict[str, float]:
+        """``{folder: mtime}`` for each folder directly under ``rel`` that holds a file
+        ``name`` (a `_SUCCESS` marker): one listing, however many folders (remotely one
+        recursive listing of ``rel``, not a request per folder). A folder removed while
+        it is read is left out."""
+        found: dict[str, float] = {}
+        if not self.remote:
+            for marker in (self.cache / rel).glob(f"*/{name}"):
+                with contextlib.suppress(FileNotFoundError):
+                    found[marker.parent.name] = marker.stat().st_mtime
+            return found
         from pyarrow import fs
 
-        selector = fs.FileSelector(self._key(rel), allow_not_found=True, recursive=False)
-        return sorted(Path(i.path).name for i in self._fs.get_file_info(selector))
+        prefix = self._key(rel) + "/"
+        selector = fs.FileSelector(self._key(rel), allow_not_found=True, recursive=True)
+        for info in self._fs.get_file_info(selector):
+            parts = info.path.removeprefix(prefix).split("/")
+            if info.type == fs.FileType.File and len(parts) == 2 and parts[1] == name:
+                found[parts[0]] = info.mtime.timestamp()
+        return found
 
     def read_bytes(self, rel: str) -> bytes:
         if not self.remote:
             return (self.cache / rel).read_bytes()
         if self._info(rel) is None:
             raise FileNotFoundError(self.where(rel))
-        with self._fs.open_input_stream(self._key(rel)) as stream:
+        with self._fs.open_input_stream(self._key(rel), compression=None) as stream:
             return stream.read()
 
     def read_text(self, rel: str) -> str:
@@ -188,8 +225,7 @@ class Location:
         if not self.remote:
             _atomic_write_bytes(self.cache / rel, data)
             return
-        with self._fs.open_output_stream(self._key(rel)) as stream:
-            stream.write(data)
+        self._upload(self._key(rel), io.BytesIO(data))
 
     def remove(self, rel: str) -> None:
         """Delete the file ``rel`` if it is there."""
@@ -214,9 +250,28 @@ class Location:
             files += [source] if source.is_file() else [
                 p for p in source.rglob("*") if p.is_file() and not p.name.startswith(".")]
         for path in sorted(files, key=lambda p: (p.name in last, str(p))):
-            with open(path, "rb") as fh, \
-                    self._fs.open_output_stream(self._key(str(path.relative_to(self.cache)))) as out:
-                shutil.copyfileobj(fh, out, 1 << 20)
+            key = self._key(str(path.relative_to(self.cache)))
+            with open(path, "rb") as fh:
+                self._upload(key, fh)
+            # The working copy takes the object's time, so local_copy knows it current.
+            stamp = self._fs.get_file_info(key).mtime.timestamp()
+            os.utime(path, (stamp, stamp))
+
+    def _upload(self, key: str, source) -> None:
+        """Write ``source`` (a binary file) to ``key`` so that the key only ever holds a
+        complete object: uploaded under a hidden key of this location, then copied into
+        place by the store (one request) and the hidden key deleted. pyarrow completes
+        an upload when its stream closes, even on an exception, so an upload cut short
+        (an error, Ctrl-C, a stopped pod) leaves at most a hidden `.uploads/` object,
+        never a short model or marker under its real name."""
+        staging = f"{self._root}/.uploads/{uuid.uuid4().hex}"
+        try:
+            with self._fs.open_output_stream(staging, compression=None) as out:
+                shutil.copyfileobj(source, out, 1 << 20)
+            self._fs.copy_file(staging, key)
+        finally:
+            with contextlib.suppress(OSError):
+                self._fs.delete_file(staging)
 
     def local_copy(self, rel: str) -> Path:
         """A file on this machine with ``rel``'s content: the file itself when local;
@@ -242,13 +297,19 @@ class Location:
         from pyarrow import fs
 
         selector = fs.FileSelector(self._key(rel), allow_not_found=True, recursive=True)
-        written = []
         prefix = self._key(rel) + "/"
-        for info in sorted(self._fs.get_file_info(selector), key=lambda i: i.path):
-            if info.type != fs.FileType.File:
-                continue
-            target = dest / info.path.removeprefix(prefix)
-            self._download(info.path, target)
+        keys = sorted(i.path for i in self._fs.get_file_info(selector)
+                      if i.type == fs.FileType.File)
+        for key in keys:  # all checked before anything is written
+            name = key.removeprefix(prefix)
+            if any(part in ("", ".", "..") for part in name.split("/")):
+                raise StorageConfigError(
+                    f"{self.uri}/{rel}/{name}: an object whose name is not a file's path "
+                    "(an empty, '.' or '..' part); refusing to copy it to this machine")
+        written = []
+        for key in keys:
+            target = dest / key.removeprefix(prefix)
+            self._download(key, target)
             written.append(target)
         return written
 
@@ -256,7 +317,7 @@ class Location:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}")
         try:
-            with self._fs.open_input_stream(key) as stream, open(tmp, "wb") as out:
+            with self._fs.open_input_stream(key, compression=None) as stream, open(tmp, "wb") as out:
                 shutil.copyfileobj(stream, out, 1 << 20)
             os.replace(tmp, target)
         finally:
@@ -267,7 +328,10 @@ def as_location(where: "Location | str | os.PathLike") -> Location:
     """A Location as given, or a local one for a path (what tests and tools pass)."""
     if isinstance(where, Location):
         return where
-    path = Path(where)
+    if "://" in str(where) and not str(where).startswith("file://"):
+        raise StorageConfigError(f"{where!r}: a remote location needs its settings; pass a "
+                                 "Location (Settings.models, .landing, .reports)")
+    path = local_path(str(where)) if str(where).startswith("file://") else Path(where)
     return Location(str(path), path)
 
 

@@ -130,8 +130,10 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
     # once per landing (a re-landed day, with newer markers, is requested again).
     requested = json.loads(context.cursor) if context.cursor else {}
     last_partition = daily_partitions.get_last_partition_key()
+    # One listing per required stream: {date=<day>: when its marker landed}.
+    markers = [landing.stamps(stream, "_SUCCESS") for stream in s.ingest.required_streams]
     requests = []
-    for name in landing.list(first):
+    for name in sorted(markers[0]):
         day = name.removeprefix("date=")
         try:
             date = dt.date.fromisoformat(day)
@@ -139,10 +141,9 @@ def landing_sensor(context: dg.SensorEvaluationContext, flywheel: FlywheelResour
             continue
         if not name.startswith("date="):
             continue
-        markers = [f"{st}/date={day}/_SUCCESS" for st in s.ingest.required_streams]
-        if date < s.start_date or day > last_partition or not all(map(landing.exists, markers)):
+        if date < s.start_date or day > last_partition or not all(name in m for m in markers):
             continue  # outside the partitions (today's is not complete), or not landed
-        landed = max(map(landing.mtime, markers))
+        landed = max(m[name] for m in markers)
         if requested.get(day, 0) >= landed:
             continue
         ingested = context.instance.fetch_materializations(dg.AssetRecordsFilter(

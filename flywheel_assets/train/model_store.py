@@ -19,6 +19,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -54,7 +55,19 @@ _atomic_write_bytes = storage._atomic_write_bytes
 
 
 def has_model(models: Models, version: str) -> bool:
-    return as_location(models).exists(f"{version}/model.skops")
+    """Whether ``version`` is saved: its model file locally (a version folder is moved
+    into place whole); in an object store its card, which goes up after the model."""
+    location = as_location(models)
+    return location.exists(f"{version}/{'card.json' if location.remote else 'model.skops'}")
+
+
+# What a version looks like (`model_version`, or an operator's own name): one folder
+# name, no path.
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def is_version_name(version: object) -> bool:
+    return isinstance(version, str) and _VERSION.fullmatch(version) is not None
 
 
 def save_model(models: Models, version: str, pipeline, card: dict) -> Path:
@@ -78,7 +91,10 @@ def save_model(models: Models, version: str, pipeline, card: dict) -> Path:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    location.publish(version, last=("card.json",))
+    # A version is written once: one already in the store (a re-run of the same data
+    # on this machine or another) stays as it is.
+    if location.remote and not has_model(location, version):
+        location.publish(version, last=("card.json",))
     return final
 
 
@@ -104,7 +120,7 @@ def load_model(models: Models, version: str, configured_model: str | None = None
     refused = sorted(found - allowed)
     if refused:
         raise UntrustedModelError(
-            f"model {version} at {path} contains types that a {name!r} model is not made of: "
+            f"model {version} at {location.where(f'{version}/model.skops')} contains types that a {name!r} model is not made of: "
             f"{refused}; refusing to load it")
     return sio.load(path, trusted=sorted(found))
 
@@ -147,7 +163,7 @@ def read_champion(models: Models, tolerate_corrupt: bool = False) -> dict | None
         return None
     try:
         pointer = json.loads(text.decode())
-        problem = (None if isinstance(pointer, dict) and isinstance(pointer.get("version"), str)
+        problem = (None if isinstance(pointer, dict) and is_version_name(pointer.get("version"))
                    else "not a JSON object with a version")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         pointer, problem = None, f"not JSON: {exc}"
@@ -190,7 +206,7 @@ def set_champion(models: Models, version: str, reason: str, actor: str,
                  _history: list[str] | None = None) -> dict:
     """Point the champion at ``version`` (atomically) and return the new pointer."""
     location = as_location(models)
-    if not has_model(location, version):
+    if not is_version_name(version) or not has_model(location, version):
         raise FileNotFoundError(f"cannot promote {version}: no such model in {location.where()}")
     previous = read_champion(location, tolerate_corrupt=True)
     history = _history if _history is not None else [

@@ -7,6 +7,7 @@ writes, and a machine with an empty data dir serves the champion from the bucket
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import dagster as dg
@@ -29,10 +30,19 @@ def _keys(s3, prefix: str) -> list[str]:
 
 
 @pytest.fixture(params=["file", "s3"])
-def location(request, tmp_path, s3_server, monkeypatch):
+def location(request, tmp_path, monkeypatch):
     """One location of each kind, with its own working copy."""
     if request.param == "file":
         return storage.Location(f"file://{tmp_path / 'shared'}", tmp_path / "cache")
+    return _in_the_bucket(request.getfixturevalue("s3_server"), tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def bucket_location(s3_server, tmp_path, monkeypatch):
+    return _in_the_bucket(s3_server, tmp_path, monkeypatch)
+
+
+def _in_the_bucket(s3_server, tmp_path, monkeypatch):
     for name, value in s3_server["env"].items():
         monkeypatch.setenv(name, value)
     options = storage.S3Options.from_env(s3_server["env"]["FLYWHEEL_S3_ENDPOINT"], use_ssl=False)
@@ -66,15 +76,27 @@ def test_a_working_copy_goes_up_marker_last_and_comes_back_when_it_changed(locat
         location._fs = _Recording(location._fs, order, real)
     location.publish("impressions/date=2026-01-01", last=("_SUCCESS",))
     if location.remote:
+        # Each object is staged under .uploads/ and copied into place, in this order.
         assert [k.rsplit("/", 1)[1] for k in order] == ["part-0.jsonl", "part-1.jsonl", "_SUCCESS"]
         assert sorted(location.list("impressions/date=2026-01-01")) == [
             "_SUCCESS", "part-0.jsonl", "part-1.jsonl"]
-        # A file written once comes down once; changed in the store, it comes down again.
-        location.write_bytes("models/v1/card.json", b"first")
-        copy = location.local_copy("models/v1/card.json")
-        assert copy.read_bytes() == b"first" and copy.is_relative_to(location.cache)
-        location.write_bytes("models/v1/card.json", b"second!")
-        assert location.local_copy("models/v1/card.json").read_bytes() == b"second!"
+        # What this machine uploaded is current: reading it back downloads nothing.
+        downloads = []
+        real_download = location._download
+        location._download = lambda key, target: (downloads.append(key),
+                                                   real_download(key, target))
+        assert location.local_copy("impressions/date=2026-01-01/part-0.jsonl").read_text() \
+            == "part-0.jsonl" and downloads == []
+        # A working copy that is not the object's (same size, another time: another
+        # machine's file, or one changed by hand) is replaced by the object.
+        mine = day / "part-1.jsonl"
+        mine.write_text("PART-1.JSONL")
+        assert location.local_copy("impressions/date=2026-01-01/part-1.jsonl").read_text() \
+            == "part-1.jsonl" and len(downloads) == 1
+        # A re-landed day replaces the folder: a file it no longer has is gone.
+        (day / "part-1.jsonl").unlink()
+        location.publish("impressions/date=2026-01-01", last=("_SUCCESS",), replace=True)
+        assert location.list("impressions/date=2026-01-01") == ["_SUCCESS", "part-0.jsonl"]
     else:
         # A file:// location is its own working copy: nothing to upload or download.
         assert location.local_copy("impressions/date=2026-01-01/_SUCCESS") == day / "_SUCCESS"
@@ -88,21 +110,134 @@ class _Recording:
         self._fs, self._order, self._real = fs, order, real
 
     def open_output_stream(self, key, *args, **kwargs):
-        self._order.append(key)
         return self._real(key, *args, **kwargs)
+
+    def copy_file(self, source, key):
+        self._order.append(key)
+        return self._fs.copy_file(source, key)
 
     def __getattr__(self, name):
         return getattr(self._fs, name)
 
 
+def test_the_sensor_reads_every_days_marker_time_in_one_listing(location):
+    for day in ("2026-01-01", "2026-01-02"):
+        location.write_bytes(f"impressions/date={day}/part-0.jsonl", b"{}")
+    location.write_bytes("impressions/date=2026-01-02/_SUCCESS", b"")
+    location.write_bytes("impressions/date=2026-01-02/nested/_SUCCESS", b"")  # not a day's
+    stamps = location.stamps("impressions", "_SUCCESS")
+    assert list(stamps) == ["date=2026-01-02"]
+    assert stamps["date=2026-01-02"] == location.mtime("impressions/date=2026-01-02/_SUCCESS")
+    assert location.stamps("clicks", "_SUCCESS") == {}
+
+
+def test_an_upload_cut_short_leaves_no_object_under_its_name(bucket_location, s3_server):
+    location = bucket_location
+    location.write_bytes("v1/card.json", b"old")
+    source = location.cache / "v1" / "card.json"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    source.write_bytes(b"x" * (3 << 20))
+
+    class Interrupted(Exception):
+        pass
+
+    real_open = open
+
+    def open_that_fails_midway(path, mode="r", *args, **kwargs):
+        handle = real_open(path, mode, *args, **kwargs)
+        if str(path) != str(source) or "b" not in mode:
+            return handle
+
+        class Cut:  # one megabyte, then the upload is interrupted
+            def __init__(self):
+                self.reads = 0
+
+            def read(self, n=-1):
+                self.reads += 1
+                if self.reads > 1:
+                    raise Interrupted("stopped mid-upload")
+                return handle.read(n)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                handle.close()
+
+        return Cut()
+
+    import builtins
+
+    builtins_open = builtins.open
+    builtins.open = open_that_fails_midway
+    try:
+        with pytest.raises(Interrupted):
+            location.publish("v1/card.json")
+    finally:
+        builtins.open = builtins_open
+    assert location.read_bytes("v1/card.json") == b"old"  # the old object, whole
+    prefix = location._key("").split("/", 1)[1]
+    # The staged upload is gone (pyarrow leaves an empty `.uploads/` folder marker).
+    assert [k for k in _keys(s3_server, prefix) if not k.endswith("/")] == [f"{prefix}/v1/card.json"]
+
+
+def test_a_pointer_naming_a_path_is_corrupt_not_a_crash(location):
+    location.write_bytes("m1/model.skops", b"not read")
+    location.write_bytes("m1/card.json", b"{}")
+    for version in ("../m1", "m1/../m1", "", "a//b"):
+        location.write_bytes(model_store.CHAMPION_POINTER, json.dumps({"version": version}).encode())
+        with pytest.raises(model_store.CorruptPointerError, match="not a JSON object with a version"):
+            model_store.read_champion(location)
+        with pytest.raises(FileNotFoundError, match="cannot promote"):
+            model_store.set_champion(location, version, "a path", "test")
+
+
+def test_a_compressed_file_is_stored_byte_for_byte(bucket_location, s3_server):
+    """pyarrow guesses a compression from a name (`.gz`) unless told not to: a landing
+    file gzipped by its producer must be the same bytes in the store and in the copy."""
+    import gzip
+
+    data = gzip.compress(b'{"user_id": "u1"}\n')
+    part = bucket_location.cache / "interactions" / "date=2026-01-01" / "part-0.jsonl.gz"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(data)
+    bucket_location.publish("interactions/date=2026-01-01")
+    key = bucket_location._key("interactions/date=2026-01-01/part-0.jsonl.gz").split("/", 1)[1]
+    assert s3_server["client"].get_object(Bucket="flywheel", Key=key)["Body"].read() == data
+    assert bucket_location.read_bytes("interactions/date=2026-01-01/part-0.jsonl.gz") == data
+    part.unlink()
+    assert bucket_location.local_copy("interactions/date=2026-01-01/part-0.jsonl.gz") \
+        .read_bytes() == data
+
+
+@pytest.mark.parametrize("name", ["../../x", "a//b"])
+def test_an_object_whose_name_is_not_a_files_path_is_refused(bucket_location, s3_server,
+                                                              tmp_path, name):
+    """S3 keys are any strings; "../" in one would write outside the copy's folder."""
+    day = "impressions/date=2026-01-01"
+    bucket_location.write_bytes(f"{day}/part-0.jsonl", b"{}")
+    s3_server["client"].put_object(Bucket="flywheel", Body=b"escape",
+                                   Key=f"{bucket_location._key(day).split('/', 1)[1]}/{name}")
+    with pytest.raises(storage.StorageConfigError, match="not a file's path") as refused:
+        bucket_location.fetch(day, tmp_path / "copy" / "day")
+    assert name in str(refused.value)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "copy").exists()
+
+
 @pytest.mark.parametrize("uri, message", [
     ("gs://bucket/models", "gs:// is not supported"),
     ("s3:///models", "needs a bucket"),
+    ("file://fileserver/models", "another host"),
 ])
 def test_a_location_the_product_cannot_use_is_refused_by_name(tmp_path, uri, message):
     with pytest.raises(storage.StorageConfigError, match=message) as refused:
         storage.Location(uri, tmp_path)
     assert uri in str(refused.value)
+
+
+def test_a_remote_uri_without_its_settings_is_refused():
+    with pytest.raises(storage.StorageConfigError, match="pass a Location"):
+        model_store.champion_version("s3://flywheel/models")
 
 
 def test_relative_and_file_locations_are_folders_of_the_data_dir(tmp_path, monkeypatch):
@@ -181,6 +316,8 @@ def test_the_wheel_on_a_bucket_writes_the_tables_of_the_wheel_on_folders(tmp_pat
 
     next_day = "2026-01-03"
     land_day(bucket, WORLD, next_day)
+    for stream in s.ingest.required_streams:  # only the bucket has the day now
+        shutil.rmtree(s.landing.cache / stream / f"date={next_day}")
     with dg.build_sensor_context(instance=instance, resources={
             "flywheel": FlywheelResource(data_dir=str(bucket))}) as context:
         result = landing_sensor(context)
