@@ -604,7 +604,8 @@ class Settings:
         options = {"KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", ""),
                    "SECRET": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
                    "REGION": os.environ.get("AWS_REGION")
-                   or os.environ.get("AWS_DEFAULT_REGION", "")}
+                   or os.environ.get("AWS_DEFAULT_REGION", ""),
+                   "SESSION_TOKEN": os.environ.get("AWS_SESSION_TOKEN", "")}
         if self.s3_endpoint.strip():
             options.update(ENDPOINT=self.s3_endpoint.strip(), URL_STYLE="path",
                            USE_SSL=str(self.s3_use_ssl).lower())

@@ -56,18 +56,29 @@ _atomic_write_bytes = storage._atomic_write_bytes
 
 def has_model(models: Models, version: str) -> bool:
     """Whether ``version`` is saved: its model file locally (a version folder is moved
-    into place whole); in an object store its card, which goes up after the model."""
+    into place whole); in an object store its card, which goes up after the model (a
+    version copied into a bucket without a card does not count: give it one). A name
+    that is not a version's has no model."""
     location = as_location(models)
-    return location.exists(f"{version}/{'card.json' if location.remote else 'model.skops'}")
+    return is_version_name(version) and location.exists(
+        f"{version}/{'card.json' if location.remote else 'model.skops'}")
 
 
-# What a version looks like (`model_version`, or an operator's own name): one folder
-# name, no path.
+# What a version looks like (`model_version`): one folder name, no path, none of the
+# store's own files.
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_RESERVED = {"champion.json", "champion_history.json", "champion.lock"}
 
 
 def is_version_name(version: object) -> bool:
-    return isinstance(version, str) and _VERSION.fullmatch(version) is not None
+    return (isinstance(version, str) and _VERSION.fullmatch(version) is not None
+            and version not in _RESERVED)
+
+
+def _check_version(version: str) -> None:
+    if not is_version_name(version):
+        raise ValueError(f"{version!r} is not a model version (one folder name: letters, "
+                         "digits, '.', '_', '-')")
 
 
 def save_model(models: Models, version: str, pipeline, card: dict) -> Path:
@@ -76,10 +87,15 @@ def save_model(models: Models, version: str, pipeline, card: dict) -> Path:
     store vouches for a model that is there)."""
     import skops.io as sio
 
+    _check_version(version)
     location = as_location(models)
     models_dir = location.cache
-    models_dir.mkdir(parents=True, exist_ok=True)
     final = models_dir / version
+    # A version is written once: one already in the store (a re-run of the same data
+    # on this machine or another) stays as it is, here and there.
+    if location.remote and has_model(location, version):
+        return final
+    models_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=models_dir, prefix=f".{version}."))
     try:
         sio.dump(pipeline, staging / "model.skops")
@@ -91,10 +107,7 @@ def save_model(models: Models, version: str, pipeline, card: dict) -> Path:
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    # A version is written once: one already in the store (a re-run of the same data
-    # on this machine or another) stays as it is.
-    if location.remote and not has_model(location, version):
-        location.publish(version, last=("card.json",))
+    location.publish(version, last=("card.json",))
     return final
 
 
@@ -106,6 +119,7 @@ def load_model(models: Models, version: str, configured_model: str | None = None
     loader import code nobody configured."""
     import skops.io as sio
 
+    _check_version(version)
     location = as_location(models)
     if not has_model(location, version):
         raise FileNotFoundError(f"model {version}: no artifact at "
@@ -147,6 +161,7 @@ def allowed_types(name: str, params: dict, configured_model: str | None = None,
 
 
 def load_card(models: Models, version: str) -> dict:
+    _check_version(version)
     return json.loads(as_location(models).local_copy(f"{version}/card.json").read_text())
 
 

@@ -131,7 +131,8 @@ def test_the_sensor_reads_every_days_marker_time_in_one_listing(location):
     assert location.stamps("clicks", "_SUCCESS") == {}
 
 
-def test_an_upload_cut_short_leaves_no_object_under_its_name(bucket_location, s3_server):
+def test_an_upload_cut_short_leaves_no_object_under_its_name(bucket_location, s3_server,
+                                                              monkeypatch):
     location = bucket_location
     location.write_bytes("v1/card.json", b"old")
     source = location.cache / "v1" / "card.json"
@@ -141,44 +142,53 @@ def test_an_upload_cut_short_leaves_no_object_under_its_name(bucket_location, s3
     class Interrupted(Exception):
         pass
 
-    real_open = open
+    class Cut:
+        """The working copy's file, read for one megabyte; then the upload is stopped."""
 
-    def open_that_fails_midway(path, mode="r", *args, **kwargs):
-        handle = real_open(path, mode, *args, **kwargs)
-        if str(path) != str(source) or "b" not in mode:
-            return handle
+        def __init__(self, path, mode):
+            self.handle, self.reads = open(path, mode), 0
 
-        class Cut:  # one megabyte, then the upload is interrupted
-            def __init__(self):
-                self.reads = 0
+        def read(self, n=-1):
+            self.reads += 1
+            if self.reads > 1:
+                raise Interrupted("stopped mid-upload")
+            return self.handle.read(n)
 
-            def read(self, n=-1):
-                self.reads += 1
-                if self.reads > 1:
-                    raise Interrupted("stopped mid-upload")
-                return handle.read(n)
+        def __enter__(self):
+            return self
 
-            def __enter__(self):
-                return self
+        def __exit__(self, *exc):
+            self.handle.close()
 
-            def __exit__(self, *exc):
-                handle.close()
-
-        return Cut()
-
-    import builtins
-
-    builtins_open = builtins.open
-    builtins.open = open_that_fails_midway
-    try:
-        with pytest.raises(Interrupted):
-            location.publish("v1/card.json")
-    finally:
-        builtins.open = builtins_open
+    monkeypatch.setattr(storage, "open", Cut, raising=False)  # storage's open only
+    with pytest.raises(Interrupted):
+        location.publish("v1/card.json")
+    monkeypatch.undo()
     assert location.read_bytes("v1/card.json") == b"old"  # the old object, whole
     prefix = location._key("").split("/", 1)[1]
     # The staged upload is gone (pyarrow leaves an empty `.uploads/` folder marker).
     assert [k for k in _keys(s3_server, prefix) if not k.endswith("/")] == [f"{prefix}/v1/card.json"]
+
+
+def test_a_version_is_uploaded_once_and_counts_when_its_card_is_there(bucket_location):
+    from sklearn.dummy import DummyClassifier
+
+    model = DummyClassifier().fit([[0], [1]], [0, 1])
+    model_store.save_model(bucket_location, "m1", model, {"model": "first"})
+    stored = bucket_location.read_bytes("m1/card.json")
+    # Saved again (a re-run, here or on another machine): the store keeps the first, and
+    # so does this machine's copy.
+    model_store.save_model(bucket_location, "m1", model, {"model": "second"})
+    assert bucket_location.read_bytes("m1/card.json") == stored
+    assert model_store.load_card(bucket_location, "m1")["model"] == "first"
+    # A model whose card never went up (an upload stopped between the two) is not saved:
+    # the next save uploads it.
+    bucket_location.remove("m2/card.json")
+    bucket_location.write_bytes("m2/model.skops", b"half a version")
+    assert not model_store.has_model(bucket_location, "m2")
+    model_store.save_model(bucket_location, "m2", model, {"model": "m2's"})
+    assert model_store.has_model(bucket_location, "m2")
+    assert model_store.load_card(bucket_location, "m2")["model"] == "m2's"
 
 
 def test_a_pointer_naming_a_path_is_corrupt_not_a_crash(location):
@@ -190,6 +200,12 @@ def test_a_pointer_naming_a_path_is_corrupt_not_a_crash(location):
             model_store.read_champion(location)
         with pytest.raises(FileNotFoundError, match="cannot promote"):
             model_store.set_champion(location, version, "a path", "test")
+        assert not model_store.has_model(location, version)
+    for version in ("../m1", "champion.json"):
+        with pytest.raises(ValueError, match="is not a model version"):
+            model_store.load_model(location, version)
+        with pytest.raises(ValueError, match="is not a model version"):
+            model_store.save_model(location, version, None, {})
 
 
 def test_a_compressed_file_is_stored_byte_for_byte(bucket_location, s3_server):
@@ -333,3 +349,13 @@ def test_the_wheel_on_a_bucket_writes_the_tables_of_the_wheel_on_folders(tmp_pat
     failures = [str(e.event_specific_data.error) for e in run.all_events if e.is_step_failure]
     assert not run.success and any(f"s3://flywheel/landing/interactions/date={next_day}" in f
                                    for f in failures), failures
+
+
+def test_temporary_keys_reach_the_locations_and_the_lake(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ASIATEMPORARY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "token-of-the-session")
+    assert storage.S3Options.from_env().session_token == "token-of-the-session"
+    assert ("SESSION_TOKEN", "token-of-the-session") in Settings.from_env(tmp_path).s3_options()
+    monkeypatch.delenv("AWS_SESSION_TOKEN")
+    assert "SESSION_TOKEN" not in dict(Settings.from_env(tmp_path).s3_options())
