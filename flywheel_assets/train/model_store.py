@@ -134,8 +134,8 @@ def load_model(models: Models, version: str, configured_model: str | None = None
     refused = sorted(found - allowed)
     if refused:
         raise UntrustedModelError(
-            f"model {version} at {location.where(f'{version}/model.skops')} contains types that a {name!r} model is not made of: "
-            f"{refused}; refusing to load it")
+            f"model {version} at {location.where(f'{version}/model.skops')} contains types "
+            f"that a {name!r} model is not made of: {refused}; refusing to load it")
     return sio.load(path, trusted=sorted(found))
 
 
@@ -221,7 +221,7 @@ def set_champion(models: Models, version: str, reason: str, actor: str,
                  _history: list[str] | None = None) -> dict:
     """Point the champion at ``version`` (atomically) and return the new pointer."""
     location = as_location(models)
-    if not is_version_name(version) or not has_model(location, version):
+    if not has_model(location, version):  # a name that is not a version's included
         raise FileNotFoundError(f"cannot promote {version}: no such model in {location.where()}")
     previous = read_champion(location, tolerate_corrupt=True)
     history = _history if _history is not None else [
