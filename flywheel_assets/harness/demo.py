@@ -84,8 +84,39 @@ def _main(args: argparse.Namespace) -> int:
                              rerank_diversity=settings.serving.diversity,
                              rerank_popularity_balance=settings.serving.popularity_balance,
                              scenarios=scenarios, **given)
-    summary = run_demo(settings, config, args.days, progress=not args.quiet)
+    try:
+        summary = run_demo(settings, config, args.days, progress=not args.quiet)
+    except DemoRefused as exc:
+        print(f"flywheel demo: {exc}", file=sys.stderr)
+        return 2
     return 0 if summary["days"] else 1
+
+
+class DemoRefused(ValueError):
+    """The demo would mix an earlier world into the new one."""
+
+
+def check_locations_are_empty(settings: Settings) -> None:
+    """A demo starts from an empty world, and it empties only its data dir's own folders
+    (:func:`reset_generated`). A landing zone, models or reports configured elsewhere (a
+    bucket, a folder outside the data dir: `FLYWHEEL_*_URI`) are not the demo's to
+    delete; holding anything, they would bring an earlier world's days, versions or
+    champion pointer into this one. Refused, naming each."""
+    held = []
+    for area, location in (("landing", settings.landing), ("models", settings.models),
+                           ("reports", settings.reports)):
+        own = not location.remote and \
+            location.cache.resolve() == (settings.data_dir / area).resolve()
+        names = [] if own else location.list()
+        if names:
+            held.append(f"{area} at {location.where()} holds {', '.join(names[:3])}"
+                        f"{' …' if len(names) > 3 else ''}")
+    if held:
+        raise DemoRefused(
+            "the demo starts from an empty world but " + "; ".join(held) + ". These are "
+            "not in the data dir, so the demo does not delete them: give it empty "
+            "locations (a new prefix) or unset FLYWHEEL_LANDING_URI, FLYWHEEL_MODELS_URI "
+            "and FLYWHEEL_REPORTS_URI")
 
 
 def reset_generated(data_dir: Path) -> None:
@@ -310,6 +341,7 @@ def run_demo(settings: Settings, config: WorldConfig, days: int, progress: bool 
     started = time.perf_counter()
     data_dir = settings.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
+    check_locations_are_empty(settings)
     reset_generated(data_dir)
     os.environ["DAGSTER_HOME"] = str(settings.ensure_dagster_home())
     world.save_config(world.world_dir(data_dir), config)

@@ -359,3 +359,28 @@ def test_temporary_keys_reach_the_locations_and_the_lake(tmp_path, monkeypatch):
     assert ("SESSION_TOKEN", "token-of-the-session") in Settings.from_env(tmp_path).s3_options()
     monkeypatch.delenv("AWS_SESSION_TOKEN")
     assert "SESSION_TOKEN" not in dict(Settings.from_env(tmp_path).s3_options())
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_the_demo_will_not_mix_an_earlier_world_from_a_location_it_does_not_own(
+        kind, tmp_path, monkeypatch, capsys, request):
+    """`flywheel demo` empties its data dir's folders; a bucket or a folder elsewhere
+    that holds an earlier run's champion is refused, not read and not deleted."""
+    if kind == "s3":
+        for name, value in request.getfixturevalue("s3_server")["env"].items():
+            monkeypatch.setenv(name, value)
+        uri = f"s3://flywheel/{tmp_path.name}/models"
+    else:
+        uri = f"file://{tmp_path / 'shared' / 'models'}"
+    monkeypatch.setenv("FLYWHEEL_MODELS_URI", uri)
+    data = tmp_path / "data"
+    models = Settings.from_env(data).models
+    models.write_bytes(model_store.CHAMPION_POINTER, b'{"version": "m20260101-earlier"}')
+    (data / "landing").mkdir(parents=True)
+    (data / "landing" / "kept.txt").write_text("an earlier demo's landing zone")
+
+    assert main(["demo", "--days", "1", "--quiet", "--data-dir", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert f"models at {models.where()} holds champion.json" in err and "FLYWHEEL_MODELS_URI" in err
+    assert models.exists(model_store.CHAMPION_POINTER)  # not deleted
+    assert (data / "landing" / "kept.txt").exists()  # refused before anything was reset
