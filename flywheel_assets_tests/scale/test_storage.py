@@ -125,7 +125,14 @@ def test_the_sensor_reads_every_days_marker_time_in_one_listing(location):
         location.write_bytes(f"impressions/date={day}/part-0.jsonl", b"{}")
     location.write_bytes("impressions/date=2026-01-02/_SUCCESS", b"")
     location.write_bytes("impressions/date=2026-01-02/nested/_SUCCESS", b"")  # not a day's
+    requests = []
+    if location.remote:  # one listing, however many days: count what is asked of the store
+        real = location._fs
+        location._fs = _Counting(real, requests)
     stamps = location.stamps("impressions", "_SUCCESS")
+    if location.remote:
+        location._fs = real
+        assert len(requests) == 1, requests
     assert list(stamps) == ["date=2026-01-02"]
     assert stamps["date=2026-01-02"] == location.mtime("impressions/date=2026-01-02/_SUCCESS")
     assert location.stamps("clicks", "_SUCCESS") == {}
@@ -238,6 +245,20 @@ def test_an_object_whose_name_is_not_a_files_path_is_refused(bucket_location, s3
         bucket_location.fetch(day, tmp_path / "copy" / "day")
     assert name in str(refused.value)
     assert not (tmp_path / "x").exists() and not (tmp_path / "copy").exists()
+
+
+class _Counting:
+    """pyarrow's S3 filesystem, noting each request for file information."""
+
+    def __init__(self, fs, requests):
+        self._fs, self._requests = fs, requests
+
+    def get_file_info(self, what):
+        self._requests.append(what)
+        return self._fs.get_file_info(what)
+
+    def __getattr__(self, name):
+        return getattr(self._fs, name)
 
 
 @pytest.mark.parametrize("uri, message", [
