@@ -72,8 +72,7 @@ def test_a_working_copy_goes_up_marker_last_and_comes_back_when_it_changed(locat
     (day / ".part-2.jsonl.tmp").write_text("half-written")  # never published
     order = []
     if location.remote:
-        real = location._fs.open_output_stream
-        location._fs = _Recording(location._fs, order, real)
+        location._fs = _Watching(location._fs, copies=order)
     location.publish("impressions/date=2026-01-01", last=("_SUCCESS",))
     if location.remote:
         # Each object is staged under .uploads/ and copied into place, in this order.
@@ -103,18 +102,22 @@ def test_a_working_copy_goes_up_marker_last_and_comes_back_when_it_changed(locat
         assert not (location.cache.parent / "cache").exists()
 
 
-class _Recording:
-    """pyarrow's S3 filesystem, noting each object it is asked to write."""
+class _Watching:
+    """pyarrow's S3 filesystem, noting the keys it copies objects into (``copies``) and
+    each request for file information (``infos``)."""
 
-    def __init__(self, fs, order, real):
-        self._fs, self._order, self._real = fs, order, real
-
-    def open_output_stream(self, key, *args, **kwargs):
-        return self._real(key, *args, **kwargs)
+    def __init__(self, fs, copies=None, infos=None):
+        self._fs, self._copies, self._infos = fs, copies, infos
 
     def copy_file(self, source, key):
-        self._order.append(key)
+        if self._copies is not None:
+            self._copies.append(key)
         return self._fs.copy_file(source, key)
+
+    def get_file_info(self, what):
+        if self._infos is not None:
+            self._infos.append(what)
+        return self._fs.get_file_info(what)
 
     def __getattr__(self, name):
         return getattr(self._fs, name)
@@ -128,7 +131,7 @@ def test_the_sensor_reads_every_days_marker_time_in_one_listing(location):
     requests = []
     if location.remote:  # one listing, however many days: count what is asked of the store
         real = location._fs
-        location._fs = _Counting(real, requests)
+        location._fs = _Watching(real, infos=requests)
     stamps = location.stamps("impressions", "_SUCCESS")
     if location.remote:
         location._fs = real
@@ -245,20 +248,6 @@ def test_an_object_whose_name_is_not_a_files_path_is_refused(bucket_location, s3
         bucket_location.fetch(day, tmp_path / "copy" / "day")
     assert name in str(refused.value)
     assert not (tmp_path / "x").exists() and not (tmp_path / "copy").exists()
-
-
-class _Counting:
-    """pyarrow's S3 filesystem, noting each request for file information."""
-
-    def __init__(self, fs, requests):
-        self._fs, self._requests = fs, requests
-
-    def get_file_info(self, what):
-        self._requests.append(what)
-        return self._fs.get_file_info(what)
-
-    def __getattr__(self, name):
-        return getattr(self._fs, name)
 
 
 @pytest.mark.parametrize("uri, message", [
